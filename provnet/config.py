@@ -1,0 +1,291 @@
+# Every provnet option in one table (OpenStack's names and sections where they exist) and where each value came from.
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "/etc/provnet/provnet.conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that cannot be used; the message names the option and the source."""
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def to_list(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+def to_mapping(value: Any) -> dict[str, str]:
+    """`physnet1:br-phy,physnet2:br-two` -> {"physnet1": "br-phy", ...} (oslo's dict-of-colon-pairs form)."""
+    if isinstance(value, dict):
+        return dict(value)
+    out: dict[str, str] = {}
+    for item in to_list(value):
+        key, sep, val = item.partition(":")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"expected key:value pairs separated by commas, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"key {key.strip()!r} given twice")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def to_port(value: Any) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"a TCP/UDP port is 1..65535, got {port}")
+    return port
+
+
+def to_positive(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return number
+
+
+def to_nonneg_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return number
+
+
+def to_protocol(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("http", "https"):
+        raise ValueError(f"must be http or https, got {value!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    section: str
+    default: Any
+    help: str
+    convert: Callable[[Any], Any] = str
+    env: str | None = None
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name if self.section == "DEFAULT" else f"{self.section}.{self.name}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    # where state lives
+    Option("state_path", "DEFAULT", "/var/lib/provnet", "Directory for the SQLite store, sockets and the "
+           "lease journal.", env="PROVNET_STATE_PATH"),
+    Option("connection", "database", "sqlite:///$state_path/provnet.sqlite", "Database URL: SQLite (one host) or "
+           "postgresql://user:pass@host/db (several hosts).", env="PROVNET_DB", secret=True),
+    Option("debug", "DEFAULT", False, "Log at DEBUG level.", to_bool, env="PROVNET_DEBUG"),
+    # networking API (neutron-server)
+    Option("bind_host", "DEFAULT", "127.0.0.1", "Address the networking API listens on. It has no "
+           "authentication yet: keep it on a management network."),
+    Option("bind_port", "DEFAULT", 9696, "Port of the networking API.", to_port),
+    Option("agent_down_time", "DEFAULT", 75.0, "Seconds without a heartbeat after which an agent is dead. "
+           "Keep it at least twice [agent] report_interval.", to_positive),
+    Option("flat_networks", "ml2_type_flat", "*", "Physical networks flat networks may use; * is any.", to_list),
+    Option("network_vlan_ranges", "ml2_type_vlan", "", "physnet[:min:max] entries VLAN networks may use; "
+           "empty allows any physical network with ids 1..4094.", to_list),
+    # metadata agent (neutron-metadata-agent, metadata_agent.ini names)
+    Option("metadata_proxy_shared_secret", "DEFAULT", "", "Secret the agent signs instance ids with and the "
+           "metadata API checks. Set the same value for both.", secret=True),
+    Option("nova_metadata_host", "DEFAULT", "127.0.0.1", "Host of the metadata API the agent forwards to."),
+    Option("nova_metadata_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
+    Option("nova_metadata_protocol", "DEFAULT", "http", "http or https to the metadata API.", to_protocol),
+    Option("nova_metadata_insecure", "DEFAULT", False, "Do not verify the metadata API's certificate.", to_bool),
+    Option("nova_client_cert", "DEFAULT", "", "Client certificate for the metadata API (https)."),
+    Option("nova_client_priv_key", "DEFAULT", "", "Private key of nova_client_cert."),
+    Option("auth_ca_cert", "DEFAULT", "", "CA bundle to verify the metadata API's certificate."),
+    Option("metadata_proxy_socket", "DEFAULT", "$state_path/metadata_proxy", "Unix socket the metadata agent "
+           "listens on and the proxies connect to."),
+    Option("metadata_workers", "DEFAULT", 0, "Worker processes of the agent (0: one asyncio process).",
+           to_nonneg_int),
+    Option("metadata_backlog", "DEFAULT", 4096, "Listen backlog of the agent's socket.", to_nonneg_int),
+    Option("metadata_port", "DEFAULT", 9697, "Port the namespace metadata proxy listens on.", to_port),
+    Option("rate_limit_enabled", "metadata_rate_limiting", False, "Limit requests per source address (429).",
+           to_bool),
+    Option("base_window_duration", "metadata_rate_limiting", 10.0, "Seconds of the base window.", to_positive),
+    Option("base_query_rate_limit", "metadata_rate_limiting", 10, "Requests allowed per base window.",
+           to_nonneg_int),
+    Option("burst_window_duration", "metadata_rate_limiting", 10.0, "Seconds of the burst window.",
+           to_positive),
+    Option("burst_query_rate_limit", "metadata_rate_limiting", 10, "Requests allowed per burst window.",
+           to_nonneg_int),
+    # metadata API (nova-api-metadata)
+    Option("metadata_listen", "DEFAULT", "127.0.0.1", "Address the metadata API listens on."),
+    Option("metadata_listen_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
+    Option("dhcp_domain", "api", "novalocal", "Domain appended to instance hostnames in metadata."),
+    Option("metadata_cache_expiration", "api", 15.0, "Seconds the metadata API caches an instance (0: off).",
+           float),
+    Option("vendordata_jsonfile_path", "api", "", "JSON file served as vendor_data.json (static)."),
+    Option("metadata_trusted_networks", "api", "", "Direct mode: CIDRs whose source address identifies the "
+           "instance without a proxy. Empty (default) keeps direct mode off.", to_list),
+    # agent (neutron-openvswitch-agent's reporting side)
+    Option("bridge_mappings", "ovs", "", "physical_network:bridge pairs this host's agent reports, e.g. "
+           "physnet1:br-phy. Flat and VLAN ports bind only where their physical network is mapped.", to_mapping),
+    Option("report_interval", "agent", 30.0, "Seconds between agent heartbeats.", to_positive),
+    Option("host", "DEFAULT", os.uname().nodename, "This host's name, as ports' binding:host_id name it."),
+    # DHCP server
+    Option("interface", "dhcp", "", "Interface the DHCP server binds (empty: no DHCP server in serve)."),
+    Option("network", "dhcp", "", "Name or id of the network the DHCP server serves (empty: every network "
+           "with a subnet on the interface)."),
+    Option("lease_time", "dhcp", 86400, "Lease time in seconds (option 51).", to_nonneg_int),
+    Option("dns_domain", "dhcp", "openstacklocal", "Domain name (option 15)."),
+    Option("force_routes", "dhcp", True, "Send options 121 and 249 even when the client did not ask.", to_bool),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+_VAR = re.compile(r"\$(\w+)")
+
+
+def option(key: str) -> Option:
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise ConfigError(f"unknown option {key!r}") from None
+
+
+@dataclass
+class Setting:
+    value: Any
+    source: str
+
+
+class Config:
+    """Effective configuration: default < config file < environment < command line."""
+
+    def __init__(self, settings: Mapping[str, Setting]) -> None:
+        self._settings = dict(settings)
+
+    def get(self, key: str) -> Any:
+        return self._settings[option(key).key].value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.get(name)
+        except ConfigError:
+            raise AttributeError(name) from None
+
+    def source(self, key: str) -> str:
+        return self._settings[option(key).key].source
+
+    def items(self) -> Iterable[tuple[Option, Setting]]:
+        for opt in OPTIONS:
+            yield opt, self._settings[opt.key]
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "command line") -> Config:
+        return load_config(files=(), overrides=overrides, base=self, source=source)
+
+    @property
+    def db_url(self) -> str:
+        return self.get("database.connection")
+
+
+def _convert(opt: Option, raw: Any, source: str) -> Any:
+    try:
+        return opt.convert(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{opt.key} = {raw!r} ({source}): {exc}") from None
+
+
+def read_ini(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read one provnet INI file into {key: raw value}; unknown keys are errors, not silently ignored."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    out: dict[str, str] = {}
+    for section in ["DEFAULT", *parser.sections()]:
+        items = parser.defaults() if section == "DEFAULT" else {
+            k: v for k, v in parser.items(section, raw=True) if k not in parser.defaults()}
+        for name, raw in items.items():
+            key = name if section == "DEFAULT" else f"{section}.{name}"
+            if key not in _BY_KEY:
+                raise ConfigError(f"config file {path}: unknown option [{section}] {name}")
+            out[key] = raw
+    return out
+
+
+def load_config(
+    files: Iterable[str | os.PathLike[str]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    base: Config | None = None,
+    source: str = "command line",
+) -> Config:
+    """Build the effective configuration. `files=None` reads $PROVNET_CONFIG or /etc/provnet/provnet.conf if present."""
+    env = os.environ if env is None else env
+    settings: dict[str, Setting]
+    if base is not None:
+        settings = dict(base._settings)
+    else:
+        settings = {o.key: Setting(o.default, "default") for o in OPTIONS}
+        if files is None:
+            named = env.get("PROVNET_CONFIG")
+            if named:
+                files = [named]
+            elif Path(DEFAULT_CONFIG_FILE).exists():
+                files = [DEFAULT_CONFIG_FILE]
+            else:
+                files = []
+        for path in files:
+            for key, raw in read_ini(path).items():
+                settings[key] = Setting(_convert(_BY_KEY[key], raw, str(path)), str(path))
+        for opt in OPTIONS:
+            if opt.env and env.get(opt.env):
+                settings[opt.key] = Setting(_convert(opt, env[opt.env], f"env {opt.env}"), f"env {opt.env}")
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        opt = option(key)
+        settings[opt.key] = Setting(_convert(opt, raw, source), source)
+    state_path = str(settings["state_path"].value)
+    for key, setting in settings.items():
+        if isinstance(setting.value, str) and "$" in setting.value:
+            setting = Setting(_VAR.sub(lambda m: state_path if m.group(1) == "state_path" else m.group(0),
+                                       setting.value), setting.source)
+            settings[key] = setting
+    return Config(settings)
+
+
+def render(config: Config) -> str:
+    """`provnet config show`: one line per option with its value and source; secrets masked."""
+    lines = []
+    width = max(len(f"[{o.section}] {o.name}") for o in OPTIONS)
+    for opt, setting in config.items():
+        value = setting.value
+        if opt.secret and value:
+            value = re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value) if "://" in str(value) else "***"
+        if isinstance(value, dict):
+            value = ",".join(f"{k}:{v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ",".join(value)
+        lines.append(f"{f'[{opt.section}] {opt.name}':<{width}}  = {value}    ({setting.source})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+# Namespaces, links, addresses, routes (pyroute2) and firewall rule sets (iptables-restore).

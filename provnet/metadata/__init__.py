@@ -1,0 +1,1 @@
+# The metadata path: namespace proxy -> metadata agent (unix socket) -> metadata API, plus pure content renderers.

@@ -1,0 +1,1 @@
+# Domain types and their rules (Neutron's): pure code, no I/O.

@@ -1,0 +1,159 @@
+# Neutron's exception family: each error knows its HTTP status, its Neutron type name and its message.
+from __future__ import annotations
+
+
+class NeutronError(Exception):
+    """Base of every error the domain raises; `type` is the name Neutron puts in the error body."""
+
+    status: int = 500
+    message_format: str = "An unknown exception occurred."
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        self.message = message if message is not None else self.message_format % kwargs
+        super().__init__(self.message)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_body(self) -> dict:
+        return {"NeutronError": {"type": self.type, "message": self.message, "detail": ""}}
+
+
+class BadRequest(NeutronError):
+    status = 400
+    message_format = "Bad %(resource)s request: %(msg)s."
+
+
+class HTTPBadRequest(BadRequest):
+    """Malformed bodies: unknown attributes, wrong types, missing required attributes."""
+
+    message_format = "%(msg)s"
+
+
+class InvalidInput(BadRequest):
+    message_format = "Invalid input for operation: %(error_message)s."
+
+
+class NotAuthorized(NeutronError):
+    status = 403
+    message_format = "Not authorized."
+
+
+class NotFound(NeutronError):
+    status = 404
+    message_format = "An unknown exception occurred."
+
+
+class Conflict(NeutronError):
+    status = 409
+    message_format = "An unknown exception occurred."
+
+
+class InUse(Conflict):
+    pass
+
+
+class ServiceUnavailable(NeutronError):
+    status = 503
+    message_format = "The service is unavailable."
+
+
+class NetworkNotFound(NotFound):
+    message_format = "Network %(net_id)s could not be found."
+
+
+class SubnetNotFound(NotFound):
+    message_format = "Subnet %(subnet_id)s could not be found."
+
+
+class PortNotFound(NotFound):
+    message_format = "Port %(port_id)s could not be found."
+
+
+class RouterNotFound(NotFound):
+    message_format = "Router %(router_id)s could not be found."
+
+
+class AgentNotFound(NotFound):
+    message_format = "Agent %(id)s could not be found."
+
+
+class InstanceNotFound(NotFound):
+    message_format = "Instance %(instance_id)s could not be found."
+
+
+class ExtensionNotFound(NotFound):
+    message_format = "Extension with alias %(extension_alias)s does not exist."
+
+
+class ResourceNotFound(NotFound):
+    message_format = "The resource could not be found."
+
+
+class NetworkInUse(InUse):
+    message_format = (
+        "Unable to complete operation on network %(net_id)s. "
+        "There are one or more ports still in use on the network."
+    )
+
+
+class SubnetInUse(InUse):
+    message_format = (
+        "Unable to complete operation on subnet %(subnet_id)s: "
+        "One or more ports have an IP allocation from this subnet."
+    )
+
+
+class RouterInUse(InUse):
+    message_format = "Router %(router_id)s %(reason)s"
+
+
+class FlatNetworkInUse(InUse):
+    message_format = "Unable to create the flat network. Physical network %(physical_network)s is in use."
+
+
+class VlanIdInUse(InUse):
+    message_format = (
+        "Unable to create the network. The VLAN %(vlan_id)s on physical network "
+        "%(physical_network)s is in use."
+    )
+
+
+class MacAddressInUse(InUse):
+    message_format = "Unable to complete operation for network %(net_id)s. The mac address %(mac)s is in use."
+
+
+class IpAddressGenerationFailure(Conflict):
+    message_format = "No more IP addresses available on network %(net_id)s."
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    message_format = "IP address %(ip)s already allocated in subnet %(subnet_id)s"
+
+
+class InvalidAllocationPool(BadRequest):
+    message_format = "The allocation pool %(pool)s is not valid."
+
+
+class OutOfBoundsAllocationPool(BadRequest):
+    message_format = "The allocation pool %(pool)s spans beyond the subnet cidr %(subnet_cidr)s."
+
+
+class OverlappingAllocationPools(Conflict):
+    message_format = (
+        "Found overlapping allocation pools: %(pool_1)s %(pool_2)s for subnet %(subnet_cidr)s."
+    )
+
+
+class GatewayConflictWithAllocationPools(Conflict):
+    message_format = "Gateway ip %(ip_address)s conflicts with allocation pool %(pool)s."
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    message_format = "Router %(router_id)s has no interface on subnet %(subnet_id)s"
+
+
+class PortSecurityPortHasSecurityGroup(InUse):
+    message_format = "Port has security group associated. Cannot disable port security or ip address until security group is removed"  # noqa: E501
