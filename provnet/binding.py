@@ -1,0 +1,124 @@
+# ML2-style port binding with the openvswitch driver, pure: which agent binds a port, or why none can.
+"""Port binding as ML2 does it with the openvswitch mechanism driver, without I/O.
+
+`bind_port` is called by the registry inside port create/update when `binding:host_id` is set and the
+port is unbound or failed, and again for a host's failed ports whenever that host's agent reports.
+
+Status choice: provnet has no L2 agent that later reports "port is wired" (ML2 leaves a bound port DOWN
+until the OVS agent does), so a successful binding to an alive agent with the network's physical network
+mapped is taken as the port being up: status ACTIVE (DOWN if the port's admin_state_up is False).
+A failed binding is always DOWN with `binding:vif_type` "binding_failed" and a reason.
+
+A network without a provider:network_type is treated as a "local" segment (always bindable by type).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from provnet.model.resources import OVS_AGENT_TYPE, Agent, Network, Port
+
+VIF_TYPE_OVS = "ovs"
+VIF_TYPE_BINDING_FAILED = "binding_failed"
+VIF_TYPE_UNBOUND = "unbound"
+ALWAYS_SUPPORTED_TYPES = ("local", "flat", "vlan")
+PHYSNET_TYPES = ("flat", "vlan")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The outcome of one binding attempt: what goes into the port's binding:* fields and status."""
+
+    vif_type: str
+    vif_details: dict = field(default_factory=dict)
+    status: str = "DOWN"
+    failure_reason: str | None = None
+    agent_id: str | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.vif_type == VIF_TYPE_OVS
+
+
+def needs_binding(port: Port) -> bool:
+    """ML2 binds when a host is named and the port is not bound yet (or its last attempt failed)."""
+    return bool(port.binding_host_id) and port.binding_vif_type in (VIF_TYPE_UNBOUND, VIF_TYPE_BINDING_FAILED)
+
+
+def ovs_vif_details(agent: Agent) -> dict:
+    """The vif_details the openvswitch driver hands to Nova, from what the agent reported."""
+    conf = agent.configurations
+    return {
+        "connectivity": "l2",
+        "port_filter": True,
+        "ovs_hybrid_plug": bool(conf.get("ovs_hybrid_plug", False)),
+        "datapath_type": conf.get("datapath_type", "system"),
+        "bridge_name": conf.get("integration_bridge", "br-int"),
+        "bound_drivers": {"0": "openvswitch"},
+    }
+
+
+def _failed(reason: str) -> Binding:
+    return Binding(vif_type=VIF_TYPE_BINDING_FAILED, vif_details={}, status="DOWN", failure_reason=reason)
+
+
+def _mappings_text(mappings: object) -> str:
+    if isinstance(mappings, dict):
+        return json.dumps(mappings, sort_keys=True)
+    return json.dumps(mappings)
+
+
+def bind_port(port: Port, network: Network, agents: list[Agent], *, agent_down_time: float,
+              report_interval: float, now: datetime) -> Binding:
+    """Bind `port` on its binding:host_id to an alive Open vSwitch agent there, or say why it cannot be done.
+
+    `agents` may hold every agent; only those of type "Open vSwitch agent" on the port's host count.
+    Checks, in order: a host is named; vnic_type normal; an agent on the host; enabled; alive; the segment
+    type supported; for flat/vlan the physical network in the agent's bridge_mappings. With several agents
+    on the host the first that passes binds; otherwise the reason of the last one tried is given.
+    """
+    host = port.binding_host_id
+    if not host:
+        return Binding(vif_type=VIF_TYPE_UNBOUND, vif_details={}, status="DOWN")
+    if port.binding_vnic_type != "normal":
+        return _failed(f"vnic_type {port.binding_vnic_type} is not supported by the openvswitch driver on host "
+                       f"{host}: only normal ports bind")
+    candidates = [a for a in agents if a.host == host and a.agent_type == OVS_AGENT_TYPE]
+    if not candidates:
+        return _failed(f"no agent on host {host}")
+    reason = ""
+    for agent in candidates:
+        reason = _refusal(agent, network, host, agent_down_time=agent_down_time,
+                          report_interval=report_interval, now=now)
+        if not reason:
+            status = "ACTIVE" if port.admin_state_up else "DOWN"
+            return Binding(vif_type=VIF_TYPE_OVS, vif_details=ovs_vif_details(agent), status=status,
+                           failure_reason=None, agent_id=agent.id)
+    return _failed(reason)
+
+
+def _refusal(agent: Agent, network: Network, host: str, *, agent_down_time: float, report_interval: float,
+             now: datetime) -> str:
+    """Why this agent cannot bind a port of `network` (empty string: it can)."""
+    if not agent.admin_state_up:
+        return (f"agent on host {host} is disabled (admin_state_up False): enable it with "
+                f"`openstack network agent set --enable {agent.id}`")
+    if not agent.is_alive(agent_down_time, now):
+        age = agent.heartbeat_age(now)
+        seen = "no heartbeat ever" if age is None else f"last heartbeat {age:.0f} s ago"
+        return (f"agent on host {host} is dead: {seen}, agent_down_time {agent_down_time:g} s, "
+                f"report_interval {report_interval:g} s")
+    network_type = network.network_type or "local"
+    tunnel_types = [str(t) for t in agent.configurations.get("tunnel_types") or []]
+    supported = [*ALWAYS_SUPPORTED_TYPES, *tunnel_types]
+    if network_type not in supported:
+        return (f"network type {network_type} is not supported by the agent on host {host}: it supports "
+                f"{', '.join(supported)} (add {network_type} to [agent] tunnel_types there)")
+    if network_type in PHYSNET_TYPES:
+        mappings = agent.configurations.get("bridge_mappings") or {}
+        physnet = network.physical_network
+        if not isinstance(mappings, dict) or physnet not in mappings:
+            return (f"physical network {physnet} is not in the agent's bridge_mappings "
+                    f"{_mappings_text(mappings)}: set [ovs] bridge_mappings = {physnet}:<bridge> on host {host}")
+    return ""
