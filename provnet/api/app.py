@@ -1,0 +1,85 @@
+# The networking API's aiohttp application (Neutron v2.0 subset + /provnet/v1) and its Service for `serve`/`api`.
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from provnet.api.backend import Backend
+from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
+from provnet.api.networking import NetworkingApi
+from provnet.api.provnet_v1 import ProvnetApi
+from provnet.registry.base import Registry
+
+log = logging.getLogger("provnet.api")
+MAX_BODY = 8 * 1024 * 1024
+BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
+METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+
+def make_app(registry: Registry, agent_down_time: float = 75.0) -> web.Application:
+    """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
+    metrics = Metrics()
+    backend = Backend(registry)
+    app = web.Application(middlewares=[make_observe_middleware(metrics), errors, context],
+                          client_max_size=MAX_BODY)
+    app[BACKEND_KEY] = backend
+    app[METRICS_KEY] = metrics
+    NetworkingApi(backend, agent_down_time).add_routes(app)
+    ProvnetApi(backend, agent_down_time).add_routes(app)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        try:
+            revision = await asyncio.to_thread(registry.revision)
+        except Exception as exc:  # the store is down: not ready, say why
+            log.warning("readiness check failed: %s", exc)
+            return json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+        return json_response({"status": "ok", "revision": revision})
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+class ApiService:
+    """The networking API as a provnet Service: listens on bind_host:bind_port until stopped."""
+
+    name = "networking API"
+
+    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
+                 agent_down_time: float = 75.0) -> None:
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self.agent_down_time = agent_down_time
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise OSError(exc.errno, f"the networking API cannot listen on {self.host}:{self.port}: {reason}") from None
+        if self.port == 0:  # an ephemeral port (tests): report the one we got
+            self.port = self._runner.addresses[0][1]
+        log.info("networking API listening on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

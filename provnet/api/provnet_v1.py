@@ -1,0 +1,114 @@
+# provnet's own API beside Neutron's (/provnet/v1): instances (Nova's side), passwords, agent reports, revision.
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from provnet.api import wire
+from provnet.api.backend import Backend
+from provnet.api.middleware import RequestContext, json_response
+from provnet.api.networking import EXT, ID, with_project
+from provnet.model.errors import HTTPBadRequest
+
+PREFIX = "/provnet/v1"
+MAX_LONG_POLL = 60.0
+MAX_PASSWORD = 256  # Nova's metadata password limit
+
+
+class ProvnetApi:
+    def __init__(self, backend: Backend, agent_down_time: float) -> None:
+        self.backend = backend
+        self.registry = backend.registry
+        self.agent_down_time = agent_down_time
+
+    # instances: {"instance": {...}} like a Neutron resource; user_data is base64 on the wire
+    async def list_instances(self, request: web.Request) -> web.Response:
+        query = wire.parse_query(request.query.items())
+        items = await self.backend.read_many(self.registry.list_instances, query.filters)
+        page, _ = wire.paginate([i.to_api() for i in items], query)
+        return json_response({"instances": [wire.select_fields(d, query.fields) for d in page]})
+
+    async def show_instance(self, request: web.Request) -> web.Response:
+        query = wire.parse_query(request.query.items())
+        instance = self.backend.read(self.registry.get_instance, request.match_info["id"])
+        return json_response({"instance": wire.select_fields(instance.to_api(), query.fields)})
+
+    async def create_instance(self, request: web.Request) -> web.Response:
+        attrs = wire.parse_member_body(await request.read(), "instance")
+        ctx: RequestContext = request["context"]
+        instance = await self.backend.write(self.registry.create_instance, with_project(attrs, ctx))
+        return json_response({"instance": instance.to_api()}, status=201)
+
+    async def update_instance(self, request: web.Request) -> web.Response:
+        attrs = wire.parse_member_body(await request.read(), "instance")
+        instance = await self.backend.write(self.registry.update_instance, request.match_info["id"], attrs)
+        return json_response({"instance": instance.to_api()})
+
+    async def delete_instance(self, request: web.Request) -> web.Response:
+        await self.backend.write(self.registry.delete_instance, request.match_info["id"])
+        return web.Response(status=204)
+
+    # the instance password (Nova's os-server-password): set once, read back
+    async def get_password(self, request: web.Request) -> web.Response:
+        password = self.backend.read(self.registry.get_instance_password, request.match_info["id"])
+        return json_response({"password": password})
+
+    async def set_password(self, request: web.Request) -> web.Response:
+        body = wire.parse_json(await request.read())
+        if not isinstance(body, dict) or set(body) != {"password"}:
+            raise HTTPBadRequest(msg='Invalid format: the body must be {"password": "<text>"}')
+        password = body["password"]
+        if not isinstance(password, str):
+            raise HTTPBadRequest(msg="Invalid input for password. Reason: not a string.")
+        if len(password) > MAX_PASSWORD:
+            raise HTTPBadRequest(msg=f"Invalid input for password. Reason: longer than {MAX_PASSWORD} characters.")
+        await self.backend.write(self.registry.set_instance_password, request.match_info["id"], password)
+        return web.Response(status=204)
+
+    # agents report their state here (Neutron does it over RPC; there is no POST /v2.0/agents)
+    async def report_agent(self, request: web.Request) -> web.Response:
+        body = wire.parse_member_body(await request.read(), "agent")
+        unknown = sorted(set(body) - {"host", "agent_type", "binary", "configurations"})
+        if unknown:
+            raise HTTPBadRequest(msg=f"Unrecognized attribute(s) '{', '.join(unknown)}'")
+        for name in ("host", "agent_type", "binary"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise HTTPBadRequest(msg=f"Failed to parse request. Required attribute '{name}' not specified")
+        configurations = body.get("configurations", {})
+        if not isinstance(configurations, dict):
+            raise HTTPBadRequest(msg="Invalid input for configurations. Reason: must be a JSON object.")
+        agent = await self.backend.write(self.registry.report_agent_state, body["host"], body["agent_type"],
+                                         body["binary"], configurations)
+        return json_response({"agent": agent.to_api(self.agent_down_time)})
+
+    # the revision: caches on other hosts compare it; `?after=N&timeout=S` waits until it passes N
+    async def revision(self, request: web.Request) -> web.Response:
+        after_raw, timeout_raw = request.query.get("after"), request.query.get("timeout", "30")
+        if after_raw is None:
+            return json_response({"revision": self.backend.read(self.registry.revision)})
+        try:
+            after = int(after_raw)
+        except ValueError:
+            raise HTTPBadRequest(msg=f"Invalid input for after. Reason: '{after_raw}' is not an integer.") from None
+        try:
+            timeout = float(timeout_raw)
+        except ValueError:
+            timeout = math.nan
+        if not 0 <= timeout <= MAX_LONG_POLL:
+            raise HTTPBadRequest(
+                msg=f"Invalid input for timeout. Reason: '{timeout_raw}' is not a number of seconds "
+                    f"from 0 to {MAX_LONG_POLL:g}.")
+        return json_response({"revision": await self.backend.wait_revision(after, timeout)})
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(f"{PREFIX}/instances{EXT}", self.list_instances)
+        r.add_post(f"{PREFIX}/instances{EXT}", self.create_instance)
+        r.add_get(f"{PREFIX}/instances/{ID}{EXT}", self.show_instance)
+        r.add_put(f"{PREFIX}/instances/{ID}{EXT}", self.update_instance)
+        r.add_delete(f"{PREFIX}/instances/{ID}{EXT}", self.delete_instance)
+        r.add_get(PREFIX + "/instances/{id}/password", self.get_password)
+        r.add_post(PREFIX + "/instances/{id}/password", self.set_password)
+        r.add_post(f"{PREFIX}/agents/report", self.report_agent)
+        r.add_get(f"{PREFIX}/revision", self.revision)

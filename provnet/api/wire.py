@@ -1,0 +1,200 @@
+# Pure pieces of the Neutron v2.0 wire format: documents, request-body shapes, query strings, field selection, paging.
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from provnet.model.errors import HTTPBadRequest
+
+# collection -> member; the order is the order of `GET /v2.0/`.
+RESOURCES: dict[str, str] = {
+    "networks": "network",
+    "subnets": "subnet",
+    "ports": "port",
+    "routers": "router",
+    "agents": "agent",
+}
+
+# The extensions whose attributes and behaviour this API honours (alias, name, description).
+EXTENSIONS: tuple[tuple[str, str, str], ...] = (
+    ("agent", "agent", "The agent management extension."),
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application."),
+    ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+    ("network-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    ("port-security", "Port Security", "Provides port security."),
+    ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks."),
+    ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 networks "
+     "(no external gateway: the physical router routes)."),
+)
+EXTENSION_UPDATED = "2026-01-01T00:00:00-00:00"
+
+# Query keys that shape the answer instead of filtering it.
+PAGING_KEYS = ("limit", "marker", "sort_key", "sort_dir", "page_reverse")
+
+
+def version_doc(base_url: str) -> dict:
+    """`GET /`: the one version; its `self` link is what openstacksdk and OSC use as the API base."""
+    return {"versions": [{"id": "v2.0", "status": "CURRENT",
+                          "links": [{"rel": "self", "href": f"{base_url}/v2.0/"}]}]}
+
+
+def resources_doc(base_url: str) -> dict:
+    """`GET /v2.0/`: the collections this API serves."""
+    return {"resources": [
+        {"name": member, "collection": collection,
+         "links": [{"rel": "self", "href": f"{base_url}/v2.0/{collection}"}]}
+        for collection, member in RESOURCES.items()
+    ]}
+
+
+def extension_body(alias: str, name: str, description: str) -> dict:
+    return {"alias": alias, "name": name, "description": description, "updated": EXTENSION_UPDATED,
+            "links": []}
+
+
+def extensions_doc() -> dict:
+    return {"extensions": [extension_body(*ext) for ext in EXTENSIONS]}
+
+
+def find_extension(alias: str) -> dict | None:
+    for ext in EXTENSIONS:
+        if ext[0] == alias:
+            return {"extension": extension_body(*ext)}
+    return None
+
+
+def parse_json(raw: bytes) -> Any:
+    """The request body as JSON, or a 400 saying what is wrong with it."""
+    if not raw.strip():
+        raise HTTPBadRequest(msg="Resource body required")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise HTTPBadRequest(msg="Malformed request body: not UTF-8") from None
+    except ValueError as exc:
+        raise HTTPBadRequest(msg=f"Malformed request body: {exc}") from None
+
+
+def parse_member_body(raw: bytes, member: str) -> dict:
+    """`{"network": {...}}` -> the inner dict."""
+    body = parse_json(raw)
+    if not isinstance(body, dict) or member not in body:
+        raise HTTPBadRequest(msg=f"Unable to find '{member}' in request body")
+    if len(body) != 1:
+        extra = sorted(k for k in body if k != member)
+        raise HTTPBadRequest(msg=f"Unrecognized attribute(s) '{', '.join(extra)}' beside '{member}'")
+    inner = body[member]
+    if not isinstance(inner, dict):
+        raise HTTPBadRequest(msg=f"Invalid format: '{member}' must be a JSON object, got {_json_type(inner)}")
+    return inner
+
+
+def parse_create_body(raw: bytes, member: str, collection: str) -> tuple[list[dict], bool]:
+    """A create body: `{"network": {...}}` or the bulk form `{"networks": [{...}, ...]}`; returns (items, bulk)."""
+    body = parse_json(raw)
+    if isinstance(body, dict) and collection in body and len(body) == 1:
+        items = body[collection]
+        if not isinstance(items, list) or not items:
+            raise HTTPBadRequest(msg=f"Invalid format: '{collection}' must be a non-empty list of objects")
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise HTTPBadRequest(msg=f"Invalid format: '{collection}'[{index}] must be a JSON object, "
+                                         f"got {_json_type(item)}")
+        return items, True
+    if isinstance(body, dict) and collection in body:
+        raise HTTPBadRequest(msg=f"Unable to find '{member}' in request body")
+    return [parse_member_body(raw, member)], False
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+@dataclass
+class ListQuery:
+    """A list request's query string, split into filters (for the registry), fields and paging."""
+
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+    limit: int | None = None
+    marker: str | None = None
+    sort_keys: list[str] = field(default_factory=list)
+    sort_dirs: list[str] = field(default_factory=list)
+    page_reverse: bool = False
+
+
+def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
+    """Query string pairs -> ListQuery; a key repeated is kept as several values (OR in the registry)."""
+    query = ListQuery()
+    for key, value in pairs:
+        if key == "fields":
+            query.fields.extend(v for v in value.split(",") if v)
+        elif key == "limit":
+            query.limit = _int_param("limit", value)
+        elif key == "marker":
+            query.marker = value
+        elif key == "sort_key":
+            query.sort_keys.append(value)
+        elif key == "sort_dir":
+            if value not in ("asc", "desc"):
+                raise HTTPBadRequest(msg=f"Invalid input for sort_dir. Reason: '{value}' is not 'asc' or 'desc'.")
+            query.sort_dirs.append(value)
+        elif key == "page_reverse":
+            query.page_reverse = value.strip().lower() in ("true", "1")
+        else:
+            query.filters.setdefault(key, []).append(value)
+    if query.sort_dirs and len(query.sort_dirs) != len(query.sort_keys):
+        raise HTTPBadRequest(msg="The number of sort_keys and sort_dirs must be same")
+    return query
+
+
+def _int_param(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
+    if number < 0:
+        raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{value}' should be non-negative.")
+    return number
+
+
+def select_fields(item: Mapping[str, Any], fields: Sequence[str]) -> dict:
+    """`fields=a&fields=b`: only those attributes (all of them when none are asked for)."""
+    if not fields:
+        return dict(item)
+    return {k: item[k] for k in fields if k in item}
+
+
+def paginate(items: list[dict], query: ListQuery) -> tuple[list[dict], str | None]:
+    """Sort, then start after `marker` and stop at `limit`; returns the page and the next page's marker."""
+    if query.sort_keys:
+        unknown = [k for k in query.sort_keys if items and k not in items[0]]
+        if unknown:
+            raise HTTPBadRequest(msg=f"{unknown} is invalid attribute for sort_keys")
+        dirs = query.sort_dirs or ["asc"] * len(query.sort_keys)
+        for key, direction in reversed(list(zip(query.sort_keys, dirs, strict=True))):
+            items = sorted(items, key=lambda d, k=key: _sortable(d.get(k)), reverse=direction == "desc")
+    if query.marker is not None:
+        ids = [d.get("id") for d in items]
+        if query.marker in ids:
+            index = ids.index(query.marker)
+            items = items[:index] if query.page_reverse else items[index + 1:]
+    if query.page_reverse:
+        items = list(reversed(items))
+    if query.limit:
+        page = items[:query.limit]
+        next_marker = page[-1].get("id") if len(items) > query.limit else None
+        return page, next_marker
+    return items, None
+
+
+def _sortable(value: Any) -> tuple:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (False, 0, value, "")
+    return (value is None, 1, 0, "" if value is None else str(value))

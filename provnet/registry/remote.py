@@ -1,0 +1,295 @@
+# RemoteRegistry: the Registry interface over provnet's HTTP API, for agents and CLIs on other hosts.
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from provnet.model import errors
+from provnet.model.resources import (
+    ROUTER_INTERFACE_OWNERS,
+    Agent,
+    Instance,
+    Network,
+    Port,
+    Router,
+    Subnet,
+)
+from provnet.registry.base import Filters
+
+_BY_STATUS: dict[int, type[errors.NeutronError]] = {
+    400: errors.BadRequest, 403: errors.NotAuthorized, 404: errors.NotFound, 409: errors.Conflict,
+    503: errors.ServiceUnavailable,
+}
+_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
+
+
+def error_from_body(status: int, body: bytes) -> errors.NeutronError:
+    """The NeutronError a response carries, as the same class the server raised (by its `type`), same message."""
+    try:
+        fault = json.loads(body)["NeutronError"]
+        type_name, message = str(fault["type"]), str(fault["message"])
+    except (ValueError, KeyError, TypeError):
+        type_name, message = "", body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    cls = getattr(errors, type_name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.NeutronError) and cls.status == status:
+        return cls(message)
+    exc = _BY_STATUS.get(status, errors.NeutronError)(message)
+    exc.status = status
+    return exc
+
+
+def _query(filters: Filters | None, extra: Sequence[tuple[str, str]] = ()) -> str:
+    pairs: list[tuple[str, str]] = list(extra)
+    for key, values in (filters or {}).items():
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+            values = [values]
+        pairs.extend((key, str(v)) for v in values if v is not None)
+    return f"?{urllib.parse.urlencode(pairs)}" if pairs else ""
+
+
+class RemoteRegistry:
+    """Every Registry method as an HTTP call to `provnet api` (one keep-alive connection per thread).
+
+    Errors come back as the same NeutronError subclasses SqlRegistry raises; an unreachable API is
+    ServiceUnavailable (503) naming the URL.
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0, project_id: str | None = None) -> None:
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"not an http(s) URL of a provnet API: {url!r}")
+        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        self._scheme, self._netloc = parsed.scheme, parsed.netloc
+        self.timeout = timeout
+        self._headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if project_id:
+            self._headers["X-Project-Id"] = project_id
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    # transport
+    def _connection(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not fresh:
+            return conn, True
+        if conn is not None:
+            conn.close()
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._netloc, timeout=self.timeout)
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn, False
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        """One API call; the decoded JSON answer (None for 204), or the NeutronError the API answered."""
+        payload = json.dumps(body).encode() if body is not None else None
+        conn, reused = self._connection()
+        while True:
+            try:
+                if timeout is not None:
+                    conn.timeout = timeout
+                    if conn.sock is not None:
+                        conn.sock.settimeout(timeout)
+                conn.request(method, path, body=payload, headers=self._headers)
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except _RETRYABLE:
+                conn.close()
+                if not reused:  # a fresh connection failed: the API really went away
+                    raise errors.ServiceUnavailable(f"the provnet API at {self.url} closed the connection") from None
+                conn, reused = self._connection(fresh=True)  # the server closed an idle keep-alive connection
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                reason = "timed out" if isinstance(exc, socket.timeout | TimeoutError) else exc
+                raise errors.ServiceUnavailable(f"cannot reach the provnet API at {self.url}: {reason}") from None
+            finally:
+                if timeout is not None:
+                    conn.timeout = self.timeout
+        if response.status >= 400:
+            raise error_from_body(response.status, data)
+        if response.status == 204 or not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise errors.ServiceUnavailable(f"the provnet API at {self.url} answered {method} {path} with "
+                                            "something that is not JSON") from None
+
+    def _create(self, collection: str, member: str, attrs: Mapping[str, Any]) -> dict:
+        return self.request("POST", f"/v2.0/{collection}", {member: dict(attrs)})[member]
+
+    def _get(self, collection: str, member: str, obj_id: str) -> dict:
+        return self.request("GET", f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}")[member]
+
+    def _list(self, collection: str, filters: Filters | None, prefix: str = "/v2.0") -> list[dict]:
+        return self.request("GET", f"{prefix}/{collection}{_query(filters)}")[collection]
+
+    def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any]) -> dict:
+        path = f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}"
+        return self.request("PUT", path, {member: dict(attrs)})[member]
+
+    def _delete(self, collection: str, obj_id: str, prefix: str = "/v2.0") -> None:
+        self.request("DELETE", f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}")
+
+    # networks
+    def create_network(self, attrs: Mapping[str, Any]) -> Network:
+        return Network.from_api(self._create("networks", "network", attrs))
+
+    def get_network(self, network_id: str) -> Network:
+        return Network.from_api(self._get("networks", "network", network_id))
+
+    def list_networks(self, filters: Filters | None = None) -> list[Network]:
+        return [Network.from_api(d) for d in self._list("networks", filters)]
+
+    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
+        return Network.from_api(self._update("networks", "network", network_id, attrs))
+
+    def delete_network(self, network_id: str) -> None:
+        self._delete("networks", network_id)
+
+    # subnets
+    def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
+        return Subnet.from_api(self._create("subnets", "subnet", attrs))
+
+    def get_subnet(self, subnet_id: str) -> Subnet:
+        return Subnet.from_api(self._get("subnets", "subnet", subnet_id))
+
+    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
+        return [Subnet.from_api(d) for d in self._list("subnets", filters)]
+
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
+        return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs))
+
+    def delete_subnet(self, subnet_id: str) -> None:
+        self._delete("subnets", subnet_id)
+
+    # ports
+    def create_port(self, attrs: Mapping[str, Any]) -> Port:
+        return Port.from_api(self._create("ports", "port", attrs))
+
+    def get_port(self, port_id: str) -> Port:
+        return Port.from_api(self._get("ports", "port", port_id))
+
+    def list_ports(self, filters: Filters | None = None) -> list[Port]:
+        return [Port.from_api(d) for d in self._list("ports", filters)]
+
+    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
+        return Port.from_api(self._update("ports", "port", port_id, attrs))
+
+    def delete_port(self, port_id: str) -> None:
+        self._delete("ports", port_id)
+
+    # routers
+    def create_router(self, attrs: Mapping[str, Any]) -> Router:
+        return Router.from_api(self._create("routers", "router", attrs))
+
+    def get_router(self, router_id: str) -> Router:
+        return Router.from_api(self._get("routers", "router", router_id))
+
+    def list_routers(self, filters: Filters | None = None) -> list[Router]:
+        return [Router.from_api(d) for d in self._list("routers", filters)]
+
+    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
+        return Router.from_api(self._update("routers", "router", router_id, attrs))
+
+    def delete_router(self, router_id: str) -> None:
+        self._delete("routers", router_id)
+
+    def _router_interface(self, action: str, router_id: str, subnet_id: str | None, port_id: str | None) -> dict:
+        body = {k: v for k, v in (("subnet_id", subnet_id), ("port_id", port_id)) if v is not None}
+        return self.request("PUT", f"/v2.0/routers/{urllib.parse.quote(router_id, safe='')}/{action}", body)
+
+    def add_router_interface(self, router_id: str, subnet_id: str | None = None,
+                             port_id: str | None = None) -> dict:
+        return self._router_interface("add_router_interface", router_id, subnet_id, port_id)
+
+    def remove_router_interface(self, router_id: str, subnet_id: str | None = None,
+                                port_id: str | None = None) -> dict:
+        return self._router_interface("remove_router_interface", router_id, subnet_id, port_id)
+
+    # agents
+    def report_agent_state(self, host: str, agent_type: str, binary: str,
+                           configurations: Mapping[str, Any]) -> Agent:
+        body = {"agent": {"host": host, "agent_type": agent_type, "binary": binary,
+                          "configurations": dict(configurations)}}
+        return Agent.from_api(self.request("POST", "/provnet/v1/agents/report", body)["agent"])
+
+    def get_agent(self, agent_id: str) -> Agent:
+        return Agent.from_api(self._get("agents", "agent", agent_id))
+
+    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
+        return [Agent.from_api(d) for d in self._list("agents", filters)]
+
+    def update_agent(self, agent_id: str, attrs: Mapping[str, Any]) -> Agent:
+        return Agent.from_api(self._update("agents", "agent", agent_id, attrs))
+
+    def delete_agent(self, agent_id: str) -> None:
+        self._delete("agents", agent_id)
+
+    # instances
+    def create_instance(self, attrs: Mapping[str, Any]) -> Instance:
+        body = {"instance": dict(attrs)}
+        return Instance.from_api(self.request("POST", "/provnet/v1/instances", body)["instance"])
+
+    def get_instance(self, instance_id: str) -> Instance:
+        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
+        return Instance.from_api(self.request("GET", path)["instance"])
+
+    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
+        return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1")]
+
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
+        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
+        return Instance.from_api(self.request("PUT", path, {"instance": dict(attrs)})["instance"])
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._delete("instances", instance_id, prefix="/provnet/v1")
+
+    def get_instance_password(self, instance_id: str) -> str | None:
+        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}/password"
+        return self.request("GET", path)["password"]
+
+    def set_instance_password(self, instance_id: str, password: str) -> None:
+        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}/password"
+        self.request("POST", path, {"password": password})
+
+    # hot-path lookups: Neutron list filters do the work on the server
+    def router_network_ids(self, router_id: str) -> list[str]:
+        filters = {"device_id": [router_id], "device_owner": list(ROUTER_INTERFACE_OWNERS)}
+        ports = self.request("GET", f"/v2.0/ports{_query(filters, [('fields', 'network_id')])}")["ports"]
+        return list(dict.fromkeys(p["network_id"] for p in ports))
+
+    def find_ports_by_ip(self, ip_address: str, network_ids: Sequence[str]) -> list[Port]:
+        if not network_ids:
+            return []
+        return self.list_ports({"fixed_ips": [f"ip_address={ip_address}"], "network_id": list(network_ids)})
+
+    def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
+        filters: dict[str, list[str]] = {"mac_address": [mac_address]}
+        if network_ids is not None:
+            if not network_ids:
+                return []
+            filters["network_id"] = list(network_ids)
+        return self.list_ports(filters)
+
+    def revision(self) -> int:
+        return int(self.request("GET", "/provnet/v1/revision")["revision"])
+
+    def wait_revision(self, after: int, timeout: float = 30.0) -> int:
+        """The revision as soon as it exceeds `after` (long-poll), or the current one after `timeout` seconds."""
+        path = f"/provnet/v1/revision?after={int(after)}&timeout={timeout:g}"
+        return int(self.request("GET", path, timeout=timeout + self.timeout)["revision"])
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
