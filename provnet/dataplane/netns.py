@@ -1,0 +1,185 @@
+# Network namespaces, links, addresses and routes with pyroute2; every call idempotent, every removal complete.
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import NetNS
+from pyroute2 import netns as _netns
+
+NETNS_RUN_DIR = "/var/run/netns"
+
+
+class DataplaneError(RuntimeError):
+    """A namespace, link, address or route operation failed; the message names the object."""
+
+
+def list_namespaces() -> list[str]:
+    return sorted(_netns.listnetns())
+
+
+def namespace_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+
+
+@contextmanager
+def _ns(name: str) -> Iterator[NetNS]:
+    if not namespace_exists(name):
+        raise DataplaneError(f"network namespace {name} does not exist")
+    ipr = NetNS(name, flags=0)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def ensure_namespace(name: str) -> None:
+    """Create the namespace (with `lo` up) unless it exists."""
+    if not namespace_exists(name):
+        _netns.create(name)
+    with _ns(name) as ipr:
+        ipr.link("set", index=_index(ipr, "lo"), state="up")
+
+
+def delete_namespace(name: str) -> None:
+    """Delete the namespace; its links go with it (a veth dies with either end). A no-op if absent."""
+    if namespace_exists(name):
+        _netns.remove(name)
+
+
+def namespace_inode(name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def pids_in_namespace(name: str) -> list[int]:
+    """Processes whose network namespace is `name` (read from /proc; nothing is signalled)."""
+    inode = namespace_inode(name)
+    if inode is None:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def _index(ipr: NetNS, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise DataplaneError(f"no link {ifname}")
+    return found[0]
+
+
+def link_names(namespace: str) -> list[str]:
+    with _ns(namespace) as ipr:
+        return sorted(link.get("ifname") for link in ipr.get_links())
+
+
+def link_exists(namespace: str, ifname: str) -> bool:
+    if not namespace_exists(namespace):
+        return False
+    with _ns(namespace) as ipr:
+        return bool(ipr.link_lookup(ifname=ifname))
+
+
+def ensure_bridge(namespace: str, name: str) -> None:
+    with _ns(namespace) as ipr:
+        if not ipr.link_lookup(ifname=name):
+            ipr.link("add", ifname=name, kind="bridge")
+        ipr.link("set", index=_index(ipr, name), state="up")
+
+
+def ensure_dummy(namespace: str, name: str) -> None:
+    with _ns(namespace) as ipr:
+        if not ipr.link_lookup(ifname=name):
+            ipr.link("add", ifname=name, kind="dummy")
+        ipr.link("set", index=_index(ipr, name), state="up")
+
+
+def ensure_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mac: str | None = None) -> None:
+    """A veth pair with `name_a` in `ns_a` and `name_b` (MAC `mac`) in `ns_b`, both up.
+
+    A half left by an earlier crash is deleted and the pair made again.
+    """
+    if not (link_exists(ns_a, name_a) and link_exists(ns_b, name_b)):
+        delete_link(ns_a, name_a)
+        delete_link(ns_b, name_b)
+        with _ns(ns_a) as ipr:
+            ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": ns_b})
+    with _ns(ns_b) as ipr:
+        idx = _index(ipr, name_b)
+        if mac:
+            ipr.link("set", index=idx, address=mac)
+        ipr.link("set", index=idx, state="up")
+    with _ns(ns_a) as ipr:
+        ipr.link("set", index=_index(ipr, name_a), state="up")
+
+
+def delete_link(namespace: str, ifname: str) -> None:
+    if not namespace_exists(namespace):
+        return
+    with _ns(namespace) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            ipr.link("del", index=found[0])
+
+
+def attach_to_bridge(namespace: str, ifname: str, bridge: str) -> None:
+    with _ns(namespace) as ipr:
+        ipr.link("set", index=_index(ipr, ifname), master=_index(ipr, bridge), state="up")
+
+
+def ensure_address(namespace: str, ifname: str, address: str, prefixlen: int) -> None:
+    with _ns(namespace) as ipr:
+        idx = _index(ipr, ifname)
+        have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        if (address, prefixlen) not in have:
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+
+
+def flush_addresses(namespace: str, ifname: str) -> None:
+    with _ns(namespace) as ipr:
+        idx = _index(ipr, ifname)
+        for a in ipr.get_addr(index=idx, family=2):
+            ipr.addr("del", index=idx, address=a.get("IFA_ADDRESS"), prefixlen=a["prefixlen"])
+
+
+def ensure_route(namespace: str, destination: str, gateway: str) -> None:
+    """`destination` (CIDR, `0.0.0.0/0` for default) via `gateway`; replaced if it exists with another hop."""
+    with _ns(namespace) as ipr:
+        ipr.route("replace", dst=destination, gateway=gateway)
+
+
+def ipv4_routes(namespace: str) -> list[tuple[str, str | None, str]]:
+    """The main table's IPv4 routes as (destination CIDR, gateway or None, device)."""
+    with _ns(namespace) as ipr:
+        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        out = []
+        for r in ipr.get_routes(family=2, table=254):
+            dst = r.get("RTA_DST") or "0.0.0.0"
+            out.append((f"{dst}/{r['dst_len']}", r.get("RTA_GATEWAY"), names.get(r.get("RTA_OIF"), "?")))
+        return sorted(out)
+
+
+def ipv4_addresses(namespace: str, ifname: str) -> list[str]:
+    with _ns(namespace) as ipr:
+        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=_index(ipr, ifname),
+                                                                                  family=2)]
+
+
+def set_sysctl(namespace: str, key: str, value: str) -> None:
+    """Set a per-namespace sysctl (e.g. net.bridge.bridge-nf-call-iptables) inside `namespace`."""
+    proc = subprocess.run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", f"{key}={value}"],
+                          capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        raise DataplaneError(f"sysctl {key}={value} in {namespace}: {proc.stderr.strip()}")
