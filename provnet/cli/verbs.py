@@ -1,0 +1,156 @@
+# Shared machinery of the neutron-style verbs: the command shape, -f/-c options, printing, error reporting.
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import click
+
+from provnet.cli.lookup import find_id
+from provnet.cli.neutron_args import ArgError, split_args, take_positionals
+from provnet.cli.output import FORMATS, OutputError, format_many, format_one
+from provnet.model.errors import NeutronError
+from provnet.registry.base import Registry
+
+log = logging.getLogger(__name__)
+
+EXTRAS_HELP = (
+    "Pass-through attributes (as the neutron CLI): any other `--key value`, `--key=value`, bare `--key` "
+    "(True), `--key type=int|bool|dict VALUE` or `--key list=true A B`, after `--` or not, goes into the "
+    "request body as attribute `key` (dashes become underscores)."
+)
+
+
+def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: str = "",
+                    extras: bool = True) -> Callable[[Callable[..., Any]], click.Command]:
+    """A verb taking its positional arguments (and pass-through extras) as `args`, neutron CLI style.
+
+    The decorated function gets `app` (AppContext), `args` (the positionals, checked against
+    `args_metavar`'s words), `extras` (dict) and the click options; its errors are reported by `guarded`.
+    """
+    names = [w.strip("[].") for w in args_metavar.split() if not w.startswith("[")]
+    variadic = args_metavar.endswith("...")
+
+    def decorate(fn: Callable[..., Any]) -> click.Command:
+        @functools.wraps(fn)
+        @click.pass_obj
+        def callback(app: Any, args: tuple[str, ...], **options: Any) -> None:
+            def run() -> None:
+                positionals, extra = split_args(args)
+                if variadic:
+                    if not positionals:
+                        raise ArgError(f"missing argument {names[0]}")
+                    got = positionals
+                else:
+                    got = take_positionals(positionals, names)
+                if extra and not extras:
+                    raise ArgError(f"no such option(s): {', '.join('--' + k for k in extra)}")
+                fn(app, got, extra, **options)
+
+            guarded(app, run)
+
+        callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar)(callback)
+        doc = inspect.cleandoc(fn.__doc__ or "")
+        help_text = doc + ("\n\n" + EXTRAS_HELP if extras else "")
+        return group.command(
+            name,
+            help=help_text,
+            epilog=epilog or None,
+            context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+        )(callback)
+
+    return decorate
+
+
+def guarded(app: Any, run: Callable[[], None]) -> None:
+    """Run a verb; registry errors become one line on stderr and exit 1, argument errors a usage error."""
+    try:
+        run()
+    except (ArgError, OutputError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except NeutronError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.status} {exc.type})") from None
+    except click.ClickException:
+        raise
+    except OSError as exc:
+        where = app.api_url or app.config.db_url
+        raise click.ClickException(f"cannot reach {where}: {exc}") from None
+    except Exception as exc:  # a store/driver error: one readable line; --debug shows the traceback
+        if app.config.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        log.debug("verb failed", exc_info=True)
+        raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-f/--format and -c/--column, as cliff's formatters offered them."""
+    fn = click.option("-c", "--column", "columns", multiple=True, metavar="COLUMN",
+                      help="Show only this column/field (repeatable).")(fn)
+    return click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help="Output format.")(fn)
+
+
+def emit_one(obj: Mapping[str, Any], fmt: str, columns: Sequence[str], banner: str = "") -> None:
+    """Print a show/create/update result; the neutron CLI's banner line only in table format."""
+    text = format_one(obj, fmt, columns)
+    if banner and fmt == "table":
+        click.echo(banner)
+    click.echo(text)
+
+
+def emit_many(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str,
+              wanted: Sequence[str]) -> None:
+    text = format_many(rows, columns, fmt, wanted)
+    if text:
+        click.echo(text)
+
+
+def list_filters(extras: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Pass-through extras of a -list verb are the API's filters: `--name x --status ACTIVE`."""
+    filters: dict[str, list[str]] = {}
+    for key, value in extras.items():
+        values = value if isinstance(value, list) else [value]
+        filters[key] = [str(v) for v in values]
+    return filters
+
+
+def tri_state(on: bool, off: bool, what: str) -> bool | None:
+    """Two opposite flags: True, False, or None when neither was given; both is an error."""
+    if on and off:
+        raise ArgError(f"give only one of the {what} flags")
+    return True if on else (False if off else None)
+
+
+def require_changes(body: Mapping[str, Any], kind: str) -> None:
+    if not body:
+        raise ArgError(f"Must specify new values to update {kind}")
+
+
+def project_option(fn: Any) -> Any:
+    return click.option("--tenant-id", "--project-id", "project_id", metavar="PROJECT_ID",
+                        help="Owner project (default: fake_project_id, as Neutron's noauth).")(fn)
+
+
+def list_options(fn: Any) -> Any:
+    fn = click.option("-D", "--show-details", is_flag=True, help="Show every field, not only the usual columns.")(fn)
+    return output_options(fn)
+
+
+def delete_all(app: Any, kind: str, names: list[str]) -> None:
+    """Resolve every name first (a bad one deletes nothing), then delete in order."""
+    registry: Registry = app.registry
+    targets = [(name, find_id(registry, kind, name)) for name in names]
+    for name, rid in targets:
+        getattr(registry, f"delete_{kind}")(rid)
+        click.echo(f"Deleted {kind}: {name}")
+
+
+def rows_for(objects: list[Any], columns: tuple[str, ...], details: bool) -> tuple[list[dict], list[str]]:
+    rows = [o.to_api() for o in objects]
+    if details:
+        return rows, sorted(rows[0]) if rows else list(columns)
+    return rows, list(columns)
