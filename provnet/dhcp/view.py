@@ -1,0 +1,199 @@
+# What the DHCP server answers from: a snapshot of the registry (ports' reservations, subnets) and its in-memory view.
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from provnet.dhcp import codec
+from provnet.model.resources import Network, Port, Subnet
+from provnet.model.routes import default_gateway, port_routes
+from provnet.registry.base import Registry
+
+# what a reply carries, in this order (53 comes first, 61/82 echoes last); 121/249 follow force_routes or the PRL
+ROUTE_OPTIONS = (codec.CLASSLESS_ROUTES, codec.MS_CLASSLESS_ROUTES)
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The [dhcp] options that shape replies."""
+
+    lease_time: int = 86400
+    dns_domain: str = "openstacklocal"
+    force_routes: bool = True
+
+
+@dataclass(frozen=True)
+class Host:
+    """One reservation as plain data: a port's MAC and its fixed IPv4 address on one subnet."""
+
+    port_id: str
+    network_id: str
+    subnet_id: str
+    mac: str
+    ip: str
+    hostname: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The registry's DHCP-relevant state for some networks, at one revision (also what the exports render)."""
+
+    revision: int
+    networks: list[Network]
+    subnets: list[Subnet]
+    hosts: list[Host]
+
+
+def fallback_hostname(ip: str) -> str:
+    return "host-" + ip.replace(".", "-")
+
+
+def _hostname(port: Port, ip: str, hostnames: dict[str, str]) -> str:
+    """The instance's hostname made safe for option 12 and the config files (letters, digits, '-', '.')."""
+    name = _UNSAFE.sub("-", hostnames.get(port.device_id, "")).strip("-.")[:63]
+    return name or fallback_hostname(ip)
+
+
+def snapshot_from(revision: int, networks: Sequence[Network], subnets: Iterable[Subnet], ports: Iterable[Port],
+                  hostnames: dict[str, str]) -> Snapshot:
+    """Pure: the reservations of `ports` on the IPv4 `subnets` of `networks`.
+
+    Every port with an IPv4 fixed IP is a reservation, except ports owned by `network:*` (router interfaces,
+    DHCP ports: their addresses are configured by agents, not DHCP). `enable_dhcp` is not consulted: it switches
+    Neutron's own DHCP agent, and provnet's server is the external DHCP server the seed uses with enable_dhcp=False.
+    """
+    net_ids = {n.id for n in networks}
+    v4 = [s for s in subnets if s.ip_version == 4 and s.network_id in net_ids]
+    by_id = {s.id: s for s in v4}
+    hosts = []
+    for port in ports:
+        if port.network_id not in net_ids or port.device_owner.startswith("network:"):
+            continue
+        for fip in port.fixed_ips:
+            if fip.subnet_id in by_id:
+                hosts.append(Host(port.id, port.network_id, fip.subnet_id, port.mac_address.lower(),
+                                  fip.ip_address, _hostname(port, fip.ip_address, hostnames)))
+    return Snapshot(revision, list(networks), v4, hosts)
+
+
+def resolve_networks(registry: Registry, network: str | None,
+                     addresses: Sequence[ipaddress.IPv4Interface] = ()) -> list[Network]:
+    """The networks to serve: the one named/identified by `network`, else every network with an IPv4 subnet
+    containing one of `addresses` (the interface's). Raises LookupError with a readable message if none."""
+    if network:
+        found = [n for n in registry.list_networks() if n.id == network or n.name == network]
+        if not found:
+            raise LookupError(f"no network with name or id {network!r}")
+        if len(found) > 1:
+            ids = ", ".join(n.id for n in found)
+            raise LookupError(f"network name {network!r} is ambiguous ({ids}); give the id")
+        return found
+    subnets = registry.list_subnets()
+    ids = {s.network_id for s in subnets if s.ip_version == 4
+           and any(a.ip in ipaddress.ip_network(s.cidr) for a in addresses)}
+    if not ids:
+        shown = ", ".join(str(a) for a in addresses) or "none"
+        raise LookupError(f"no network has a subnet containing the interface's addresses ({shown}); "
+                          "use --network NAME")
+    return [n for n in registry.list_networks() if n.id in ids]
+
+
+def collect(registry: Registry, networks: Sequence[Network]) -> Snapshot:
+    """Read one consistent-enough snapshot through the Registry interface (revision read first, so a change
+    racing with the reads shows up as a newer revision on the next poll)."""
+    revision = registry.revision()
+    ids = [n.id for n in networks]
+    if not ids:
+        return Snapshot(revision, [], [], [])
+    subnets = registry.list_subnets({"network_id": ids})
+    ports = registry.list_ports({"network_id": ids})
+    hostnames = {i.id: i.hostname for i in registry.list_instances()}
+    fresh = [registry.get_network(n.id) for n in networks]
+    return snapshot_from(revision, fresh, subnets, ports, hostnames)
+
+
+# --- the in-memory view the server logic reads ---------------------------------------------------------------------
+
+@dataclass(slots=True, eq=False)
+class SubnetInfo:
+    id: str
+    network_id: str
+    net: int  # network address as int
+    mask: int
+    server_id: bytes  # our address on this subnet (option 54)
+    local: bool  # the interface has an address on this subnet
+    common: list[tuple[int, bytes]]  # options every reply carries (after 54/51/58/59), in order
+    routes: bytes  # option 121/249 value
+
+    def contains(self, addr: bytes) -> bool:
+        return (int.from_bytes(addr, "big") & self.mask) == self.net
+
+
+@dataclass(slots=True, eq=False)
+class Reservation:
+    mac: bytes
+    ip: bytes
+    ip_text: str
+    subnet: SubnetInfo
+    hostname: str
+    port_id: str
+    blob_routes: bytes  # encoded options 54, 51, 58, 59, common..., 12, 121, 249
+    blob_plain: bytes  # the same without 121/249
+    mac_text: str
+
+
+@dataclass(slots=True)
+class View:
+    revision: int
+    settings: Settings
+    by_mac: dict[bytes, tuple[Reservation, ...]] = field(default_factory=dict)
+    subnets: list[SubnetInfo] = field(default_factory=list)
+
+
+def _subnet_info(subnet: Subnet, network: Network, settings: Settings,
+                 addresses: Sequence[ipaddress.IPv4Interface]) -> SubnetInfo:
+    net = ipaddress.IPv4Network(subnet.cidr, strict=False)
+    local = [a.ip for a in addresses if a.ip in net]
+    server = local[0] if local else (addresses[0].ip if addresses else ipaddress.IPv4Address("0.0.0.0"))
+    opts: list[tuple[int, bytes]] = [(codec.SUBNET_MASK, net.netmask.packed)]
+    gw = default_gateway(subnet)
+    if gw is not None:
+        opts.append((codec.ROUTER, gw.packed))
+    if subnet.dns_nameservers:
+        dns = [d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4]
+        if dns:
+            opts.append((codec.DNS_SERVERS, codec.ip_list(dns)))
+    if settings.dns_domain:
+        opts.append((codec.DOMAIN_NAME, settings.dns_domain.encode("ascii", "replace")))
+    opts.append((codec.INTERFACE_MTU, codec.u16(network.mtu)))
+    opts.append((codec.BROADCAST, net.broadcast_address.packed))
+    routes = codec.classless_routes((r.destination, r.nexthop) for r in port_routes(subnet))
+    return SubnetInfo(subnet.id, subnet.network_id, int(net.network_address), int(net.netmask), server.packed,
+                      bool(local), opts, routes)
+
+
+def _lease_options(settings: Settings) -> list[tuple[int, bytes]]:
+    t = settings.lease_time
+    return [(codec.LEASE_TIME, codec.u32(t)), (codec.RENEWAL_TIME, codec.u32(t // 2)),
+            (codec.REBINDING_TIME, codec.u32(t * 7 // 8))]
+
+
+def build_view(snap: Snapshot, settings: Settings, addresses: Sequence[ipaddress.IPv4Interface] = ()) -> View:
+    """Pure: everything a reply needs, encoded once per snapshot (option bytes per subnet and per reservation)."""
+    networks = {n.id: n for n in snap.networks}
+    infos = {s.id: _subnet_info(s, networks[s.network_id], settings, addresses) for s in snap.subnets}
+    lease = _lease_options(settings)
+    by_mac: dict[bytes, list[Reservation]] = {}
+    for h in snap.hosts:
+        info = infos[h.subnet_id]
+        mac = codec.mac_bytes(h.mac)
+        head = [(codec.SERVER_ID, info.server_id), *lease, *info.common,
+                (codec.HOSTNAME, h.hostname.encode("ascii", "replace")[:255])]
+        routes = [(code, info.routes) for code in ROUTE_OPTIONS] if info.routes else []
+        res = Reservation(mac, codec.ip_bytes(h.ip), h.ip, info, h.hostname, h.port_id,
+                          codec.encode_options(head + routes), codec.encode_options(head), h.mac)
+        by_mac.setdefault(mac, []).append(res)
+    return View(snap.revision, settings, {m: tuple(r) for m, r in by_mac.items()}, list(infos.values()))
