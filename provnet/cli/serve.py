@@ -8,7 +8,7 @@ import re
 
 import click
 
-from provnet.config import Config
+from provnet.config import Config, ConfigError
 from provnet.registry.base import Registry
 from provnet.services import Service, run_services
 
@@ -59,7 +59,10 @@ def run(app, build, overrides: dict) -> None:
     if app.api_url:
         raise click.UsageError("--url names a remote API for client verbs; servers run on the local database "
                                "(--db / [database] connection)")
-    config: Config = app.config.with_overrides(overrides)
+    try:
+        config: Config = app.config.with_overrides(overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     prepare_state_dir(config.state_path)
     registry = open_store(config)
     try:
