@@ -1,8 +1,186 @@
-# Verbs of this area are registered here (filled in by the issue that owns them).
+# `provnet metadata-api`, `metadata-agent` and `metadata-proxy`: the three hops of the metadata path as processes.
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+
 import click
+
+from provnet.config import Config, ConfigError
+
+log = logging.getLogger("provnet.metadata")
+
+
+def metadata_api_service(config: Config, registry):
+    from provnet.metadata.api import MetadataApi, load_vendor_data
+
+    try:
+        vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not config.metadata_proxy_shared_secret:
+        log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
+    return MetadataApi(registry, shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
+                       port=config.metadata_listen_port, dhcp_domain=config.get("api.dhcp_domain"),
+                       static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
+                       cache_expiration=config.get("api.metadata_cache_expiration"))
+
+
+def metadata_agent_service(config: Config, registry):
+    from provnet.metadata.agent import MetadataAgent, api_target
+    from provnet.metadata.ratelimit import RateLimiter, Window
+
+    limiter = None
+    if config.get("metadata_rate_limiting.rate_limit_enabled"):
+        limiter = RateLimiter([
+            Window(config.get("metadata_rate_limiting.base_window_duration"),
+                   config.get("metadata_rate_limiting.base_query_rate_limit")),
+            Window(config.get("metadata_rate_limiting.burst_window_duration"),
+                   config.get("metadata_rate_limiting.burst_query_rate_limit")),
+        ])
+    try:
+        target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
+                            config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
+                            config.nova_client_priv_key)
+    except OSError as exc:
+        raise click.UsageError(f"TLS files for the metadata API: {exc}") from None
+    return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
+                         socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
+                         rate_limiter=limiter)
+
+
+def _run(services) -> None:
+    from provnet.metadata.serving import install_fast_loop
+    from provnet.services import run_services
+
+    install_fast_loop()
+    try:
+        asyncio.run(run_services(services))
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _serve_on_store(app, build, overrides: dict) -> None:
+    from provnet.cli.serve import open_store, prepare_state_dir
+
+    config: Config = app.config.with_overrides(overrides)
+    if app.api_url:
+        from provnet.registry import open_registry
+
+        registry = open_registry(None, app.api_url)
+    else:
+        prepare_state_dir(config.state_path)
+        registry = open_store(config)
+    try:
+        _run([build(config, registry)])
+    finally:
+        registry.close()
+
+
+@click.command("metadata-api")
+@click.option("--host", default=None, help="Listen address (config metadata_listen, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (config metadata_listen_port, default 8775).")
+@click.pass_obj
+def metadata_api(app, host: str | None, port: int | None) -> None:
+    """Run the metadata API (nova-api-metadata's part) on the store.
+
+    Serves the EC2 tree (/1.0 ... /2009-04-04, /latest) and the OpenStack tree (/openstack/<version>/
+    meta_data.json, user_data, vendor_data.json, vendor_data2.json, network_data.json, password) to
+    requests signed by the metadata agent: X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature =
+    hex HMAC-SHA256(metadata_proxy_shared_secret, instance id). Missing or duplicated headers: 400;
+    a bad signature: 403; an unknown instance or a tenant mismatch: 404.
+
+    Direct mode (no proxy, no agent) is off unless [api] metadata_trusted_networks lists CIDRs: a
+    request from such an address without the headers is answered for the port holding that address.
+    /healthz, /readyz and /metrics answer requests that carry no instance headers.
+
+    \b
+    Example:
+      provnet --config-file /etc/provnet/provnet.conf metadata-api --host 127.0.0.1 --port 8775
+    """
+    _serve_on_store(app, metadata_api_service, {"metadata_listen": host, "metadata_listen_port": port})
+
+
+@click.command("metadata-agent")
+@click.option("--config-file", "neutron_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A Neutron metadata_agent.ini or neutron.conf (repeatable). The agent's options are "
+                   "taken from it; Neutron's other options are listed in the log and ignored.")
+@click.option("--socket", "socket_path", default=None,
+              help="Unix socket to listen on (config metadata_proxy_socket, default <state_path>/metadata_proxy).")
+@click.pass_obj
+def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None) -> None:
+    """Run the metadata agent (neutron-metadata-agent's part) on a unix socket.
+
+    Each request from a namespace proxy carries X-Forwarded-For (the VM's address) and one of
+    X-Neutron-Router-ID / X-Neutron-Network-ID. The agent finds the one port with that fixed IP on the
+    router's interface networks (or on the network), signs its device_id and forwards the request to
+    nova_metadata_protocol://nova_metadata_host:nova_metadata_port with exactly X-Forwarded-For,
+    X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature (plus X-Openstack-Request-Id for the logs).
+    No single port: 404. API unreachable: 503. Too many requests from one address, when
+    [metadata_rate_limiting] rate_limit_enabled: 429 with Retry-After.
+
+    \b
+    Example (an existing Neutron configuration works unchanged):
+      provnet metadata-agent --config-file /etc/neutron/neutron.conf \\
+                             --config-file /etc/neutron/metadata_agent.ini
+    """
+    from provnet.metadata.neutron_conf import read_neutron_ini
+
+    overrides: dict = {}
+    for path in neutron_files:
+        try:
+            found, ignored = read_neutron_ini(path)
+            app.config = app.config.with_overrides(found, source=str(path))
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        if ignored:
+            log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
+    overrides["metadata_proxy_socket"] = socket_path
+    _serve_on_store(app, metadata_agent_service, overrides)
+
+
+@click.command("metadata-proxy")
+@click.option("--router-id", default=None, help="Serve this router's VMs (sets X-Neutron-Router-ID).")
+@click.option("--network-id", default=None, help="Serve this network's VMs (sets X-Neutron-Network-ID).")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=None, help="Port to listen on (config metadata_port, default 9697).")
+@click.option("--socket", "socket_path", default=None,
+              help="The agent's unix socket (config metadata_proxy_socket, default <state_path>/metadata_proxy).")
+@click.option("--status-socket", default=None,
+              help="Unix socket for /healthz, /readyz and /metrics (default <state_path>/metadata-proxy/<id>.sock;"
+                   " kept off the VM-facing port on purpose).")
+@click.pass_obj
+def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str, port: int | None,
+                   socket_path: str | None, status_socket: str | None) -> None:
+    """Run one namespace metadata proxy (what Neutron runs haproxy for), normally inside qrouter-<id>.
+
+    Takes VM requests (redirected from 169.254.169.254:80 by iptables), drops every client-sent
+    X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For and X-Metadata-Provider* header, sets
+    X-Forwarded-For to the TCP source address and X-Neutron-Router-ID (or -Network-ID), and forwards
+    over the agent's unix socket. While the agent is down VMs get 502 (504 when it is too slow); it
+    reconnects by itself. Heads over 8 KiB: 431; heads slower than 30 s: 408.
+
+    \b
+    Example:
+      ip netns exec qrouter-$ROUTER provnet metadata-proxy --router-id $ROUTER --port 9697
+    """
+    from provnet.metadata.proxy import MetadataProxy
+
+    if bool(router_id) == bool(network_id):
+        raise click.UsageError("give exactly one of --router-id or --network-id")
+    config: Config = app.config.with_overrides({"metadata_proxy_socket": socket_path, "metadata_port": port})
+    scope = router_id or network_id
+    status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
+    proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=router_id, network_id=network_id,
+                          bind=bind, port=config.metadata_port, status_socket=status_socket)
+    _run([proxy])
 
 
 def register(group: click.Group) -> None:
     """Add this module's verbs to the `provnet` group."""
+    group.add_command(metadata_api)
+    group.add_command(metadata_agent)
+    group.add_command(metadata_proxy)

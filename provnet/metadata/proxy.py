@@ -1,0 +1,101 @@
+# The namespace metadata proxy (haproxy's role): VM requests in on :9697, out to the agent's unix socket with the
+# TCP source address and this proxy's router or network id, and nothing a client could use to pose as another VM.
+from __future__ import annotations
+
+import logging
+import time
+
+from provnet.metadata.http11 import Message
+from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
+from provnet.metadata.serving import HttpServer, Peer, Response, error
+from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+AGENT_TIMEOUT = 65.0  # longer than the agent's 60 s to the API, so the agent's own 503/504 gets through
+HEADER_TIMEOUT = 30.0  # haproxy's timeout http-request in Neutron
+IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
+# Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
+# X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
+FORWARDED_CLIENT_HEADERS = ("content-type",)
+PASSED_BACK = ("content-type", "retry-after")
+
+
+def agent_headers(client: Message, peer_address: str, id_header: str, id_value: str,
+                  request_id: str) -> list[tuple[str, str]]:
+    """The headers of the request to the agent: ours, plus the few client headers the API may need."""
+    out = [("Host", "169.254.169.254"), ("X-Forwarded-For", peer_address), (id_header, id_value),
+           (REQUEST_ID_HEADER, request_id)]
+    if client.body:
+        out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_CLIENT_HEADERS)
+    return out
+
+
+class MetadataProxy:
+    """One router's (or network's) proxy. Answers 502 while the agent's socket is gone, 504 when it is slow."""
+
+    name = "metadata-proxy"
+
+    def __init__(self, *, socket_path: str, router_id: str | None = None, network_id: str | None = None,
+                 bind: str = "0.0.0.0", port: int = 9697, status_socket: str | None = None,
+                 agent_timeout: float = AGENT_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        if bool(router_id) == bool(network_id):
+            raise ValueError("a metadata proxy serves exactly one router or one network")
+        self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
+                                         else ("X-Neutron-Network-ID", network_id))  # type: ignore[assignment]
+        self.bind, self.port = bind, port
+        self.status_socket = status_socket
+        self.metrics = Metrics("proxy")
+        self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
+        self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout)
+        self.status_server = HttpServer(self._status) if status_socket else None
+
+    async def start(self) -> None:
+        self.port = await self.server.listen_tcp(self.bind, self.port, backlog=1024)
+        if self.status_server is not None and self.status_socket:
+            await self.status_server.listen_unix(self.status_socket, mode=0o660)
+        log.info("metadata proxy for %s %s on %s:%d -> %s", self.id_header, self.id_value, self.bind, self.port,
+                 self.agent.target.describe())
+
+    async def stop(self) -> None:
+        await self.server.close()
+        if self.status_server is not None:
+            await self.status_server.close()
+        await self.agent.close()
+
+    async def handle(self, request: Message, peer: Peer) -> Response:
+        started = time.perf_counter()
+        rid = new_request_id()
+        headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid)
+        try:
+            upstream = await self.agent.request(request.method, request.target, headers, request.body)
+        except UpstreamUnavailable as exc:
+            log.warning("%s metadata agent unavailable: %s", rid, exc)
+            response = error(502, "The metadata agent is unavailable.", rid)
+        except UpstreamTimeout as exc:
+            log.warning("%s %s", rid, exc)
+            response = error(504, "The metadata agent did not answer in time.", rid)
+        else:
+            response = Response(upstream.status, upstream.body,
+                                [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK])
+            response.headers.append((REQUEST_ID_HEADER, rid))
+        self.metrics.observe(response.status, time.perf_counter() - started)
+        level = logging.DEBUG if response.status < 400 else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s %s from %s -> %d", rid, request.method, request.target, peer.address,
+                    response.status)
+        return response
+
+    async def _status(self, request: Message, peer: Peer) -> Response:
+        if request.path == "/metrics":
+            return self.metrics.response()
+        if request.path == "/readyz":
+            try:
+                await self.agent.probe()
+            except (UpstreamUnavailable, UpstreamTimeout) as exc:
+                return error(503, str(exc))
+            return healthz()
+        if request.path == "/healthz":
+            return healthz()
+        return error(404, "Only /healthz, /readyz and /metrics are served here.")
