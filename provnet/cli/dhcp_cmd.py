@@ -1,8 +1,180 @@
-# Verbs of this area are registered here (filled in by the issue that owns them).
+# `provnet dhcp` (the server), `provnet dhcp-leases` (the lease journal) and `provnet dhcp-config` (exports).
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
 import click
+
+from provnet.config import Config
+
+
+def _settings(config: Config):
+    from provnet.dhcp.view import Settings
+
+    return Settings(lease_time=config.get("dhcp.lease_time"), dns_domain=config.get("dhcp.dns_domain"),
+                    force_routes=config.get("dhcp.force_routes"))
+
+
+def journal_path(config: Config) -> Path:
+    from provnet.dhcp.journal import JOURNAL_NAME
+
+    return Path(config.state_path) / JOURNAL_NAME
+
+
+@click.command("dhcp")
+@click.option("--interface", "-i", default=None, metavar="IF",
+              help="Interface to serve (config [dhcp] interface). The server binds UDP 67 on it and uses its "
+                   "IPv4 address as server identifier (option 54).")
+@click.option("--network", default=None, metavar="NAME",
+              help="Network (name or id) whose ports are served (config [dhcp] network). Default: every network "
+                   "with a subnet containing an address of the interface.")
+@click.option("--metrics-port", type=int, default=None, metavar="PORT",
+              help="Serve Prometheus metrics on 127.0.0.1:PORT (packets by type, replies, drops, unknown clients).")
+@click.pass_obj
+def dhcp(app, interface: str | None, network: str | None, metrics_port: int | None) -> None:
+    """Run the DHCP server: each port's MAC gets exactly the port's fixed IP.
+
+    Replies carry mask, router (3), DNS, hostname (the instance's), domain, MTU, broadcast, lease time and the
+    classless static routes 121 and 249 computed like network_data.json (for the seed: 169.254.169.254/32 via
+    the gateway 172.16.1.2, default via the external router 172.16.1.1). MACs without a port get no answer.
+    Registry changes are followed within a second; leases are journaled to <state_path>/dhcp-leases.journal
+    (`provnet dhcp-leases` shows them). Relayed requests (giaddr) are answered to the relay on port 67.
+
+    \b
+    Example (the seed's server, on the bridge that carries the VMs):
+      provnet dhcp --interface br-phy --network phy_net
+    """
+    from provnet.dhcp.service import DhcpService, RegistrySource, interface_addresses
+    from provnet.services import run_services
+
+    config: Config = app.config
+    interface = interface or config.get("dhcp.interface")
+    network = network or config.get("dhcp.network") or None
+    if not interface:
+        raise click.UsageError("no interface: give --interface IF or set [dhcp] interface")
+    try:
+        addrs = interface_addresses(interface)
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not addrs:
+        raise click.UsageError(f"interface {interface} has no IPv4 address; the server needs one for option 54 "
+                               "and to send replies")
+    os.makedirs(config.state_path, mode=0o700, exist_ok=True)
+    source = RegistrySource(app.registry, interface, network, _settings(config))
+    try:
+        source.build()  # fail now, readably, on an unknown network
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    service = DhcpService(source, interface, journal_path(config))
+    try:
+        asyncio.run(run_services([service]))
+    except PermissionError as exc:
+        raise click.ClickException(f"cannot bind UDP 67 on {interface}: {exc.strerror} (needs root or "
+                                   "CAP_NET_BIND_SERVICE + CAP_NET_RAW)") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve DHCP on {interface}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("dhcp-leases")
+@click.option("--all", "show_all", is_flag=True, help="Also show expired, released and declined leases.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--journal", type=click.Path(dir_okay=False), default=None,
+              help="Journal file (default <state_path>/dhcp-leases.journal).")
+@click.pass_obj
+def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
+    """Show the DHCP server's leases from its journal (who holds which address until when).
+
+    Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
+    """
+    from provnet.dhcp.journal import read_journal
+
+    path = Path(journal) if journal else journal_path(app.config)
+    if not path.exists():
+        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)")
+    now = time.time()
+    rows = []
+    for rec in sorted(read_journal(path).values(), key=lambda r: tuple(int(x) for x in r.ip.split("."))):
+        state = rec.state if rec.state != "ack" else ("active" if rec.expires > now else "expired")
+        if show_all or state == "active":
+            rows.append({"ip_address": rec.ip, "mac_address": rec.mac, "hostname": rec.hostname,
+                         "port_id": rec.port_id, "state": state,
+                         "expires": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.expires))})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ["ip_address", "mac_address", "hostname", "state", "expires", "port_id"]
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols}
+    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
+
+
+@click.command("dhcp-config")
+@click.option("--format", "fmt", type=click.Choice(["dnsmasq", "kea", "isc"]), required=True,
+              help="dnsmasq: options file + hosts file + command line; kea: Kea 2.2 kea-dhcp4.json; "
+                   "isc: dhcpd.conf.")
+@click.option("--network", required=True, metavar="NAME", help="Network (name or id) to export.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Write the files here (created if missing); without it they are printed.")
+@click.option("--interface", default=None, metavar="IF",
+              help="Interface the exported server listens on (config [dhcp] interface; Kea: * if unset).")
+@click.pass_obj
+def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: str | None) -> None:
+    """Write the configuration for another DHCP server: one host entry per port, routes 121/249 inside.
+
+    For operators who keep their DHCP server: the same reservations (MAC -> fixed IP, hostname) and the same
+    routes our server hands out. dnsmasq gets the seed's form (`tag:tag0,option:classless-static-route,...` and
+    `tag:tag0,249,...`) plus a hosts file and the command line to start it; Kea 2.2 gets 121/249 as raw hex
+    (2.2 has no definition for them); ISC dhcpd gets the rfc3442-classless-static-routes option definition.
+
+    \b
+    Examples:
+      provnet dhcp-config --format dnsmasq --network phy_net --output-dir /etc/provnet/dnsmasq
+      provnet dhcp-config --format kea --network phy_net > kea-dhcp4.json && kea-dhcp4 -t kea-dhcp4.json
+    """
+    from provnet.dhcp import export
+    from provnet.dhcp.view import collect, resolve_networks
+
+    config: Config = app.config
+    interface = interface or config.get("dhcp.interface") or ("*" if fmt == "kea" else "")
+    try:
+        snap = collect(app.registry, resolve_networks(app.registry, network))
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
+    directory = str(Path(output_dir).resolve()) if output_dir else str(Path(config.state_path) / f"dhcp-{fmt}")
+    if fmt == "dnsmasq" and not interface:
+        raise click.UsageError("dnsmasq needs an interface: give --interface IF or set [dhcp] interface")
+    files = export.render(fmt, snap, _settings(config), interface, directory)
+    if output_dir:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            for name, text in files.items():
+                (Path(directory) / name).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write to {directory}: {exc.strerror}") from None
+        for name in files:
+            click.echo(str(Path(directory) / name))
+        return
+    if len(files) == 1:
+        sys.stdout.write(next(iter(files.values())))
+        return
+    for name, text in files.items():
+        sys.stdout.write(f"# ==> {name} <==\n{text}")
 
 
 def register(group: click.Group) -> None:
     """Add this module's verbs to the `provnet` group."""
+    group.add_command(dhcp)
+    group.add_command(dhcp_leases)
+    group.add_command(dhcp_config)
