@@ -47,7 +47,7 @@ def register(group: click.Group) -> None:
         cols = sorted(rows[0]) if show_details and rows else list(AGENT_COLUMNS)
         emit_many(rows, cols, fmt, columns)
 
-    @neutron_command(group, "agent-show", "AGENT", extras=False,
+    @neutron_command(group, "agent-show", "AGENT", kind="agent", extras=False,
                      epilog="\b\nAGENT is an id or, when one agent runs there, a host name. Example:\n"
                      "  provnet agent-show compute1 -c configurations")
     @output_options
@@ -56,7 +56,7 @@ def register(group: click.Group) -> None:
         agent = find(app.registry, "agent", args[0])
         emit_one(agent_row(agent, app.config.agent_down_time, fmt), fmt, columns)
 
-    @neutron_command(group, "agent-update", "AGENT",
+    @neutron_command(group, "agent-update", "AGENT", kind="agent",
                      epilog="\b\nExample:\n  provnet agent-update compute1 --admin-state-down")
     @click.option("--admin-state-up", "up", is_flag=True, help="Let ports bind through this agent.")
     @click.option("--admin-state-down", "down", is_flag=True, help="Take the agent out of service.")

@@ -86,7 +86,7 @@ def attach_ports(registry: Registry, instance_id: str, port_ids: list[str], zone
 
 
 def register(group: click.Group) -> None:
-    @neutron_command(group, "instance-create", "NAME",
+    @neutron_command(group, "instance-create", "NAME", kind="instance",
                      epilog="\b\nExample:\n  provnet instance-create vm1 --user-data cloud-config.yaml \\\n"
                      "    --key-name mykey --key-file ~/.ssh/id_ed25519.pub --property role=web --port vm1-port")
     @click.option("--user-data", type=FILE, help="File handed to the VM as user-data (at most 64 KiB).")
@@ -142,14 +142,14 @@ def register(group: click.Group) -> None:
                               show_details)
         emit_many([display(r, fmt) for r in rows], cols, fmt, columns)
 
-    @neutron_command(group, "instance-show", "INSTANCE", extras=False,
+    @neutron_command(group, "instance-show", "INSTANCE", kind="instance", extras=False,
                      epilog="\b\nExample:\n  provnet instance-show vm1 -f json")
     @output_options
     def instance_show(app, args, extras, fmt, columns) -> None:
         """Show an instance, by name or uuid (user_data as text in a table, base64 in JSON)."""
         emit_one(display(find(app.registry, "instance", args[0]).to_api(), fmt), fmt, columns)
 
-    @neutron_command(group, "instance-update", "INSTANCE",
+    @neutron_command(group, "instance-update", "INSTANCE", kind="instance",
                      epilog="\b\nExample:\n  provnet instance-update vm1 --property role=db --delete-property old")
     @click.option("--name", help="New name.")
     @click.option("--hostname", help="New hostname.")

@@ -51,7 +51,8 @@ def resolve_network_filter(registry: Registry, filters: dict[str, list[str]]) ->
 
 
 def register_networks(group: click.Group) -> None:
-    @neutron_command(group, "net-create", "NAME", epilog=f"\b\nThe seed's external flat network:\n  {SEED_NET}")
+    @neutron_command(group, "net-create", "NAME", kind="network",
+                     epilog=f"\b\nThe seed's external flat network:\n  {SEED_NET}")
     @click.option("--provider:network_type", "network_type", metavar="TYPE",
                   help="flat, vlan, vxlan, gre or local.")
     @click.option("--provider:physical_network", "physical_network", metavar="PHYSNET",
@@ -103,14 +104,14 @@ def register_networks(group: click.Group) -> None:
                 row["subnets"] = [f"{sid} {cidrs.get(sid, '')}".strip() for sid in row["subnets"]]
         emit_many(rows, cols, fmt, columns)
 
-    @neutron_command(group, "net-show", "NETWORK", extras=False,
+    @neutron_command(group, "net-show", "NETWORK", kind="network", extras=False,
                      epilog="\b\nExample:\n  provnet net-show phy_net -f value -c id")
     @output_options
     def net_show(app, args, extras, fmt, columns) -> None:
         """Show a network, by name or id."""
         emit_one(find(app.registry, "network", args[0]).to_api(), fmt, columns)
 
-    @neutron_command(group, "net-update", "NETWORK",
+    @neutron_command(group, "net-update", "NETWORK", kind="network",
                      epilog="\b\nExamples:\n  provnet net-update phy_net --name physical\n"
                      "  provnet net-update phy_net -- --shared=True")
     @click.option("--name", help="New name.")
@@ -186,7 +187,7 @@ def subnet_body(name: str | None, gateway_ip: str | None, no_gateway: bool, pool
 
 
 def register_subnets(group: click.Group) -> None:
-    @neutron_command(group, "subnet-create", "NETWORK CIDR",
+    @neutron_command(group, "subnet-create", "NETWORK CIDR", kind="subnet",
                      epilog=f"\b\nThe seed's subnet (addresses from an external DHCP server):\n  {SEED_SUBNET}")
     @subnet_options
     @click.option("--ip-version", type=click.Choice(["4", "6"]), default="4", show_default=True,
@@ -216,14 +217,14 @@ def register_subnets(group: click.Group) -> None:
         rows, cols = rows_for(app.registry.list_subnets(filters or None), SUBNET_COLUMNS, show_details)
         emit_many(rows, cols, fmt, columns)
 
-    @neutron_command(group, "subnet-show", "SUBNET", extras=False,
+    @neutron_command(group, "subnet-show", "SUBNET", kind="subnet", extras=False,
                      epilog="\b\nExample:\n  provnet subnet-show phy_subnet_without_dhcp")
     @output_options
     def subnet_show(app, args, extras, fmt, columns) -> None:
         """Show a subnet, by name or id."""
         emit_one(find(app.registry, "subnet", args[0]).to_api(), fmt, columns)
 
-    @neutron_command(group, "subnet-update", "SUBNET",
+    @neutron_command(group, "subnet-update", "SUBNET", kind="subnet",
                      epilog="\b\nExample (metadata via the router port, the rest via the external router):\n"
                      "  provnet subnet-update phy_subnet_without_dhcp \\\n"
                      "    --host-route destination=169.254.169.254/32,nexthop=172.16.1.2 \\\n"
@@ -316,7 +317,7 @@ def port_body(registry: Registry, name: str | None, fixed_ips: tuple[str, ...], 
 
 
 def register_ports(group: click.Group) -> None:
-    @neutron_command(group, "port-create", "NETWORK",
+    @neutron_command(group, "port-create", "NETWORK", kind="port",
                      epilog="\b\nExample (a VM's port with a fixed address, bound on host compute1):\n"
                      "  provnet port-create phy_net --fixed-ip ip_address=172.16.1.103 \\\n"
                      "    --device-id 6c0bd7a0-b3ea-4f77-a67b-1b4fd0a3f1b2 --device-owner compute:nova \\\n"
@@ -353,14 +354,14 @@ def register_ports(group: click.Group) -> None:
         rows, cols = rows_for(app.registry.list_ports(filters or None), PORT_COLUMNS, show_details)
         emit_many(rows, cols, fmt, columns)
 
-    @neutron_command(group, "port-show", "PORT", extras=False,
+    @neutron_command(group, "port-show", "PORT", kind="port", extras=False,
                      epilog="\b\nExample:\n  provnet port-show vm1-port -c binding:vif_type -f value")
     @output_options
     def port_show(app, args, extras, fmt, columns) -> None:
         """Show a port, by name or id."""
         emit_one(find(app.registry, "port", args[0]).to_api(), fmt, columns)
 
-    @neutron_command(group, "port-update", "PORT",
+    @neutron_command(group, "port-update", "PORT", kind="port",
                      epilog="\b\nExample:\n  provnet port-update vm1-port --binding:host_id compute2")
     @port_options
     @click.option("--no-fixed-ips", is_flag=True, help="Release every address.")

@@ -34,7 +34,7 @@ def interface_target(registry: Registry, text: str) -> dict[str, str]:
 
 
 def register(group: click.Group) -> None:
-    @neutron_command(group, "router-create", "NAME",
+    @neutron_command(group, "router-create", "NAME", kind="router",
                      epilog="\b\nExample (a router used only for metadata, as in the seed):\n"
                      "  provnet router-create metadata-router\n"
                      "  provnet router-interface-add metadata-router phy_subnet_without_dhcp")
@@ -59,13 +59,13 @@ def register(group: click.Group) -> None:
                               show_details)
         emit_many(rows, cols, fmt, columns)
 
-    @neutron_command(group, "router-show", "ROUTER", extras=False)
+    @neutron_command(group, "router-show", "ROUTER", kind="router", extras=False)
     @output_options
     def router_show(app, args, extras, fmt, columns) -> None:
         """Show a router, by name or id."""
         emit_one(find(app.registry, "router", args[0]).to_api(), fmt, columns)
 
-    @neutron_command(group, "router-update", "ROUTER",
+    @neutron_command(group, "router-update", "ROUTER", kind="router",
                      epilog="\b\nExample:\n  provnet router-update metadata-router --name r1")
     @click.option("--name", help="New name.")
     @click.option("--admin-state-up", "up", is_flag=True, help="Set administratively up.")

@@ -11,8 +11,9 @@ import click
 
 from provnet.cli.lookup import find_id
 from provnet.cli.neutron_args import ArgError, split_args, take_positionals
-from provnet.cli.output import FORMATS, OutputError, format_many, format_one
+from provnet.cli.output import FORMATS, OutputError, format_many, format_one, select
 from provnet.model.errors import NeutronError
+from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
 from provnet.registry.base import Registry
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,26 @@ EXTRAS_HELP = (
 )
 
 
+def fields_of(kind: str) -> list[str]:
+    """The fields a resource of `kind` shows, to check -c before anything is written."""
+    samples = {
+        "network": lambda: Network(id=""),
+        "subnet": lambda: Subnet(id="", network_id="", cidr="0.0.0.0/0"),
+        "port": lambda: Port(id="", network_id="", mac_address=""),
+        "router": lambda: Router(id=""),
+        "agent": lambda: Agent(id="", host=""),
+        "instance": lambda: Instance(id=""),
+    }
+    return sorted(samples[kind]().to_api())
+
+
 def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: str = "",
-                    extras: bool = True) -> Callable[[Callable[..., Any]], click.Command]:
+                    extras: bool = True, kind: str | None = None) -> Callable[[Callable[..., Any]], click.Command]:
     """A verb taking its positional arguments (and pass-through extras) as `args`, neutron CLI style.
 
     The decorated function gets `app` (AppContext), `args` (the positionals, checked against
     `args_metavar`'s words), `extras` (dict) and the click options; its errors are reported by `guarded`.
+    A verb printing one resource names its `kind`, so a bad -c is refused before anything is written.
     """
     names = [w.strip("[].") for w in args_metavar.split() if not w.startswith("[")]
     variadic = args_metavar.endswith("...")
@@ -39,6 +54,8 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         @click.pass_obj
         def callback(app: Any, args: tuple[str, ...], **options: Any) -> None:
             def run() -> None:
+                if kind and options.get("columns"):
+                    select(fields_of(kind), options["columns"])
                 positionals, extra = split_args(args)
                 if variadic:
                     if not positionals:
@@ -50,7 +67,10 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
                     raise ArgError(f"no such option(s): {', '.join('--' + k for k in extra)}")
                 fn(app, got, extra, **options)
 
-            guarded(app, run)
+            try:
+                guarded(app, run)
+            finally:
+                close_registry(app)
 
         callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar)(callback)
         doc = inspect.cleandoc(fn.__doc__ or "")
@@ -84,6 +104,13 @@ def guarded(app: Any, run: Callable[[], None]) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         log.debug("verb failed", exc_info=True)
         raise click.ClickException(f"{type(exc).__name__}: {first}") from None
+
+
+def close_registry(app: Any) -> None:
+    """Close the registry if this verb opened it (connections, pools), so nothing lingers after a verb."""
+    registry = vars(app).pop("registry", None)
+    if registry is not None:
+        registry.close()
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,95 @@
+# `provnet --url` against a running `provnet api` subprocess gives what the local store gives.
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from cli_run import PROVNET, SEED_NET, SEED_SUBNET, Cli
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def api_url(tmp_path) -> Iterator[str]:
+    port = free_port()
+    log = open(tmp_path / "api.log", "wb")
+    proc = subprocess.Popen([PROVNET, "--state-path", str(tmp_path / "server"), "api", "--bind-host", "127.0.0.1",
+                             "--bind-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"provnet api did not start: {(tmp_path / 'api.log').read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def normalised(obj):
+    """Drop what differs between two stores by nature (generated ids, MACs, timestamps)."""
+    if isinstance(obj, list):
+        return [normalised(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: normalised(v) for k, v in obj.items()
+                if k not in ("id", "network_id", "subnet_id", "subnets", "mac_address", "device_id", "port_id")}
+    if isinstance(obj, str):
+        return UUID.sub("<uuid>", obj)
+    return obj
+
+
+def scenario(cli: Cli) -> list:
+    """The seed plus a port, a router interface, errors; returns every result to compare."""
+    out = []
+    cli.ok(SEED_NET)
+    cli.ok(SEED_SUBNET)
+    out.append(cli.json("net-show phy_net"))
+    out.append(cli.json("subnet-show phy_subnet_without_dhcp"))
+    out.append(cli.json("port-create phy_net --name p1 --fixed-ip ip_address=172.16.1.103 --device-id d1"))
+    out.append(cli.json("port-list --fixed_ips ip_address=172.16.1.103"))
+    cli.ok("router-create r1")
+    cli.ok("router-interface-add r1 phy_subnet_without_dhcp")
+    out.append(cli.json("router-port-list r1 -D"))
+    out.append(cli.json("subnet-update phy_subnet_without_dhcp --host-route destination=0.0.0.0/0,nexthop=172.16.1.1"))
+    out.append(cli.fails("port-create phy_net --fixed-ip ip_address=172.16.1.103"))
+    out.append(cli.fails("net-show nonet"))
+    out.append(cli.fails("subnet-create phy_net 10.0.0.0/33"))
+    out.append(cli.json("net-list -D"))
+    return out
+
+
+def test_remote_gives_the_same_results_as_local(api_url: str, tmp_path):
+    remote = scenario(Cli("--url", api_url))
+    local = scenario(Cli("--state-path", str(tmp_path / "local")))
+    assert normalised(remote) == normalised(local)
+    assert remote[0]["subnets"] == [remote[1]["id"]]
+    assert "already allocated" in remote[6]
+
+
+def test_unreachable_api_is_one_clear_line(tmp_path):
+    err = Cli("--url", f"http://127.0.0.1:{free_port()}").fails("net-list")
+    assert "cannot reach" in err and err.count("\n") == 1
