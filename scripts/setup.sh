@@ -8,6 +8,7 @@ APT_PACKAGES=(
   busybox isc-dhcp-client            # real DHCP clients for tests and the lab
   dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server   # peers: exports are checked by the real servers; perfdhcp
   haproxy nginx-light wrk            # HTTP anchor for the metadata benchmark
+  iputils-ping time tcpdump          # ../shared/bench/dhcp/run.sh (link check, CPU figures, smoke decode)
   cloud-init                          # cloud-init's own reader, run by /usr/bin/python3
   postgresql                          # the multi-host store, tested for real
   python3-venv
