@@ -1,0 +1,94 @@
+# The lab's topology as data (pure): namespace and link names, the seed's addresses, the routes a VM must end up with.
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+# The seed's addresses (seed/README.md): external router .1, router port (gateway) .2, DHCP server .99.
+CIDR = "172.16.1.0/24"
+EXTERNAL_ROUTER_IP = "172.16.1.1"
+DHCP_SERVER_IP = "172.16.1.99"
+UPSTREAM_CIDR = "198.51.100.0/24"  # TEST-NET-2, behind the external router
+UPSTREAM_IP = "198.51.100.1"
+BRIDGE = "br-phy"
+METADATA_PORT = 9697
+DHCP_CLIENTS = ("udhcpc", "dhclient")
+MAX_VMS = 25  # the seed's allocation pool .102-.126
+
+# The seed's commands, run through provnet (plus the host route, the router and its interface).
+SEED_NET = ["net-create", "phy_net", "--", "--router:external=True", "--provider:network_type", "flat",
+            "--provider:physical_network", "physnet1"]
+SEED_SUBNET = ["subnet-create", "--allocation-pool", "start=172.16.1.102,end=172.16.1.126", "--gateway",
+               "172.16.1.2", "phy_net", "172.16.1.101/24", "--enable_dhcp=False", "--name=phy_subnet_without_dhcp"]
+SEED_HOST_ROUTE = ["subnet-update", "phy_subnet_without_dhcp", "--host-route",
+                   f"destination=0.0.0.0/0,nexthop={EXTERNAL_ROUTER_IP}"]
+SEED_ROUTER = ["router-create", "router1"]
+SEED_INTERFACE = ["router-interface-add", "router1", "phy_subnet_without_dhcp"]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every name the lab gives, from one random suffix (`pn` + 6 hex digits)."""
+
+    suffix: str
+
+    def __post_init__(self) -> None:
+        if not (self.suffix.startswith("pn") and 3 <= len(self.suffix) <= 8 and self.suffix.isalnum()):
+            raise ValueError(f"lab suffix must be 'pn' + up to 6 letters/digits, got {self.suffix!r}")
+
+    @property
+    def fabric(self) -> str:
+        return f"{self.suffix}-fab"
+
+    @property
+    def external(self) -> str:
+        return f"{self.suffix}-ext"
+
+    @property
+    def dhcp(self) -> str:
+        return f"{self.suffix}-dhcp"
+
+    def vm(self, index: int) -> str:
+        return f"{self.suffix}-vm{index}"
+
+    # bridge-side veth ends in the fabric namespace (<= 15 characters)
+    @property
+    def external_port(self) -> str:
+        return f"{self.suffix}e"
+
+    @property
+    def dhcp_port(self) -> str:
+        return f"{self.suffix}d"
+
+    @staticmethod
+    def vm_port(port_id: str) -> str:
+        """Where the VM's port meets the bridge; the firewall's physdev device (`pnt` + 11 of the port id)."""
+        return f"pnt{port_id[:11]}"
+
+    @staticmethod
+    def router_port(port_id: str) -> str:
+        return f"pnr{port_id[:11]}"
+
+
+def parse_vms(value: int) -> int:
+    if not 1 <= value <= MAX_VMS:
+        raise ValueError(f"--vms must be 1..{MAX_VMS} (the seed's pool .102-.126 holds {MAX_VMS}), got {value}")
+    return value
+
+
+def expected_routes(port_ip: str) -> list[tuple[str, str | None]]:
+    """The seed's routing table in the VM (destination CIDR, gateway), sorted like `netns.ipv4_routes`."""
+    net = ipaddress.ip_network(CIDR)
+    if ipaddress.ip_address(port_ip) not in net:
+        raise ValueError(f"{port_ip} is not in {CIDR}")
+    return sorted([("0.0.0.0/0", EXTERNAL_ROUTER_IP), ("169.254.169.254/32", "172.16.1.2"), (CIDR, None)])
+
+
+def route_table_text(routes: list[tuple[str, str | None, str]]) -> str:
+    """Routes in the seed's `route -n` layout: Destination Gateway Genmask Flags Iface."""
+    lines = [f"{'Destination':<16}{'Gateway':<12}{'Genmask':<17}{'Flags':<5}Iface"]
+    for dst, gw, dev in sorted(routes, key=lambda r: (r[0] != "0.0.0.0/0", r[0])):
+        net = ipaddress.ip_network(dst)
+        flags = "U" + ("G" if gw else "") + ("H" if net.prefixlen == 32 else "")
+        lines.append(f"{str(net.network_address):<16}{gw or '0.0.0.0':<12}{str(net.netmask):<17}{flags:<5}{dev}")
+    return "\n".join(lines)

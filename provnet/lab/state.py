@@ -1,0 +1,76 @@
+# What the lab made (namespaces, processes, VMs), kept in <state_path>/lab/state.json so `down` can undo all of it.
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from provnet.lab.procs import Proc
+
+DEFAULT_LAB_STATE_PATH = "/var/lib/provnet-lab"
+
+
+@dataclass
+class Vm:
+    name: str
+    namespace: str
+    instance_id: str
+    port_id: str
+    mac: str
+    ip: str
+    device: str  # bridge-side veth end in the fabric namespace
+    user_data: str
+
+
+@dataclass
+class LabState:
+    suffix: str
+    dhcp_client: str = "udhcpc"
+    namespaces: list[str] = field(default_factory=list)  # in creation order; removed in reverse
+    processes: list[Proc] = field(default_factory=list)
+    vms: list[Vm] = field(default_factory=list)
+    router_id: str = ""
+    router_port_id: str = ""
+    metadata_api_port: int = 0
+    complete: bool = False
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["processes"] = [p.to_json() for p in self.processes]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> LabState:
+        d = dict(d)
+        d["processes"] = [Proc.from_json(p) for p in d.get("processes", [])]
+        d["vms"] = [Vm(**v) for v in d.get("vms", [])]
+        return cls(**d)
+
+
+def lab_dir(state_path: str) -> Path:
+    return Path(state_path) / "lab"
+
+
+def load(state_path: str) -> LabState | None:
+    path = lab_dir(state_path) / "state.json"
+    try:
+        return LabState.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path} is not a lab state file ({exc}); remove it after checking `ip netns list`") \
+            from None
+
+
+def save(state_path: str, state: LabState) -> None:
+    """Written atomically after every step, so a crash leaves a file naming everything made so far."""
+    d = lab_dir(state_path)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "state.json.tmp"
+    tmp.write_text(json.dumps(state.to_json(), indent=2))
+    os.replace(tmp, d / "state.json")
+
+
+def forget(state_path: str) -> None:
+    (lab_dir(state_path) / "state.json").unlink(missing_ok=True)
