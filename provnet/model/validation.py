@@ -1,0 +1,472 @@
+# Neutron request bodies -> clean attribute dicts: unknown, read-only, required and typed attributes, Neutron's words.
+"""Attribute maps for network/subnet/port/router/instance create and update bodies.
+
+`parse_create(kind, body)` returns every attribute of the resource (defaults filled in, values converted);
+`parse_update(kind, body)` returns only the given ones. Errors are `HTTPBadRequest` with Neutron's messages:
+"Unrecognized attribute(s) 'foo'", "Failed to parse request. Required attribute 'x' not specified",
+"Cannot update read-only attribute cidr", "Invalid input for <attr>. Reason: <msg>.".
+The semantic rules (provider networks, CIDRs, pools) live in network_rules.py and subnet_rules.py.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provnet.model.errors import HTTPBadRequest
+from provnet.model.resources import DEFAULT_PROJECT_ID
+
+MAX_USER_DATA = 65536
+VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "virtio-forwarder", "smart-nic",
+              "vdpa", "remote-managed")
+NETWORK_TYPES = ("flat", "vlan", "vxlan", "gre", "local")
+KEY_PAIR_TYPES = ("ssh", "x509")
+IPV6_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2})([:-][0-9a-fA-F]{2}){5}$")
+
+
+class Invalid(ValueError):
+    """A converter's complaint; parse_* turns it into "Invalid input for <attr>. Reason: <msg>."."""
+
+
+_NOT_SET = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    convert: Callable[[Any], Any]
+    post: bool = True
+    put: bool = True
+    required: bool = False
+    default: Any = _NOT_SET  # a value, or a zero-argument callable for mutable defaults
+
+
+# ---- converters (each returns the clean value or raises Invalid) ----------------------------------------------
+
+def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], str | None]:
+    def convert(value: Any) -> str | None:
+        if value is None and allow_none:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"'{value}' is not a valid string")
+        if len(value) > max_len:
+            raise Invalid(f"'{value}' exceeds maximum length of {max_len}")
+        return value
+    return convert
+
+
+def to_boolean(value: Any) -> bool:
+    """neutron-lib's convert_to_boolean: true/false in any case, 1/0, as bools, ints or strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "t", "yes", "y", "on"):
+            return True
+        if text in ("false", "0", "f", "no", "n", "off"):
+            return False
+    raise Invalid(f"'{value}' cannot be converted to boolean")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise Invalid(f"'{value}' is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        return int(value)
+    raise Invalid(f"'{value}' is not an integer")
+
+
+def to_int_or_none(value: Any) -> int | None:
+    return None if value is None else to_int(value)
+
+
+def to_uuid(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"'{value}' is not a valid UUID")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Invalid(f"'{value}' is not a valid UUID") from None
+
+
+def to_ip(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"'{value}' is not a valid IP address")
+    try:
+        if value != value.strip():
+            raise ValueError(value)
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise Invalid(f"'{value}' is not a valid IP address") from None
+
+
+def to_ip_or_none(value: Any) -> str | None:
+    return None if value is None else to_ip(value)
+
+
+def to_cidr(value: Any) -> str:
+    """A subnet CIDR; host bits are allowed here (the subnet rules normalise them)."""
+    if not isinstance(value, str):
+        raise Invalid(f"'{value}' is not a valid IP subnet")
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise Invalid(f"'{value}' is not a valid IP subnet") from None
+    if "/" not in value:
+        raise Invalid(f"'{value}' isn't a recognized IP subnet cidr, '{iface.ip}/{iface.max_prefixlen}' "
+                      f"is recommended")
+    return str(iface)
+
+
+def to_mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC_RE.match(value):
+        raise Invalid(f"'{value}' is not a valid MAC address")
+    mac = value.lower().replace("-", ":")
+    if mac in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"):
+        raise Invalid(f"'{value}' is not a valid MAC address")
+    return mac
+
+
+def to_dict(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(f"'{value}' is not a dictionary")
+    return dict(value)
+
+
+def to_ip_version(value: Any) -> int:
+    number = to_int(value)
+    if number not in (4, 6):
+        raise Invalid(f"'{value}' is not in [4, 6]")
+    return number
+
+
+def to_one_of(*values: str | None) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value not in values:
+            raise Invalid(f"'{value}' is not in {list(values)}")
+        return value
+    return convert
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise Invalid(f"'{value}' is not a list")
+    return value
+
+
+def _entry(value: Any, what: str, keys: tuple[str, ...], required: tuple[str, ...]) -> dict:
+    if not isinstance(value, dict) or not set(value) <= set(keys) or not set(required) <= set(value):
+        raise Invalid(f"Invalid data format for {what}: '{value}'")
+    return value
+
+
+def to_pools(value: Any) -> list[dict]:
+    out = []
+    for item in _list(value):
+        entry = _entry(item, "IP pool", ("start", "end"), ("start", "end"))
+        out.append({"start": to_ip(entry["start"]), "end": to_ip(entry["end"])})
+    return out
+
+
+def to_nameservers(value: Any) -> list[str]:
+    out: list[str] = []
+    for item in _list(value):
+        try:
+            ip = to_ip(item)
+        except Invalid:
+            raise Invalid(f"'{item}' is not a valid nameserver") from None
+        if ip in out:
+            raise Invalid(f"Duplicate nameserver '{item}'")
+        out.append(ip)
+    return out
+
+
+def to_host_routes(value: Any) -> list[dict]:
+    out: list[dict] = []
+    for item in _list(value):
+        entry = _entry(item, "hostroute", ("destination", "nexthop"), ("destination", "nexthop"))
+        route = {"destination": str(ipaddress.ip_network(to_cidr(entry["destination"]), strict=False)),
+                 "nexthop": to_ip(entry["nexthop"])}
+        if route in out:
+            raise Invalid(f"Duplicate hostroute '{item}'")
+        out.append(route)
+    return out
+
+
+def to_fixed_ips(value: Any) -> list[dict]:
+    out: list[dict] = []
+    for item in _list(value):
+        entry = _entry(item, "fixed IP", ("subnet_id", "ip_address"), ())
+        if not entry:
+            raise Invalid(f"Invalid data format for fixed IP: '{item}'")
+        clean: dict = {}
+        if "subnet_id" in entry:
+            clean["subnet_id"] = to_uuid(entry["subnet_id"])
+        if "ip_address" in entry:
+            clean["ip_address"] = to_ip(entry["ip_address"])
+            if clean["ip_address"] in [o.get("ip_address") for o in out]:
+                raise Invalid(f"Duplicate IP address '{entry['ip_address']}'")
+        out.append(clean)
+    return out
+
+
+def to_address_pairs(value: Any) -> list[dict]:
+    out: list[dict] = []
+    for item in _list(value):
+        entry = _entry(item, "allowed address pair", ("ip_address", "mac_address"), ("ip_address",))
+        ip = entry["ip_address"]
+        try:
+            net = ipaddress.ip_network(ip, strict=False) if isinstance(ip, str) else None
+        except ValueError:
+            net = None
+        if net is None:
+            raise Invalid(f"'{ip}' is not a valid IP address")
+        pair = {"ip_address": ip}
+        if "mac_address" in entry:
+            pair["mac_address"] = to_mac(entry["mac_address"])
+        out.append(pair)
+    return out
+
+
+def to_string_list(value: Any) -> list[str]:
+    convert = to_string()
+    return [str(convert(v)) for v in _list(value)]
+
+
+def to_user_data(value: Any) -> bytes | None:
+    """Base64 text (as Nova's API takes it) -> bytes, at most 64 KiB decoded."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid("user_data must be base64-encoded text")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid("user_data is not valid base64") from None
+    if len(data) > MAX_USER_DATA:
+        raise Invalid(f"user_data is {len(data)} bytes, more than the {MAX_USER_DATA} allowed")
+    return data
+
+
+def to_key_pairs(value: Any) -> list[dict]:
+    out: list[dict] = []
+    for item in _list(value):
+        entry = _entry(item, "key pair", ("name", "type", "data"), ("name", "data"))
+        name = to_string()(entry["name"])
+        if not name:
+            raise Invalid("a key pair needs a non-empty name")
+        if name in [k["name"] for k in out]:
+            raise Invalid(f"Duplicate key pair name '{name}'")
+        out.append({"name": name, "type": to_one_of(*KEY_PAIR_TYPES)(entry.get("type", "ssh")),
+                    "data": to_string(max_len=65536)(entry["data"])})
+    return out
+
+
+def to_metadata(value: Any) -> dict[str, str]:
+    """Nova server metadata: string keys of 1..255 characters, string values of at most 255."""
+    out: dict[str, str] = {}
+    for key, val in to_dict(value).items():
+        if not isinstance(key, str) or not 0 < len(key) <= 255:
+            raise Invalid(f"metadata key '{key}' must be a string of 1 to 255 characters")
+        if not isinstance(val, str) or len(val) > 255:
+            raise Invalid(f"metadata value of '{key}' must be a string of at most 255 characters")
+        out[key] = val
+    return out
+
+
+def to_json_object(value: Any) -> dict:
+    obj = to_dict(value)
+    try:
+        json.dumps(obj)
+    except (TypeError, ValueError):
+        raise Invalid(f"'{value}' is not a JSON object") from None
+    return obj
+
+
+def to_non_negative_int(value: Any) -> int:
+    number = to_int(value)
+    if number < 0:
+        raise Invalid(f"'{value}' should be non-negative")
+    return number
+
+
+# ---- attribute maps --------------------------------------------------------------------------------------------
+
+_PROJECT = Attr(to_string(), put=False)
+_NAME = Attr(to_string(), default="")
+
+NETWORK: dict[str, Attr] = {
+    "id": Attr(to_uuid, post=False, put=False),
+    "name": _NAME,
+    "tenant_id": _PROJECT,
+    "project_id": _PROJECT,
+    "admin_state_up": Attr(to_boolean, default=True),
+    "shared": Attr(to_boolean, default=False),
+    "router:external": Attr(to_boolean, default=False),
+    "provider:network_type": Attr(to_string(allow_none=True), default=None),
+    "provider:physical_network": Attr(to_string(64, allow_none=True), default=None),
+    "provider:segmentation_id": Attr(to_int_or_none, default=None),
+    "port_security_enabled": Attr(to_boolean, default=True),
+    "status": Attr(to_string(), post=False, put=False),
+    "subnets": Attr(_list, post=False, put=False),
+    "mtu": Attr(to_int, post=False, put=False),
+}
+
+SUBNET: dict[str, Attr] = {
+    "id": Attr(to_uuid, post=False, put=False),
+    "name": _NAME,
+    "tenant_id": _PROJECT,
+    "project_id": _PROJECT,
+    "network_id": Attr(to_uuid, put=False, required=True),
+    "ip_version": Attr(to_ip_version, put=False, required=True),
+    "cidr": Attr(to_cidr, put=False, required=True),
+    "gateway_ip": Attr(to_ip_or_none, default=_NOT_SET),  # absent: the first host; None: no gateway
+    "allocation_pools": Attr(to_pools, default=list),
+    "dns_nameservers": Attr(to_nameservers, default=list),
+    "host_routes": Attr(to_host_routes, default=list),
+    "enable_dhcp": Attr(to_boolean, default=True),
+    "ipv6_ra_mode": Attr(to_one_of(None, *IPV6_MODES), put=False, default=None),
+    "ipv6_address_mode": Attr(to_one_of(None, *IPV6_MODES), put=False, default=None),
+    "subnetpool_id": Attr(to_one_of(None), put=False, default=None),  # subnet pools are not supported
+}
+
+PORT: dict[str, Attr] = {
+    "id": Attr(to_uuid, post=False, put=False),
+    "name": _NAME,
+    "tenant_id": _PROJECT,
+    "project_id": _PROJECT,
+    "network_id": Attr(to_uuid, put=False, required=True),
+    "admin_state_up": Attr(to_boolean, default=True),
+    "mac_address": Attr(to_mac, default=None),
+    "fixed_ips": Attr(to_fixed_ips, default=None),  # absent: one address from the network's first subnet
+    "device_id": Attr(to_string(), default=""),
+    "device_owner": Attr(to_string(), default=""),
+    "status": Attr(to_string(), post=False, put=False),
+    "security_groups": Attr(to_string_list, default=list),
+    "port_security_enabled": Attr(to_boolean, default=None),  # absent: the network's
+    "allowed_address_pairs": Attr(to_address_pairs, default=list),
+    "binding:host_id": Attr(to_string(), default=""),
+    "binding:vnic_type": Attr(to_one_of(*VNIC_TYPES), default="normal"),
+    "binding:profile": Attr(to_dict, default=dict),
+    "binding:vif_type": Attr(to_string(), post=False, put=False),
+    "binding:vif_details": Attr(to_dict, post=False, put=False),
+}
+
+ROUTER: dict[str, Attr] = {
+    "id": Attr(to_uuid, post=False, put=False),
+    "name": _NAME,
+    "tenant_id": _PROJECT,
+    "project_id": _PROJECT,
+    "admin_state_up": Attr(to_boolean, default=True),
+    "status": Attr(to_string(), post=False, put=False),
+}
+
+AGENT: dict[str, Attr] = {
+    "admin_state_up": Attr(to_boolean),
+    "description": Attr(to_string(allow_none=True)),
+}
+
+INSTANCE: dict[str, Attr] = {
+    "id": Attr(to_uuid, put=False, default=lambda: str(uuid.uuid4())),
+    "name": _NAME,
+    "hostname": Attr(to_string(255), default=""),  # empty: derived from the name
+    "tenant_id": _PROJECT,
+    "project_id": _PROJECT,
+    "availability_zone": Attr(to_string(), default="nova"),
+    "launch_index": Attr(to_non_negative_int, put=False, default=0),
+    "user_data": Attr(to_user_data, default=None),
+    "key_pairs": Attr(to_key_pairs, default=list),
+    "metadata": Attr(to_metadata, default=dict),
+    "vendor_data": Attr(to_json_object, default=dict),
+    "flavor": Attr(to_string(), default="m1.small"),
+}
+
+SPECS: dict[str, dict[str, Attr]] = {
+    "network": NETWORK, "subnet": SUBNET, "port": PORT, "router": ROUTER, "agent": AGENT, "instance": INSTANCE,
+}
+
+
+# ---- parsing ---------------------------------------------------------------------------------------------------
+
+def _check_body(body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise HTTPBadRequest(msg="Body contains invalid data")
+    return body
+
+
+def _unknown(spec: Mapping[str, Attr], body: Mapping[str, Any]) -> None:
+    unknown = [key for key in body if key not in spec]
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise HTTPBadRequest(msg=f"Unrecognized attribute(s) '{names}'")
+
+
+def _convert(name: str, attr: Attr, value: Any) -> Any:
+    try:
+        return attr.convert(value)
+    except Invalid as exc:
+        raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: {exc}.") from None
+
+
+def _project(body: Mapping[str, Any], clean: dict) -> None:
+    """tenant_id and project_id are one attribute; keep project_id."""
+    tenant = clean.pop("tenant_id", None)
+    project = clean.get("project_id")
+    if tenant is not None and project is not None and tenant != project:
+        raise HTTPBadRequest(msg="'project_id' and 'tenant_id' do not match")
+    clean["project_id"] = project if project is not None else tenant
+
+
+def parse_create(kind: str, body: Any) -> dict[str, Any]:
+    """Every attribute of a new `kind`: given ones converted, absent ones defaulted (`_NOT_SET` left out)."""
+    spec = SPECS[kind]
+    body = _check_body(body)
+    _unknown(spec, body)
+    for name in body:
+        if not spec[name].post:
+            raise HTTPBadRequest(msg=f"Attribute '{name}' not allowed in POST")
+    clean: dict[str, Any] = {}
+    for name, attr in spec.items():
+        if name in body:
+            clean[name] = _convert(name, attr, body[name])
+        elif attr.required:
+            raise HTTPBadRequest(msg=f"Failed to parse request. Required attribute '{name}' not specified")
+        elif attr.default is not _NOT_SET and attr.post:
+            clean[name] = attr.default() if callable(attr.default) else attr.default
+    if "project_id" in spec:
+        _project(body, clean)
+        if clean["project_id"] is None:
+            clean["project_id"] = DEFAULT_PROJECT_ID
+    return clean
+
+
+def parse_update(kind: str, body: Any) -> dict[str, Any]:
+    """Only the given attributes of an update, converted; read-only ones refused."""
+    spec = SPECS[kind]
+    body = _check_body(body)
+    _unknown(spec, body)
+    for name in body:
+        if not spec[name].put:
+            raise HTTPBadRequest(msg=f"Cannot update read-only attribute {name}")
+    return {name: _convert(name, spec[name], value) for name, value in body.items()}
+
+
+def is_set(clean: Mapping[str, Any], name: str) -> bool:
+    return name in clean
+
+
+def hostname_from_name(name: str, instance_id: str) -> str:
+    """A DNS label from a display name (lowercase letters, digits, '-'), as Nova derives hostnames."""
+    text = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
+    text = re.sub(r"-{2,}", "-", text)[:63].strip("-.")
+    return text or f"server-{instance_id}"

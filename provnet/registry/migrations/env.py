@@ -1,0 +1,30 @@
+# Alembic environment for the registry: runs on the connection SqlRegistry hands over (or sqlalchemy.url).
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context
+
+from provnet.registry.schema import metadata
+
+config = context.config
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = sa.create_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.connect() as conn:
+            _migrate(conn)
+            conn.commit()
+        return
+    _migrate(connection)
+
+
+def _migrate(connection: sa.Connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                      transactional_ddl=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()

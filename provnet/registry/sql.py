@@ -1,0 +1,823 @@
+# The Registry on SQLAlchemy (SQLite or PostgreSQL): Neutron's rules, one transaction per write, retried on races.
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from provnet import binding
+from provnet.model import ipam
+from provnet.model.errors import AgentNotFound as _AgentNotFound
+from provnet.model.errors import (
+    BadRequest,
+    Conflict,
+    InstanceNotFound,
+    InUse,
+    InvalidInput,
+    IpAddressAlreadyAllocated,
+    IpAddressGenerationFailure,
+    MacAddressInUse,
+    NetworkInUse,
+    NetworkNotFound,
+    NotFound,
+    PortNotFound,
+    PortSecurityPortHasSecurityGroup,
+    RouterInterfaceNotFoundForSubnet,
+    RouterInUse,
+    RouterNotFound,
+    SubnetInUse,
+    SubnetNotFound,
+)
+from provnet.model.network_rules import (
+    PROVIDER_KEYS,
+    Segment,
+    allocate_segment,
+    check_segment,
+    in_use_error,
+    parse_vlan_ranges,
+)
+from provnet.model.resources import (
+    ROUTER_INTERFACE_OWNERS,
+    Agent,
+    FixedIP,
+    Instance,
+    Network,
+    Port,
+    Router,
+    Subnet,
+)
+from provnet.model.subnet_rules import build_subnet, updated_subnet
+from provnet.model.validation import hostname_from_name, parse_create, parse_update
+from provnet.registry import schema as t
+from provnet.registry import sql_rows as rows
+from provnet.registry.base import Filters
+from provnet.registry.sql_engine import WRITE_OPTION, make_engine, upgrade
+
+T = TypeVar("T")
+DHCP_OWNER = "network:dhcp"
+ROUTER_INTERFACE = "network:router_interface"
+AUTO_DELETE_OWNERS = (DHCP_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
+WRITE_ATTEMPTS = 12
+MAC_ATTEMPTS = 16
+RETRYABLE_SQLSTATES = ("23505", "40001", "40P01")  # unique violation, serialization failure, deadlock
+
+
+class AddressPairAndPortSecurityRequired(Conflict):
+    message_format = "Port Security must be enabled in order to have allowed address pairs on a port."
+
+
+class PortInUse(InUse):
+    message_format = ("Unable to complete operation on port %(port_id)s for network %(net_id)s. "
+                      "Port already has an attached device %(device_id)s.")
+
+
+class ServicePortInUse(InUse):
+    message_format = "Port %(port_id)s cannot be deleted directly via the port API: %(reason)s."
+
+
+class RouterInterfaceNotFound(NotFound):
+    message_format = "Router %(router_id)s does not have an interface with id %(port_id)s"
+
+
+class InstanceExists(Conflict):
+    message_format = "Instance %(instance_id)s already exists."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    """A lost race (unique violation, deadlock, serialization failure), not a bug: worth another attempt."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in RETRYABLE_SQLSTATES
+    return isinstance(exc, sa.exc.IntegrityError) and "UNIQUE constraint failed" in str(exc.orig)
+
+
+class SqlRegistry:
+    """Networks, subnets, ports, routers, agents and instances in one SQL database (see Registry)."""
+
+    def __init__(self, db_url: str, agent_down_time: float = 75.0, flat_networks: Sequence[str] = ("*",),
+                 network_vlan_ranges: Sequence[str] = (), report_interval: float = 30.0) -> None:
+        self.agent_down_time = agent_down_time
+        self.report_interval = report_interval
+        self.flat_networks = tuple(flat_networks)
+        self.vlan_ranges = parse_vlan_ranges(network_vlan_ranges)
+        self.engine = make_engine(db_url)
+        upgrade(self.engine)
+        self._rng = random.SystemRandom()
+
+    # ---- transactions ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self):  # -> Iterator[sa.Connection]
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _write(self, fn: Callable[[sa.Connection], T],
+               exhausted: Callable[[], Exception] | None = None) -> T:
+        """Run `fn` in one write transaction that also bumps the revision; retry it on a constraint race.
+
+        A NeutronError from `fn` rolls everything back. After WRITE_ATTEMPTS races, `exhausted()` (or a
+        generic Conflict) is raised: 409, nothing written.
+        """
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                    with conn.begin():
+                        result = fn(conn)
+                        conn.execute(sa.update(t.revision).where(t.revision.c.id == 1)
+                                     .values(value=t.revision.c.value + 1))
+                return result
+            except sa.exc.DBAPIError as exc:
+                if not _retryable(exc):
+                    raise
+                time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
+        raise (exhausted() if exhausted else
+               Conflict(message="The request conflicted with concurrent changes; try it again."))
+
+    def revision(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(t.revision.c.value).where(t.revision.c.id == 1)).scalar_one()
+            conn.rollback()
+        return int(value)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- networks ----------------------------------------------------------------------------------------------
+
+    def _networks(self, conn: sa.Connection, where: Sequence[Any]) -> list[Network]:
+        query = (sa.select(t.networks, t.subnets.c.id.label("subnet_id"))
+                 .select_from(t.networks.outerjoin(t.subnets, t.subnets.c.network_id == t.networks.c.id))
+                 .where(*where).order_by(t.networks.c.created_at, t.networks.c.id, t.subnets.c.created_at))
+        out: dict[str, Network] = {}
+        for row in conn.execute(query):
+            net = out.get(row.id)
+            if net is None:
+                net = out[row.id] = rows.network_from_row(row, [])
+            if row.subnet_id is not None:
+                net.subnets.append(row.subnet_id)
+        return list(out.values())
+
+    def _network(self, conn: sa.Connection, network_id: str) -> Network:
+        found = self._networks(conn, [t.networks.c.id == network_id])
+        if not found:
+            raise NetworkNotFound(net_id=network_id)
+        return found[0]
+
+    def create_network(self, attrs: Mapping[str, Any]) -> Network:
+        clean = parse_create("network", attrs)
+        segment = check_segment(clean, self.flat_networks, self.vlan_ranges)
+
+        def tx(conn: sa.Connection) -> Network:
+            seg = segment
+            if seg is not None:
+                used = set(conn.execute(sa.select(t.networks.c.segment_key)
+                                        .where(t.networks.c.segment_key.is_not(None))).scalars())
+                seg = allocate_segment(seg, self.vlan_ranges, used)
+                if seg.key is not None and seg.key in used:
+                    raise in_use_error(seg)
+            net_id = _new_id()
+            conn.execute(sa.insert(t.networks).values(
+                id=net_id, name=clean["name"], project_id=clean["project_id"],
+                admin_state_up=clean["admin_state_up"], shared=clean["shared"],
+                router_external=clean["router:external"],
+                network_type=seg.network_type if seg else None,
+                physical_network=seg.physical_network if seg else None,
+                segmentation_id=seg.segmentation_id if seg else None,
+                segment_key=seg.key if seg else None,
+                port_security_enabled=clean["port_security_enabled"], status="ACTIVE", created_at=_now()))
+            return self._network(conn, net_id)
+
+        return self._write(tx)
+
+    def get_network(self, network_id: str) -> Network:
+        with self._read() as conn:
+            return self._network(conn, network_id)
+
+    def list_networks(self, filters: Filters | None = None) -> list[Network]:
+        where = rows.conditions(filters, rows.NETWORK_FILTERS, {"subnets": rows.network_subnets_condition})
+        with self._read() as conn:
+            return self._networks(conn, where)
+
+    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
+        changes = parse_update("network", attrs)
+
+        def tx(conn: sa.Connection) -> Network:
+            net = self._network(conn, network_id)
+            current = {"provider:network_type": net.network_type, "provider:physical_network": net.physical_network,
+                       "provider:segmentation_id": net.segmentation_id}
+            for key in PROVIDER_KEYS:
+                if key in changes and changes[key] != current[key]:
+                    raise InvalidInput(error_message="Plugin does not support updating provider attributes")
+            columns = {"name": "name", "admin_state_up": "admin_state_up", "shared": "shared",
+                       "router:external": "router_external", "port_security_enabled": "port_security_enabled"}
+            values = {col: changes[key] for key, col in columns.items() if key in changes}
+            if values:
+                conn.execute(sa.update(t.networks).where(t.networks.c.id == network_id).values(**values))
+            return self._network(conn, network_id)
+
+        return self._write(tx)
+
+    def delete_network(self, network_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._network(conn, network_id)
+            busy = conn.execute(sa.select(t.ports.c.id).where(
+                t.ports.c.network_id == network_id, t.ports.c.device_owner.not_in(AUTO_DELETE_OWNERS)).limit(1))
+            if busy.first() is not None:
+                raise NetworkInUse(net_id=network_id)
+            conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.network_id == network_id))
+            conn.execute(sa.delete(t.ports).where(t.ports.c.network_id == network_id))
+            conn.execute(sa.delete(t.subnets).where(t.subnets.c.network_id == network_id))
+            conn.execute(sa.delete(t.networks).where(t.networks.c.id == network_id))
+
+        self._write(tx)
+
+    # ---- subnets -----------------------------------------------------------------------------------------------
+
+    def _subnets(self, conn: sa.Connection, where: Sequence[Any]) -> list[Subnet]:
+        query = sa.select(t.subnets).where(*where).order_by(t.subnets.c.created_at, t.subnets.c.id)
+        return [rows.subnet_from_row(r) for r in conn.execute(query)]
+
+    def _subnet(self, conn: sa.Connection, subnet_id: str) -> Subnet:
+        found = self._subnets(conn, [t.subnets.c.id == subnet_id])
+        if not found:
+            raise SubnetNotFound(subnet_id=subnet_id)
+        return found[0]
+
+    def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
+        clean = parse_create("subnet", attrs)
+
+        def tx(conn: sa.Connection) -> Subnet:
+            # lock the network row: two concurrent creates cannot both pass the overlap check
+            found = conn.execute(sa.select(t.networks.c.id).where(t.networks.c.id == clean["network_id"])
+                                 .with_for_update()).first()
+            if found is None:
+                raise NetworkNotFound(net_id=clean["network_id"])
+            siblings = self._subnets(conn, [t.subnets.c.network_id == clean["network_id"]])
+            subnet = build_subnet(_new_id(), clean, siblings)
+            conn.execute(sa.insert(t.subnets).values(**rows.subnet_values(subnet), created_at=_now()))
+            return subnet
+
+        return self._write(tx)
+
+    def get_subnet(self, subnet_id: str) -> Subnet:
+        with self._read() as conn:
+            return self._subnet(conn, subnet_id)
+
+    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
+        where = rows.conditions(filters, rows.SUBNET_FILTERS)
+        with self._read() as conn:
+            return self._subnets(conn, where)
+
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
+        changes = parse_update("subnet", attrs)
+
+        def tx(conn: sa.Connection) -> Subnet:
+            subnet = updated_subnet(self._subnet(conn, subnet_id), changes)
+            values = rows.subnet_values(subnet)
+            conn.execute(sa.update(t.subnets).where(t.subnets.c.id == subnet_id).values(**values))
+            return subnet
+
+        return self._write(tx)
+
+    def delete_subnet(self, subnet_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._subnet(conn, subnet_id)
+            held = conn.execute(
+                sa.select(t.ip_allocations.c.port_id)
+                .join(t.ports, t.ports.c.id == t.ip_allocations.c.port_id)
+                .where(t.ip_allocations.c.subnet_id == subnet_id, t.ports.c.device_owner != DHCP_OWNER).limit(1))
+            if held.first() is not None:
+                raise SubnetInUse(subnet_id=subnet_id)
+            conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.subnet_id == subnet_id))
+            conn.execute(sa.delete(t.subnets).where(t.subnets.c.id == subnet_id))
+
+        self._write(tx)
+
+    # ---- ports -------------------------------------------------------------------------------------------------
+
+    def _port_query(self) -> sa.Select:
+        a = t.ip_allocations
+        return (sa.select(t.ports, a.c.subnet_id.label("alloc_subnet_id"), a.c.ip_address.label("alloc_ip"))
+                .select_from(t.ports.outerjoin(a, a.c.port_id == t.ports.c.id))
+                .order_by(t.ports.c.created_at, t.ports.c.id, a.c.position))
+
+    def _ports(self, conn: sa.Connection, where: Sequence[Any]) -> list[Port]:
+        return rows.ports_from_joined(conn.execute(self._port_query().where(*where)))
+
+    def _port(self, conn: sa.Connection, port_id: str) -> Port:
+        found = self._ports(conn, [t.ports.c.id == port_id])
+        if not found:
+            raise PortNotFound(port_id=port_id)
+        return found[0]
+
+    def _used_ips(self, conn: sa.Connection, subnet_id: str) -> set[str]:
+        return set(conn.execute(sa.select(t.ip_allocations.c.ip_address)
+                                .where(t.ip_allocations.c.subnet_id == subnet_id)).scalars())
+
+    def _ip_taken(self, conn: sa.Connection, subnet_id: str, ip: str) -> bool:
+        return conn.execute(sa.select(t.ip_allocations.c.port_id).where(
+            t.ip_allocations.c.subnet_id == subnet_id, t.ip_allocations.c.ip_address == ip)).first() is not None
+
+    def _allocate(self, conn: sa.Connection, network: Network, requests: list[dict] | None,
+                  keep: Sequence[FixedIP] = ()) -> list[FixedIP]:
+        """Fixed IPs for a port: `requests` None is automatic (one address from the first subnet with room);
+        otherwise each entry names a subnet, an address or both. `keep` are the port's current addresses."""
+        subnets = self._subnets(conn, [t.subnets.c.network_id == network.id])
+        by_id = {s.id: s for s in subnets}
+        if requests is None:
+            for subnet in sorted(subnets, key=lambda s: s.ip_version):
+                ip = ipam.pick_ip(subnet, self._used_ips(conn, subnet.id), self._rng)
+                if ip is not None:
+                    return [FixedIP(subnet.id, ip)]
+            if subnets:
+                raise IpAddressGenerationFailure(net_id=network.id)
+            return []
+        out: list[FixedIP] = []
+        kept = list(keep)
+        for req in requests:
+            if "subnet_id" in req:
+                subnet = by_id.get(req["subnet_id"])
+                if subnet is None:
+                    raise InvalidInput(error_message=f"Failed to create port on network {network.id}, because "
+                                                     f"fixed_ips included invalid subnet {req['subnet_id']}")
+            else:
+                subnet = ipam.subnet_for_ip(subnets, req["ip_address"])
+            if "ip_address" in req:
+                ip = ipam.check_requested_ip(subnet, req["ip_address"])
+                fixed = FixedIP(subnet.id, ip)
+                if fixed in out:
+                    raise IpAddressAlreadyAllocated(ip=ip, subnet_id=subnet.id)
+                if fixed not in kept and self._ip_taken(conn, subnet.id, ip):
+                    raise IpAddressAlreadyAllocated(ip=ip, subnet_id=subnet.id)
+                out.append(fixed)
+                continue
+            reuse = next((f for f in kept if f.subnet_id == subnet.id and f not in out
+                          and f not in [FixedIP(subnet.id, r.get("ip_address", "")) for r in requests]), None)
+            if reuse is not None:
+                out.append(reuse)
+                continue
+            used = self._used_ips(conn, subnet.id) | {f.ip_address for f in out if f.subnet_id == subnet.id}
+            ip = ipam.pick_ip(subnet, used, self._rng)
+            if ip is None:
+                raise IpAddressGenerationFailure(net_id=network.id)
+            out.append(FixedIP(subnet.id, ip))
+        return out
+
+    def _mac(self, conn: sa.Connection, network_id: str, requested: str | None, current: str | None = None) -> str:
+        def taken(mac: str) -> bool:
+            return conn.execute(sa.select(t.ports.c.id).where(
+                t.ports.c.mac_address == mac, t.ports.c.network_id == network_id)).first() is not None
+
+        if requested is not None:
+            if requested != current and taken(requested):
+                raise MacAddressInUse(net_id=network_id, mac=requested)
+            return requested
+        for _ in range(MAC_ATTEMPTS):
+            mac = ipam.random_mac(self._rng)
+            if not taken(mac):
+                return mac
+        raise Conflict(message=f"Unable to generate a unique MAC address on network {network_id}.")
+
+    def _store_allocations(self, conn: sa.Connection, port: Port) -> None:
+        conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
+        if port.fixed_ips:
+            conn.execute(sa.insert(t.ip_allocations), [
+                {"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": port.id,
+                 "network_id": port.network_id, "position": i} for i, f in enumerate(port.fixed_ips)])
+
+    def _agents(self, conn: sa.Connection, where: Sequence[Any]) -> list[Agent]:
+        query = sa.select(t.agents).where(*where).order_by(t.agents.c.created_at, t.agents.c.id)
+        return [rows.agent_from_row(r) for r in conn.execute(query)]
+
+    def _bind(self, conn: sa.Connection, port: Port, network: Network) -> None:
+        """Bind `port` in place when ML2 would (a host named, unbound or failed before)."""
+        if not port.binding_host_id:
+            port.binding_vif_type, port.binding_vif_details, port.binding_failure_reason = "unbound", {}, None
+            return
+        if not binding.needs_binding(port):
+            return
+        agents = self._agents(conn, [t.agents.c.host == port.binding_host_id])
+        result = binding.bind_port(port, network, agents, agent_down_time=self.agent_down_time,
+                                   report_interval=self.report_interval, now=_now())
+        port.binding_vif_type = result.vif_type
+        port.binding_vif_details = dict(result.vif_details)
+        port.status = result.status
+        port.binding_failure_reason = result.failure_reason
+
+    @staticmethod
+    def _check_port_security(port: Port) -> None:
+        if not port.port_security_enabled:
+            if port.security_groups:
+                raise PortSecurityPortHasSecurityGroup()
+            if port.allowed_address_pairs:
+                raise AddressPairAndPortSecurityRequired()
+
+    def _create_port(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Port:
+        network = self._network(conn, clean["network_id"])
+        port = Port(
+            id=_new_id(), network_id=network.id, mac_address="", name=clean["name"],
+            project_id=clean["project_id"], admin_state_up=clean["admin_state_up"],
+            device_id=clean["device_id"], device_owner=clean["device_owner"], status="DOWN",
+            security_groups=list(clean["security_groups"]),
+            port_security_enabled=(network.port_security_enabled if clean["port_security_enabled"] is None
+                                   else clean["port_security_enabled"]),
+            allowed_address_pairs=list(clean["allowed_address_pairs"]),
+            binding_host_id=clean["binding:host_id"], binding_vnic_type=clean["binding:vnic_type"],
+            binding_profile=dict(clean["binding:profile"]),
+        )
+        self._check_port_security(port)
+        port.mac_address = self._mac(conn, network.id, clean["mac_address"])
+        port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
+        self._bind(conn, port, network)
+        conn.execute(sa.insert(t.ports).values(**rows.port_values(port), created_at=_now()))
+        self._store_allocations(conn, port)
+        return port
+
+    def create_port(self, attrs: Mapping[str, Any]) -> Port:
+        clean = parse_create("port", attrs)
+        return self._write(lambda conn: self._create_port(conn, clean),
+                           exhausted=lambda: IpAddressGenerationFailure(net_id=clean["network_id"]))
+
+    def get_port(self, port_id: str) -> Port:
+        with self._read() as conn:
+            return self._port(conn, port_id)
+
+    def list_ports(self, filters: Filters | None = None) -> list[Port]:
+        where = rows.conditions(filters, rows.PORT_FILTERS, {"fixed_ips": rows.fixed_ips_condition})
+        with self._read() as conn:
+            return self._ports(conn, where)
+
+    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
+        changes = parse_update("port", attrs)
+
+        def tx(conn: sa.Connection) -> Port:
+            port = self._port(conn, port_id)
+            network = self._network(conn, port.network_id)
+            simple = {"name": "name", "admin_state_up": "admin_state_up", "device_id": "device_id",
+                      "device_owner": "device_owner", "security_groups": "security_groups",
+                      "port_security_enabled": "port_security_enabled",
+                      "allowed_address_pairs": "allowed_address_pairs", "binding:vnic_type": "binding_vnic_type",
+                      "binding:profile": "binding_profile"}
+            for key, attr in simple.items():
+                if key in changes:
+                    setattr(port, attr, changes[key])
+            self._check_port_security(port)
+            if "mac_address" in changes:
+                port.mac_address = self._mac(conn, port.network_id, changes["mac_address"], port.mac_address)
+            if "fixed_ips" in changes:
+                port.fixed_ips = self._allocate(conn, network, changes["fixed_ips"], keep=port.fixed_ips)
+                self._store_allocations(conn, port)
+            if "binding:host_id" in changes and changes["binding:host_id"] != port.binding_host_id:
+                port.binding_host_id = changes["binding:host_id"]
+                port.binding_vif_type, port.binding_vif_details, port.status = "unbound", {}, "DOWN"
+            self._bind(conn, port, network)
+            values = rows.port_values(port)
+            conn.execute(sa.update(t.ports).where(t.ports.c.id == port_id).values(**values))
+            return port
+
+        return self._write(tx, exhausted=lambda: Conflict(
+            message=f"Port {port_id} could not be updated: concurrent changes took its addresses; try again."))
+
+    def delete_port(self, port_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            port = self._port(conn, port_id)
+            if port.is_router_interface:
+                raise ServicePortInUse(port_id=port_id, reason=f"has device owner {port.device_owner}")
+            conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port_id))
+            conn.execute(sa.delete(t.ports).where(t.ports.c.id == port_id))
+
+        self._write(tx)
+
+    # ---- routers -----------------------------------------------------------------------------------------------
+
+    def _router(self, conn: sa.Connection, router_id: str) -> Router:
+        row = conn.execute(sa.select(t.routers).where(t.routers.c.id == router_id)).first()
+        if row is None:
+            raise RouterNotFound(router_id=router_id)
+        return rows.router_from_row(row)
+
+    def _interface_ports(self, conn: sa.Connection, router_id: str) -> list[Port]:
+        return self._ports(conn, [t.ports.c.device_id == router_id,
+                                  t.ports.c.device_owner.in_(ROUTER_INTERFACE_OWNERS)])
+
+    def create_router(self, attrs: Mapping[str, Any]) -> Router:
+        clean = parse_create("router", attrs)
+
+        def tx(conn: sa.Connection) -> Router:
+            router = Router(id=_new_id(), name=clean["name"], project_id=clean["project_id"],
+                            admin_state_up=clean["admin_state_up"], status="ACTIVE")
+            conn.execute(sa.insert(t.routers).values(
+                id=router.id, name=router.name, project_id=router.project_id,
+                admin_state_up=router.admin_state_up, status=router.status, created_at=_now()))
+            return router
+
+        return self._write(tx)
+
+    def get_router(self, router_id: str) -> Router:
+        with self._read() as conn:
+            return self._router(conn, router_id)
+
+    def list_routers(self, filters: Filters | None = None) -> list[Router]:
+        where = rows.conditions(filters, rows.ROUTER_FILTERS)
+        with self._read() as conn:
+            query = sa.select(t.routers).where(*where).order_by(t.routers.c.created_at, t.routers.c.id)
+            return [rows.router_from_row(r) for r in conn.execute(query)]
+
+    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
+        changes = parse_update("router", attrs)
+
+        def tx(conn: sa.Connection) -> Router:
+            self._router(conn, router_id)
+            if changes:
+                conn.execute(sa.update(t.routers).where(t.routers.c.id == router_id).values(**changes))
+            return self._router(conn, router_id)
+
+        return self._write(tx)
+
+    def delete_router(self, router_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._router(conn, router_id)
+            if self._interface_ports(conn, router_id):
+                raise RouterInUse(router_id=router_id, reason="still has ports")
+            conn.execute(sa.delete(t.routers).where(t.routers.c.id == router_id))
+
+        self._write(tx)
+
+    @staticmethod
+    def _interface_body(router: Router, port: Port, subnet_id: str | None = None) -> dict:
+        subnet_ids = [f.subnet_id for f in port.fixed_ips]
+        return {"id": router.id, "tenant_id": router.project_id, "project_id": router.project_id,
+                "port_id": port.id, "network_id": port.network_id,
+                "subnet_id": subnet_id or (subnet_ids[0] if subnet_ids else None), "subnet_ids": subnet_ids}
+
+    def _check_interface_subnets(self, conn: sa.Connection, router: Router, subnets: Sequence[Subnet]) -> None:
+        existing = self._interface_ports(conn, router.id)
+        held = [self._subnet(conn, f.subnet_id) for p in existing for f in p.fixed_ips]
+        for subnet in subnets:
+            for other in held:
+                if other.id == subnet.id:
+                    raise BadRequest(resource="router", msg=f"Router already has a port on subnet {subnet.id}")
+                if other.ip_version == subnet.ip_version and other.network.overlaps(subnet.network):  # type: ignore
+                    raise BadRequest(resource="router", msg=(
+                        f"Cidr {subnet.cidr} of subnet {subnet.id} overlaps with cidr {other.cidr} of subnet "
+                        f"{other.id}"))
+
+    def add_router_interface(self, router_id: str, subnet_id: str | None = None,
+                             port_id: str | None = None) -> dict:
+        if subnet_id and port_id:
+            raise BadRequest(resource="router", msg="Cannot specify both subnet-id and port-id")
+        if not subnet_id and not port_id:
+            raise BadRequest(resource="router", msg="Either subnet_id or port_id must be specified")
+
+        def tx(conn: sa.Connection) -> dict:
+            router = self._router(conn, router_id)
+            if port_id:
+                port = self._port(conn, port_id)
+                if port.device_id or port.device_owner:
+                    raise PortInUse(port_id=port.id, net_id=port.network_id, device_id=port.device_id)
+                if not port.fixed_ips:
+                    raise BadRequest(resource="router", msg="Router port must have at least one fixed IP")
+                self._check_interface_subnets(conn, router, [self._subnet(conn, f.subnet_id)
+                                                             for f in port.fixed_ips])
+                conn.execute(sa.update(t.ports).where(t.ports.c.id == port.id).values(
+                    device_id=router.id, device_owner=ROUTER_INTERFACE))
+                return self._interface_body(router, port)
+            subnet = self._subnet(conn, subnet_id or "")
+            if not subnet.gateway_ip:
+                raise BadRequest(resource="router", msg="Subnet for router interface must have a gateway IP")
+            self._check_interface_subnets(conn, router, [subnet])
+            clean = parse_create("port", {
+                "network_id": subnet.network_id, "project_id": router.project_id, "device_id": router.id,
+                "device_owner": ROUTER_INTERFACE,
+                "fixed_ips": [{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}]})
+            port = self._create_port(conn, clean)
+            return self._interface_body(router, port, subnet.id)
+
+        return self._write(tx)
+
+    def remove_router_interface(self, router_id: str, subnet_id: str | None = None,
+                                port_id: str | None = None) -> dict:
+        if not subnet_id and not port_id:
+            raise BadRequest(resource="router", msg="Either subnet_id or port_id must be specified")
+
+        def tx(conn: sa.Connection) -> dict:
+            router = self._router(conn, router_id)
+            ports = self._interface_ports(conn, router_id)
+            if port_id:
+                port = next((p for p in ports if p.id == port_id), None)
+                if port is None:
+                    raise RouterInterfaceNotFound(router_id=router_id, port_id=port_id)
+                if subnet_id and subnet_id not in [f.subnet_id for f in port.fixed_ips]:
+                    raise RouterInterfaceNotFoundForSubnet(router_id=router_id, subnet_id=subnet_id)
+            else:
+                self._subnet(conn, subnet_id or "")
+                port = next((p for p in ports if subnet_id in [f.subnet_id for f in p.fixed_ips]), None)
+                if port is None:
+                    raise RouterInterfaceNotFoundForSubnet(router_id=router_id, subnet_id=subnet_id)
+            body = self._interface_body(router, port, subnet_id)
+            remaining = [f for f in port.fixed_ips if subnet_id and not port_id and f.subnet_id != subnet_id]
+            if remaining:
+                port.fixed_ips = remaining
+                self._store_allocations(conn, port)
+            else:
+                conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
+                conn.execute(sa.delete(t.ports).where(t.ports.c.id == port.id))
+            return body
+
+        return self._write(tx)
+
+    # ---- agents ------------------------------------------------------------------------------------------------
+
+    def report_agent_state(self, host: str, agent_type: str, binary: str,
+                           configurations: Mapping[str, Any]) -> Agent:
+        for name, value in (("host", host), ("agent_type", agent_type), ("binary", binary)):
+            if not isinstance(value, str) or not value or len(value) > 255:
+                raise InvalidInput(error_message=f"{name} must be a non-empty string of at most 255 characters")
+        if not isinstance(configurations, Mapping):
+            raise InvalidInput(error_message="configurations must be an object")
+        configs = dict(configurations)
+
+        def tx(conn: sa.Connection) -> Agent:
+            now = _now()
+            found = self._agents(conn, [t.agents.c.host == host, t.agents.c.agent_type == agent_type])
+            if found:
+                agent = found[0]
+                revived = not agent.is_alive(self.agent_down_time, now)
+                conn.execute(sa.update(t.agents).where(t.agents.c.id == agent.id).values(
+                    binary=binary, configurations=configs, heartbeat_timestamp=now,
+                    **({"started_at": now} if revived else {})))
+                agent_id = agent.id
+            else:
+                agent_id = _new_id()
+                conn.execute(sa.insert(t.agents).values(
+                    id=agent_id, host=host, agent_type=agent_type, binary=binary, topic="N/A",
+                    admin_state_up=True, configurations=configs, heartbeat_timestamp=now, created_at=now,
+                    started_at=now))
+            self._rebind_failed(conn, host)
+            return self._agents(conn, [t.agents.c.id == agent_id])[0]
+
+        return self._write(tx)
+
+    def _rebind_failed(self, conn: sa.Connection, host: str) -> None:
+        """ML2 retries a host's binding_failed ports when its agent reports."""
+        failed = self._ports(conn, [t.ports.c.binding_host_id == host,
+                                    t.ports.c.binding_vif_type == binding.VIF_TYPE_BINDING_FAILED])
+        networks: dict[str, Network] = {}
+        for port in failed:
+            network = networks.get(port.network_id) or self._network(conn, port.network_id)
+            networks[network.id] = network
+            self._bind(conn, port, network)
+            conn.execute(sa.update(t.ports).where(t.ports.c.id == port.id).values(
+                binding_vif_type=port.binding_vif_type, binding_vif_details=port.binding_vif_details,
+                status=port.status, binding_failure_reason=port.binding_failure_reason))
+
+    def get_agent(self, agent_id: str) -> Agent:
+        with self._read() as conn:
+            found = self._agents(conn, [t.agents.c.id == agent_id])
+        if not found:
+            raise _AgentNotFound(id=agent_id)
+        return found[0]
+
+    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
+        filters = dict(filters or {})
+        alive = filters.pop("alive", None)
+        where = rows.conditions(filters, rows.AGENT_FILTERS)
+        with self._read() as conn:
+            agents = self._agents(conn, where)
+        if alive is not None:
+            wanted = {rows._convert("alive", rows.to_boolean, v) for v in rows._values({"alive": alive}, "alive")}
+            now = _now()
+            agents = [a for a in agents if a.is_alive(self.agent_down_time, now) in wanted]
+        return agents
+
+    def update_agent(self, agent_id: str, attrs: Mapping[str, Any]) -> Agent:
+        changes = parse_update("agent", attrs)
+
+        def tx(conn: sa.Connection) -> Agent:
+            if not self._agents(conn, [t.agents.c.id == agent_id]):
+                raise _AgentNotFound(id=agent_id)
+            if changes:
+                conn.execute(sa.update(t.agents).where(t.agents.c.id == agent_id).values(**changes))
+            return self._agents(conn, [t.agents.c.id == agent_id])[0]
+
+        return self._write(tx)
+
+    def delete_agent(self, agent_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            if conn.execute(sa.delete(t.agents).where(t.agents.c.id == agent_id)).rowcount == 0:
+                raise _AgentNotFound(id=agent_id)
+
+        self._write(tx)
+
+    # ---- instances ---------------------------------------------------------------------------------------------
+
+    def _instance(self, conn: sa.Connection, instance_id: str) -> Instance:
+        row = conn.execute(sa.select(t.instances).where(t.instances.c.id == instance_id)).first()
+        if row is None:
+            raise InstanceNotFound(instance_id=instance_id)
+        return rows.instance_from_row(row)
+
+    def create_instance(self, attrs: Mapping[str, Any]) -> Instance:
+        clean = parse_create("instance", attrs)
+        clean["hostname"] = clean["hostname"] or hostname_from_name(clean["name"], clean["id"])
+
+        def tx(conn: sa.Connection) -> Instance:
+            exists = conn.execute(sa.select(t.instances.c.id).where(t.instances.c.id == clean["id"])).first()
+            if exists is not None:
+                raise InstanceExists(instance_id=clean["id"])
+            conn.execute(sa.insert(t.instances).values(**clean, created_at=_now()))
+            return self._instance(conn, clean["id"])
+
+        return self._write(tx)
+
+    def get_instance(self, instance_id: str) -> Instance:
+        with self._read() as conn:
+            return self._instance(conn, instance_id)
+
+    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
+        where = rows.conditions(filters, rows.INSTANCE_FILTERS)
+        with self._read() as conn:
+            query = sa.select(t.instances).where(*where).order_by(t.instances.c.created_at, t.instances.c.id)
+            return [rows.instance_from_row(r) for r in conn.execute(query)]
+
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
+        changes = parse_update("instance", attrs)
+
+        def tx(conn: sa.Connection) -> Instance:
+            self._instance(conn, instance_id)
+            if changes:
+                conn.execute(sa.update(t.instances).where(t.instances.c.id == instance_id).values(**changes))
+            return self._instance(conn, instance_id)
+
+        return self._write(tx)
+
+    def delete_instance(self, instance_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            if conn.execute(sa.delete(t.instances).where(t.instances.c.id == instance_id)).rowcount == 0:
+                raise InstanceNotFound(instance_id=instance_id)
+
+        self._write(tx)
+
+    def get_instance_password(self, instance_id: str) -> str | None:
+        with self._read() as conn:
+            return self._instance(conn, instance_id).password
+
+    def set_instance_password(self, instance_id: str, password: str) -> None:
+        if not isinstance(password, str):
+            raise InvalidInput(error_message="password must be a string")
+
+        def tx(conn: sa.Connection) -> None:
+            done = conn.execute(sa.update(t.instances).where(
+                t.instances.c.id == instance_id, t.instances.c.password.is_(None)).values(password=password))
+            if done.rowcount == 0:
+                self._instance(conn, instance_id)  # 404 when it does not exist
+                raise Conflict(message=f"The password of instance {instance_id} is already set.")
+
+        self._write(tx)
+
+    # ---- hot-path lookups --------------------------------------------------------------------------------------
+
+    def router_network_ids(self, router_id: str) -> list[str]:
+        query = (sa.select(t.ports.c.network_id).distinct()
+                 .where(t.ports.c.device_id == router_id, t.ports.c.device_owner.in_(ROUTER_INTERFACE_OWNERS)))
+        with self.engine.connect() as conn:
+            result = sorted(conn.execute(query).scalars())
+            conn.rollback()
+        return result
+
+    def find_ports_by_ip(self, ip_address: str, network_ids: Sequence[str]) -> list[Port]:
+        if not network_ids:
+            return []
+        holders = sa.select(t.ip_allocations.c.port_id).where(
+            t.ip_allocations.c.ip_address == ip_address, t.ip_allocations.c.network_id.in_(list(network_ids)))
+        with self.engine.connect() as conn:
+            result = self._ports(conn, [t.ports.c.id.in_(holders)])
+            conn.rollback()
+        return result
+
+    def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
+        where = [t.ports.c.mac_address == mac_address.lower()]
+        if network_ids is not None:
+            where.append(t.ports.c.network_id.in_(list(network_ids)))
+        with self.engine.connect() as conn:
+            result = self._ports(conn, where)
+            conn.rollback()
+        return result
+
+
+__all__ = ["SqlRegistry", "Segment"]

@@ -1,0 +1,74 @@
+# Engines for the registry: SQLite (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE writes) or PostgreSQL; migrations.
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+WRITE_OPTION = "provnet_write"  # execution option: this connection's transaction writes
+MIGRATION_LOCK_KEY = 0x70726F76  # "prov": PostgreSQL advisory lock held while migrating
+SQLITE_BUSY_TIMEOUT_MS = 30000
+
+
+def normalise_url(db_url: str) -> str:
+    """`postgresql://` and `postgres://` -> psycopg 3; everything else unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if db_url.startswith(prefix):
+            return "postgresql+psycopg://" + db_url[len(prefix):]
+    return db_url
+
+
+def make_engine(db_url: str) -> sa.Engine:
+    url = sa.make_url(normalise_url(db_url))
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    memory = url.database in (None, "", ":memory:")
+    if not memory:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict = {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # A write takes SQLite's write lock at BEGIN, so two writers queue on busy_timeout instead of one
+        # failing when it upgrades a read lock.
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Bring the schema to the newest migration. Safe when several processes open a fresh database at once:
+    PostgreSQL serialises them on an advisory lock, SQLite on its write lock."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
