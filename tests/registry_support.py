@@ -1,0 +1,36 @@
+# Test helper for the registry tests: open a SqlRegistry, assert Neutron errors by type, status and message.
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from provnet.model.errors import NeutronError
+from provnet.registry.sql import SqlRegistry
+
+SEED_NETWORK = {"name": "phy_net", "router:external": "True", "provider:network_type": "flat",
+                "provider:physical_network": "physnet1"}
+
+
+def seed_subnet(network_id: str) -> dict:
+    """The body the seed's `neutron subnet-create` sends (reference §1)."""
+    return {"network_id": network_id, "ip_version": 4, "cidr": "172.16.1.101/24", "gateway_ip": "172.16.1.2",
+            "allocation_pools": [{"start": "172.16.1.102", "end": "172.16.1.126"}], "enable_dhcp": "False",
+            "name": "phy_subnet_without_dhcp"}
+
+
+def expect(error: str, status: int, message: str | None, fn: Callable[..., Any], *args: Any,
+           **kwargs: Any) -> NeutronError:
+    """Call fn; it must raise the NeutronError named `error` with `status` and (if given) exactly `message`."""
+    with pytest.raises(NeutronError) as info:
+        fn(*args, **kwargs)
+    exc = info.value
+    assert (exc.type, exc.status) == (error, status), exc.message
+    if message is not None:
+        assert exc.message == message
+    return exc
+
+
+def open_registry(db_url: str, **kwargs: Any) -> SqlRegistry:
+    return SqlRegistry(db_url, **kwargs)

@@ -1,0 +1,60 @@
+# IPAM (pure): candidates from pools, random choice among the first 1000 free, requested-address checks, MACs.
+from __future__ import annotations
+
+import random
+import re
+
+from registry_support import expect
+
+from provnet.model.ipam import (
+    check_requested_ip,
+    free_candidates,
+    pick_ip,
+    random_mac,
+    subnet_for_ip,
+)
+from provnet.model.resources import AllocationPool, Subnet
+
+
+def subnet(cidr: str = "10.0.0.0/24", pools: tuple = (("10.0.0.10", "10.0.0.12"), ("10.0.0.20", "10.0.0.20")),
+           sid: str = "s1") -> Subnet:
+    return Subnet(id=sid, network_id="n", cidr=cidr, gateway_ip="10.0.0.1",
+                  allocation_pools=[AllocationPool(a, b) for a, b in pools])
+
+
+def test_candidates_follow_pools_and_skip_used() -> None:
+    assert free_candidates(subnet(), ["10.0.0.11"]) == ["10.0.0.10", "10.0.0.12", "10.0.0.20"]
+    assert free_candidates(subnet(), ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]) == []
+
+
+def test_pick_is_random_within_the_first_1000_free() -> None:
+    big = subnet("10.0.0.0/16", (("10.0.0.2", "10.0.255.254"),))
+    rng = random.Random(7)
+    picks = {pick_ip(big, [], rng) for _ in range(200)}
+    assert len(picks) > 150  # spread, so concurrent writers rarely collide
+    window = set(free_candidates(big, []))
+    assert len(window) == 1000 and picks <= window
+    assert pick_ip(subnet(), ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]) is None
+
+
+def test_requested_address_in_cidr_not_network_or_broadcast() -> None:
+    s = subnet()
+    assert check_requested_ip(s, "10.0.0.200") == "10.0.0.200"  # outside the pools is fine
+    for bad in ("10.0.0.0", "10.0.0.255", "10.0.1.5"):
+        expect("InvalidIpForSubnet", 400, f"IP address {bad} is not a valid IP for the specified subnet.",
+               check_requested_ip, s, bad)
+
+
+def test_subnet_for_ip() -> None:
+    a, b = subnet(sid="a"), subnet("10.0.1.0/24", (), sid="b")
+    assert subnet_for_ip([a, b], "10.0.1.7").id == "b"
+    expect("InvalidIpForNetwork", 400, "IP address 192.0.2.1 is not a valid IP for any of the subnets on the "
+                                       "specified network.", subnet_for_ip, [a, b], "192.0.2.1")
+
+
+def test_macs_keep_the_openstack_prefix() -> None:
+    rng = random.Random(1)
+    macs = {random_mac(rng) for _ in range(500)}
+    assert len(macs) == 500
+    assert all(re.fullmatch(r"fa:16:3e(:[0-9a-f]{2}){3}", m) for m in macs)
+    assert random_mac(rng, "fa:16:3e:4f:00:00").startswith("fa:16:3e:4f:")
