@@ -114,7 +114,7 @@ class Builder:
             ("write config and DHCP client script", self.files),
             ("create the registry with the seed's commands", self.registry),
             (f"fabric namespace {self.names.fabric} with bridge {plan.BRIDGE}", self.fabric),
-            (f"external router {plan.EXTERNAL_ROUTER_IP} ({self.names.external}), upstream {plan.UPSTREAM_CIDR}",
+            (f"external router {plan.EXTERNAL_ROUTER_IP} ({self.names.external}), upstream host {plan.UPSTREAM_IP}",
              self.external),
             ("router namespace, qr- port 172.16.1.2, metadata rules", self.router),
             ("metadata API, metadata agent, metadata proxy", self.metadata),
@@ -125,7 +125,12 @@ class Builder:
         for i, (title, step) in enumerate(steps, 1):
             started = time.monotonic()
             self.progress(f"[{i}/{len(steps)}] {title}")
-            step()
+            try:
+                step()
+            except LabError:
+                raise
+            except Exception as exc:  # netlink, iptables, a tool: name the step, keep the tool's words
+                raise LabError(f"step {i} ({title}): {type(exc).__name__}: {exc}") from exc
             self.progress(f"      done in {time.monotonic() - started:.1f}s")
         self.state.complete = True
         self._save()
@@ -177,16 +182,20 @@ class Builder:
         netns.set_sysctl(self.names.fabric, "net.bridge.bridge-nf-call-iptables", "1")
 
     def external(self) -> None:
-        ns = self.names.external
+        """The external router (172.16.1.1, forwarding) and an upstream host behind it on 198.51.100.0/24."""
+        ns, up = self.names.external, self.names.upstream
         self._namespace(ns)
         netns.ensure_veth(self.names.fabric, self.names.external_port, ns, "eth0")
         netns.attach_to_bridge(self.names.fabric, self.names.external_port, plan.BRIDGE)
         netns.ensure_address(ns, "eth0", plan.EXTERNAL_ROUTER_IP, 24)
-        netns.ensure_dummy(ns, "upstream0")
-        netns.ensure_address(ns, "upstream0", plan.UPSTREAM_IP, 24)
         netns.set_sysctl(ns, "net.ipv4.ip_forward", "1")
-        self._spawn("upstream-httpd", ["busybox", "httpd", "-f", "-p", f"{plan.UPSTREAM_IP}:80",
-                                       "-h", str(self.dir / "www")], ns)
+        self._namespace(up)
+        netns.ensure_veth(ns, "upstream0", up, "eth0")
+        netns.ensure_address(ns, "upstream0", plan.UPSTREAM_ROUTER_IP, 24)
+        netns.ensure_address(up, "eth0", plan.UPSTREAM_IP, 24)
+        netns.ensure_route(up, "0.0.0.0/0", plan.UPSTREAM_ROUTER_IP)
+        self._spawn("upstream-httpd", ["busybox", "httpd", "-f", "-v", "-p", f"{plan.UPSTREAM_IP}:80",
+                                       "-h", str(self.dir / "www")], up)
 
     def router(self) -> None:
         port = json.loads(self.provnet("port-show", self.state.router_port_id, "-f", "json"))

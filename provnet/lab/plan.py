@@ -9,7 +9,8 @@ CIDR = "172.16.1.0/24"
 EXTERNAL_ROUTER_IP = "172.16.1.1"
 DHCP_SERVER_IP = "172.16.1.99"
 UPSTREAM_CIDR = "198.51.100.0/24"  # TEST-NET-2, behind the external router
-UPSTREAM_IP = "198.51.100.1"
+UPSTREAM_ROUTER_IP = "198.51.100.1"  # the external router's upstream side
+UPSTREAM_IP = "198.51.100.10"  # a host out there, reachable only through the external router
 BRIDGE = "br-phy"
 METADATA_PORT = 9697
 DHCP_CLIENTS = ("udhcpc", "dhclient")
@@ -43,6 +44,10 @@ class Names:
     @property
     def external(self) -> str:
         return f"{self.suffix}-ext"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.suffix}-up"
 
     @property
     def dhcp(self) -> str:
