@@ -1,0 +1,161 @@
+# Checks on who serves metadata: the dhcp-agent and l3-agent recipes, isolation, notifications, the shared secret.
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from provnet.doctor.findings import Finding
+from provnet.doctor.ini import Location
+from provnet.doctor.inputs import DHCP_AGENT_TYPE, Inputs
+from provnet.model.resources import Network
+
+DHCP, L3, META, NOVA, NEUTRON = "dhcp_agent.ini", "l3_agent.ini", "metadata_agent.ini", "nova.conf", "neutron.conf"
+
+
+def _isolated(inputs: Inputs, net: Network) -> bool:
+    """Neutron's rule: a subnet is isolated unless a router port holds its gateway IP."""
+    snap = inputs.snapshot
+    assert snap is not None
+    subnets = snap.subnets_of(net.id)
+    return any(s.gateway_ip not in snap.router_ips(s) for s in subnets) or not subnets
+
+
+def _has_router(inputs: Inputs, net: Network) -> bool:
+    snap = inputs.snapshot
+    assert snap is not None
+    return any(p.is_router_interface and p.network_id == net.id for p in snap.ports)
+
+
+def check_modes(inputs: Inputs) -> Iterator[Finding]:
+    isolated = inputs.flag(DHCP, "DEFAULT", "enable_isolated_metadata", False)
+    metadata_network = inputs.flag(DHCP, "DEFAULT", "enable_metadata_network", False)
+    if inputs.has(DHCP) and metadata_network and not isolated:
+        yield Finding(
+            "error", "metadata.modes", inputs.where(DHCP, "DEFAULT", "enable_metadata_network"),
+            "enable_metadata_network = True has no effect while enable_isolated_metadata is False",
+            "the dhcp-agent recipe serves no metadata: cloud-init times out on 169.254.169.254",
+            "set enable_isolated_metadata = True in dhcp_agent.ini (the dhcp-agent recipe), or turn "
+            "enable_metadata_network off and use the l3-agent recipe")
+    if inputs.has(DHCP) and inputs.has(L3) and metadata_network \
+            and inputs.flag(L3, "DEFAULT", "enable_metadata_proxy", True):
+        yield Finding(
+            "warning", "metadata.modes", inputs.where(DHCP, "DEFAULT", "enable_metadata_network"),
+            "both recipes are on: dhcp_agent.ini enable_metadata_network = True and l3_agent.ini "
+            f"enable_metadata_proxy = True ({inputs.where(L3, 'DEFAULT', 'enable_metadata_proxy')})",
+            "two proxies answer for routed networks; which one a VM reaches depends on its routes",
+            "pick one: dhcp-agent (enable_metadata_network = True, enable_metadata_proxy = False) or l3-agent "
+            "(enable_metadata_network = False, enable_metadata_proxy = True)")
+
+
+def check_isolated_with_router(inputs: Inputs) -> Iterator[Finding]:
+    if not (inputs.snapshot and inputs.has(DHCP)):
+        return
+    if not inputs.flag(DHCP, "DEFAULT", "enable_isolated_metadata", False) \
+            or inputs.flag(DHCP, "DEFAULT", "force_metadata", False):
+        return
+    snap = inputs.snapshot
+    for net in snap.networks:
+        held = [s for s in snap.subnets_of(net.id) if s.gateway_ip and s.gateway_ip in snap.router_ips(s)]
+        if held:
+            s = held[0]
+            yield Finding(
+                "warning", "metadata.isolated-with-router", inputs.where(DHCP, "DEFAULT", "enable_isolated_metadata"),
+                f"enable_isolated_metadata = True, but network {snap.name(net.id)} is not isolated: a router port "
+                f"holds its subnet {s.cidr} gateway {s.gateway_ip}", "the dhcp agent serves no metadata there; "
+                "only the router's proxy can", "rely on the l3-agent (enable_metadata_proxy = True) for this network,"
+                " or set force_metadata = True in dhcp_agent.ini if the dhcp agent must serve it")
+
+
+def check_no_server(inputs: Inputs) -> Iterator[Finding]:
+    if not inputs.snapshot:
+        return
+    snap = inputs.snapshot
+    proxy = inputs.flag(L3, "DEFAULT", "enable_metadata_proxy", True)
+    isolated_md = inputs.flag(DHCP, "DEFAULT", "enable_isolated_metadata", False)
+    force = inputs.flag(DHCP, "DEFAULT", "force_metadata", False)
+    for net in snap.networks:
+        if not snap.vm_ports() or not any(p.network_id == net.id for p in snap.vm_ports()):
+            continue
+        dhcp_on = any(s.enable_dhcp for s in snap.subnets_of(net.id))
+        by_router = _has_router(inputs, net) and proxy
+        by_dhcp = inputs.has(DHCP) and dhcp_on and (force or (isolated_md and _isolated(inputs, net)))
+        if by_router or by_dhcp:
+            continue
+        reasons = []
+        if _has_router(inputs, net):
+            reasons.append(f"l3_agent.ini enable_metadata_proxy = False ({inputs.where(L3, 'DEFAULT', 'enable_metadata_proxy')})")  # noqa: E501
+        else:
+            reasons.append("no router interface on it (the l3-agent recipe and provnet's proxy serve routers)")
+        if inputs.has(DHCP):
+            if not dhcp_on:
+                reasons.append("its subnets have enable_dhcp = False, so no dhcp agent hosts it")
+            elif not (isolated_md or force):
+                reasons.append("enable_isolated_metadata = False")
+            else:
+                reasons.append("it is not isolated (a router port holds the gateway)")
+        where: Location | None = inputs.where(L3, "DEFAULT", "enable_metadata_proxy") if _has_router(inputs, net) \
+            and inputs.has(L3) else None
+        yield Finding(
+            "error", "metadata.no-server", where,
+            f"no one serves metadata on network {snap.name(net.id)}: {'; '.join(reasons)}",
+            "cloud-init waits on http://169.254.169.254 and boots without SSH keys or user data",
+            "add a router interface on the subnet's gateway IP and keep enable_metadata_proxy = True "
+            "(`openstack router add subnet ROUTER SUBNET`; provnet runs the proxy in its qrouter namespace)")
+
+
+def check_dhcp_notification(inputs: Inputs) -> Iterator[Finding]:
+    if not (inputs.snapshot and inputs.has(NEUTRON)):
+        return
+    if not inputs.flag(NEUTRON, "DEFAULT", "dhcp_agent_notification", True):
+        return
+    if any(a.agent_type == DHCP_AGENT_TYPE for a in inputs.snapshot.agents):
+        return
+    yield Finding(
+        "warning", "metadata.dhcp-notification", inputs.where(NEUTRON, "DEFAULT", "dhcp_agent_notification"),
+        "dhcp_agent_notification is on (the default) but no DHCP agent is registered",
+        "every network, subnet and port change is cast to a dhcp_agent topic nobody consumes; messages pile up "
+        "in the message queue", "set [DEFAULT] dhcp_agent_notification = False in neutron.conf (the seed's "
+        "l3-agent recipe with an external DHCP server)")
+
+
+def _secrets(inputs: Inputs) -> list[tuple[str, str, Location]]:
+    """(who, value, where) for every configured party that signs or checks the instance-id signature."""
+    out = []
+    if inputs.has(META):
+        e = inputs.entry(META, "DEFAULT", "metadata_proxy_shared_secret")
+        out.append(("neutron-metadata-agent (signs)", e.value if e else "",
+                    e.where if e else inputs.where(META)))
+    if inputs.has(NOVA) and inputs.flag(NOVA, "neutron", "service_metadata_proxy", False):
+        e = inputs.entry(NOVA, "neutron", "metadata_proxy_shared_secret")
+        out.append(("nova metadata API (checks)", e.value if e else "",
+                    e.where if e else inputs.where(NOVA, "neutron")))
+    if inputs.provnet:
+        out.append(("provnet metadata agent and API", str(inputs.provnet.metadata_proxy_shared_secret),
+                    inputs.provnet_where("metadata_proxy_shared_secret")))
+    return out
+
+
+def check_secret(inputs: Inputs) -> Iterator[Finding]:
+    parties = _secrets(inputs)
+    for who, value, where in parties:
+        if not value:
+            yield Finding(
+                "error", "metadata.secret-empty", where,
+                f"metadata_proxy_shared_secret is empty for the {who}",
+                "the instance-id signature uses an empty key: anyone who can reach the metadata API can read any "
+                "instance's metadata (user data, keys, passwords) by forging X-Instance-ID",
+                "set the same long random metadata_proxy_shared_secret in metadata_agent.ini [DEFAULT], nova.conf "
+                "[neutron] and provnet's [DEFAULT] (e.g. `openssl rand -hex 32`)")
+    values = {value for _, value, _ in parties if value}
+    if len(values) > 1:
+        first_who, first_value, first_where = next(p for p in parties if p[1])
+        for who, value, where in parties:
+            if value and value != first_value:
+                yield Finding(
+                    "error", "metadata.secret-mismatch", where,
+                    f"metadata_proxy_shared_secret of the {who} differs from the {first_who}'s ({first_where})",
+                    "every metadata request gets 403 \"Invalid proxy request signature\"; cloud-init gets no "
+                    "metadata", "copy one value to every metadata_proxy_shared_secret and restart the metadata "
+                    "agent and API")
+
+
+CHECKS = (check_modes, check_isolated_with_router, check_no_server, check_dhcp_notification, check_secret)
