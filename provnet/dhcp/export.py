@@ -61,7 +61,8 @@ def dnsmasq(snap: Snapshot, settings: Settings, interface: str, directory: str) 
     argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--port=0", "--strict-order", "--bind-interfaces",
             f"--interface={interface}", "--except-interface=lo", *ranges,
             f"--dhcp-optsfile={d / 'dnsmasq.opts'}", f"--dhcp-hostsfile={d / 'dnsmasq.hosts'}",
-            f"--dhcp-leasefile={d / 'dnsmasq.leases'}", f"--dhcp-lease-max={max(1000, 2 * len(snap.hosts))}",
+            f"--dhcp-leasefile={d / 'dnsmasq.leases'}", f"--pid-file={d / 'dnsmasq.pid'}",
+            f"--dhcp-lease-max={max(1000, 2 * len(snap.hosts))}",
             "--dhcp-authoritative", "--no-ping"]
     if settings.dns_domain:
         argv.append(f"--domain={settings.dns_domain}")
