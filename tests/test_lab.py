@@ -52,9 +52,12 @@ def assert_nothing_left(snapshot: lab_state.LabState) -> None:
     host_rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert "provnet-l3-" not in host_rules and "provnet-fw-" not in host_rules
     for proc in snapshot.processes:
-        stat = Path(f"/proc/{proc.pid}/stat")
-        alive = stat.exists() and int(stat.read_text().rsplit(")", 1)[1].split()[19]) == proc.start_time
-        assert not alive, f"{proc.name} (pid {proc.pid}) still runs"
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # a zombie waiting for init to reap it has stopped running
+        assert fields[0] == "Z" or int(fields[19]) != proc.start_time, f"{proc.name} (pid {proc.pid}) still runs"
 
 
 @pytest.fixture(scope="module", params=["udhcpc", "dhclient"])
@@ -212,6 +215,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
     assert res.returncode == 2 and "pump" in res.stderr
     res = provnet(tmp_path, "lab", "check")
     assert res.returncode == 1 and "no lab" in res.stderr
+    res = provnet(tmp_path / ("x" * 100), "lab", "up", "--vms", "1")
+    assert res.returncode == 1 and "too long for unix sockets" in res.stderr
+    assert not (tmp_path / ("x" * 100)).exists()
     (tmp_path / "lab").mkdir()
     (tmp_path / "lab" / "state.json").write_text("[]")
     res = provnet(tmp_path, "lab", "status")

@@ -19,6 +19,7 @@ from provnet.lab.plan import Names
 from provnet.lab.state import LabState, Vm, lab_dir, save
 
 Progress = Callable[[str], None]
+MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 class LabError(RuntimeError):
@@ -76,6 +77,10 @@ class Builder:
         self.names = Names("pn" + secrets.token_hex(3))
         self.state = LabState(suffix=self.names.suffix, dhcp_client=dhcp_client)
         self.conf = self.dir / "provnet.conf"
+        longest = self.dir / "proxy-status.sock"
+        if len(str(longest).encode()) > MAX_UNIX_PATH:
+            raise ValueError(f"state path too long for unix sockets ({longest} is over {MAX_UNIX_PATH} bytes): "
+                             "give a shorter --state-path")
 
     # ---- bookkeeping ----
     def _save(self) -> None:
@@ -214,7 +219,7 @@ class Builder:
         proxy = self._spawn("metadata-proxy", [
             *provnet_argv(), "--config-file", str(self.conf), "metadata-proxy", "--router-id",
             self.state.router_id, "--port", str(plan.METADATA_PORT),
-            "--socket", str(self.dir / "metadata_proxy")], ns)
+            "--socket", str(self.dir / "metadata_proxy"), "--status-socket", str(self.dir / "proxy-status.sock")], ns)
         self._wait(api, lambda: _http_ok(f"http://127.0.0.1:{self.state.metadata_api_port}/healthz"))
         self._wait(agent, lambda: (self.dir / "metadata_proxy").exists())
         self._wait(proxy, lambda: _listening(ns, "tcp", plan.METADATA_PORT))
