@@ -224,7 +224,7 @@ class Topology:
 
 
 def build_topology(vms: dict[str, str], gateway: str = "172.16.1.2", prefix: int = 24,
-                   routes: list[tuple[str, str]] | None = None) -> Topology:
+                   routes: list[tuple[str, str]] | None = None, macs: dict[str, str] | None = None) -> Topology:
     """Creates the namespaces; the caller must call `teardown()` (fixtures do, in a finalizer)."""
     topo = Topology(router_ns=unique("pnr"), bridge=unique("pnb"))
     try:
@@ -248,6 +248,8 @@ def build_topology(vms: dict[str, str], gateway: str = "172.16.1.2", prefix: int
             vns = ["ip", "-n", ns]
             sh(*vns, "link", "set", "lo", "up")
             sh(*vns, "link", "set", inner, "name", "eth0")
+            if macs and vm in macs:
+                sh(*vns, "link", "set", "eth0", "address", macs[vm])
             sh(*vns, "addr", "add", f"{ip}/{prefix}", "dev", "eth0")
             sh(*vns, "link", "set", "eth0", "up")
             for dest, hop in routes or [("169.254.169.254/32", gateway)]:
@@ -272,3 +274,40 @@ def ns_python(topo: Topology, vm: str, code: str, timeout: float = 120,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     return subprocess.run(topo.exec_args(vm, python, "-c", code), capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+# Runs inside a VM namespace: sends raw HTTP requests (headers exactly as given: any case, duplicates) to
+# 169.254.169.254:80, one connection each, and prints the answers as JSON.
+RAW_CLIENT = r'''
+import json, socket, sys
+out = []
+for method, path, headers, body in json.loads(sys.argv[1]):
+    body = body.encode()
+    lines = [f"{method} {path} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    s = socket.create_connection(("169.254.169.254", 80), 10)
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    hdrs = dict((k.lower(), v.strip()) for k, _, v in (h.partition(":") for h in header_lines))
+    out.append({"status": int(status_line.split()[1]), "headers": hdrs, "body": payload.decode("utf-8", "replace")})
+print(json.dumps(out))
+'''
+
+
+def vm_requests(topo: Topology, vm: str, requests: list) -> list[dict]:
+    import json
+
+    proc = subprocess.run(topo.exec_args(vm, "/usr/bin/python3", "-c", RAW_CLIENT, json.dumps(requests)),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
