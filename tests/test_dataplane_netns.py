@@ -135,3 +135,50 @@ def test_netns_calls_are_idempotent_and_errors_are_clear(topo):
     with pytest.raises(netns.DataplaneError, match="no link"):
         netns.attach_to_bridge(fab, "pnnothere", "br-phy")
     assert ("169.254.169.254/32", "172.16.1.2", "eth0") in netns.ipv4_routes(topo["vm"])
+
+
+RECEIVE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 68))
+s.settimeout(float(sys.argv[1]))
+got = []
+try:
+    while True:
+        got.append(s.recvfrom(100)[1][1])
+except socket.timeout:
+    pass
+print(" ".join(map(str, sorted(set(got)))))
+"""
+
+SEND = """
+import socket, sys
+for sport in map(int, sys.argv[2:]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", sport))
+    for _ in range(3):
+        s.sendto(b"offer", (sys.argv[1], 68))
+    s.close()
+"""
+
+
+def test_dhcp_server_replies_from_a_vm_are_dropped(topo):
+    """Neutron's "Prevent DHCP Spoofing by VM.": udp 67 -> 68 from the VM never crosses the bridge."""
+    fab, vm, router_ns = topo["fab"], topo["vm"], topo["router_ns"]
+    netns.set_sysctl(fab, "net.bridge.bridge-nf-call-iptables", "1")
+    port = firewall.PortFilter(device=topo["vm_dev"], mac=VM_MAC, ips=("172.16.1.103",))
+    iptables.apply(fab, firewall.firewall_ruleset([port]))
+    listener = subprocess.Popen(["ip", "netns", "exec", router_ns, sys.executable, "-c", RECEIVE, "3"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(50):
+            if ":68 " in sh(router_ns, "ss", "-Hlun").stdout:
+                break
+            time.sleep(0.05)
+        sent = sh(vm, sys.executable, "-c", SEND, "172.16.1.2", "67", "1067")
+        assert sent.returncode == 0, sent.stderr
+        out, _ = listener.communicate(timeout=10)
+    finally:
+        listener.kill()
+        listener.wait()
+    assert out.split() == ["1067"], "the rogue offer (source port 67) must be dropped, the control (1067) pass"
