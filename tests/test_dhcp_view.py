@@ -1,0 +1,107 @@
+# The DHCP view from a real registry (SQLite and PostgreSQL): reservations, network choice, following changes.
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+
+import pytest
+from conftest import need_root
+from test_dhcp_clients import MAC1, MAC2, seed_registry
+
+from provnet.dhcp import codec, server
+from provnet.dhcp.service import DhcpService, RegistrySource
+from provnet.dhcp.view import Settings, collect, resolve_networks
+
+ADDRS = [ipaddress.IPv4Interface("172.16.1.99/24")]
+
+
+def source(reg, network: str | None = "phy_net") -> RegistrySource:
+    return RegistrySource(reg, "unused", network, Settings(), addresses=lambda _ifname: ADDRS)
+
+
+def test_view_holds_each_ports_fixed_ip_and_hostname(db_url):
+    reg, net = seed_registry(db_url)
+    subnet = reg.list_subnets({"network_id": [net.id]})[0]
+    reg.add_router_interface(reg.create_router({"name": "r1"}).id, subnet_id=subnet.id)  # port 172.16.1.2
+    assert any(p.device_owner == "network:router_interface" for p in reg.list_ports({"network_id": [net.id]}))
+    view = source(reg).build()
+    r1 = view.by_mac[codec.mac_bytes(MAC1)][0]
+    assert (r1.ip_text, r1.hostname) == ("172.16.1.103", "vm1")
+    assert view.by_mac[codec.mac_bytes(MAC2)][0].hostname == "host-172-16-1-104"
+    # only the VMs' ports: a router interface port on the subnet is no reservation
+    assert set(view.by_mac) == {codec.mac_bytes(MAC1), codec.mac_bytes(MAC2)}
+    assert r1.subnet.server_id == codec.ip_bytes("172.16.1.99") and r1.subnet.local
+    reg.close()
+
+
+def test_revision_moves_and_the_rebuilt_view_follows_ports(db_url):
+    reg, net = seed_registry(db_url)
+    src = source(reg)
+    view = src.build()
+    port = reg.create_port({"network_id": net.id, "mac_address": "fa:16:3e:00:00:55",
+                            "fixed_ips": [{"ip_address": "172.16.1.110"}]})
+    assert src.revision() != view.revision
+    view = src.build()
+    assert view.by_mac[codec.mac_bytes("fa:16:3e:00:00:55")][0].ip_text == "172.16.1.110"
+    reg.delete_port(port.id)
+    assert codec.mac_bytes("fa:16:3e:00:00:55") not in src.build().by_mac
+    reg.close()
+
+
+def test_networks_by_name_id_or_interface_address(db_url):
+    reg, net = seed_registry(db_url)
+    assert [n.id for n in resolve_networks(reg, "phy_net")] == [net.id]
+    assert [n.id for n in resolve_networks(reg, net.id)] == [net.id]
+    assert [n.id for n in resolve_networks(reg, None, ADDRS)] == [net.id]
+    with pytest.raises(LookupError, match="no network with name or id 'other'"):
+        resolve_networks(reg, "other")
+    with pytest.raises(LookupError, match="use --network"):
+        resolve_networks(reg, None, [ipaddress.IPv4Interface("10.9.9.9/24")])
+    reg.create_network({"name": "phy_net"})
+    with pytest.raises(LookupError, match="ambiguous"):
+        resolve_networks(reg, "phy_net")
+    reg.close()
+
+
+def test_exports_read_the_same_snapshot(db_url):
+    reg, net = seed_registry(db_url)
+    snap = collect(reg, resolve_networks(reg, "phy_net"))
+    assert {(h.mac, h.ip) for h in snap.hosts} == {(MAC1, "172.16.1.103"), (MAC2, "172.16.1.104")}
+    assert [s.cidr for s in snap.subnets] == ["172.16.1.0/24"]
+    reg.close()
+
+
+def test_running_service_serves_a_new_port_within_a_second(db_url):
+    """The service's own follow loop (250 ms revision poll) on SQLite and on PostgreSQL, bound to lo."""
+    need_root()  # SO_BINDTODEVICE
+    reg, net = seed_registry(db_url)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def scenario(tmp) -> float:
+        svc = DhcpService(source(reg), "lo", tmp / "journal", port=port)
+        await svc.start()
+        try:
+            mac = "fa:16:3e:00:00:66"
+            await asyncio.to_thread(reg.create_port, {"network_id": net.id, "mac_address": mac,
+                                                       "fixed_ips": [{"ip_address": "172.16.1.111"}]})
+            t0 = time.monotonic()
+            while codec.mac_bytes(mac) not in svc.view.by_mac:
+                assert time.monotonic() - t0 < 1.0, "new port not in the view within a second"
+                await asyncio.sleep(0.02)
+            reply = server.handle(codec.encode(codec.Message(op=1, chaddr=codec.mac_bytes(mac), options={
+                53: b"\x01"})), svc.view, time.time())
+            assert codec.decode(reply.data).yiaddr == codec.ip_bytes("172.16.1.111")
+            return time.monotonic() - t0
+        finally:
+            await svc.stop()
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(scenario(Path(d)))
+    reg.close()
