@@ -27,7 +27,8 @@ def metadata_api_service(config: Config, registry):
                        cache_expiration=config.get("api.metadata_cache_expiration"))
 
 
-def metadata_agent_service(config: Config, registry):
+def metadata_agent_service(config: Config, registry, local_api: bool = False):
+    """The agent; `local_api` (provnet serve) forwards to this process's metadata API, not nova_metadata_*."""
     from provnet.metadata.agent import MetadataAgent, api_target
     from provnet.metadata.ratelimit import RateLimiter, Window
 
@@ -39,6 +40,11 @@ def metadata_agent_service(config: Config, registry):
             Window(config.get("metadata_rate_limiting.burst_window_duration"),
                    config.get("metadata_rate_limiting.burst_query_rate_limit")),
         ])
+    if local_api:
+        return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
+                             socket_path=config.metadata_proxy_socket,
+                             api=api_target(config.metadata_listen, config.metadata_listen_port),
+                             backlog=config.metadata_backlog, rate_limiter=limiter)
     try:
         target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
                             config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
