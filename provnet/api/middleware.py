@@ -45,6 +45,10 @@ class Metrics:
                                  buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
 
 
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+CONTEXT_KEY = web.RequestKey("context", RequestContext)
+
+
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), status=status, content_type="application/json",
                         headers=headers)
@@ -69,7 +73,7 @@ def make_observe_middleware(metrics: Metrics):
         """Request id (kept from the caller when it sends one), access log line, metrics."""
         given = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = given if _REQUEST_ID.match(given) else f"req-{uuid.uuid4()}"
-        request["request_id"] = request_id
+        request[REQUEST_ID_KEY] = request_id
         start = time.perf_counter()
         status = 500
         try:
@@ -104,7 +108,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             status=exc.status, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
-                      request.get("request_id"))
+                      request.get(REQUEST_ID_KEY))
         return json_response({"NeutronError": {
             "type": "HTTPInternalServerError",
             "message": "Request Failed: internal server error while processing your request.",
@@ -125,5 +129,5 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """No authentication yet: the project is X-Project-Id / X-Tenant-Id, else Neutron's noauth default."""
     project = (request.headers.get("X-Project-Id") or request.headers.get("X-Tenant-Id") or "").strip()
-    request["context"] = RequestContext(request_id=request["request_id"], project_id=project or DEFAULT_PROJECT_ID)
+    request[CONTEXT_KEY] = RequestContext(request_id=request[REQUEST_ID_KEY], project_id=project or DEFAULT_PROJECT_ID)
     return await handler(request)

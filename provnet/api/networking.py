@@ -9,7 +9,7 @@ from aiohttp import web
 
 from provnet.api import wire
 from provnet.api.backend import Backend
-from provnet.api.middleware import RequestContext, json_response
+from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest, NeutronError
 
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
@@ -90,7 +90,7 @@ class NetworkingApi:
 
         async def create(request: web.Request) -> web.Response:
             items, bulk = wire.parse_create_body(await request.read(), kind.member, kind.collection)
-            ctx: RequestContext = request["context"]
+            ctx = request[CONTEXT_KEY]
             items = [with_project(attrs, ctx) for attrs in items]
             created = await self.backend.write(self._create_all, kind, items)
             if bulk:

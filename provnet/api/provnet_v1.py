@@ -7,7 +7,7 @@ from aiohttp import web
 
 from provnet.api import wire
 from provnet.api.backend import Backend
-from provnet.api.middleware import RequestContext, json_response
+from provnet.api.middleware import CONTEXT_KEY, json_response
 from provnet.api.networking import EXT, ID, with_project
 from provnet.model.errors import HTTPBadRequest
 
@@ -36,7 +36,7 @@ class ProvnetApi:
 
     async def create_instance(self, request: web.Request) -> web.Response:
         attrs = wire.parse_member_body(await request.read(), "instance")
-        ctx: RequestContext = request["context"]
+        ctx = request[CONTEXT_KEY]
         instance = await self.backend.write(self.registry.create_instance, with_project(attrs, ctx))
         return json_response({"instance": instance.to_api()}, status=201)
 

@@ -1,0 +1,142 @@
+# provnet's own API over real HTTP: instances (user data, keys, metadata), passwords, revision long-poll, 500s.
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+
+import pytest
+from api_server import Client, running_api
+
+from provnet.api.thread import ApiThread
+from provnet.registry import open_registry
+
+
+@pytest.fixture
+def api(db_url: str):
+    with running_api(db_url) as (client, _registry):
+        yield client
+
+
+def _instance_body(**extra) -> dict:
+    return {"instance": {"name": "Web Server 1", "user_data": base64.b64encode(b"#!/bin/sh\necho hi\n").decode(),
+                         "key_pairs": [{"name": "k1", "type": "ssh", "data": "ssh-ed25519 AAAA test@host"}],
+                         "metadata": {"role": "web"}, "vendor_data": {"x": [1, 2]}, **extra}}
+
+
+def test_instance_lifecycle(api: Client) -> None:
+    instance_id = str(uuid.uuid4())
+    made = api.ok("POST", "/provnet/v1/instances", _instance_body(id=instance_id), 201)["instance"]
+    assert made["id"] == instance_id
+    assert base64.b64decode(made["user_data"]) == b"#!/bin/sh\necho hi\n"
+    assert made["key_pairs"] == [{"name": "k1", "type": "ssh", "data": "ssh-ed25519 AAAA test@host"}]
+    assert made["metadata"] == {"role": "web"} and made["vendor_data"] == {"x": [1, 2]}
+    assert made["hostname"] and made["project_id"] == "fake_project_id" and made["has_password"] is False
+    assert api.ok("GET", f"/provnet/v1/instances/{instance_id}")["instance"] == made
+    assert [i["id"] for i in api.ok("GET", "/provnet/v1/instances?name=Web+Server+1")["instances"]] == [instance_id]
+    updated = api.ok("PUT", f"/provnet/v1/instances/{instance_id}",
+                     {"instance": {"metadata": {"role": "db"}}})["instance"]
+    assert updated["metadata"] == {"role": "db"}
+    assert api.delete(f"/provnet/v1/instances/{instance_id}")[0] == 204
+    status, body = api.get(f"/provnet/v1/instances/{instance_id}")
+    assert status == 404 and body["NeutronError"]["type"] == "InstanceNotFound"
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"user_data": "%%%not base64"}, "user_data"),
+    ({"user_data": base64.b64encode(b"x" * (64 * 1024 + 1)).decode()}, "user_data"),
+    ({"key_pairs": [{"name": "k"}]}, "key_pairs"),
+    ({"metadata": {"a": {"nested": 1}}}, "metadata"),
+    ({"vendor_data": [1]}, "vendor_data"),
+    ({"launch_index": -1}, "launch_index"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_instances_are_400s_and_leave_nothing(api: Client, extra: dict, field: str) -> None:
+    before = api.snapshot()
+    status, body = api.post("/provnet/v1/instances", _instance_body(**extra))
+    assert status == 400, body
+    assert field in body["NeutronError"]["message"]
+    assert api.snapshot() == before
+
+
+def test_instance_password_is_set_once(api: Client) -> None:
+    instance_id = api.ok("POST", "/provnet/v1/instances", _instance_body(), 201)["instance"]["id"]
+    path = f"/provnet/v1/instances/{instance_id}/password"
+    assert api.ok("GET", path) == {"password": None}
+    assert api.post(path, {"password": "c2VjcmV0"})[0] == 204
+    assert api.ok("GET", path) == {"password": "c2VjcmV0"}
+    assert api.ok("GET", f"/provnet/v1/instances/{instance_id}")["instance"]["has_password"] is True
+    status, body = api.post(path, {"password": "other"})
+    assert status == 409
+    for bad in ({"pw": "x"}, {"password": 5}, {"password": "x" * 300}):
+        assert api.post(path, bad)[0] == 400
+    assert api.post("/provnet/v1/instances/nope/password", {"password": "x"})[0] == 404
+
+
+def test_revision_grows_and_long_poll_returns_on_change(api: Client) -> None:
+    start = api.ok("GET", "/provnet/v1/revision")["revision"]
+    api.ok("POST", "/v2.0/networks", {"network": {"name": "a"}}, 201)
+    now = api.ok("GET", "/provnet/v1/revision")["revision"]
+    assert now > start
+    # nothing changes: the long-poll answers the same revision after its timeout
+    t0 = time.monotonic()
+    assert api.ok("GET", f"/provnet/v1/revision?after={now}&timeout=0.5")["revision"] == now
+    assert time.monotonic() - t0 >= 0.45
+    # a write from another client wakes the waiter well before its 20 s timeout
+    writer = Client(api.url)
+    timer = threading.Timer(0.3, lambda: writer.post("/v2.0/networks", {"network": {"name": "b"}}))
+    timer.start()
+    t0 = time.monotonic()
+    later = api.ok("GET", f"/provnet/v1/revision?after={now}&timeout=20")["revision"]
+    assert later > now and time.monotonic() - t0 < 10
+    timer.join()
+    # already past: no wait
+    assert api.ok("GET", f"/provnet/v1/revision?after={start}&timeout=20")["revision"] >= later
+    for bad in ("after=x", f"after={now}&timeout=-1", f"after={now}&timeout=999", f"after={now}&timeout=soon"):
+        status, body = api.get(f"/provnet/v1/revision?{bad}")
+        assert status == 400 and "Invalid input" in body["NeutronError"]["message"], bad
+
+
+def test_revision_long_poll_sees_writes_made_by_another_process_of_the_store(db_url: str) -> None:
+    """A change written straight to the database (e.g. by `provnet net-create` on the same store) wakes it too."""
+    with running_api(db_url) as (client, _registry):
+        now = client.ok("GET", "/provnet/v1/revision")["revision"]
+        other = open_registry(db_url)
+        try:
+            timer = threading.Timer(0.3, lambda: other.create_network({"name": "direct"}))
+            timer.start()
+            later = client.ok("GET", f"/provnet/v1/revision?after={now}&timeout=20")["revision"]
+            timer.join()
+            assert later > now
+        finally:
+            other.close()
+
+
+class _BrokenRegistry:
+    """The one fake here: a registry with a bug (RuntimeError), to prove an unexpected error is a generic 500."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def list_networks(self, filters=None):
+        raise RuntimeError("secret internal detail /srv/db password=hunter2")
+
+
+def test_unexpected_errors_are_generic_500s_without_a_traceback(tmp_path, caplog) -> None:
+    real = open_registry(f"sqlite:///{tmp_path}/p.sqlite")
+    try:
+        with ApiThread(_BrokenRegistry(real)) as server:
+            client = Client(server.url)
+            status, body = client.get("/v2.0/networks")
+            assert status == 500
+            assert body["NeutronError"]["type"] == "HTTPInternalServerError"
+            assert "hunter2" not in client.last.text and "Traceback" not in client.last.text
+            assert client.ok("GET", "/healthz") == {"status": "ok"}
+    finally:
+        real.close()
+    assert any("hunter2" in r.getMessage() or (r.exc_info and "hunter2" in str(r.exc_info[1]))
+               for r in caplog.records), "the real error is logged for the operator"
