@@ -34,7 +34,8 @@ class AppContext:
     def registry(self):  # -> provnet.registry.Registry
         from provnet.registry import open_registry
 
-        return open_registry(self.config.db_url, self.api_url, agent_down_time=self.config.agent_down_time)
+        return open_registry(self.config.db_url, self.api_url, agent_down_time=self.config.agent_down_time,
+                             report_interval=self.config.get("agent.report_interval"))
 
 
 def setup_logging(debug: bool) -> None:
