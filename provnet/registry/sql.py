@@ -117,6 +117,7 @@ class SqlRegistry:
         self.engine = make_engine(db_url)
         upgrade(self.engine)
         self._rng = random.SystemRandom()
+        self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
 
     # ---- transactions ------------------------------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class SqlRegistry:
             except sa.exc.DBAPIError as exc:
                 if not _retryable(exc):
                     raise
+                self.write_retries += 1
                 time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
         raise (exhausted() if exhausted else
                Conflict(message="The request conflicted with concurrent changes; try it again."))

@@ -15,6 +15,10 @@ MIGRATION_LOCK_KEY = 0x70726F76  # "prov": PostgreSQL advisory lock held while m
 SQLITE_BUSY_TIMEOUT_MS = 30000
 
 
+class DatabaseError(ValueError):
+    """The database URL is unusable or the database unreachable; the message says which and why."""
+
+
 def normalise_url(db_url: str) -> str:
     """`postgresql://` and `postgres://` -> psycopg 3; everything else unchanged."""
     for prefix in ("postgresql://", "postgres://"):
@@ -24,16 +28,26 @@ def normalise_url(db_url: str) -> str:
 
 
 def make_engine(db_url: str) -> sa.Engine:
-    url = sa.make_url(normalise_url(db_url))
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
+    try:
+        url = sa.make_url(normalise_url(db_url))
+        if url.get_backend_name() == "sqlite":
+            return _sqlite_engine(url)
+        if url.get_backend_name() != "postgresql":
+            raise DatabaseError(f"database URL {db_url!r}: only sqlite:/// and postgresql:// are supported")
+        return sa.create_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise DatabaseError(f"database URL {db_url!r} is not valid: {exc}") from None
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     memory = url.database in (None, "", ":memory:")
     if not memory:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(url.database).expanduser().parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the directory {directory} for the SQLite database: "
+                                f"{exc.strerror}") from None
     kwargs: dict = {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
     if memory:
         kwargs["poolclass"] = StaticPool
@@ -65,7 +79,12 @@ def upgrade(engine: sa.Engine) -> None:
     PostgreSQL serialises them on an advisory lock, SQLite on its write lock."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.connect() as conn:
+    try:
+        conn = engine.connect()
+    except sa.exc.OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot open the database {where}: {str(exc.orig).strip()}") from None
+    with conn:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
             if engine.dialect.name == "postgresql":
