@@ -14,10 +14,9 @@ from provnet.config import Config
 
 
 def _settings(config: Config):
-    from provnet.dhcp.view import Settings
+    from provnet.dhcp.service import settings_from
 
-    return Settings(lease_time=config.get("dhcp.lease_time"), dns_domain=config.get("dhcp.dns_domain"),
-                    force_routes=config.get("dhcp.force_routes"))
+    return settings_from(config)
 
 
 def journal_path(config: Config) -> Path:

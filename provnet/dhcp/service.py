@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from provnet.config import Config
 from provnet.dhcp import server
 from provnet.dhcp.journal import LeaseJournal, LeaseRecord
 from provnet.dhcp.metrics import register_counters, unregister_counters
@@ -194,3 +195,19 @@ class DhcpService:
                     self.journal.compact()
             except OSError as exc:
                 log.error("lease journal sync failed: %s", exc)
+
+
+def settings_from(config: Config) -> Settings:
+    return Settings(lease_time=config.get("dhcp.lease_time"), dns_domain=config.get("dhcp.dns_domain"),
+                    force_routes=config.get("dhcp.force_routes"))
+
+
+def dhcp_services(config: Config, registry: Registry) -> list[DhcpService]:
+    """For `provnet serve`: the DHCP service when [dhcp] interface is set, else nothing."""
+    interface = config.get("dhcp.interface")
+    if not interface:
+        return []
+    from provnet.dhcp.journal import JOURNAL_NAME
+
+    source = RegistrySource(registry, interface, config.get("dhcp.network") or None, settings_from(config))
+    return [DhcpService(source, interface, os.path.join(config.state_path, JOURNAL_NAME))]
