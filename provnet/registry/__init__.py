@@ -1,13 +1,16 @@
 # Storage behind one Registry interface: open_registry picks SQL (SQLite/PostgreSQL) or the remote HTTP API.
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from provnet.registry.base import Filters, Registry
 
 __all__ = ["Filters", "Registry", "open_registry"]
 
 
 def open_registry(db_url: str | None = None, api_url: str | None = None, agent_down_time: float = 75.0,
-                  report_interval: float = 30.0) -> Registry:
+                  report_interval: float = 30.0, flat_networks: Sequence[str] = ("*",),
+                  network_vlan_ranges: Sequence[str] = ()) -> Registry:
     """A registry on the database at `db_url`, or on the networking API at `api_url` when given."""
     if api_url:
         from provnet.registry.remote import RemoteRegistry
@@ -17,4 +20,5 @@ def open_registry(db_url: str | None = None, api_url: str | None = None, agent_d
         raise ValueError("open_registry needs a database URL or an API URL")
     from provnet.registry.sql import SqlRegistry
 
-    return SqlRegistry(db_url, agent_down_time=agent_down_time, report_interval=report_interval)
+    return SqlRegistry(db_url, agent_down_time=agent_down_time, report_interval=report_interval,
+                       flat_networks=flat_networks, network_vlan_ranges=network_vlan_ranges)
