@@ -7,7 +7,8 @@ port is unbound or failed, and again for a host's failed ports whenever that hos
 Status choice: provnet has no L2 agent that later reports "port is wired" (ML2 leaves a bound port DOWN
 until the OVS agent does), so a successful binding to an alive agent with the network's physical network
 mapped is taken as the port being up: status ACTIVE (DOWN if the port's admin_state_up is False).
-A failed binding is always DOWN with `binding:vif_type` "binding_failed" and a reason.
+A failed binding is always DOWN with `binding:vif_type` "binding_failed" and a reason, in
+`binding:failure_reason` and, for clients that show only Neutron's fields, in `binding:vif_details`.
 
 A network without a provider:network_type is treated as a "local" segment (always bindable by type).
 """
@@ -31,7 +32,7 @@ class Binding:
     """The outcome of one binding attempt: what goes into the port's binding:* fields and status."""
 
     vif_type: str
-    vif_details: dict = field(default_factory=dict)
+    vif_details: dict = field(default_factory=dict)  # ovs details; {"failure_reason": ...} on failure
     status: str = "DOWN"
     failure_reason: str | None = None
     agent_id: str | None = None
@@ -60,7 +61,10 @@ def ovs_vif_details(agent: Agent) -> dict:
 
 
 def _failed(reason: str) -> Binding:
-    return Binding(vif_type=VIF_TYPE_BINDING_FAILED, vif_details={}, status="DOWN", failure_reason=reason)
+    # Neutron leaves vif_details {} on failure; the reason is added there too so that clients that show only
+    # Neutron's own fields (`openstack port show`: binding_vif_details) show it. Nova stops at the vif_type.
+    return Binding(vif_type=VIF_TYPE_BINDING_FAILED, vif_details={"failure_reason": reason}, status="DOWN",
+                   failure_reason=reason)
 
 
 def _mappings_text(mappings: object) -> str:
