@@ -87,7 +87,7 @@ class Message:
         return max(MIN_MAX_SIZE, int.from_bytes(value, "big"))
 
 
-def _parse_options(data: bytes, start: int, end: int, into: dict[int, bytes], where: str) -> bool:
+def parse_options(data: bytes, start: int, end: int, into: dict[int, bytes], where: str) -> bool:
     """Parse TLVs in data[start:end] into `into`, joining repeats (RFC 3396). True if an END option was seen."""
     i = start
     while i < end:
@@ -126,7 +126,7 @@ def decode(data: bytes) -> Message:
     if hlen > 16:
         raise DhcpDecodeError(f"hardware address length {hlen} exceeds 16")
     options: dict[int, bytes] = {}
-    ended = _parse_options(data, MIN_LEN, len(data), options, "options")
+    ended = parse_options(data, MIN_LEN, len(data), options, "options")
     overload = options.get(OVERLOAD)
     if overload is not None:
         if len(overload) != 1 or overload[0] not in (1, 2, 3):
@@ -135,9 +135,9 @@ def decode(data: bytes) -> Message:
             raise DhcpDecodeError("option overload without an END option in the options field")
         # RFC 2131 4.1: options field first, then 'file', then 'sname'
         if overload[0] & 1:
-            _parse_options(file, 0, len(file), options, "file")
+            parse_options(file, 0, len(file), options, "file")
         if overload[0] & 2:
-            _parse_options(sname, 0, len(sname), options, "sname")
+            parse_options(sname, 0, len(sname), options, "sname")
         sname_out = b"" if overload[0] & 2 else sname.rstrip(b"\x00")
         file_out = b"" if overload[0] & 1 else file.rstrip(b"\x00")
     else:

@@ -81,7 +81,7 @@ def _build(req: Message, kind: int, yiaddr: bytes, options: bytes, ciaddr: bytes
         out = header + codec.MAGIC + body + b"\xff"
         return out if len(out) >= 300 else out.ljust(300, b"\x00")
     opts: dict[int, bytes] = {}
-    codec._parse_options(body, 0, len(body), opts, "reply")
+    codec.parse_options(body, 0, len(body), opts, "reply")
     msg = Message(codec.BOOTREPLY, req.htype, req.hlen, 0, req.xid, 0, flags, ciaddr, yiaddr, ZERO_IP, req.giaddr,
                   req.chaddr, b"", b"", opts)
     try:
