@@ -138,3 +138,21 @@ def test_help_teaches():
     out = CliRunner().invoke(main, ["doctor", "--help"]).output
     for word in ("--config-dir", "--local-conf", "--dnsmasq-cmdline", "@FILE", "exit status is 1", "Examples"):
         assert word in out
+
+
+def test_seed_registry_over_the_api_with_url(seed_db):
+    from api_server import running_api
+
+    with running_api(seed_db) as (client, _):
+        code, data, _ = run_doctor(["--url", client.url, "doctor", "-f", "json", "--dnsmasq-opts",
+                                    str(SEED / "original" / "opts"), "--dnsmasq-cmdline",
+                                    f"@{SEED / 'original' / 'dnsmasq.cmdline'}"])
+    assert code == 1
+    assert {f["check"] for f in data} == {"binding.physnet-unmapped", "binding.port-failed",
+                                          "dhcp.lease-not-fixed-ip", "dhcp.routes-vs-subnet"}
+
+
+def test_missing_local_database_is_not_created(tmp_path):
+    code, data, _ = run_doctor(["--state-path", str(tmp_path / "state"), "doctor", "-f", "json"])
+    assert code == 0 and [(f["check"], f["severity"]) for f in data] == [("registry.unreachable", "info")]
+    assert not (tmp_path / "state").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import click
 
@@ -23,6 +24,11 @@ Each finding has a severity (error, warning, info), a check id, the file and lin
 what is wrong, the symptom a user would see, and the exact fix. The exit status is 1 when there is
 an error, 0 otherwise. Check ids: config.*, agent.*, binding.*, ml2.*, metadata.*, dhcp.*, firewall.*.
 """
+
+
+def _sqlite_file(db_url: str) -> str | None:
+    prefix = "sqlite:///"
+    return db_url[len(prefix):] if db_url.startswith(prefix) else None
 
 
 def register(group: click.Group) -> None:
@@ -69,6 +75,13 @@ def register(group: click.Group) -> None:
                                          param_hint="--dhcp-server") from None
         extra: list[Finding] = []
         snapshot = None
+        db_file = _sqlite_file(app.config.db_url)
+        if registry and not app.api_url and db_file is not None and not Path(db_file).exists():
+            registry = False  # reading must not create a database
+            extra.append(Finding(
+                "info", "registry.unreachable", Location(db_file), "no registry database here",
+                "the registry checks (agents, bindings, leases) did not run",
+                "pass --url http://HOST:9696, --db URL or --state-path DIR of the running provnet"))
         if registry:
             try:
                 snapshot = Snapshot.from_registry(app.registry, source=app.api_url or "database")

@@ -1,0 +1,115 @@
+# The agent side of binding: the report loop (pure), what it reports, and agents via the API and `openstack`.
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from api_server import running_api
+from conftest import need
+from test_binding_api import OPENSTACK
+
+from provnet.cli.agent_cmd import BINARY, agent_configurations, report_loop
+from provnet.model.errors import ServiceUnavailable
+from provnet.model.resources import OVS_AGENT_TYPE
+
+
+class FakeReport:
+    """Counts calls; raises for the calls listed. (A stand-in for the registry call: the loop is what's tested.)"""
+
+    def __init__(self, fail_on: set[int], stop: threading.Event | None = None, stop_after: int = 0) -> None:
+        self.calls = 0
+        self.fail_on = fail_on
+        self.stop = stop
+        self.stop_after = stop_after
+
+    def __call__(self):
+        self.calls += 1
+        if self.stop is not None and self.calls >= self.stop_after:
+            self.stop.set()
+        if self.calls in self.fail_on:
+            raise ServiceUnavailable()
+        return type("A", (), {"id": "a1", "host": "h", "configurations": {"bridge_mappings": {}}})()
+
+
+def test_loop_reports_until_stopped_and_survives_failures(caplog):
+    stop = threading.Event()
+    report = FakeReport({2, 3}, stop, stop_after=5)
+    with caplog.at_level("INFO", logger="provnet.agent"):
+        failures = report_loop(report, 0.001, stop)
+    assert (report.calls, failures) == (5, 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("state report failed" in m for m in messages) == 1  # not once per retry
+    assert sum("reported state" in m for m in messages) == 2  # first success and the recovery
+
+
+def test_loop_once_reports_once():
+    report = FakeReport(set())
+    assert report_loop(report, 60, threading.Event(), once=True) == 0 and report.calls == 1
+    failing = FakeReport({1})
+    assert report_loop(failing, 60, threading.Event(), once=True) == 1
+
+
+def test_loop_stops_promptly_between_reports():
+    stop = threading.Event()
+    report = FakeReport(set())
+    thread = threading.Thread(target=report_loop, args=(report, 30, stop))
+    thread.start()
+    time.sleep(0.2)
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive() and report.calls == 1
+
+
+def test_configurations_shape():
+    conf = agent_configurations({"physnet1": "br-phy"})
+    assert conf["bridge_mappings"] == {"physnet1": "br-phy"} and conf["integration_bridge"] == "br-int"
+    assert conf["tunnel_types"] == []
+
+
+def test_agents_through_api_and_openstack_cli(db_url, tmp_path):
+    need(OPENSTACK.exists(), "needs python-openstackclient in the venv")
+    with running_api(db_url) as (client, registry):
+        agent = registry.report_agent_state("compute1", OVS_AGENT_TYPE, BINARY,
+                                            agent_configurations({"physnet1": "br-phy"}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.update(HOME=str(tmp_path), OS_AUTH_TYPE="none", OS_ENDPOINT=client.url)
+
+        def osc(*args: str) -> str:
+            proc = subprocess.run([str(OPENSTACK), *args], env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+
+        listed = osc("network", "agent", "list", "--host", "compute1", "--agent-type", "open-vswitch", "-f", "value",
+                     "-c", "ID", "-c", "Alive", "-c", "State")
+        assert listed.split() == [agent.id, "True", "True"]  # alive, admin state up
+        osc("network", "agent", "set", "--disable", agent.id)
+        net = client.ok("POST", "/v2.0/networks", {"network": {"name": "n", "provider:network_type": "flat",
+                                                               "provider:physical_network": "physnet1"}}, 201)
+        port = client.ok("POST", "/v2.0/ports", {"port": {"network_id": net["network"]["id"],
+                                                          "binding:host_id": "compute1"}}, 201)["port"]
+        assert port["binding:vif_type"] == "binding_failed"
+        assert port["binding:failure_reason"] == (f"agent on host compute1 is disabled (admin_state_up False): "
+                                                  f"enable it with `openstack network agent set --enable {agent.id}`")
+        osc("network", "agent", "set", "--enable", agent.id)
+        # enabling is not a report: the port binds at the next heartbeat (or any update of the port)
+        registry.report_agent_state("compute1", OVS_AGENT_TYPE, BINARY, agent_configurations({"physnet1": "br-phy"}))
+        assert client.ok("GET", f"/v2.0/ports/{port['id']}")["port"]["binding:vif_type"] == "ovs"
+        osc("network", "agent", "delete", agent.id)
+        assert client.ok("GET", "/v2.0/agents")["agents"] == []
+        code, body = client.get(f"/v2.0/agents/{agent.id}")
+        assert code == 404 and body["NeutronError"]["type"] == "AgentNotFound"
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"agent": {"admin_state_up": "maybe"}}, "admin_state_up"),
+    ({"agent": {"host": "other"}}, "host"),
+])
+def test_agent_update_bad_input(db_url, body, fragment):
+    with running_api(db_url) as (client, registry):
+        agent = registry.report_agent_state("h", OVS_AGENT_TYPE, BINARY, {})
+        code, err = client.put(f"/v2.0/agents/{agent.id}", body)
+        assert code == 400 and fragment in err["NeutronError"]["message"]
+        assert client.ok("GET", f"/v2.0/agents/{agent.id}")["agent"]["admin_state_up"] is True
