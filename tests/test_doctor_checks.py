@@ -290,6 +290,14 @@ def test_provnet_down_time_and_secret_and_flat_networks(tmp_path):
     assert found["ml2.flat-networks"].where.line == 4
 
 
+def test_provnet_bridge_mappings_for_ports_bound_here(tmp_path):
+    text = "[DEFAULT]\nhost = compute1\nmetadata_proxy_shared_secret = s3cret\n[ovs]\nbridge_mappings = other:br-o\n"
+    [f] = [f for f in findings_of(Spec(provnet=text), tmp_path) if f.check == "agent.bridge-mappings"]
+    assert f.where.line == 5 and "physical network physnet1" in f.problem
+    fixed = text.replace("other:br-o", "physnet1:br-phy")
+    assert findings_of(Spec(provnet=fixed), tmp_path) == []
+
+
 def test_provnet_secret_differs_from_nova(tmp_path):
     spec = Spec(provnet="[DEFAULT]\nmetadata_proxy_shared_secret = not-s3cret\n")
     found = [f for f in findings_of(spec, tmp_path) if f.check == "metadata.secret-mismatch"]

@@ -125,6 +125,28 @@ def check_config_mappings(inputs: Inputs) -> Iterator[Finding]:
                 f"set [ovs] bridge_mappings = {physnet}:<bridge> (e.g. {physnet}:br-phy) and restart the agent")
 
 
+def check_provnet_mappings(inputs: Inputs) -> Iterator[Finding]:
+    """provnet's own agent on this host: ports bound here need their network's physnet in [ovs] bridge_mappings."""
+    if not (inputs.provnet and inputs.snapshot):
+        return
+    host = str(inputs.provnet.host)
+    mapped = inputs.provnet.get("ovs.bridge_mappings") or {}
+    missing: dict[str, list[str]] = {}
+    for port in inputs.snapshot.ports:
+        net = inputs.snapshot.network(port.network_id)
+        if port.binding_host_id == host and net and net.network_type in ("flat", "vlan") \
+                and net.physical_network not in mapped:
+            missing.setdefault(str(net.physical_network), []).append(port.name or port.id)
+    for physnet, ports in sorted(missing.items()):
+        yield Finding(
+            "error", "agent.bridge-mappings", inputs.provnet_where("ovs.bridge_mappings"),
+            f"ports bound to this host ({host}) are on physical network {physnet}, which provnet's [ovs] "
+            f"bridge_mappings {mapped or '(empty)'} does not map: {', '.join(ports[:5])}",
+            "those ports end binding_failed once `provnet agent` reports from this host",
+            f"add {physnet}:<bridge> to [ovs] bridge_mappings in provnet's configuration (e.g. "
+            f"bridge_mappings = {physnet}:br-phy) and restart `provnet agent`")
+
+
 def check_registry_mappings(inputs: Inputs) -> Iterator[Finding]:
     snap = inputs.snapshot
     if not snap:
@@ -164,4 +186,5 @@ def check_failed_ports(inputs: Inputs) -> Iterator[Finding]:
             "or on any update of the port")
 
 
-CHECKS = (check_down_time, check_dead_agents, check_config_mappings, check_registry_mappings, check_failed_ports)
+CHECKS = (check_down_time, check_dead_agents, check_config_mappings, check_provnet_mappings, check_registry_mappings,
+          check_failed_ports)

@@ -50,7 +50,7 @@ def render_table(findings: list[Finding], width: int = 110) -> str:
         return "no problems found"
     out: list[str] = []
     for f in sorted(findings, key=sort_key):
-        out.append(f"{f.severity.upper():7} {f.check:28} {f.location}")
+        out.append(f"{f.severity.upper():7} {f.check:30} {f.location}")
         for label, text in (("problem", f.problem), ("symptom", f.symptom), ("fix", f.fix)):
             wrapped = textwrap.wrap(text, width=width - 18) or [""]
             out.append(f"        {label + ':':9} {wrapped[0]}")
