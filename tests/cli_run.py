@@ -41,7 +41,8 @@ class Cli:
 
     def run(self, args: str | list[str]) -> Ran:
         argv = shlex.split(args) if isinstance(args, str) else list(args)
-        result = self.runner.invoke(main, [*self.global_args, *argv], catch_exceptions=False)
+        result = self.runner.invoke(main, [*self.global_args, *argv], catch_exceptions=False,
+                                    prog_name="provnet")
         return Ran(result.exit_code, result.stdout, result.stderr)
 
     def ok(self, args: str | list[str]) -> Ran:

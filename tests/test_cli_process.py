@@ -29,11 +29,15 @@ def test_seed_commands_through_the_console_script(tmp_path):
     assert network["subnets"] == [data["id"]]
 
     # refused: one line on stderr, exit 1, nothing written
-    taken = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.102",
-                        "--fixed-ip", "ip_address=172.16.1.102")
+    first = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.102",
+                        "-f", "value", "-c", "id")
+    assert first.code == 0 and first.stderr == "", first
+    taken = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.102")
     assert taken.code == 1, taken
+    assert taken.stderr.startswith("Error: IP address 172.16.1.102 already allocated in subnet")
     assert taken.stderr.count("\n") == 1 and "Traceback" not in taken.stderr
-    assert run_process("--state-path", state, "port-list", "-f", "json").stdout.strip() == "[]"
+    ports = json.loads(run_process("--state-path", state, "port-list", "-f", "json").stdout)
+    assert [p["id"] for p in ports] == [first.stdout.strip()]
     # a usage error: exit 2 with the usage line
     bad = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "172.16.1.105")
     assert bad.code == 2 and "Usage: provnet port-create" in bad.stderr

@@ -25,6 +25,20 @@ EXTRAS_HELP = (
 )
 
 
+class NeutronCommand(click.Command):
+    """A click command that reads the neutron CLI's `--` as a no-op separator.
+
+    The neutron CLI wanted extras after `--` (`net-create phy_net -- --router:external=True`); here unknown
+    options pass through anyway, so dropping the `--` lets `-f json` or `--name` after it still work.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            args = list(args)
+            args.remove("--")
+        return super().parse_args(ctx, args)
+
+
 def fields_of(kind: str) -> list[str]:
     """The fields a resource of `kind` shows, to check -c before anything is written."""
     samples = {
@@ -53,6 +67,7 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         @functools.wraps(fn)
         @click.pass_obj
         def callback(app: Any, args: tuple[str, ...], **options: Any) -> None:
+            quiet_logs(app)
             def run() -> None:
                 if kind and options.get("columns"):
                     select(fields_of(kind), options["columns"])
@@ -77,12 +92,19 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         help_text = doc + ("\n\n" + EXTRAS_HELP if extras else "")
         return group.command(
             name,
+            cls=NeutronCommand,
             help=help_text,
             epilog=epilog or None,
             context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
         )(callback)
 
     return decorate
+
+
+def quiet_logs(app: Any) -> None:
+    """A verb is a client: only warnings on stderr (not the store's INFO lines), unless --debug."""
+    if not app.config.debug:
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def guarded(app: Any, run: Callable[[], None]) -> None:
