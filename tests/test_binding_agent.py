@@ -94,8 +94,9 @@ def test_agents_through_api_and_openstack_cli(db_url, tmp_path):
         assert port["binding:failure_reason"] == (f"agent on host compute1 is disabled (admin_state_up False): "
                                                   f"enable it with `openstack network agent set --enable {agent.id}`")
         osc("network", "agent", "set", "--enable", agent.id)
-        # enabling is not a report: the port binds at the next heartbeat (or any update of the port)
-        registry.report_agent_state("compute1", OVS_AGENT_TYPE, BINARY, agent_configurations({"physnet1": "br-phy"}))
+        # enabling is not a report: the port stays failed until the next heartbeat or any update of the port
+        assert client.ok("GET", f"/v2.0/ports/{port['id']}")["port"]["binding:vif_type"] == "binding_failed"
+        osc("port", "set", "--name", "renamed", port["id"])
         assert client.ok("GET", f"/v2.0/ports/{port['id']}")["port"]["binding:vif_type"] == "ovs"
         osc("network", "agent", "delete", agent.id)
         assert client.ok("GET", "/v2.0/agents")["agents"] == []

@@ -53,7 +53,9 @@ def report_loop(report: Callable[[], Any], interval: float, stop: threading.Even
 
 
 def register(group: click.Group) -> None:
-    @group.command("agent")
+    @group.command("agent", epilog="\b\nExamples:\n  provnet --config-file /etc/provnet/provnet.conf agent\n"
+                   "  provnet --url http://controller:9696 agent --host compute1\n"
+                   "  provnet agent --once          # one heartbeat, e.g. from a health check")
     @click.option("--host", default=None, help="Host name ports name in binding:host_id (default: [DEFAULT] host, "
                   "this machine's name).")
     @click.option("--once", is_flag=True, help="Report once and exit (exit status 1 if the report failed).")
