@@ -56,15 +56,18 @@ def normalised(obj):
         return [normalised(x) for x in obj]
     if isinstance(obj, dict):
         return {k: normalised(v) for k, v in obj.items()
-                if k not in ("id", "network_id", "subnet_id", "subnets", "mac_address", "device_id", "port_id")}
+                if k not in ("id", "network_id", "subnet_id", "subnets", "mac_address", "device_id", "port_id",
+                             "created_at")}
     if isinstance(obj, str):
         return UUID.sub("<uuid>", obj)
     return obj
 
 
-def scenario(cli: Cli) -> list:
-    """The seed plus a port, a router interface, errors; returns every result to compare."""
+def scenario(cli: Cli, tmp_path) -> list:
+    """The seed plus a port, a router interface, an instance, errors; returns every result to compare."""
     out = []
+    user_data = tmp_path / "user-data"
+    user_data.write_bytes(b"#cloud-config\nruncmd: [true]\n")
     cli.ok(SEED_NET)
     cli.ok(SEED_SUBNET)
     out.append(cli.json("net-show phy_net"))
@@ -79,15 +82,29 @@ def scenario(cli: Cli) -> list:
     out.append(cli.fails("net-show nonet"))
     out.append(cli.fails("subnet-create phy_net 10.0.0.0/33"))
     out.append(cli.json("net-list -D"))
+    out.append(cli.json(f"instance-create vm1 --user-data {user_data} --property role=web --port p1 "
+                        "--id 6c0bd7a0-b3ea-4f77-a67b-1b4fd0a3f1b2"))
+    out.append(cli.json("port-show p1"))
+    out.append(cli.ok("instance-show vm1 -c user_data -c metadata").stdout)
+    out.append(cli.fails(f"instance-create vm2 --user-data {user_data} --port nope"))
     return out
 
 
 def test_remote_gives_the_same_results_as_local(api_url: str, tmp_path):
-    remote = scenario(Cli("--url", api_url))
-    local = scenario(Cli("--state-path", str(tmp_path / "local")))
+    remote = scenario(Cli("--url", api_url), tmp_path)
+    local = scenario(Cli("--state-path", str(tmp_path / "local")), tmp_path)
     assert normalised(remote) == normalised(local)
     assert remote[0]["subnets"] == [remote[1]["id"]]
     assert "already allocated" in remote[6]
+    assert remote[-3]["device_id"] == "6c0bd7a0-b3ea-4f77-a67b-1b4fd0a3f1b2"
+    assert "#cloud-config" in remote[-2]
+
+
+def test_url_from_the_environment(api_url: str):
+    cli = Cli()
+    cli.runner.env = {"PROVNET_URL": api_url}
+    cli.ok("net-create envnet")
+    assert [n["name"] for n in Cli("--url", api_url).json("net-list")] == ["envnet"]
 
 
 def test_unreachable_api_is_one_clear_line(tmp_path):

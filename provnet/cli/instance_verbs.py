@@ -74,7 +74,7 @@ def display(instance: dict[str, Any], fmt: str) -> dict[str, Any]:
         return instance
     raw = base64.b64decode(instance["user_data"])
     try:
-        text = raw.decode()
+        text = raw.decode().rstrip("\n")
     except UnicodeDecodeError:
         text = f"<{len(raw)} bytes, binary>"
     return {**instance, "user_data": text, "key_pairs": [k["name"] for k in instance.get("key_pairs", [])]}
