@@ -105,3 +105,13 @@ def test_running_service_serves_a_new_port_within_a_second(db_url):
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(scenario(Path(d)))
     reg.close()
+
+
+def test_service_start_fails_readably_without_an_address_or_network(tmp_path):
+    reg, _ = seed_registry(f"sqlite:///{tmp_path}/p.sqlite")
+    bare = RegistrySource(reg, "pnbare0", None, Settings(), addresses=lambda _ifname: [])
+    with pytest.raises(OSError, match="DHCP on pnbare0: interface pnbare0 has no IPv4 address"):
+        asyncio.run(DhcpService(bare, "pnbare0", tmp_path / "j").start())
+    with pytest.raises(OSError, match="no network with name or id 'nope'"):
+        asyncio.run(DhcpService(source(reg, "nope"), "lo", tmp_path / "j").start())
+    reg.close()

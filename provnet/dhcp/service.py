@@ -56,6 +56,8 @@ class RegistrySource:
 
     def build(self) -> View:
         addrs = list(self._addresses(self.interface))
+        if not addrs:
+            raise LookupError(f"interface {self.interface} has no IPv4 address (needed for option 54 and replies)")
         networks = resolve_networks(self.registry, self.network, addrs)
         return build_view(collect(self.registry, networks), self.settings, addrs)
 
@@ -107,7 +109,10 @@ class DhcpService:
         self._sync_busy = False
 
     async def start(self) -> None:
-        self.view = await asyncio.to_thread(self.source.build)
+        try:
+            self.view = await asyncio.to_thread(self.source.build)
+        except LookupError as exc:  # no such interface/network: one line for the operator, not a traceback
+            raise OSError(f"DHCP on {self.interface}: {exc}") from None
         self.journal.open()
         self._sock = open_socket(self.interface, self.port)
         loop = asyncio.get_running_loop()
