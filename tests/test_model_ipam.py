@@ -58,3 +58,19 @@ def test_macs_keep_the_openstack_prefix() -> None:
     assert len(macs) == 500
     assert all(re.fullmatch(r"fa:16:3e(:[0-9a-f]{2}){3}", m) for m in macs)
     assert random_mac(rng, "fa:16:3e:4f:00:00").startswith("fa:16:3e:4f:")
+
+
+def test_probes_spread_over_all_pools() -> None:
+    from provnet.model.ipam import probe_addresses
+
+    s = subnet("10.0.0.0/16", (("10.0.0.10", "10.0.0.19"), ("10.0.200.0", "10.0.200.9")))
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(50):
+        probes = probe_addresses(s, rng)
+        assert len(probes) == len(set(probes)) == 16
+        assert all(any(ip in p for p in s.allocation_pools) for ip in probes)
+        seen.update(probes)
+    assert len(seen) == 20  # every address of both pools gets drawn
+    assert sorted(probe_addresses(subnet(), rng)) == ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]
+    assert probe_addresses(subnet(pools=()), rng) == []

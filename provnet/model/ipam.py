@@ -1,11 +1,13 @@
 # IP address and MAC allocation rules (pure): pool candidates, requested-address checks, random fa:16:3e MACs.
 """IPAM without I/O: the registry passes in the addresses already used, these functions pick or check.
 
-Allocation choice: an automatic address is drawn at random among the first (up to) 1000 free addresses
-of the subnet's pools, as Neutron does. The lowest free address would be more predictable, but two
-processes allocating on one subnet at the same moment would then always pick the same address and one
-of them would have to retry on every create; drawing at random makes such collisions rare, and the
-database's unique constraint plus a retry settles the rest.
+Allocation choice: an automatic address is random, never the lowest free one. With "lowest free", two
+processes allocating on one subnet at the same moment would always pick the same address and one of them
+would retry on every create; random picks make such collisions rare, and the database's unique constraint
+plus a retry settles the rest. Neutron draws among the first 1000 free addresses, which needs every
+allocation of the subnet loaded per create (O(ports)); provnet first draws PROBES random addresses across
+the whole pool and asks the database which of them are taken (one indexed query, O(1)), and only when all
+are taken (a nearly full pool) falls back to Neutron's way (`pick_ip`), which also decides exhaustion exactly.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from provnet.model.errors import BadRequest
 from provnet.model.resources import AllocationPool, Subnet
 
 CANDIDATE_WINDOW = 1000
+PROBES = 16
 BASE_MAC = "fa:16:3e:00:00:00"
 
 
@@ -40,27 +43,49 @@ def pool_ranges(pools: Sequence[AllocationPool]) -> list[tuple[int, int]]:
     return [(ip_int(p.start), ip_int(p.end)) for p in pools]
 
 
-def free_candidates(subnet: Subnet, used: Iterable[str], limit: int = CANDIDATE_WINDOW) -> list[str]:
-    """The first `limit` addresses of the subnet's pools (in pool order) that are not in `used`."""
+def _free_ints(subnet: Subnet, used: Iterable[str], limit: int) -> list[int]:
     taken = {ip_int(ip) for ip in used}
-    out: list[str] = []
+    out: list[int] = []
     for start, end in pool_ranges(subnet.allocation_pools):
         value = start
         while value <= end and len(out) < limit:
             if value not in taken:
-                out.append(int_ip(value, subnet.ip_version))
+                out.append(value)
             value += 1
         if len(out) >= limit:
             break
     return out
 
 
+def free_candidates(subnet: Subnet, used: Iterable[str], limit: int = CANDIDATE_WINDOW) -> list[str]:
+    """The first `limit` addresses of the subnet's pools (in pool order) that are not in `used`."""
+    return [int_ip(v, subnet.ip_version) for v in _free_ints(subnet, used, limit)]
+
+
 def pick_ip(subnet: Subnet, used: Iterable[str], rng: random.Random | None = None) -> str | None:
     """A free pool address of `subnet` (random among the first 1000 free), or None when the pools are full."""
-    candidates = free_candidates(subnet, used)
+    candidates = _free_ints(subnet, used, CANDIDATE_WINDOW)
     if not candidates:
         return None
-    return (rng or random).choice(candidates)
+    return int_ip((rng or random).choice(candidates), subnet.ip_version)
+
+
+def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int = PROBES) -> list[str]:
+    """Up to `count` distinct random addresses spread over the subnet's pools (weighted by pool size)."""
+    rng = rng or random
+    ranges = [(start, end) for start, end in pool_ranges(subnet.allocation_pools) if end >= start]
+    sizes = [end - start + 1 for start, end in ranges]
+    total = sum(sizes)
+    if total <= 0:
+        return []
+    picks: set[int] = set()
+    for offset in rng.sample(range(total), min(count, total)):
+        for (start, _end), size in zip(ranges, sizes, strict=True):
+            if offset < size:
+                picks.add(start + offset)
+                break
+            offset -= size
+    return [int_ip(v, subnet.ip_version) for v in picks]
 
 
 def is_valid_host_ip(subnet: Subnet, ip: str) -> bool:

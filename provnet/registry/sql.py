@@ -57,14 +57,13 @@ from provnet.model.validation import hostname_from_name, parse_create, parse_upd
 from provnet.registry import schema as t
 from provnet.registry import sql_rows as rows
 from provnet.registry.base import Filters
-from provnet.registry.sql_engine import WRITE_OPTION, make_engine, upgrade
+from provnet.registry.sql_engine import WRITE_OPTION, make_engine, single_read_engine, upgrade
 
 T = TypeVar("T")
 DHCP_OWNER = "network:dhcp"
 ROUTER_INTERFACE = "network:router_interface"
 AUTO_DELETE_OWNERS = (DHCP_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
 WRITE_ATTEMPTS = 12
-MAC_ATTEMPTS = 16
 RETRYABLE_SQLSTATES = ("23505", "40001", "40P01")  # unique violation, serialization failure, deadlock
 
 
@@ -116,14 +115,37 @@ class SqlRegistry:
         self.vlan_ranges = parse_vlan_ranges(network_vlan_ranges)
         self.engine = make_engine(db_url)
         upgrade(self.engine)
+        self._reader = single_read_engine(self.engine)
+        self._prepare_statements()
         self._rng = random.SystemRandom()
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
+
+    def _prepare_statements(self) -> None:
+        """The hot paths' statements, built once (SQLAlchemy then reuses their compiled form)."""
+        a, p = t.ip_allocations, t.ports
+        self._probe_stmt = sa.select(a.c.ip_address).where(
+            a.c.subnet_id == sa.bindparam("subnet_id"), a.c.ip_address.in_(sa.bindparam("ips", expanding=True)))
+        self._by_ip_stmts: dict[int, sa.Select] = {}
+        self._by_mac_stmt = self._port_query().where(p.c.mac_address == sa.bindparam("mac"))
+        self._by_mac_net_stmt = self._by_mac_stmt.where(
+            p.c.network_id.in_(sa.bindparam("network_ids", expanding=True)))
+        self._router_nets_stmt = sa.select(p.c.network_id).distinct().where(
+            p.c.device_id == sa.bindparam("router_id"), p.c.device_owner.in_(ROUTER_INTERFACE_OWNERS))
+        self._revision_stmt = sa.select(t.revision.c.value).where(t.revision.c.id == 1)
+        self._bump_stmt = sa.update(t.revision).where(t.revision.c.id == 1).values(value=t.revision.c.value + 1)
+        self._network_stmt = self._network_query().where(t.networks.c.id == sa.bindparam("network_id"))
+        self._network_subnets_stmt = (sa.select(t.subnets).where(t.subnets.c.network_id == sa.bindparam("network_id"))
+                                      .order_by(t.subnets.c.created_at, t.subnets.c.id))
+        self._port_stmt = self._port_query().where(p.c.id == sa.bindparam("port_id"))
+        self._insert_port_stmt = sa.insert(t.ports)
+        self._insert_alloc_stmt = sa.insert(t.ip_allocations)
 
     # ---- transactions ------------------------------------------------------------------------------------------
 
     @contextmanager
     def _read(self):  # -> Iterator[sa.Connection]
-        with self.engine.connect() as conn, conn.begin():
+        """A connection for reads; every read here is one SELECT, atomic without a transaction."""
+        with self._reader.connect() as conn:
             yield conn
 
     def _write(self, fn: Callable[[sa.Connection], T],
@@ -139,8 +161,7 @@ class SqlRegistry:
                     conn.execution_options(**{WRITE_OPTION: True})
                     with conn.begin():
                         result = fn(conn)
-                        conn.execute(sa.update(t.revision).where(t.revision.c.id == 1)
-                                     .values(value=t.revision.c.value + 1))
+                        conn.execute(self._bump_stmt)
                 return result
             except sa.exc.DBAPIError as exc:
                 if not _retryable(exc):
@@ -151,22 +172,27 @@ class SqlRegistry:
                Conflict(message="The request conflicted with concurrent changes; try it again."))
 
     def revision(self) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(sa.select(t.revision.c.value).where(t.revision.c.id == 1)).scalar_one()
-            conn.rollback()
-        return int(value)
+        with self._read() as conn:
+            return int(conn.execute(self._revision_stmt).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()
 
     # ---- networks ----------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _network_query() -> sa.Select:
+        return (sa.select(t.networks, t.subnets.c.id.label("subnet_id"))
+                .select_from(t.networks.outerjoin(t.subnets, t.subnets.c.network_id == t.networks.c.id))
+                .order_by(t.networks.c.created_at, t.networks.c.id, t.subnets.c.created_at))
+
     def _networks(self, conn: sa.Connection, where: Sequence[Any]) -> list[Network]:
-        query = (sa.select(t.networks, t.subnets.c.id.label("subnet_id"))
-                 .select_from(t.networks.outerjoin(t.subnets, t.subnets.c.network_id == t.networks.c.id))
-                 .where(*where).order_by(t.networks.c.created_at, t.networks.c.id, t.subnets.c.created_at))
+        return self._group_networks(conn.execute(self._network_query().where(*where)))
+
+    @staticmethod
+    def _group_networks(result: Any) -> list[Network]:
         out: dict[str, Network] = {}
-        for row in conn.execute(query):
+        for row in result:
             net = out.get(row.id)
             if net is None:
                 net = out[row.id] = rows.network_from_row(row, [])
@@ -175,7 +201,7 @@ class SqlRegistry:
         return list(out.values())
 
     def _network(self, conn: sa.Connection, network_id: str) -> Network:
-        found = self._networks(conn, [t.networks.c.id == network_id])
+        found = self._group_networks(conn.execute(self._network_stmt, {"network_id": network_id}))
         if not found:
             raise NetworkNotFound(net_id=network_id)
         return found[0]
@@ -254,6 +280,10 @@ class SqlRegistry:
         query = sa.select(t.subnets).where(*where).order_by(t.subnets.c.created_at, t.subnets.c.id)
         return [rows.subnet_from_row(r) for r in conn.execute(query)]
 
+    def _network_subnets(self, conn: sa.Connection, network_id: str) -> list[Subnet]:
+        return [rows.subnet_from_row(r) for r in conn.execute(self._network_subnets_stmt,
+                                                               {"network_id": network_id})]
+
     def _subnet(self, conn: sa.Connection, subnet_id: str) -> Subnet:
         found = self._subnets(conn, [t.subnets.c.id == subnet_id])
         if not found:
@@ -322,7 +352,7 @@ class SqlRegistry:
         return rows.ports_from_joined(conn.execute(self._port_query().where(*where)))
 
     def _port(self, conn: sa.Connection, port_id: str) -> Port:
-        found = self._ports(conn, [t.ports.c.id == port_id])
+        found = rows.ports_from_joined(conn.execute(self._port_stmt, {"port_id": port_id}))
         if not found:
             raise PortNotFound(port_id=port_id)
         return found[0]
@@ -335,15 +365,25 @@ class SqlRegistry:
         return conn.execute(sa.select(t.ip_allocations.c.port_id).where(
             t.ip_allocations.c.subnet_id == subnet_id, t.ip_allocations.c.ip_address == ip)).first() is not None
 
+    def _auto_ip(self, conn: sa.Connection, subnet: Subnet, exclude: set[str]) -> str | None:
+        """A free pool address: random probes checked in one indexed query, else the exhaustive way (ipam)."""
+        probes = [ip for ip in ipam.probe_addresses(subnet, self._rng) if ip not in exclude]
+        if probes:
+            taken = set(conn.execute(self._probe_stmt, {"subnet_id": subnet.id, "ips": probes}).scalars())
+            free = [ip for ip in probes if ip not in taken]
+            if free:
+                return self._rng.choice(free)
+        return ipam.pick_ip(subnet, self._used_ips(conn, subnet.id) | exclude, self._rng)
+
     def _allocate(self, conn: sa.Connection, network: Network, requests: list[dict] | None,
                   keep: Sequence[FixedIP] = ()) -> list[FixedIP]:
         """Fixed IPs for a port: `requests` None is automatic (one address from the first subnet with room);
         otherwise each entry names a subnet, an address or both. `keep` are the port's current addresses."""
-        subnets = self._subnets(conn, [t.subnets.c.network_id == network.id])
+        subnets = self._network_subnets(conn, network.id)
         by_id = {s.id: s for s in subnets}
         if requests is None:
             for subnet in sorted(subnets, key=lambda s: s.ip_version):
-                ip = ipam.pick_ip(subnet, self._used_ips(conn, subnet.id), self._rng)
+                ip = self._auto_ip(conn, subnet, set())
                 if ip is not None:
                     return [FixedIP(subnet.id, ip)]
             if subnets:
@@ -373,8 +413,7 @@ class SqlRegistry:
             if reuse is not None:
                 out.append(reuse)
                 continue
-            used = self._used_ips(conn, subnet.id) | {f.ip_address for f in out if f.subnet_id == subnet.id}
-            ip = ipam.pick_ip(subnet, used, self._rng)
+            ip = self._auto_ip(conn, subnet, {f.ip_address for f in out if f.subnet_id == subnet.id})
             if ip is None:
                 raise IpAddressGenerationFailure(net_id=network.id)
             out.append(FixedIP(subnet.id, ip))
@@ -389,16 +428,14 @@ class SqlRegistry:
             if requested != current and taken(requested):
                 raise MacAddressInUse(net_id=network_id, mac=requested)
             return requested
-        for _ in range(MAC_ATTEMPTS):
-            mac = ipam.random_mac(self._rng)
-            if not taken(mac):
-                return mac
-        raise Conflict(message=f"Unable to generate a unique MAC address on network {network_id}.")
+        # a random MAC is not checked first: a clash (1 in 16M per port) trips the unique constraint, and
+        # _write retries the whole transaction with a new draw
+        return ipam.random_mac(self._rng)
 
     def _store_allocations(self, conn: sa.Connection, port: Port) -> None:
         conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
         if port.fixed_ips:
-            conn.execute(sa.insert(t.ip_allocations), [
+            conn.execute(self._insert_alloc_stmt, [
                 {"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": port.id,
                  "network_id": port.network_id, "position": i} for i, f in enumerate(port.fixed_ips)])
 
@@ -446,7 +483,7 @@ class SqlRegistry:
         port.mac_address = self._mac(conn, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
         self._bind(conn, port, network)
-        conn.execute(sa.insert(t.ports).values(**rows.port_values(port), created_at=_now()))
+        conn.execute(self._insert_port_stmt, {**rows.port_values(port), "created_at": _now()})
         self._store_allocations(conn, port)
         return port
 
@@ -795,31 +832,33 @@ class SqlRegistry:
     # ---- hot-path lookups --------------------------------------------------------------------------------------
 
     def router_network_ids(self, router_id: str) -> list[str]:
-        query = (sa.select(t.ports.c.network_id).distinct()
-                 .where(t.ports.c.device_id == router_id, t.ports.c.device_owner.in_(ROUTER_INTERFACE_OWNERS)))
-        with self.engine.connect() as conn:
-            result = sorted(conn.execute(query).scalars())
-            conn.rollback()
-        return result
+        with self._read() as conn:
+            return sorted(conn.execute(self._router_nets_stmt, {"router_id": router_id}).scalars())
 
     def find_ports_by_ip(self, ip_address: str, network_ids: Sequence[str]) -> list[Port]:
         if not network_ids:
             return []
-        holders = sa.select(t.ip_allocations.c.port_id).where(
-            t.ip_allocations.c.ip_address == ip_address, t.ip_allocations.c.network_id.in_(list(network_ids)))
-        with self.engine.connect() as conn:
-            result = self._ports(conn, [t.ports.c.id.in_(holders)])
-            conn.rollback()
-        return result
+        stmt = self._by_ip_stmts.get(len(network_ids))
+        if stmt is None:
+            stmt = self._by_ip_stmts[len(network_ids)] = self._by_ip_query(len(network_ids))
+        params = {"ip": ip_address, **{f"n{i}": nid for i, nid in enumerate(network_ids)}}
+        with self._read() as conn:
+            return rows.ports_from_joined(conn.execute(stmt, params))
+
+    def _by_ip_query(self, count: int) -> sa.Select:
+        """Lookup by IP on `count` networks, with plain (not "expanding") parameters: no per-call SQL rendering."""
+        a = t.ip_allocations
+        holders = sa.select(a.c.port_id).where(
+            a.c.ip_address == sa.bindparam("ip"), a.c.network_id.in_([sa.bindparam(f"n{i}") for i in range(count)]))
+        return self._port_query().where(t.ports.c.id.in_(holders))
 
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
-        where = [t.ports.c.mac_address == mac_address.lower()]
+        params: dict[str, Any] = {"mac": mac_address.lower()}
+        stmt = self._by_mac_stmt
         if network_ids is not None:
-            where.append(t.ports.c.network_id.in_(list(network_ids)))
-        with self.engine.connect() as conn:
-            result = self._ports(conn, where)
-            conn.rollback()
-        return result
+            stmt, params["network_ids"] = self._by_mac_net_stmt, list(network_ids)
+        with self._read() as conn:
+            return rows.ports_from_joined(conn.execute(stmt, params))
 
 
 __all__ = ["SqlRegistry", "Segment"]

@@ -11,6 +11,7 @@ from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "provnet_write"  # execution option: this connection's transaction writes
+SINGLE_READ_OPTION = "provnet_single_read"  # execution option: one SELECT, no transaction needed
 MIGRATION_LOCK_KEY = 0x70726F76  # "prov": PostgreSQL advisory lock held while migrating
 SQLITE_BUSY_TIMEOUT_MS = 30000
 
@@ -68,10 +69,19 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
     def _on_begin(conn: sa.Connection) -> None:
         # A write takes SQLite's write lock at BEGIN, so two writers queue on busy_timeout instead of one
         # failing when it upgrades a read lock.
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(SINGLE_READ_OPTION):
+            return  # a single SELECT is atomic on its own; skipping BEGIN/ROLLBACK halves a lookup's cost
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")
 
     return engine
+
+
+def single_read_engine(engine: sa.Engine) -> sa.Engine:
+    """The same pool for one-statement reads: autocommit (no BEGIN/ROLLBACK round trips) on both databases."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine.execution_options(**{SINGLE_READ_OPTION: True})
 
 
 def upgrade(engine: sa.Engine) -> None:
