@@ -52,7 +52,9 @@ def resolve_network_filter(registry: Registry, filters: dict[str, list[str]]) ->
 
 def register_networks(group: click.Group) -> None:
     @neutron_command(group, "net-create", "NAME", kind="network",
-                     epilog=f"\b\nThe seed's external flat network:\n  {SEED_NET}")
+                     epilog=f"\b\nThe seed's external flat network:\n  {SEED_NET}\n"
+                     "A VLAN provider network:\n  provnet net-create vlan100 --provider:network_type vlan "
+                     "--provider:physical_network physnet1 --provider:segmentation_id 100")
     @click.option("--provider:network_type", "network_type", metavar="TYPE",
                   help="flat, vlan, vxlan, gre or local.")
     @click.option("--provider:physical_network", "physical_network", metavar="PHYSNET",

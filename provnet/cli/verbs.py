@@ -23,6 +23,10 @@ EXTRAS_HELP = (
     "(True), `--key type=int|bool|dict VALUE` or `--key list=true A B`, after `--` or not, goes into the "
     "request body as attribute `key` (dashes become underscores)."
 )
+FILTERS_HELP = (
+    "Filters (as the neutron CLI): `--key value` or `--key=value` keeps what has attribute `key` equal to "
+    "value; `--key list=true A B` matches any of A, B; different keys must all match."
+)
 
 
 class NeutronCommand(click.Command):
@@ -89,7 +93,7 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
 
         callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar)(callback)
         doc = inspect.cleandoc(fn.__doc__ or "")
-        help_text = doc + ("\n\n" + EXTRAS_HELP if extras else "")
+        help_text = doc + ("\n\n" + (FILTERS_HELP if name.endswith("-list") else EXTRAS_HELP) if extras else "")
         return group.command(
             name,
             cls=NeutronCommand,
