@@ -115,3 +115,26 @@ def test_service_start_fails_readably_without_an_address_or_network(tmp_path):
     with pytest.raises(OSError, match="no network with name or id 'nope'"):
         asyncio.run(DhcpService(source(reg, "nope"), "lo", tmp_path / "j").start())
     reg.close()
+
+
+def test_view_over_the_remote_registry_matches_the_local_one(tmp_path):
+    """A DHCP server on another host reads the registry through the networking API (RemoteRegistry)."""
+    from provnet.api.thread import ApiThread
+    from provnet.registry.remote import RemoteRegistry
+
+    local, net = seed_registry(f"sqlite:///{tmp_path}/p.sqlite")
+    with ApiThread(local) as api:
+        remote = RemoteRegistry(api.url)
+        try:
+            src = source(remote)
+            view = src.build()
+            want = source(local).build()
+            assert {m: r[0].blob_routes for m, r in view.by_mac.items()} == \
+                {m: r[0].blob_routes for m, r in want.by_mac.items()}
+            local.create_port({"network_id": net.id, "mac_address": "fa:16:3e:00:00:58",
+                               "fixed_ips": [{"ip_address": "172.16.1.112"}]})
+            assert src.revision() != view.revision
+            assert codec.mac_bytes("fa:16:3e:00:00:58") in src.build().by_mac
+        finally:
+            remote.close()
+    local.close()
