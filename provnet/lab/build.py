@@ -229,6 +229,9 @@ class Builder:
         l3.plug_router_port(self.state.router_id, port["id"], port["mac_address"], plan.CIDR,
                             port["fixed_ips"][0]["ip_address"], self.names.fabric, plan.BRIDGE,
                             Names.router_port(port["id"]), plan.METADATA_PORT)
+        # metadata only, as in the seed: L3 goes through the external router, so this namespace never forwards
+        # (explicit, in case the host makes new namespaces inherit its own forwarding setting)
+        netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
 
     def metadata(self) -> None:
         api = self._spawn("metadata-api", [*provnet_argv(), "--config-file", str(self.conf), "metadata-api"])
