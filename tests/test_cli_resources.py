@@ -78,6 +78,11 @@ def test_subnet_update_routes_dns_and_dhcp(cli: Cli, seeded):
     assert cleared["host_routes"] == [] and cleared["enable_dhcp"] is False
     assert cleared["dns_nameservers"] == ["172.16.1.1"]
     assert "Must specify new values to update subnet" in cli.fails("subnet-update phy_subnet_without_dhcp", 2)
+    # the neutron CLI's list syntax for list attributes
+    listed = cli.json("subnet-update phy_subnet_without_dhcp -- --dns-nameservers list=true 8.8.8.8 1.1.1.1 "
+                      "--host-routes type=dict list=true destination=10.0.0.0/8,nexthop=172.16.1.1")
+    assert listed["dns_nameservers"] == ["8.8.8.8", "1.1.1.1"]
+    assert listed["host_routes"] == [{"destination": "10.0.0.0/8", "nexthop": "172.16.1.1"}]
 
 
 def test_port_create_with_the_neutron_forms(cli: Cli, seeded):
@@ -97,6 +102,11 @@ def test_port_create_with_the_neutron_forms(cli: Cli, seeded):
     found = cli.json("port-list --fixed_ips ip_address=172.16.1.103")
     assert [p["id"] for p in found] == [port["id"]]
     assert cli.json(f"port-list --network_id phy_net --device_id {instance_id} -c id") == [{"id": port["id"]}]
+    both = cli.json("port-list --id list=true {} {} -c id".format(port["id"], auto["id"]))
+    assert sorted(p["id"] for p in both) == sorted([port["id"], auto["id"]])
+    assert cli.json("port-list --name list=true vm1-port nothing -c name") == [{"name": "vm1-port"}]
+    assert cli.ok("port-list --name vm1-port -f value -c name -c mac_address").stdout == \
+        "vm1-port fa:16:3e:00:00:03\n"
     updated = cli.json("port-update vm1-port --name renamed --fixed-ip ip_address=172.16.1.110")
     assert updated["name"] == "renamed"
     assert updated["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "172.16.1.110"}]

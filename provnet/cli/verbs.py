@@ -71,7 +71,6 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         @functools.wraps(fn)
         @click.pass_obj
         def callback(app: Any, args: tuple[str, ...], **options: Any) -> None:
-            quiet_logs(app)
             def run() -> None:
                 if kind and options.get("columns"):
                     select(fields_of(kind), options["columns"])
@@ -86,10 +85,15 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
                     raise ArgError(f"no such option(s): {', '.join('--' + k for k in extra)}")
                 fn(app, got, extra, **options)
 
+            root = logging.getLogger()
+            level = root.level
+            if not app.config.debug:  # a verb is a client: the store's INFO lines are noise; --debug shows them
+                root.setLevel(logging.WARNING)
             try:
                 guarded(app, run)
             finally:
                 close_registry(app)
+                root.setLevel(level)
 
         callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar)(callback)
         doc = inspect.cleandoc(fn.__doc__ or "")
@@ -103,12 +107,6 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         )(callback)
 
     return decorate
-
-
-def quiet_logs(app: Any) -> None:
-    """A verb is a client: only warnings on stderr (not the store's INFO lines), unless --debug."""
-    if not app.config.debug:
-        logging.getLogger().setLevel(logging.WARNING)
 
 
 def guarded(app: Any, run: Callable[[], None]) -> None:
