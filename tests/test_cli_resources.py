@@ -107,9 +107,9 @@ def test_port_create_with_the_neutron_forms(cli: Cli, seeded):
     assert cli.json("port-list --name list=true vm1-port nothing -c name") == [{"name": "vm1-port"}]
     assert cli.ok("port-list --name vm1-port -f value -c name -c mac_address").stdout == \
         "vm1-port fa:16:3e:00:00:03\n"
-    updated = cli.json("port-update vm1-port --name renamed --fixed-ip ip_address=172.16.1.110")
+    updated = cli.json("port-update vm1-port --name renamed --fixed-ip ip_address=172.16.1.200")
     assert updated["name"] == "renamed"
-    assert updated["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "172.16.1.110"}]
+    assert updated["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "172.16.1.200"}]
     assert cli.ok("port-delete renamed").stdout == "Deleted port: renamed\n"
     assert cli.json("port-list -c id") == [{"id": auto["id"]}]
 
