@@ -1,12 +1,14 @@
 # The metadata agent (neutron-metadata-agent's wire): identify the VM by its port, sign, forward to the metadata API.
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import ssl
 import time
 from dataclasses import dataclass
 
+from provnet.metadata.freshness import revision_of
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.ratelimit import RateLimiter
@@ -41,10 +43,18 @@ def parse_forwarded_for(values: list[str]) -> str:
     """The one source address the proxy set; several headers or values, or a non-address, are refused."""
     if len(values) != 1 or "," in values[0]:
         raise BadRequest("exactly one X-Forwarded-For address is required")
+    address = _normalized_address(values[0].strip())
+    if address is None:
+        raise BadRequest(f"X-Forwarded-For is not an IP address: {values[0][:64]!r}")
+    return address
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalized_address(text: str) -> str | None:
     try:
-        ip = ipaddress.ip_address(values[0].strip())
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        raise BadRequest(f"X-Forwarded-For is not an IP address: {values[0][:64]!r}") from None
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # a proxy bound to :: sees IPv4 clients as ::ffff:a.b.c.d
     return str(ip)
@@ -71,11 +81,12 @@ class Lookup:
         self.registry = registry
         self.secret = secret
         self.metrics = metrics
+        self.revision = revision_of(registry)
         self._revision: int | None = None
         self._cache: dict[tuple[str, str, str], Identity | None] = {}
 
     def __call__(self, kind: str, scope_id: str, address: str) -> Identity | None:
-        revision = self.registry.revision()
+        revision = self.revision()
         if revision != self._revision:
             self._cache.clear()
             self._revision = revision

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from provnet.metadata import content
+from provnet.metadata.freshness import revision_of
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.serving import HttpServer, Peer, Response, error
@@ -65,6 +66,7 @@ class MetadataApi:
                  dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
                  trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0) -> None:
         self.registry = registry
+        self.revision = revision_of(registry)
         self.secret = shared_secret
         self.host, self.port = host, port
         self.dhcp_domain = dhcp_domain
@@ -84,7 +86,8 @@ class MetadataApi:
     async def stop(self) -> None:
         await self.server.close()
 
-    async def handle(self, request: Message, peer: Peer) -> Response:
+    def handle(self, request: Message, peer: Peer) -> Response:
+        """Answers at once: everything here is in memory or one registry call (the edge writes it directly)."""
         started = time.perf_counter()
         rid = request.get(REQUEST_ID_HEADER) or new_request_id()
         response = self._answer(request, peer, rid)
@@ -97,8 +100,8 @@ class MetadataApi:
 
     def _answer(self, request: Message, peer: Peer, rid: str) -> Response:
         path = request.path
-        proxied = any(request.get_all(h) for h in _IDENTITY)
-        if path in STATUS_PATHS and not proxied and not self._is_trusted(peer.address):
+        if path in STATUS_PATHS and not any(request.get_all(h) for h in _IDENTITY) \
+                and not self._is_trusted(peer.address):
             return self._status(path)
         if path.strip("/") == "" or path.strip("/") == ".":
             return _reply(content.root_listing())
@@ -158,7 +161,7 @@ class MetadataApi:
         return self._serve(entry, request)
 
     def _direct(self, request: Message, peer: Peer) -> Response:
-        revision = self.registry.revision()
+        revision = self.revision()
         if self._all_networks is None or self._all_networks[0] != revision:
             self._all_networks = (revision, [n.id for n in self.registry.list_networks()])
         ports = [p for p in self.registry.find_ports_by_ip(peer.address, self._all_networks[1])
@@ -172,7 +175,7 @@ class MetadataApi:
         return self._serve(entry, request)
 
     def _tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
-        revision = self.registry.revision()
+        revision = self.revision()
         now = time.monotonic()
         entry = self._cache.get(instance_id)
         if (entry is not None and entry.revision == revision and now - entry.born < self.cache_expiration):

@@ -10,7 +10,6 @@ MAX_HEAD = 8192  # bytes of request line + headers (haproxy's default buffer is 
 MAX_HEADERS = 64
 MAX_BODY = 65536  # the largest thing a VM sends is a password (1020 bytes)
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
@@ -57,6 +56,9 @@ class Message:
         return self.target.partition("?")[2]
 
 
+_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*")
+
+
 def _split_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
     lines = head.split(b"\r\n")
     while lines and not lines[-1]:
@@ -67,12 +69,10 @@ def _split_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
         raise HttpError(431, f"more than {MAX_HEADERS} header fields")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
-            raise HttpError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _VALUE_BAD.search(value) or b"\n" in line:
-            raise HttpError(400, "control character in a header value")
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise HttpError(400, "malformed header line (or a control character in it)")
+        name, value = match.groups()
         headers.append((name.decode("ascii"), value.decode("latin-1")))
     return lines[0], headers
 

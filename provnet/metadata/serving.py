@@ -14,6 +14,7 @@ from provnet.metadata.http11 import HttpError, Message
 log = logging.getLogger(__name__)
 
 TEXT = "text/plain; charset=UTF-8"
+_MAX_BUFFER = http11.MAX_HEAD + http11.MAX_BODY  # more unread data than this (pipelining flood): stop reading
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Peer:
     address: str
 
 
-Handler = Callable[[Message, Peer], Awaitable[Response]]
+# A handler answers at once (a Response) or later (an awaitable); answers leave in request order.
+Handler = Callable[[Message, Peer], "Response | Awaitable[Response]"]
 
 
 def error(status: int, message: str, request_id: str | None = None, close: bool = False) -> Response:
@@ -41,29 +43,154 @@ def error(status: int, message: str, request_id: str | None = None, close: bool 
     return Response(status, http11.error_body(status, message), headers, close)
 
 
-def _peer_address(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and peer:
         address = str(peer[0])
         return address[7:] if address.startswith("::ffff:") and "." in address else address
     return ""
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests as bytes arrive, runs the handler, writes answers in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer("")
+        self.buffer = bytearray()
+        self.busy: asyncio.Future | None = None  # the handler's pending answer
+        self.request: Message | None = None
+        self.body_needed = 0
+        self.idle_since = self.loop.time()
+        self.partial_since: float | None = None
+        self.paused = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = Peer(_peer_address(transport))
+        self.server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server._connections.discard(self)
+        if self.busy is not None:
+            self.busy.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.busy is None:
+            self._process()
+        elif len(self.buffer) > _MAX_BUFFER and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _process(self) -> None:
+        while not self.closed and self.busy is None:
+            if self.request is None:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buffer) > http11.MAX_HEAD:
+                        self._fail(431, f"request head over {http11.MAX_HEAD} bytes")
+                    elif self.buffer and self.partial_since is None:
+                        self.partial_since = self.loop.time()
+                    return
+                if end + 4 > http11.MAX_HEAD:
+                    self._fail(431, f"request head over {http11.MAX_HEAD} bytes")
+                    return
+                try:
+                    self.request, self.body_needed = http11.parse_request_head(bytes(self.buffer[:end + 4]))
+                except HttpError as exc:
+                    self._fail(exc.status, exc.message)
+                    return
+                del self.buffer[:end + 4]
+                if self.partial_since is None:
+                    self.partial_since = self.loop.time()
+            if len(self.buffer) < self.body_needed:
+                return
+            request = self.request
+            if self.body_needed:
+                request.body = bytes(self.buffer[:self.body_needed])
+                del self.buffer[:self.body_needed]
+            self.request, self.body_needed, self.partial_since = None, 0, None
+            self._dispatch(request)
+        if self.paused and self.busy is None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _dispatch(self, request: Message) -> None:
+        try:
+            answer = self.server.handler(request, self.peer)
+        except Exception:
+            log.exception("handler failed for %s %s", request.method, request.target)
+            answer = error(500, "An unknown error has occurred.")
+        if isinstance(answer, Response):
+            self._write(request, answer)
+            return
+        future = asyncio.ensure_future(answer)
+        self.busy = future
+        future.add_done_callback(lambda f: self._answered(request, f))
+
+    def _answered(self, request: Message, future: asyncio.Future) -> None:
+        self.busy = None
+        if future.cancelled() or self.closed:
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("handler failed for %s %s", request.method, request.target, exc_info=exc)
+            response = error(500, "An unknown error has occurred.")
+        else:
+            response = future.result()
+        self._write(request, response)
+        self._process()
+
+    def _write(self, request: Message, response: Response) -> None:
+        keep = request.keep_alive and not response.close
+        self.transport.write(http11.render_response(response.status, response.body, response.headers, keep,
+                                                    request.method == "HEAD"))
+        self.idle_since = self.loop.time()
+        if not keep:
+            self._close()
+
+    def _fail(self, status: int, message: str) -> None:
+        response = error(status, message, close=True)
+        self.transport.write(http11.render_response(status, response.body, response.headers, False))
+        self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        self.transport.close()
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's watchdog: 408 for a head (or body) too slow, quiet close when idle too long."""
+        if self.closed or self.busy is not None:
+            return
+        if self.partial_since is not None:
+            if now - self.partial_since > self.server.header_timeout:
+                self._fail(408, "The request was not received in time.")
+        elif now - self.idle_since > self.server.idle_timeout:
+            self._close()
+
+
 class HttpServer:
     """Serves `handler` on one listening socket. Bounded: head size (431), head time (408), idle keep-alive time."""
 
-    def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0,
-                 handler_timeout: float | None = None) -> None:
+    def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0) -> None:
         self.handler = handler
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
-        self.handler_timeout = handler_timeout
         self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.StreamWriter, asyncio.Task | None] = {}
+        self._connections: set[_Connection] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._unix_path: str | None = None
 
     async def listen_tcp(self, host: str, port: int, backlog: int = 4096) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port, backlog=backlog,
-                                                  limit=http11.MAX_HEAD, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
+                                                reuse_address=True)
+        self._start_watchdog()
         return self._server.sockets[0].getsockname()[1]
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
@@ -80,86 +207,36 @@ class HttpServer:
                 raise OSError(f"{path} is in use by a running process")
             finally:
                 probe.close()
-        self._server = await asyncio.start_unix_server(self._serve, path, backlog=backlog, limit=http11.MAX_HEAD)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path, backlog=backlog)
         os.chmod(path, mode)
         self._unix_path = path
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        interval = max(0.05, min(1.0, self.header_timeout / 4, self.idle_timeout / 4))
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            now = loop.time()
+            for conn in list(self._connections):
+                conn.check_deadlines(now)
+            self._watchdog = loop.call_later(interval, tick)
+
+        self._watchdog = loop.call_later(interval, tick)
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._server is not None:
             self._server.close()
-            tasks = [t for t in self._connections.values() if t is not None]
-            for writer, task in list(self._connections.items()):
-                writer.close()
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for conn in list(self._connections):
+                conn._close()
             await self._server.wait_closed()
-            path = getattr(self, "_unix_path", None)
-            if path and os.path.exists(path):
-                os.unlink(path)
+            if self._unix_path and os.path.exists(self._unix_path):
+                os.unlink(self._unix_path)
             self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections[writer] = asyncio.current_task()
-        peer = Peer(_peer_address(writer))
-        try:
-            while True:
-                keep = await self._one(reader, writer, peer)
-                if not keep:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # the peer went away, or the server is closing
-        except Exception:  # never let one connection take the server down
-            log.exception("connection from %s failed", peer.address or "unix socket")
-        finally:
-            self._connections.pop(writer, None)
-            writer.close()
-
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> bool:
-        try:
-            async with asyncio.timeout(self.idle_timeout):
-                first = await reader.read(1)
-        except TimeoutError:
-            return False  # idle keep-alive connection: close quietly
-        if not first:
-            return False
-        try:
-            async with asyncio.timeout(self.header_timeout):
-                try:
-                    head = first + await reader.readuntil(b"\r\n\r\n")
-                except asyncio.LimitOverrunError:
-                    raise HttpError(431, f"request head over {http11.MAX_HEAD} bytes") from None
-                except asyncio.IncompleteReadError:
-                    return False
-                request, length = http11.parse_request_head(head)
-                if length:
-                    request.body = await reader.readexactly(length)
-        except TimeoutError:
-            await self._send(writer, error(408, "The request was not received in time.", close=True), False)
-            return False
-        except HttpError as exc:
-            await self._send(writer, error(exc.status, exc.message, close=True), False)
-            return False
-        try:
-            if self.handler_timeout is not None:
-                async with asyncio.timeout(self.handler_timeout):
-                    response = await self.handler(request, peer)
-            else:
-                response = await self.handler(request, peer)
-        except TimeoutError:
-            response = error(504, "The request took too long.")
-        except Exception:
-            log.exception("handler failed for %s %s", request.method, request.target)
-            response = error(500, "An unknown error has occurred.")
-        keep = request.keep_alive and not response.close
-        await self._send(writer, response, keep, request.method == "HEAD")
-        return keep
-
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, response: Response, keep: bool, head_only: bool = False) -> None:
-        writer.write(http11.render_response(response.status, response.body, response.headers, keep, head_only))
-        if writer.transport.get_write_buffer_size() > 65536:
-            await writer.drain()
 
 
 def install_fast_loop() -> None:
