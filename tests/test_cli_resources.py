@@ -269,3 +269,13 @@ def test_help_teaches_with_the_seed_commands():
     for verb in ("port-create", "subnet-update", "router-interface-add", "instance-create", "agent-list"):
         text = cli.ok(f"{verb} --help").stdout
         assert "Usage: provnet " + verb in text and "provnet " + verb in text.split("Options:")[1]
+
+
+@pytest.mark.parametrize("global_args, message", [
+    (["--db", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the database"),
+    (["--db", "bogus://x"], "only sqlite:/// and postgresql:// are supported"),
+    (["--url", "ftp://x"], "not an http(s) URL"),
+])
+def test_an_unusable_store_is_one_clear_line(global_args, message):
+    err = Cli(*global_args).fails("net-list")
+    assert message in err and err.count("\n") == 1
