@@ -37,6 +37,9 @@ def test_report_agent_state_upserts(reg: SqlRegistry) -> None:
     disabled = reg.update_agent(first.id, {"admin_state_up": "False"})
     assert disabled.admin_state_up is False
     expect("HTTPBadRequest", 400, "Unrecognized attribute(s) 'host'", reg.update_agent, first.id, {"host": "x"})
+    expect("HTTPBadRequest", 400, "Invalid input for admin_state_up. Reason: 'sometimes' cannot be converted to "
+                                  "boolean.", reg.update_agent, first.id, {"admin_state_up": "sometimes"})
+    expect("AgentNotFound", 404, "Agent nope could not be found.", reg.update_agent, "nope", {"admin_state_up": True})
     reg.delete_agent(other.id)
     expect("AgentNotFound", 404, f"Agent {other.id} could not be found.", reg.get_agent, other.id)
 
@@ -105,6 +108,7 @@ def test_instances(reg: SqlRegistry) -> None:
     expect("InstanceExists", 409, f"Instance {given.id} already exists.", reg.create_instance, {"id": given.id})
     updated = reg.update_instance(inst.id, {"metadata": {"role": "db"}, "user_data": None})
     assert updated.metadata == {"role": "db"} and updated.user_data is None
+    assert reg.update_instance(inst.id, {"name": "DB 2", "hostname": ""}).hostname == "db-2"
     expect("HTTPBadRequest", 400, "Cannot update read-only attribute launch_index", reg.update_instance, inst.id,
            {"launch_index": 2})
     assert [i.id for i in reg.list_instances({"project_id": ["p1"]})] == [inst.id]

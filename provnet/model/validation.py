@@ -371,9 +371,8 @@ ROUTER: dict[str, Attr] = {
     "status": Attr(to_string(), post=False, put=False),
 }
 
-AGENT: dict[str, Attr] = {
+AGENT: dict[str, Attr] = {  # agents report themselves; an operator may only enable or disable one
     "admin_state_up": Attr(to_boolean),
-    "description": Attr(to_string(allow_none=True)),
 }
 
 INSTANCE: dict[str, Attr] = {

@@ -798,7 +798,9 @@ class SqlRegistry:
         changes = parse_update("instance", attrs)
 
         def tx(conn: sa.Connection) -> Instance:
-            self._instance(conn, instance_id)
+            current = self._instance(conn, instance_id)
+            if "hostname" in changes and not changes["hostname"]:  # "" means: derive it from the name again
+                changes["hostname"] = hostname_from_name(changes.get("name", current.name), instance_id)
             if changes:
                 conn.execute(sa.update(t.instances).where(t.instances.c.id == instance_id).values(**changes))
             return self._instance(conn, instance_id)
