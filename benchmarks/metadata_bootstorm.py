@@ -1,0 +1,313 @@
+# Boot storm on the metadata path: simulated cloud-init clients replay the first-boot URL sequence through
+# proxy -> agent -> API, with many ports registered; the haproxy -> nginx anchor is measured in the same run.
+#
+# One command (smoke size shown; the full run is --ports 100000 --boots 1000 --concurrency 64 --duration 15):
+#   .venv/bin/python benchmarks/metadata_bootstorm.py --ports 2000 --boots 100 --concurrency 16 --duration 3
+#
+# What it does:
+# 1. A SQLite store with --ports ports on one flat network (subnet 127.0.0.0/15, so every simulated VM has its own
+#    loopback source address) and a router on it; instances exist for the booting VMs (and for 127.0.0.1, used
+#    by wrk). The store is kept in --store-dir and reused by later runs of the same size (100,000 ports take
+#    minutes to register through the Registry API).
+# 2. For each mode -- `separate` (provnet metadata-api, metadata-agent, metadata-proxy as three processes),
+#    `serve` (provnet serve + metadata-proxy) and `anchor` (/work/shared/bench/http/anchor.sh: haproxy -> nginx over
+#    a unix socket, static body) -- it runs:
+#    - the boot storm: --boots VMs, --concurrency at a time, each on one keep-alive connection from its own address,
+#      replaying cloud-init's first boot (reference nova-metadata.md section 3, 28 GETs) and checking every status
+#      and, for provnet, that meta_data.json carries the VM's own uuid; prints boots, errors, requests/s, p50/p99;
+#    - wrk (-c --concurrency, keep-alive, one VM's meta_data.json) for --duration seconds: requests/s, p50/p99.
+# Targets (issue 3): >= 3,000 requests/s with keep-alive and p99 <= 50 ms at 64 concurrent clients; 1,000 boots with
+# zero errors. Numbers depend on the machine being otherwise idle: run it alone.
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVNET = str(Path(sys.executable).parent / "provnet")
+ANCHOR = os.environ.get("PROVNET_HTTP_ANCHOR", "/work/shared/bench/http/anchor.sh")
+SECRET = "bench-secret"
+NET = ipaddress.ip_network("127.0.0.0/15")
+FIRST_VM = int(NET.network_address) + 256  # 127.0.1.0 onwards; 127.0.0.1 is wrk's VM, 127.0.0.2 the router port
+
+SEQUENCE = [
+    "/openstack", "/openstack", "/openstack/2018-08-27/meta_data.json", "/openstack/2018-08-27/user_data",
+    "/openstack/2018-08-27/vendor_data.json", "/openstack/2018-08-27/vendor_data2.json",
+    "/openstack/2018-08-27/network_data.json", "/latest/meta-data/", "/latest/meta-data/block-device-mapping/",
+    "/latest/meta-data/block-device-mapping/ami", "/latest/meta-data/block-device-mapping/root",
+    "/latest/meta-data/placement/", "/latest/meta-data/placement/availability-zone",
+    "/latest/meta-data/public-keys/", "/latest/meta-data/public-keys/0/openssh-key",
+] + [f"/latest/meta-data/{leaf}" for leaf in (
+    "ami-id", "ami-launch-index", "ami-manifest-path", "hostname", "instance-action", "instance-id",
+    "instance-type", "local-hostname", "local-ipv4", "public-hostname", "public-ipv4", "reservation-id",
+    "security-groups")]
+
+
+def vm_ip(index: int) -> str:
+    return str(ipaddress.ip_address(FIRST_VM + index))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the store ---------------------------------------------------------------------------------------------
+
+def prepare_store(store_dir: Path, ports: int, boots: int) -> tuple[str, dict]:
+    """A SQLite store with `ports` VM ports; reused when a previous run left one of the same size."""
+    from provnet.registry import open_registry
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    db = store_dir / f"metadata-{ports}.sqlite"
+    meta_path = store_dir / f"metadata-{ports}.json"
+    if db.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("boots", 0) >= boots:
+            print(f"store: reusing {db} ({ports} ports)", flush=True)
+            return f"sqlite:///{db}", meta
+        db.unlink()
+    for stale in store_dir.glob(f"metadata-{ports}.sqlite*"):
+        stale.unlink()
+    url = f"sqlite:///{db}"
+    registry = open_registry(url)
+    started = time.monotonic()
+    net = registry.create_network({"name": "bench", "provider:network_type": "flat",
+                                   "provider:physical_network": "physbench"})
+    subnet = registry.create_subnet({"network_id": net.id, "cidr": str(NET), "ip_version": 4,
+                                     "gateway_ip": "127.0.0.2", "enable_dhcp": False,
+                                     "host_routes": [{"destination": "0.0.0.0/0", "nexthop": "127.0.0.3"}]})
+    router = registry.create_router({"name": "bench-router"})
+    registry.add_router_interface(router.id, subnet_id=subnet.id)
+    instances: list[str] = []
+
+    def add(ip: str, index: int, with_instance: bool) -> None:
+        device = f"00000000-0000-4000-8000-{index:012d}"
+        if with_instance:
+            inst = registry.create_instance({"name": f"vm{index}", "hostname": f"vm{index}",
+                                             "user_data": "I2Nsb3VkLWNvbmZpZwo=",
+                                             "key_pairs": [{"name": "k", "data": "ssh-ed25519 AAAAbench k"}]})
+            device = inst.id
+        registry.create_port({"network_id": net.id, "device_id": device, "device_owner": "compute:nova",
+                              "fixed_ips": [{"subnet_id": subnet.id, "ip_address": ip}]})
+        if with_instance:
+            instances.append(device)
+
+    add("127.0.0.1", 999_999_999, True)
+    wrk_instance = instances.pop()
+    for i in range(ports):
+        add(vm_ip(i), i, i < boots)
+        if i and i % 5000 == 0:
+            print(f"store: {i} ports ({time.monotonic() - started:.0f} s)", flush=True)
+    registry.close()
+    meta = {"router_id": router.id, "boots": boots, "instances": instances, "wrk_instance": wrk_instance}
+    meta_path.write_text(json.dumps(meta))
+    print(f"store: {ports} ports registered in {time.monotonic() - started:.0f} s", flush=True)
+    return url, meta
+
+
+# ---- the processes -----------------------------------------------------------------------------------------
+
+class Procs:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
+        self.procs.append(subprocess.Popen([PROVNET, *args], stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_http(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_unix(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{path} did not appear")
+
+
+def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tuple[Procs, int]:
+    api_port, proxy_port = free_port(), free_port()
+    state = tempfile.mkdtemp(prefix="pnb-", dir="/tmp")
+    sock = f"{state}/metadata_proxy"
+    conf = workdir / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\nnova_metadata_port = {api_port}\n"
+                    f"metadata_listen_port = {api_port}\nbind_port = {free_port()}\n")
+    base = ["--config-file", str(conf), "--state-path", state, "--db", db_url]
+    procs = Procs(workdir)
+    if mode == "separate":
+        procs.start("api", *base, "metadata-api")
+        procs.start("agent", *base, "metadata-agent", "--socket", sock)
+    else:
+        procs.start("serve", *base, "serve")
+    procs.start("proxy", *base, "metadata-proxy", "--router-id", router_id, "--bind", "127.0.0.1",
+                "--port", str(proxy_port), "--socket", sock)
+    wait_http(api_port)
+    wait_unix(sock)
+    wait_http(proxy_port)
+    return procs, proxy_port
+
+
+# ---- the clients -------------------------------------------------------------------------------------------
+
+async def one_boot(port: int, ip: str, instance: str | None, latencies: list[float]) -> int:
+    """One VM's first boot on a keep-alive connection from its own address; returns the number of errors."""
+    errors = 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(ip, 0), limit=1 << 20)
+    try:
+        for path in SEQUENCE:
+            started = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nUser-Agent: Cloud-Init/22.4\r\n"
+                         f"Accept: */*\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            body = await reader.readexactly(int(match.group(1))) if match else b""
+            latencies.append(time.perf_counter() - started)
+            if head[9:12] != b"200":
+                errors += 1
+            elif instance and path.endswith("meta_data.json") and instance.encode() not in body:
+                errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+async def storm(port: int, boots: int, concurrency: int, instances: list[str] | None) -> dict:
+    latencies: list[float] = []
+    errors = failed = 0
+    queue = list(range(boots))
+    queue.reverse()
+
+    async def worker() -> None:
+        nonlocal errors, failed
+        while queue:
+            i = queue.pop()
+            try:
+                errors += await one_boot(port, vm_ip(i), instances[i] if instances else None, latencies)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                failed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"boots": boots, "failed_boots": failed, "errors": errors, "requests": len(latencies),
+            "rps": len(latencies) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "seconds": elapsed}
+
+
+def run_wrk(url: str, concurrency: int, duration: int) -> dict:
+    if not shutil.which("wrk"):
+        return {"error": "wrk not installed"}
+    out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+
+    def pct(label: str) -> float:
+        m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return {"rps": float(rps.group(1)) if rps else float("nan"), "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ports", type=int, default=100_000)
+    parser.add_argument("--boots", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=15, help="seconds of the wrk run per mode")
+    parser.add_argument("--modes", default="separate,serve,anchor")
+    parser.add_argument("--store-dir", default="/var/tmp/provnet-bench")
+    args = parser.parse_args()
+    if args.boots > args.ports:
+        parser.error("--boots cannot exceed --ports")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    db_url, meta = prepare_store(Path(args.store_dir), args.ports, args.boots)
+    workdir = Path(tempfile.mkdtemp(prefix="pn-bootstorm-"))
+    results: dict[str, dict] = {}
+    for mode in args.modes.split(","):
+        if mode == "anchor":
+            if not os.path.exists(ANCHOR):
+                print(f"anchor: {ANCHOR} missing, skipped")
+                continue
+            port = free_port()
+            url = subprocess.run(["bash", ANCHOR, "start", str(port)], capture_output=True, text=True,
+                                 check=True).stdout.strip().splitlines()[-1]
+            try:
+                wait_http(port)
+                boot = asyncio.run(storm(port, args.boots, args.concurrency, None))
+                wrk = run_wrk(url + "openstack/2018-08-27/meta_data.json", args.concurrency, args.duration)
+            finally:
+                subprocess.run(["bash", ANCHOR, "stop"], capture_output=True)
+        else:
+            procs, port = start_provnet(mode, db_url, meta["router_id"], workdir)
+            try:
+                boot = asyncio.run(storm(port, args.boots, args.concurrency, meta["instances"]))
+                wrk = run_wrk(f"http://127.0.0.1:{port}/openstack/2018-08-27/meta_data.json", args.concurrency,
+                              args.duration)
+            finally:
+                procs.stop()
+        results[mode] = {"bootstorm": boot, "wrk": wrk}
+        print(f"{mode:9s} bootstorm: {boot['boots']} boots, {boot['failed_boots']} failed, {boot['errors']} errors, "
+              f"{boot['requests']} requests, {boot['rps']:.0f} req/s, p50 {boot['p50_ms']:.1f} ms, "
+              f"p99 {boot['p99_ms']:.1f} ms", flush=True)
+        print(f"{mode:9s} wrk -c{args.concurrency}: {wrk.get('rps', float('nan')):.0f} req/s, "
+              f"p50 {wrk.get('p50_ms', float('nan')):.2f} ms, p99 {wrk.get('p99_ms', float('nan')):.2f} ms, "
+              f"non-2xx {wrk.get('non_2xx')}, socket errors {wrk.get('socket_errors') or 'none'}", flush=True)
+    print(json.dumps({"ports": args.ports, "boots": args.boots, "concurrency": args.concurrency,
+                      "results": results}, indent=1))
+    print(f"logs: {workdir}")
+
+
+if __name__ == "__main__":
+    main()
