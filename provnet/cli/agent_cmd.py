@@ -34,10 +34,11 @@ def report_loop(report: Callable[[], Any], interval: float, stop: threading.Even
     while not stop.is_set():
         try:
             agent = report()
-        except (OSError, NeutronError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure (network, HTTP, API error): retry, never die
             failures += 1
             if healthy is not False:
-                log.warning("state report failed, retrying every %g s: %s", interval, exc)
+                log.warning("state report failed, retrying every %g s: %s", interval,
+                            exc if isinstance(exc, OSError | NeutronError) else repr(exc))
             healthy = False
         else:
             if healthy is not True:
