@@ -218,7 +218,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
     res = provnet(tmp_path / ("x" * 100), "lab", "up", "--vms", "1")
     assert res.returncode == 1 and "too long for unix sockets" in res.stderr
     assert not (tmp_path / ("x" * 100)).exists()
-    (tmp_path / "lab").mkdir()
+    lab_state.save(str(tmp_path), lab_state.LabState(suffix="pnzzzz"))  # as left by a crash in `lab up`
+    res = provnet(tmp_path, "lab", "check")
+    assert res.returncode == 1 and "incomplete" in res.stderr
     (tmp_path / "lab" / "state.json").write_text("[]")
     res = provnet(tmp_path, "lab", "status")
     assert res.returncode == 1 and "not a lab state file" in res.stderr

@@ -101,6 +101,9 @@ def register(group: click.Group) -> None:
         _need_root()
         path = lab_state_path(ctx)
         state = _load(load, path)
+        if not state.complete or not state.vms:
+            raise click.ClickException(f"the lab in {path}/lab is incomplete (`lab up` did not finish): run "
+                                       "`provnet lab up` again (it cleans up first) or `provnet lab down`")
         ok, table = lab_check.check(path, state)
         click.echo(table)
         if not ok:
