@@ -249,8 +249,9 @@ def test_every_check_id_has_a_triggering_case():
     import re
     ids = set()
     for check in run.ALL_CHECKS:
-        ids |= set(re.findall(r'"((?:config|agent|binding|ml2|metadata|dhcp|firewall)\.[a-z0-9-]+)"',
+        ids |= set(re.findall(r'"(?:error|warning|info)",\s*"([a-z0-9]+\.[a-z0-9-]+)"',
                               inspect.getsource(inspect.getmodule(check))))
+    assert len(ids) > 25
     assert ids <= names, f"checks without a triggering test: {ids - names}"
 
 
@@ -296,6 +297,15 @@ def test_provnet_bridge_mappings_for_ports_bound_here(tmp_path):
     assert f.where.line == 5 and "physical network physnet1" in f.problem
     fixed = text.replace("other:br-o", "physnet1:br-phy")
     assert findings_of(Spec(provnet=fixed), tmp_path) == []
+
+
+def test_provnet_dhcp_server_beside_dnsmasq(tmp_path):
+    text = "[DEFAULT]\nmetadata_proxy_shared_secret = s3cret\n[dhcp]\ninterface = br-phy\n"
+    [f] = [f for f in findings_of(Spec(provnet=text), tmp_path) if f.check == "dhcp.two-servers"]
+    assert f.where.line == 4 and "both serve subnet phy_subnet" in f.problem
+    elsewhere = text + "network = some-other-net\n"
+    assert findings_of(Spec(provnet=elsewhere), tmp_path) == []
+    assert findings_of(Spec(provnet=text, cmdline="dnsmasq", opts=""), tmp_path) == []
 
 
 def test_provnet_secret_differs_from_nova(tmp_path):

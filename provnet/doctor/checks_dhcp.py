@@ -224,4 +224,22 @@ def check_two_servers(inputs: Inputs) -> Iterator[Finding]:
             "with different routes", f"openstack subnet set --no-dhcp {subnet.name or subnet.id}")
 
 
-CHECKS = (check_routes, check_leases, check_two_servers)
+def check_provnet_and_external(inputs: Inputs) -> Iterator[Finding]:
+    """provnet's own DHCP server (it ignores enable_dhcp: it is the external server) beside another one."""
+    if not (inputs.provnet and inputs.snapshot) or inputs.dnsmasq.empty or not inputs.provnet.get("dhcp.interface"):
+        return
+    wanted = str(inputs.provnet.get("dhcp.network") or "")
+    for subnet, _ in _served_subnets(inputs).values():
+        net = inputs.snapshot.network(subnet.network_id)
+        if wanted and net is not None and wanted not in (net.id, net.name):
+            continue
+        yield Finding(
+            "error", "dhcp.two-servers", inputs.provnet_where("dhcp.interface"),
+            f"provnet's DHCP server ([dhcp] interface = {inputs.provnet.get('dhcp.interface')}) and the external "
+            f"dnsmasq both serve subnet {subnet.name or subnet.id} ({subnet.cidr})",
+            "two DHCP servers answer on one segment: VMs get whichever offer comes first",
+            "keep one: clear [dhcp] interface in provnet's configuration, or stop the dnsmasq")
+        return
+
+
+CHECKS = (check_routes, check_leases, check_two_servers, check_provnet_and_external)
