@@ -74,3 +74,13 @@ def test_probes_spread_over_all_pools() -> None:
     assert len(seen) == 20  # every address of both pools gets drawn
     assert sorted(probe_addresses(subnet(), rng)) == ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]
     assert probe_addresses(subnet(pools=()), rng) == []
+
+
+def test_ipv6_pools_are_probed_without_overflow() -> None:
+    from provnet.model.ipam import probe_addresses
+
+    v6 = Subnet(id="s6", network_id="n", cidr="fd00::/64", ip_version=6, gateway_ip="fd00::1",
+                allocation_pools=[AllocationPool("fd00::2", "fd00::ffff:ffff:ffff:ffff")])
+    probes = probe_addresses(v6, random.Random(5))
+    assert len(probes) == 16 and all(p.startswith("fd00::") for p in probes)
+    assert pick_ip(v6, ["fd00::2"]) is not None

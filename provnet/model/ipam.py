@@ -78,8 +78,11 @@ def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int
     total = sum(sizes)
     if total <= 0:
         return []
+    offsets: set[int] = set()
+    while len(offsets) < min(count, total):  # randrange, not sample: an IPv6 pool is too big for len()
+        offsets.add(rng.randrange(total))
     picks: set[int] = set()
-    for offset in rng.sample(range(total), min(count, total)):
+    for offset in offsets:
         for (start, _end), size in zip(ranges, sizes, strict=True):
             if offset < size:
                 picks.add(start + offset)

@@ -296,7 +296,7 @@ class SqlRegistry:
         def tx(conn: sa.Connection) -> Subnet:
             # lock the network row: two concurrent creates cannot both pass the overlap check
             found = conn.execute(sa.select(t.networks.c.id).where(t.networks.c.id == clean["network_id"])
-                                 .with_for_update()).first()
+                                 .with_for_update(key_share=True)).first()  # FOR NO KEY UPDATE
             if found is None:
                 raise NetworkNotFound(net_id=clean["network_id"])
             siblings = self._subnets(conn, [t.subnets.c.network_id == clean["network_id"]])

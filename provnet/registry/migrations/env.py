@@ -12,7 +12,8 @@ config = context.config
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = sa.create_engine(config.get_main_option("sqlalchemy.url"))
+        url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+        engine = sa.create_engine(url)
         with engine.connect() as conn:
             _migrate(conn)
             conn.commit()
