@@ -156,3 +156,15 @@ def test_missing_local_database_is_not_created(tmp_path):
     code, data, _ = run_doctor(["--state-path", str(tmp_path / "state"), "doctor", "-f", "json"])
     assert code == 0 and [(f["check"], f["severity"]) for f in data] == [("registry.unreachable", "info")]
     assert not (tmp_path / "state").exists()
+
+
+def test_provnet_dnsmasq_export_fixes_the_seed_lease_trap(seed_db, tmp_path):
+    out = tmp_path / "dnsmasq"
+    result = CliRunner().invoke(main, ["--db", seed_db, "dhcp-config", "--format", "dnsmasq", "--network",
+                                       "phy_net", "--output-dir", str(out), "--interface", "br-phy"])
+    assert result.exit_code == 0, result.output
+    code, data, _ = run_doctor(["--db", seed_db, "doctor", "-f", "json", "--dnsmasq-cmdline",
+                                f"@{out / 'dnsmasq.cmdline'}"])
+    checks = {f["check"] for f in data}
+    assert not {c for c in checks if c.startswith("dhcp.")}, data  # reservations per port, 121 = 249, 3 agrees
+    assert checks == {"binding.physnet-unmapped", "binding.port-failed"}  # the seed's agent still lacks physnet1
