@@ -82,6 +82,8 @@ def test_binding_on_create_and_host_change(reg: SqlRegistry) -> None:
     reg.report_agent_state("compute1", OVS_AGENT_TYPE, "neutron-openvswitch-agent", MAPPED)
     port = reg.create_port({"network_id": net.id, "binding:host_id": "compute1"})
     assert (port.binding_vif_type, port.status) == ("ovs", "ACTIVE")
+    assert reg.update_port(port.id, {"admin_state_up": False}).status == "DOWN"
+    assert reg.update_port(port.id, {"admin_state_up": True}).status == "ACTIVE"
     moved = reg.update_port(port.id, {"binding:host_id": "compute2"})
     assert moved.binding_vif_type == "binding_failed" and "compute2" in moved.binding_failure_reason
     cleared = reg.update_port(port.id, {"binding:host_id": ""})

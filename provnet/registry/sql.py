@@ -525,6 +525,8 @@ class SqlRegistry:
                 port.binding_host_id = changes["binding:host_id"]
                 port.binding_vif_type, port.binding_vif_details, port.status = "unbound", {}, "DOWN"
             self._bind(conn, port, network)
+            if port.binding_vif_type == binding.VIF_TYPE_OVS:  # a bound port is up exactly when enabled
+                port.status = "ACTIVE" if port.admin_state_up else "DOWN"
             values = rows.port_values(port)
             conn.execute(sa.update(t.ports).where(t.ports.c.id == port_id).values(**values))
             return port
