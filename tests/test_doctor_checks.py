@@ -257,6 +257,14 @@ def test_every_check_id_has_a_triggering_case():
 
 # ---- more specific behaviour ---------------------------------------------------------------------------------------
 
+def test_no_router_without_neutron_files_is_a_warning():
+    spec = Spec(files={})
+    _no_router(spec.snapshot)
+    spec.cmdline, spec.opts, spec.rules = "dnsmasq", "", None
+    [f] = findings_of(spec)
+    assert (f.check, f.severity) == ("metadata.no-server", "warning") and "--network-id" in f.problem
+
+
 def test_seed_dhcp_recipe_without_dhcp_subnet_means_no_server():
     spec = Spec()
     spec.files["dhcp_agent.ini"] = "[DEFAULT]\nenable_isolated_metadata = True\nenable_metadata_network = True\n"

@@ -94,8 +94,12 @@ def check_no_server(inputs: Inputs) -> Iterator[Finding]:
                 reasons.append("it is not isolated (a router port holds the gateway)")
         where: Location | None = inputs.where(L3, "DEFAULT", "enable_metadata_proxy") if _has_router(inputs, net) \
             and inputs.has(L3) else None
+        # provnet alone: a network-mode proxy (`provnet metadata-proxy --network-id`) may serve it unseen
+        provnet_only = not (inputs.has(L3) or inputs.has(DHCP))
+        if provnet_only:
+            reasons.append("unless a `provnet metadata-proxy --network-id` runs for it")
         yield Finding(
-            "error", "metadata.no-server", where,
+            "warning" if provnet_only else "error", "metadata.no-server", where,
             f"no one serves metadata on network {snap.name(net.id)}: {'; '.join(reasons)}",
             "cloud-init waits on http://169.254.169.254 and boots without SSH keys or user data",
             "add a router interface on the subnet's gateway IP and keep enable_metadata_proxy = True "
