@@ -546,8 +546,10 @@ class SqlRegistry:
 
     # ---- routers -----------------------------------------------------------------------------------------------
 
-    def _router(self, conn: sa.Connection, router_id: str) -> Router:
-        row = conn.execute(sa.select(t.routers).where(t.routers.c.id == router_id)).first()
+    def _router(self, conn: sa.Connection, router_id: str, lock: bool = False) -> Router:
+        """The router; `lock` holds its row (PostgreSQL) so interface changes and its delete serialise."""
+        query = sa.select(t.routers).where(t.routers.c.id == router_id)
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise RouterNotFound(router_id=router_id)
         return rows.router_from_row(row)
@@ -592,7 +594,7 @@ class SqlRegistry:
 
     def delete_router(self, router_id: str) -> None:
         def tx(conn: sa.Connection) -> None:
-            self._router(conn, router_id)
+            self._router(conn, router_id, lock=True)
             if self._interface_ports(conn, router_id):
                 raise RouterInUse(router_id=router_id, reason="still has ports")
             conn.execute(sa.delete(t.routers).where(t.routers.c.id == router_id))
@@ -626,7 +628,7 @@ class SqlRegistry:
             raise BadRequest(resource="router", msg="Either subnet_id or port_id must be specified")
 
         def tx(conn: sa.Connection) -> dict:
-            router = self._router(conn, router_id)
+            router = self._router(conn, router_id, lock=True)
             if port_id:
                 port = self._port(conn, port_id)
                 if port.device_id or port.device_owner:
