@@ -36,7 +36,6 @@ from provnet.model.errors import (
 )
 from provnet.model.network_rules import (
     PROVIDER_KEYS,
-    Segment,
     allocate_segment,
     check_segment,
     in_use_error,
@@ -53,7 +52,7 @@ from provnet.model.resources import (
     Subnet,
 )
 from provnet.model.subnet_rules import build_subnet, updated_subnet
-from provnet.model.validation import hostname_from_name, parse_create, parse_update
+from provnet.model.validation import hostname_from_name, parse_create, parse_update, to_boolean
 from provnet.registry import schema as t
 from provnet.registry import sql_rows as rows
 from provnet.registry.base import Filters
@@ -743,7 +742,7 @@ class SqlRegistry:
         with self._read() as conn:
             agents = self._agents(conn, where)
         if alive is not None:
-            wanted = {rows._convert("alive", rows.to_boolean, v) for v in rows._values({"alive": alive}, "alive")}
+            wanted = {rows.convert_value("alive", to_boolean, v) for v in rows.filter_values({"alive": alive}, "alive")}
             now = _now()
             agents = [a for a in agents if a.is_alive(self.agent_down_time, now) in wanted]
         return agents
@@ -867,4 +866,4 @@ class SqlRegistry:
             return rows.ports_from_joined(conn.execute(stmt, params))
 
 
-__all__ = ["SqlRegistry", "Segment"]
+__all__ = ["SqlRegistry"]

@@ -142,8 +142,6 @@ Column = sa.ColumnElement
 # filter key -> (column, converter of one query-string value)
 FilterMap = Mapping[str, tuple[Column, Callable[[Any], Any]]]
 
-_COMMON_PROJECT = "project_id"
-
 NETWORK_FILTERS: FilterMap = {
     "id": (t.networks.c.id, _text), "name": (t.networks.c.name, _text),
     "project_id": (t.networks.c.project_id, _text), "tenant_id": (t.networks.c.project_id, _text),
@@ -197,12 +195,12 @@ INSTANCE_FILTERS: FilterMap = {
 }
 
 
-def _values(filters: Mapping[str, Any], key: str) -> list:
+def filter_values(filters: Mapping[str, Any], key: str) -> list:
     raw = filters[key]
     return list(raw) if isinstance(raw, list | tuple) else [raw]
 
 
-def _convert(key: str, convert: Callable[[Any], Any], value: Any) -> Any:
+def convert_value(key: str, convert: Callable[[Any], Any], value: Any) -> Any:
     try:
         return convert(value)
     except Invalid as exc:
@@ -227,12 +225,12 @@ def conditions(filters: Mapping[str, Any] | None, fmap: FilterMap,
     for key in filters:
         if key in extra_keys:
             continue
-        values = _values(filters, key)
+        values = filter_values(filters, key)
         if key in special:
             out.append(special[key](values))
             continue
         column, convert = fmap[key]
-        out.append(column.in_([_convert(key, convert, v) for v in values]))
+        out.append(column.in_([convert_value(key, convert, v) for v in values]))
     return out
 
 
