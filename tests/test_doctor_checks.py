@@ -378,6 +378,13 @@ def test_seed_rule_allows_server_in_subnet_and_drops_outside():
         "firewall.dhcp-reply-dropped"]
 
 
+def test_reply_to_a_range_address_is_dropped_by_per_port_rules():
+    # Neutron's rules accept replies to the port's own IP and broadcast; a dnsmasq range offers another address
+    spec = Spec(cmdline="dnsmasq --dhcp-range=set:tag0,172.16.1.100,172.16.1.109,2h")
+    [f] = [f for f in findings_of(spec) if f.check == "firewall.dhcp-reply-dropped"]
+    assert "to 172.16.1.100:68" in f.problem and f.location == "rules:5"
+
+
 def test_without_registry_only_file_checks_run():
     spec = Spec(snapshot=None)
     spec.files["neutron.conf"] = "[DEFAULT]\nagent_down_time = 10\n"

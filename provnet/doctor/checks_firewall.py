@@ -1,7 +1,6 @@
 # Check that per-port ingress rules let the external DHCP server's replies reach the VMs.
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from provnet.doctor.findings import Finding
@@ -21,10 +20,9 @@ def _destinations(inputs: Inputs, suffix: str) -> list[str]:
         dsts += port.ips()
         hosts = [h.ip for h in cfg.hosts if h.ip and port.mac_address.lower() in h.macs]
         dsts += hosts
-        if not hosts:
-            dsts += [str(r.start) for r in cfg.ranges if r.dynamic
-                     and any(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(f"{r.start}/24", strict=False)
-                             for ip in port.ips())]
+        if not hosts:  # a dynamic range on the port's subnet offers it some address of the range
+            nets = [s.network for s in inputs.snapshot.subnets if s.network_id == port.network_id]
+            dsts += [str(r.start) for r in cfg.ranges if r.dynamic and any(r.start in n for n in nets)]
     else:
         dsts += [h.ip for h in cfg.hosts if h.ip] + [str(r.start) for r in cfg.ranges if r.dynamic]
     return list(dict.fromkeys(dsts))
