@@ -69,10 +69,17 @@ def _run(services) -> None:
         pass
 
 
+def _with(app, overrides: dict) -> Config:
+    try:
+        return app.config.with_overrides(overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _serve_on_store(app, build, overrides: dict) -> None:
     from provnet.cli.serve import open_store, prepare_state_dir
 
-    config: Config = app.config.with_overrides(overrides)
+    config = _with(app, overrides)
     if app.api_url:
         from provnet.registry import open_registry
 
@@ -177,7 +184,7 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
 
     if bool(router_id) == bool(network_id):
         raise click.UsageError("give exactly one of --router-id or --network-id")
-    config: Config = app.config.with_overrides({"metadata_proxy_socket": socket_path, "metadata_port": port})
+    config = _with(app, {"metadata_proxy_socket": socket_path, "metadata_port": port})
     scope = router_id or network_id
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
     proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=router_id, network_id=network_id,

@@ -194,6 +194,8 @@ class HttpServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
+        if len(os.fsencode(path)) > 107:
+            raise OSError(f"unix socket path too long ({len(os.fsencode(path))} bytes, the limit is 107): {path}")
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)

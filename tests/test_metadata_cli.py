@@ -1,0 +1,172 @@
+# The metadata verbs as an operator runs them: Neutron's metadata_agent.ini read as is, bad input refused with a
+# message (and nothing started), serve running the whole chain with a proxy process in front.
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from metadata_chain import UnixHTTPConnection, build_seed, http_request, wait_for
+
+from provnet.registry import open_registry
+
+PROVNET = str(Path(sys.executable).parent / "provnet")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def provnet(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([PROVNET, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Running:
+    def __init__(self, *args: str, log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen([PROVNET, *args], stdout=fh, stderr=subprocess.STDOUT)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.log.read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["metadata-proxy"], "exactly one of --router-id or --network-id"),
+    (["metadata-proxy", "--router-id", "r", "--network-id", "n"], "exactly one of --router-id or --network-id"),
+    (["metadata-proxy", "--router-id", "r", "--port", "70000"], "metadata_port"),
+])
+def test_proxy_usage_errors(tmp_path, args, message):
+    result = provnet("--state-path", str(tmp_path), *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_agent_refuses_a_bad_neutron_file(tmp_path):
+    bad = tmp_path / "metadata_agent.ini"
+    bad.write_text("[DEFAULT]\nnova_metadata_protocol = gopher\n")
+    result = provnet("--state-path", str(tmp_path), "metadata-agent", "--config-file", str(bad))
+    assert result.returncode == 2 and "nova_metadata_protocol" in result.stderr and str(bad) in result.stderr
+    missing = provnet("--state-path", str(tmp_path), "metadata-agent", "--config-file", str(tmp_path / "nope.ini"))
+    assert missing.returncode == 2 and "nope.ini" in missing.stderr
+    assert not (tmp_path / "metadata_proxy").exists()
+
+
+def test_api_refuses_a_bad_vendordata_file(tmp_path):
+    conf = tmp_path / "provnet.conf"
+    (tmp_path / "vendor.json").write_text("[1, 2]")
+    conf.write_text(f"[api]\nvendordata_jsonfile_path = {tmp_path / 'vendor.json'}\n")
+    result = provnet("--config-file", str(conf), "--state-path", str(tmp_path), "metadata-api", "--port",
+                     str(free_port()))
+    assert result.returncode == 2 and "expected a JSON object" in result.stderr
+
+
+def test_agent_runs_from_neutrons_metadata_agent_ini(tmp_path):
+    db = f"sqlite:///{tmp_path}/provnet.sqlite"
+    registry = open_registry(db)
+    seed = build_seed(registry, {"vm1": "172.16.1.103"})
+    registry.close()
+    api_port = free_port()
+    ini = tmp_path / "metadata_agent.ini"
+    ini.write_text(f"""[DEFAULT]
+nova_metadata_ip = 127.0.0.1
+nova_metadata_port = {api_port}
+metadata_proxy_shared_secret = from-neutron
+metadata_proxy_socket = {tmp_path}/mp.sock
+metadata_workers = 2
+log_dir = /var/log/neutron
+
+[agent]
+report_interval = 30
+
+[cache]
+enabled = True
+""")
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = from-neutron\nmetadata_listen_port = {api_port}\n")
+    api = Running("--config-file", str(conf), "--state-path", str(tmp_path), "--db", db, "metadata-api",
+                  log=tmp_path / "api.log")
+    agent = Running("--state-path", str(tmp_path), "--db", db, "metadata-agent", "--config-file", str(ini),
+                    log=tmp_path / "agent.log")
+    try:
+        wait_for(lambda: Path(f"{tmp_path}/mp.sock").exists(), 20, "the agent's socket")
+
+        def api_up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", api_port), 1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(api_up, 20, "the metadata API")
+        conn = UnixHTTPConnection(f"{tmp_path}/mp.sock")
+        answer = http_request(conn, "GET", "/openstack/latest/meta_data.json",
+                              [("Host", "x"), ("X-Forwarded-For", "172.16.1.103"),
+                               ("X-Neutron-Router-ID", seed.router_id)])
+        conn.close()
+        assert answer.status == 200 and json.loads(answer.body)["uuid"] == seed.instances["vm1"]
+    finally:
+        agent_log = agent.stop()
+        api.stop()
+    assert "ignoring options provnet does not use" in agent_log and "[cache] enabled" in agent_log
+
+
+def test_serve_runs_api_and_agent_behind_a_proxy(tmp_path):
+    db = f"sqlite:///{tmp_path}/provnet.sqlite"
+    registry = open_registry(db)
+    seed = build_seed(registry, {"vm1": "127.0.0.1"}, cidr="127.0.0.0/24", gateway="127.0.0.2",
+                      external_router="127.0.0.3")
+    vm1 = seed.instances["vm1"]
+    registry.close()
+    api_port, bind_port, proxy_port = free_port(), free_port(), free_port()
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = s\nmetadata_listen_port = {api_port}\n"
+                    f"bind_port = {bind_port}\n")
+    state = tempfile.mkdtemp(prefix="pn-")  # short: the proxy's status socket lives under it (107-byte limit)
+    base = ["--config-file", str(conf), "--state-path", state, "--db", db]
+    serve = Running(*base, "serve", log=tmp_path / "serve.log")
+    proxy = Running(*base, "metadata-proxy", "--router-id", seed.router_id, "--bind", "127.0.0.1", "--port",
+                    str(proxy_port), log=tmp_path / "proxy.log")
+    try:
+        wait_for(lambda: Path(state, "metadata_proxy").exists(), 20, "serve's agent socket")
+        import urllib.request
+
+        def fetch(path: str) -> bytes | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{proxy_port}{path}", timeout=5) as resp:
+                    return resp.read()
+            except OSError:
+                return None
+
+        wait_for(lambda: fetch("/") is not None, 20, "the proxy")
+        assert json.loads(fetch("/openstack/latest/meta_data.json"))["uuid"] == vm1
+        user_data = fetch("/openstack/latest/user_data")
+        assert user_data.startswith(b"#cloud-config")
+        # the networking API of the same process changes the instance; the next answer shows it
+        body = json.dumps({"instance": {"hostname": "renamed"}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{bind_port}/provnet/v1/instances/{vm1}", data=body,
+                                     method="PUT", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).read()
+        assert fetch("/latest/meta-data/hostname") == b"renamed.novalocal"
+        status = UnixHTTPConnection(str(Path(state, "metadata-proxy", f"{seed.router_id}.sock")))
+        assert http_request(status, "GET", "/readyz", [("Host", "x")]).status == 200
+        status.close()
+    finally:
+        proxy.stop()
+        log = serve.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    assert "metadata-agent started" in log and "metadata-api started" in log
+
