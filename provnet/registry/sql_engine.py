@@ -4,12 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA_HEAD = "0001"  # the newest migration (a test checks it against migrations/versions)
 WRITE_OPTION = "provnet_write"  # execution option: this connection's transaction writes
 SINGLE_READ_OPTION = "provnet_single_read"  # execution option: one SELECT, no transaction needed
 MIGRATION_LOCK_KEY = 0x70726F76  # "prov": PostgreSQL advisory lock held while migrating
@@ -84,9 +83,24 @@ def single_read_engine(engine: sa.Engine) -> sa.Engine:
     return engine.execution_options(**{SINGLE_READ_OPTION: True})
 
 
+def schema_version(engine: sa.Engine) -> str | None:
+    """The migration the database is at (None: not created yet)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        return None
+
+
 def upgrade(engine: sa.Engine) -> None:
     """Bring the schema to the newest migration. Safe when several processes open a fresh database at once:
-    PostgreSQL serialises them on an advisory lock, SQLite on its write lock."""
+    PostgreSQL serialises them on an advisory lock, SQLite on its write lock. A database already at the
+    newest migration costs one SELECT (Alembic is not even imported)."""
+    if schema_version(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
