@@ -11,7 +11,7 @@ import time
 import pytest
 from metadata_chain import SECRET, Chain, add_vm, agent_get, build_seed
 
-from provnet.metadata.agent import MetadataAgent, api_target
+from provnet.metadata.agent import MetadataAgent, api_target, mac_from_link_local
 from provnet.metadata.ratelimit import RateLimiter, Window
 from provnet.registry import open_registry
 
@@ -220,3 +220,19 @@ def test_status_pages_are_local_only(setup):
     # a request that came through a proxy is a metadata request: the API answers 404 for /healthz
     assert agent_get(chain, "/healthz", router_headers(seed)).status == 404
     assert agent_get(chain, "/metrics", router_headers(seed)).status == 404
+
+
+def test_ipv6_link_local_source_is_found_by_its_mac(setup):
+    registry, seed, chain = setup
+    mac = registry.get_port(seed.ports["vm2"]).mac_address
+    octets = [int(x, 16) for x in mac.split(":")]
+    eui = [octets[0] ^ 0x02, octets[1], octets[2], 0xFF, 0xFE, octets[3], octets[4], octets[5]]
+    address = "fe80::" + ":".join(f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2))
+    answer = agent_get(chain, "/openstack/latest/meta_data.json",
+                       [("X-Forwarded-For", address), ("X-Neutron-Network-ID", seed.network_id)])
+    assert answer.status == 200 and seed.instances["vm2"] in answer.text
+    assert mac_from_link_local(address) == mac
+    assert mac_from_link_local("fe80::1") is None and mac_from_link_local("172.16.1.103") is None
+    privacy = agent_get(chain, "/latest/meta-data/", [("X-Forwarded-For", "fe80::1234:5678:9abc:def0"),
+                                                      ("X-Neutron-Network-ID", seed.network_id)])
+    assert privacy.status == 404

@@ -60,6 +60,18 @@ def _normalized_address(text: str) -> str | None:
     return str(ip)
 
 
+def mac_from_link_local(address: str) -> str | None:
+    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
+    if ":" not in address:
+        return None
+    ip = ipaddress.IPv6Address(address)
+    raw = ip.packed
+    if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
+        return None
+    mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
+    return ":".join(f"{b:02x}" for b in mac)
+
+
 def parse_scope(request: Message) -> tuple[str, str]:
     """("router"|"network", id) from exactly one of the two id headers (both: 400, as Neutron since LP#1865036)."""
     routers = request.get_all(ROUTER_HEADER)
@@ -106,7 +118,13 @@ class Lookup:
 
     def _find(self, kind: str, scope_id: str, address: str) -> Identity | None:
         networks = self.registry.router_network_ids(scope_id) if kind == "router" else [scope_id]
-        ports = self.registry.find_ports_by_ip(address, networks) if networks else []
+        mac = mac_from_link_local(address)
+        if not networks:
+            ports = []
+        elif mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
+            ports = self.registry.find_ports_by_mac(mac, networks)
+        else:
+            ports = self.registry.find_ports_by_ip(address, networks)
         if len(ports) != 1 or not ports[0].device_id:
             self.metrics.lookup("not_found" if not ports else "ambiguous" if len(ports) > 1 else "unbound")
             log.warning("no single instance port with address %s on %s %s (%d found)", address, kind,
