@@ -164,9 +164,13 @@ class Builder:
         if not removed:
             self.progress("      nothing left from an earlier lab")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "provnet.sqlite").unlink(missing_ok=True)  # a store left without a state file
+        # start from an empty directory: no store, socket or lease from an earlier lab can be mistaken for ours
+        for path in self.dir.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         for sub in ("logs", "leases", "user-data", "www"):
-            shutil.rmtree(self.dir / sub, ignore_errors=True)
             (self.dir / sub).mkdir()
         self._save()
 
