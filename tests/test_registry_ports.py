@@ -172,3 +172,19 @@ def test_revision_seen_by_another_registry(db_url: str) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_a_failure_inside_the_transaction_rolls_everything_back(reg: SqlRegistry, seed, monkeypatch) -> None:
+    """The port row is already inserted when storing its addresses fails: the database must drop it too."""
+    net, _ = seed
+    before = reg.revision()
+
+    def broken(conn, port) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(reg, "_store_allocations", broken)
+    with pytest.raises(RuntimeError):
+        reg.create_port({"network_id": net.id, "name": "half"})
+    monkeypatch.undo()
+    assert reg.list_ports() == [] and reg.revision() == before
+    assert reg.create_port({"network_id": net.id, "name": "whole"}).name == "whole"
