@@ -182,3 +182,20 @@ def test_dhcp_server_replies_from_a_vm_are_dropped(topo):
         listener.kill()
         listener.wait()
     assert out.split() == ["1067"], "the rogue offer (source port 67) must be dropped, the control (1067) pass"
+
+
+def test_a_bad_rule_set_fails_clearly_and_changes_nothing(topo):
+    """iptables-restore is one transaction: a rule the kernel refuses leaves the namespace as it was."""
+    from provnet.dataplane.iptables import Chain, IptablesError, Jump, Ruleset
+
+    ns = topo["router_ns"]
+    before = [x for x in sh(ns, "iptables-save").stdout.splitlines() if not x.startswith("#")]
+    bad = Ruleset(l3.PREFIX, (Chain("filter", f"{l3.PREFIX}INPUT", ("-p tcp --dport 22 -j ACCEPT",
+                                                                     "-p nosuchproto -j DROP")),),
+                  (Jump("filter", "INPUT", f"{l3.PREFIX}INPUT"),))
+    with pytest.raises(IptablesError) as err:
+        iptables.apply(ns, bad)
+    assert "iptables-restore" in str(err.value) and "nosuchproto" in str(err.value)
+    after = [x for x in sh(ns, "iptables-save").stdout.splitlines() if not x.startswith("#")]
+    assert after == before
+    assert curl(topo["vm"], "http://169.254.169.254/").stdout == "200"  # the metadata rules still work
