@@ -14,6 +14,9 @@ log = logging.getLogger("provnet.metadata")
 
 def metadata_api_service(config: Config, registry):
     from provnet.metadata.api import MetadataApi, load_vendor_data
+    from provnet.metadata.serving import install_fast_loop
+
+    install_fast_loop()  # builders run before the loop starts (here and under `provnet serve`)
 
     try:
         vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
@@ -32,6 +35,9 @@ def metadata_agent_service(config: Config, registry, local_api: bool = False):
     from provnet.metadata.agent import MetadataAgent, api_target
     from provnet.metadata.ratelimit import RateLimiter, Window
 
+    if config.metadata_workers > 1:
+        log.info("metadata_workers = %d: provnet's agent is one asyncio process (it answers from a cache); "
+                 "the value is accepted for Neutron compatibility and not used", config.metadata_workers)
     limiter = None
     if config.get("metadata_rate_limiting.rate_limit_enabled"):
         limiter = RateLimiter([
