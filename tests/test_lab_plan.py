@@ -100,3 +100,29 @@ def test_state_round_trip_and_corrupt_file(tmp_path):
         state.load(str(tmp_path))
     state.forget(str(tmp_path))
     assert state.load(str(tmp_path)) is None
+
+
+def test_a_failing_provnet_verb_stops_the_lab_with_its_message(tmp_path):
+    """The lab runs the real verbs on its own SQLite store; a refused one surfaces with the verb's own words."""
+    from provnet.lab.build import Builder, LabError, write_config
+
+    b = Builder(str(tmp_path), 1, "udhcpc", lambda line: None)
+    b.dir.mkdir(parents=True)
+    write_config(str(tmp_path), 8775)
+    assert b.provnet_json("net-create", "n1")["name"] == "n1"
+    with pytest.raises(LabError, match="missing argument NAME"):
+        b.provnet("net-create")
+    with pytest.raises(LabError, match="Unable to find network"):
+        b.provnet("port-create", "nonexistent")
+    with pytest.raises(LabError, match="not a valid IP subnet"):
+        b.provnet("subnet-create", "n1", "300.1.1.0/24")
+    assert (tmp_path / "lab" / "provnet.sqlite").exists()  # the lab's own store, never a real one
+
+
+def test_builder_rejects_bad_arguments(tmp_path):
+    from provnet.lab.build import Builder
+
+    with pytest.raises(ValueError, match="--dhcp-client"):
+        Builder(str(tmp_path), 1, "pump", print)
+    with pytest.raises(ValueError, match="--vms"):
+        Builder(str(tmp_path), 99, "udhcpc", print)

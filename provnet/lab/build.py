@@ -116,8 +116,10 @@ class Builder:
         out = io.StringIO()
         try:
             with contextlib.redirect_stdout(out):
-                main.main(args=["--config-file", str(self.conf), *args], prog_name="provnet",
-                          standalone_mode=False)
+                code = main.main(args=["--config-file", str(self.conf), *args], prog_name="provnet",
+                                 standalone_mode=False)
+            if isinstance(code, int) and code != 0:  # ctx.exit(code) comes back as a return value
+                raise SystemExit(code)
         except click.ClickException as exc:
             raise LabError(f"`provnet {' '.join(args)}` failed: {exc.format_message()}") from None
         except SystemExit as exc:
