@@ -19,11 +19,13 @@ def all_in_one_services(config: Config, registry: Registry) -> list[Service]:
     """What `provnet serve` runs, one line per service, started in this order and stopped in reverse."""
     from provnet.api.app import ApiService
     from provnet.cli.metadata_cmd import metadata_agent_service, metadata_api_service
+    from provnet.dhcp.service import dhcp_services
 
     return [
         ApiService(registry, config.bind_host, config.bind_port, config.agent_down_time),  # neutron-server, 9696
         metadata_api_service(config, registry),  # nova-api-metadata, metadata_listen:8775
         metadata_agent_service(config, registry, local_api=True),  # neutron-metadata-agent, unix socket
+        *dhcp_services(config, registry),  # DHCP server, only when [dhcp] interface is set
     ]
 
 
