@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from provnet.api.app import writers_for
 from provnet.api.thread import ApiThread
 from provnet.registry import open_registry
 from provnet.registry.base import Registry
@@ -73,7 +74,7 @@ class Client:
 def running_api(db_url: str, agent_down_time: float = 75.0) -> Iterator[tuple[Client, Registry]]:
     registry = open_registry(db_url, agent_down_time=agent_down_time)
     try:
-        with ApiThread(registry, agent_down_time=agent_down_time) as api:
+        with ApiThread(registry, agent_down_time=agent_down_time, writers=writers_for(db_url)) as api:
             client = Client(api.url)
             try:
                 yield client, registry

@@ -12,6 +12,7 @@ from provnet.api.backend import Backend
 from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
+from provnet.config import Config
 from provnet.registry.base import Registry
 
 log = logging.getLogger("provnet.api")
@@ -20,14 +21,19 @@ BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
-def make_app(registry: Registry, agent_down_time: float = 75.0) -> web.Application:
+def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None) -> web.Application:
     """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
     metrics = Metrics()
-    backend = Backend(registry)
+    backend = Backend(registry, writers)
     app = web.Application(middlewares=[make_observe_middleware(metrics), errors, context],
                           client_max_size=MAX_BODY)
     app[BACKEND_KEY] = backend
     app[METRICS_KEY] = metrics
+
+    async def close_backend(app: web.Application) -> None:
+        backend.close()
+
+    app.on_cleanup.append(close_backend)
     NetworkingApi(backend, agent_down_time).add_routes(app)
     ProvnetApi(backend, agent_down_time).add_routes(app)
 
@@ -51,21 +57,32 @@ def make_app(registry: Registry, agent_down_time: float = 75.0) -> web.Applicati
     return app
 
 
+def writers_for(db_url: str) -> int | None:
+    """Write threads for a store: one for SQLite (a single writer at a time), asyncio's pool otherwise."""
+    return 1 if db_url.startswith("sqlite") else None
+
+
 class ApiService:
     """The networking API as a provnet Service: listens on bind_host:bind_port until stopped."""
 
     name = "networking API"
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
-                 agent_down_time: float = 75.0) -> None:
+                 agent_down_time: float = 75.0, writers: int | None = None) -> None:
         self.registry = registry
         self.host = host
         self.port = port
         self.agent_down_time = agent_down_time
+        self.writers = writers
         self._runner: web.AppRunner | None = None
 
+    @classmethod
+    def from_config(cls, config: Config, registry: Registry) -> ApiService:
+        return cls(registry, config.bind_host, config.bind_port, config.agent_down_time,
+                   writers=writers_for(config.db_url))
+
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time), access_log=None)
+        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         try:

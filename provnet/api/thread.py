@@ -12,8 +12,8 @@ class ApiThread:
     """`with ApiThread(registry) as api: ... api.url ...` — the API on 127.0.0.1 (a free port by default)."""
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0,
-                 agent_down_time: float = 75.0) -> None:
-        self.service = ApiService(registry, host, port, agent_down_time)
+                 agent_down_time: float = 75.0, writers: int | None = None) -> None:
+        self.service = ApiService(registry, host, port, agent_down_time, writers)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="provnet-api", daemon=True)
 

@@ -22,7 +22,7 @@ def all_in_one_services(config: Config, registry: Registry) -> list[Service]:
     from provnet.dhcp.service import dhcp_services
 
     return [
-        ApiService(registry, config.bind_host, config.bind_port, config.agent_down_time),  # neutron-server, 9696
+        ApiService.from_config(config, registry),  # networking API (neutron-server), bind_host:bind_port
         metadata_api_service(config, registry),  # nova-api-metadata, metadata_listen:8775
         metadata_agent_service(config, registry, local_api=True),  # neutron-metadata-agent, unix socket
         *dhcp_services(config, registry),  # DHCP server, only when [dhcp] interface is set
@@ -32,7 +32,7 @@ def all_in_one_services(config: Config, registry: Registry) -> list[Service]:
 def api_services(config: Config, registry: Registry) -> list[Service]:
     from provnet.api.app import ApiService
 
-    return [ApiService(registry, config.bind_host, config.bind_port, config.agent_down_time)]
+    return [ApiService.from_config(config, registry)]
 
 
 def prepare_state_dir(path: str) -> None:
