@@ -109,6 +109,8 @@ def raw_anchor(reg: SqlRegistry, network_id: str) -> Callable[[str], object]:
 def create_rate(reg: SqlRegistry, creates: int) -> str:
     net = reg.create_network({"name": "create-bench"})
     reg.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.200.0.0/16"})
+    for _ in range(20):  # warm-up: statement compilation, server-side prepares
+        reg.create_port({"network_id": net.id})
     start = time.perf_counter()
     for _ in range(creates):
         reg.create_port({"network_id": net.id})

@@ -179,7 +179,7 @@ def test_a_failure_inside_the_transaction_rolls_everything_back(reg: SqlRegistry
     net, _ = seed
     before = reg.revision()
 
-    def broken(conn, port) -> None:
+    def broken(conn, port, replace=True) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(reg, "_store_allocations", broken)

@@ -431,8 +431,9 @@ class SqlRegistry:
         # _write retries the whole transaction with a new draw
         return ipam.random_mac(self._rng)
 
-    def _store_allocations(self, conn: sa.Connection, port: Port) -> None:
-        conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
+    def _store_allocations(self, conn: sa.Connection, port: Port, replace: bool = True) -> None:
+        if replace:
+            conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
         if port.fixed_ips:
             conn.execute(self._insert_alloc_stmt, [
                 {"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": port.id,
@@ -483,7 +484,7 @@ class SqlRegistry:
         port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
         self._bind(conn, port, network)
         conn.execute(self._insert_port_stmt, {**rows.port_values(port), "created_at": _now()})
-        self._store_allocations(conn, port)
+        self._store_allocations(conn, port, replace=False)
         return port
 
     def create_port(self, attrs: Mapping[str, Any]) -> Port:
