@@ -225,3 +225,18 @@ def test_server_options_from_config_file(lan, tmp_path):
     env = dict(line.split("=", 1) for line in (script.parent / "env.txt").read_text().splitlines() if "=" in line)
     assert env["lease"] == "600" and env["domain"] == "example.org"
     assert codec.ip_bytes(env["serverid"]) == codec.ip_bytes("172.16.1.99")
+
+
+def test_provnet_serve_runs_the_dhcp_server_when_configured(lan, tmp_path):
+    """All-in-one: `provnet serve` with [dhcp] interface set answers DHCP (its API and metadata services listen
+    on the namespace's own loopback)."""
+    db = f"sqlite:///{tmp_path}/p.sqlite"
+    seed_registry(db)[0].close()
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path}/state\nmetadata_proxy_shared_secret = s3cret\n"
+                    f"[database]\nconnection = {db}\n[dhcp]\ninterface = {lan.bridge}\nnetwork = phy_net\n")
+    proc = lan.spawn(lan.server_ns, PROVNET, "--config-file", str(conf), "serve", log=tmp_path / "serve.log")
+    wait_udp_listen(lan.server_ns, 67, proc, timeout=40)
+    c = lan.add_client(MAC1)
+    assert lan.udhcpc(c).returncode == 0
+    assert addresses(c) == ["172.16.1.103/24"] and routes(c) == SEED_TABLE
