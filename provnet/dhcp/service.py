@@ -164,6 +164,9 @@ class DhcpService:
                 continue
             if reply.lease is not None:
                 r = reply.lease.reservation
+                if reply.lease.state == "decline":
+                    log.warning("%s (port %s) declined %s: another host on the segment uses that address",
+                                r.mac_text, r.port_id, r.ip_text)
                 records.append(LeaseRecord(int(now), reply.lease.state, reply.lease.expires, r.ip_text, r.mac_text,
                                            r.port_id, r.hostname))
             if reply.data is not None:
