@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -112,3 +113,37 @@ def test_bad_bind_port_is_a_usage_error(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PROVNET_CONFIG": "/dev/null"})
     assert proc.returncode != 0 and "bind_port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ml2_options_from_the_config_file_reach_the_api(tmp_path: Path, kill_later) -> None:
+    conf = tmp_path / "provnet.conf"
+    conf.write_text("[ml2_type_flat]\nflat_networks = physnet1\n"
+                    "[ml2_type_vlan]\nnetwork_vlan_ranges = physnet2:100:199\n")
+    port = free_port()
+    proc = subprocess.Popen([PROVNET, "--config-file", str(conf), "--state-path", str(tmp_path / "state"), "api",
+                             "--bind-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kill_later(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url)
+
+    def create(attrs: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(url + "/v2.0/networks", data=json.dumps({"network": attrs}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    status, body = create({"provider:network_type": "flat", "provider:physical_network": "physnet2"})
+    assert status == 400
+    assert "physical_network 'physnet2' unknown for flat provider network" in body["NeutronError"]["message"]
+    status, body = create({"provider:network_type": "vlan", "provider:physical_network": "physnet3",
+                           "provider:segmentation_id": 150})
+    assert status == 400
+    assert "physical_network 'physnet3' unknown for VLAN provider network" in body["NeutronError"]["message"]
+    status, _ = create({"provider:network_type": "vlan", "provider:physical_network": "physnet2",
+                        "provider:segmentation_id": 150})
+    assert status == 201
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
