@@ -32,10 +32,9 @@ class AppContext:
 
     @cached_property
     def registry(self):  # -> provnet.registry.Registry
-        from provnet.registry import open_registry
+        from provnet.registry import registry_from_config
 
-        return open_registry(self.config.db_url, self.api_url, agent_down_time=self.config.agent_down_time,
-                             report_interval=self.config.get("agent.report_interval"))
+        return registry_from_config(self.config, self.api_url)
 
 
 def setup_logging(debug: bool) -> None:

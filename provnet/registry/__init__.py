@@ -22,3 +22,11 @@ def open_registry(db_url: str | None = None, api_url: str | None = None, agent_d
 
     return SqlRegistry(db_url, agent_down_time=agent_down_time, report_interval=report_interval,
                        flat_networks=flat_networks, network_vlan_ranges=network_vlan_ranges)
+
+
+def registry_from_config(config, api_url: str | None = None) -> Registry:  # config: provnet.config.Config
+    """The registry a process should use, with every registry-related option taken from `config`."""
+    return open_registry(config.db_url, api_url, agent_down_time=config.agent_down_time,
+                         report_interval=config.get("agent.report_interval"),
+                         flat_networks=config.get("ml2_type_flat.flat_networks"),
+                         network_vlan_ranges=config.get("ml2_type_vlan.network_vlan_ranges"))
