@@ -56,14 +56,21 @@ def test_same_results_through_http(pair) -> None:
     assert remote.find_ports_by_ip(ip, []) == local.find_ports_by_ip(ip, []) == []
     same(remote.find_ports_by_mac(mac), local.find_ports_by_mac(mac))
     same(remote.find_ports_by_mac(mac, [net.id]), local.find_ports_by_mac(mac, [net.id]))
+    same(remote.find_ports_by_mac(mac.upper()), local.find_ports_by_mac(mac.upper()))
+    assert [p.id for p in remote.find_ports_by_mac(mac.upper())] == [ports[1].id]
     same(remote.update_port(ports[0].id, {"name": "renamed"}), local.get_port(ports[0].id))
     router = remote.create_router({"name": "r"})
     info = remote.add_router_interface(router.id, subnet_id=subnet.id)
     assert info["port_id"] and info["subnet_id"] == subnet.id
     assert remote.router_network_ids(router.id) == local.router_network_ids(router.id) == [net.id]
+    net2 = remote.create_network({"name": "second"})
+    subnet2 = remote.create_subnet({"network_id": net2.id, "ip_version": 4, "cidr": "10.9.0.0/24"})
+    remote.add_router_interface(router.id, subnet_id=subnet2.id)
+    assert remote.router_network_ids(router.id) == local.router_network_ids(router.id) == sorted([net.id, net2.id])
     same(remote.list_routers(), local.list_routers())
     remote.remove_router_interface(router.id, subnet_id=subnet.id)
-    assert remote.router_network_ids(router.id) == []
+    remote.remove_router_interface(router.id, subnet_id=subnet2.id)
+    assert remote.router_network_ids(router.id) == local.router_network_ids(router.id) == []
     agent = remote.report_agent_state("compute1", "Open vSwitch agent", "provnet-agent",
                                       {"bridge_mappings": {"physnet1": "br-phy"}})
     same(agent, local.get_agent(agent.id))

@@ -265,7 +265,7 @@ class RemoteRegistry:
     def router_network_ids(self, router_id: str) -> list[str]:
         filters = {"device_id": [router_id], "device_owner": list(ROUTER_INTERFACE_OWNERS)}
         ports = self.request("GET", f"/v2.0/ports{_query(filters, [('fields', 'network_id')])}")["ports"]
-        return list(dict.fromkeys(p["network_id"] for p in ports))
+        return sorted({p["network_id"] for p in ports})
 
     def find_ports_by_ip(self, ip_address: str, network_ids: Sequence[str]) -> list[Port]:
         if not network_ids:
@@ -273,7 +273,7 @@ class RemoteRegistry:
         return self.list_ports({"fixed_ips": [f"ip_address={ip_address}"], "network_id": list(network_ids)})
 
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
-        filters: dict[str, list[str]] = {"mac_address": [mac_address]}
+        filters: dict[str, list[str]] = {"mac_address": [mac_address.lower()]}
         if network_ids is not None:
             if not network_ids:
                 return []
