@@ -31,15 +31,25 @@ class _Entry:
 
 
 def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict | None,
-                request_address: str | None) -> content.Source:
-    """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from."""
+                request_address: str | None, shared: dict | None = None) -> content.Source:
+    """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from.
+
+    `shared` memoizes networks and subnets (many instances share them); the caller empties it on any change.
+    """
+    shared = {} if shared is None else shared
     instance = registry.get_instance(instance_id)
     vifs = []
     for port in registry.list_ports({"device_id": [instance_id]}):
-        network = registry.get_network(port.network_id)
-        subnet_ids = list(dict.fromkeys(f.subnet_id for f in port.fixed_ips))
-        subnets = tuple(registry.get_subnet(s) for s in subnet_ids)
-        vifs.append(content.Vif(port, network, subnets))
+        network = shared.get(port.network_id)
+        if network is None:
+            network = shared[port.network_id] = registry.get_network(port.network_id)
+        subnets = []
+        for subnet_id in dict.fromkeys(f.subnet_id for f in port.fixed_ips):
+            subnet = shared.get(subnet_id)
+            if subnet is None:
+                subnet = shared[subnet_id] = registry.get_subnet(subnet_id)
+            subnets.append(subnet)
+        vifs.append(content.Vif(port, network, tuple(subnets)))
     return content.Source(instance, vifs, dhcp_domain, static_vendor_data, request_address)
 
 
@@ -76,6 +86,7 @@ class MetadataApi:
         self.metrics = Metrics("api")
         self.server = HttpServer(self.handle)
         self._cache: dict[str, _Entry] = {}
+        self._shared: tuple[int, dict] = (-1, {})  # networks and subnets by id, valid for one revision
         self._all_networks: tuple[int, list[str]] | None = None
 
     async def start(self) -> None:
@@ -183,7 +194,10 @@ class MetadataApi:
             return entry.tree
         self.metrics.cache_miss.inc()
         try:
-            source = load_source(self.registry, instance_id, self.dhcp_domain, self.static_vendor_data, address)
+            if self._shared[0] != revision:
+                self._shared = (revision, {})
+            source = load_source(self.registry, instance_id, self.dhcp_domain, self.static_vendor_data, address,
+                                 self._shared[1])
         except (InstanceNotFound, NotFound):
             self.metrics.lookup("not_found")
             return error(404, "The resource could not be found.")

@@ -247,6 +247,7 @@ class MetadataTree:
         self.source = source
         self._today = today
         self._replies: dict[str, Reply] = {}
+        self._ec2_trees: dict[str, dict] = {}
 
     def lookup(self, raw_path: str) -> Reply:
         """Reply for a request path; `PASSWORD_LEAF` for an OpenStack `password` path (the caller serves it)."""
@@ -277,7 +278,9 @@ class MetadataTree:
         version = EC2_VERSIONS[-1] if tokens[0] == "latest" else tokens[0]
         if version not in EC2_VERSIONS:
             return NOT_FOUND
-        node: object = ec2_tree(self.source, version)
+        node: object = self._ec2_trees.get(version)
+        if node is None:
+            node = self._ec2_trees[version] = ec2_tree(self.source, version)
         for token in tokens[1:]:
             if not isinstance(node, dict) or token == "_name" or token not in node:
                 return NOT_FOUND
