@@ -240,3 +240,14 @@ def test_provnet_serve_runs_the_dhcp_server_when_configured(lan, tmp_path):
     c = lan.add_client(MAC1)
     assert lan.udhcpc(c).returncode == 0
     assert addresses(c) == ["172.16.1.103/24"] and routes(c) == SEED_TABLE
+
+
+def test_second_server_on_the_same_interface_is_refused(lan, tmp_path):
+    db = f"sqlite:///{tmp_path}/p.sqlite"
+    seed_registry(db)[0].close()
+    start_server(lan, db, tmp_path / "state")
+    res = sh(*in_ns(lan.server_ns, PROVNET, "--db", db, "--state-path", str(tmp_path / "state2"), "dhcp",
+                    "--interface", lan.bridge, "--network", "phy_net"), check=False, timeout=60)
+    assert res.returncode == 1
+    assert f"DHCP on {lan.bridge}: cannot bind UDP 67: Address already in use" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -77,10 +77,9 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     try:
         asyncio.run(run_services([service]))
     except PermissionError as exc:
-        raise click.ClickException(f"cannot bind UDP 67 on {interface}: {exc.strerror} (needs root or "
-                                   "CAP_NET_BIND_SERVICE + CAP_NET_RAW)") from None
+        raise click.ClickException(f"{exc.strerror} (needs root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW)") from None
     except OSError as exc:
-        raise click.ClickException(f"cannot serve DHCP on {interface}: {exc.strerror or exc}") from None
+        raise click.ClickException(exc.strerror or str(exc)) from None
     except KeyboardInterrupt:
         pass
 

@@ -81,10 +81,10 @@ class StaticSource:
 
 
 def open_socket(interface: str, port: int = server.SERVER_PORT) -> socket.socket:
-    """UDP :67 on 0.0.0.0 (broadcasts arrive there) restricted to `interface` with SO_BINDTODEVICE."""
+    """UDP :67 on 0.0.0.0 (broadcasts arrive there) restricted to `interface` with SO_BINDTODEVICE. No SO_REUSEADDR:
+    servers on different interfaces coexist, while a second DHCP server on the same one fails with EADDRINUSE."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode() + b"\0")
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -111,15 +111,21 @@ class DhcpService:
         self.view: View | None = None
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task] = []
-        self._sync_busy = False
 
     async def start(self) -> None:
         try:
             self.view = await asyncio.to_thread(self.source.build)
         except LookupError as exc:  # no such interface/network: one line for the operator, not a traceback
             raise OSError(f"DHCP on {self.interface}: {exc}") from None
-        self.journal.open()
-        self._sock = open_socket(self.interface, self.port)
+        try:
+            self._sock = open_socket(self.interface, self.port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"DHCP on {self.interface}: cannot bind UDP {self.port}: {exc.strerror}") from None
+        try:
+            self.journal.open()
+        except OSError:
+            self._sock.close()
+            raise
         loop = asyncio.get_running_loop()
         loop.add_reader(self._sock.fileno(), self._on_readable)
         register_counters(self.counters, self.interface)
