@@ -236,3 +236,13 @@ def test_ipv6_link_local_source_is_found_by_its_mac(setup):
     privacy = agent_get(chain, "/latest/meta-data/", [("X-Forwarded-For", "fe80::1234:5678:9abc:def0"),
                                                       ("X-Neutron-Network-ID", seed.network_id)])
     assert privacy.status == 404
+
+
+def test_router_losing_its_interface_stops_answering_for_that_network(setup):
+    registry, seed, chain = setup
+    headers = router_headers(seed)
+    assert agent_get(chain, "/latest/meta-data/hostname", headers).status == 200
+    registry.remove_router_interface(seed.router_id, subnet_id=seed.subnet_id)
+    assert agent_get(chain, "/latest/meta-data/hostname", headers).status == 404
+    registry.add_router_interface(seed.router_id, subnet_id=seed.subnet_id)
+    assert agent_get(chain, "/latest/meta-data/hostname", headers).text == "vm1.novalocal"

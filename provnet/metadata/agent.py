@@ -96,11 +96,13 @@ class Lookup:
         self.revision = revision_of(registry)
         self._revision: int | None = None
         self._cache: dict[tuple[str, str, str], Identity | None] = {}
+        self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
 
     def __call__(self, kind: str, scope_id: str, address: str) -> Identity | None:
         revision = self.revision()
         if revision != self._revision:
             self._cache.clear()
+            self._networks.clear()
             self._revision = revision
         key = (kind, scope_id, address)
         try:
@@ -117,7 +119,12 @@ class Lookup:
         return found
 
     def _find(self, kind: str, scope_id: str, address: str) -> Identity | None:
-        networks = self.registry.router_network_ids(scope_id) if kind == "router" else [scope_id]
+        if kind == "router":
+            networks = self._networks.get(scope_id)
+            if networks is None:
+                networks = self._networks[scope_id] = self.registry.router_network_ids(scope_id)
+        else:
+            networks = [scope_id]
         mac = mac_from_link_local(address)
         if not networks:
             ports = []
