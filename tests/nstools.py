@@ -121,11 +121,12 @@ class Lan:
         path.chmod(0o755)
         return path
 
-    def udhcpc(self, ns: str, timeout: float = 15) -> subprocess.CompletedProcess:
-        """busybox udhcpc asking for 121 and 249, as cloud-init and the seed's cirros do; exits after a lease."""
-        return sh(*in_ns(ns, "busybox", "udhcpc", "-f", "-q", "-n", "-t", "4", "-T", "2", "-i", "eth0",
-                         "-O", "staticroutes", "-O", "msstaticroutes", "-s", str(self.script(ns))),
-                  check=False, timeout=timeout)
+    def udhcpc(self, ns: str, timeout: float = 15, ask_routes: bool = True) -> subprocess.CompletedProcess:
+        """busybox udhcpc asking for 121 and 249 (as cloud-init and the seed's cirros do, unless ask_routes is
+        False: then its default request list, without them); exits after a lease."""
+        ask = ["-O", "staticroutes", "-O", "msstaticroutes"] if ask_routes else []
+        return sh(*in_ns(ns, "busybox", "udhcpc", "-f", "-q", "-n", "-t", "4", "-T", "2", "-i", "eth0", *ask,
+                         "-s", str(self.script(ns))), check=False, timeout=timeout)
 
     def dhclient(self, ns: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """ISC dhclient with Debian's dhclient.conf (it requests 121); -1: one try, then it stays to renew."""

@@ -96,9 +96,9 @@ def test_real_servers_reject_a_broken_export(tmp_path):
 
 
 @pytest.mark.root
-def test_clients_served_by_exported_dnsmasq_and_kea_get_what_ours_gives(tmp_path):
+def test_clients_served_by_exported_dnsmasq_kea_and_dhcpd_get_what_ours_gives(tmp_path):
     need_root()
-    need_tool("busybox", "dnsmasq", "kea-dhcp4")
+    need_tool("busybox", "dnsmasq", "kea-dhcp4", "dhcpd")
     lan = make_lan(tmp_path / "lan")
     try:
         db = f"sqlite:///{tmp_path}/p.sqlite"
@@ -126,16 +126,27 @@ def test_clients_served_by_exported_dnsmasq_and_kea_get_what_ours_gives(tmp_path
         got["kea"] = _lease_of(lan)
         proc.terminate()
         proc.wait(timeout=10)
+
+        sh(PROVNET, "--db", db, "--state-path", str(tmp_path / "state"), "dhcp-config", "--format", "isc",
+           "--network", "phy_net", "--output-dir", str(out))
+        (out / "dhcpd.leases").touch()
+        proc = lan.spawn(lan.server_ns, "dhcpd", "-4", "-f", "-cf", str(out / "dhcpd.conf"), "-lf",
+                         str(out / "dhcpd.leases"), "-pf", str(out / "dhcpd.pid"), lan.bridge, log=out / "dhcpd.out")
+        wait_udp_listen(lan.server_ns, 67, proc)
+        got["dhcpd"] = _lease_of(lan, ask_routes=False)  # the exported config pushes 121/249 unasked
+        proc.terminate()
+        proc.wait(timeout=10)
     finally:
         lan.teardown()
     assert got["provnet"] == {"addresses": ["172.16.1.103/24"], "routes": SEED_TABLE}
     assert got["dnsmasq"] == got["provnet"]
     assert got["kea"] == got["provnet"]
+    assert got["dhcpd"] == got["provnet"]
 
 
-def _lease_of(lan) -> dict:
+def _lease_of(lan, ask_routes: bool = True) -> dict:
     c = lan.add_client(MAC1)
-    res = lan.udhcpc(c, timeout=30)
+    res = lan.udhcpc(c, timeout=30, ask_routes=ask_routes)
     assert res.returncode == 0, res.stderr
     return {"addresses": addresses(c), "routes": routes(c)}
 
