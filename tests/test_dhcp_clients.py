@@ -251,3 +251,13 @@ def test_second_server_on_the_same_interface_is_refused(lan, tmp_path):
     assert res.returncode == 1
     assert f"DHCP on {lan.bridge}: cannot bind UDP 67: Address already in use" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_client_that_does_not_ask_for_121_still_gets_the_routes(lan, tmp_path):
+    """force_routes (default on): busybox udhcpc's default request list has no 121/249, it still ends up right."""
+    db = f"sqlite:///{tmp_path}/p.sqlite"
+    seed_registry(db)[0].close()
+    start_server(lan, db, tmp_path / "state")
+    c = lan.add_client(MAC1)
+    assert lan.udhcpc(c, ask_routes=False).returncode == 0
+    assert routes(c) == SEED_TABLE
