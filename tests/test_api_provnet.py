@@ -11,6 +11,7 @@ from api_server import Client, running_api
 
 from provnet.api.thread import ApiThread
 from provnet.registry import open_registry
+from provnet.registry.remote import RemoteRegistry
 
 
 @pytest.fixture
@@ -111,6 +112,34 @@ def test_revision_long_poll_sees_writes_made_by_another_process_of_the_store(db_
             assert later > now
         finally:
             other.close()
+
+
+def test_many_remote_waiters_are_woken_by_one_external_write(db_url: str) -> None:
+    with running_api(db_url) as (client, _registry):
+        now = client.ok("GET", "/provnet/v1/revision")["revision"]
+        results: list[int] = []
+
+        def wait() -> None:
+            remote = RemoteRegistry(client.url)
+            try:
+                results.append(remote.wait_revision(now, timeout=20))
+            finally:
+                remote.close()
+
+        threads = [threading.Thread(target=wait) for _ in range(10)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # they are all waiting now
+        other = open_registry(db_url)
+        t0 = time.monotonic()
+        try:
+            other.create_network({"name": "from-elsewhere"})
+        finally:
+            other.close()
+        for t in threads:
+            t.join(timeout=30)
+        assert len(results) == 10 and all(r > now for r in results)
+        assert time.monotonic() - t0 < 10
 
 
 class _BrokenRegistry:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from provnet.registry.base import Registry
 
 T = TypeVar("T")
+log = logging.getLogger("provnet.api")
 
 
 class Backend:
@@ -20,21 +22,19 @@ class Backend:
     anyway, so queueing here beats sleeping in its busy handler: measured p99 0.15 s instead of 1.2 s); None
     uses asyncio's default pool (PostgreSQL writes in parallel).
 
-    After each write the revision waiters are woken at once; changes written by other processes are noticed by
-    polling `revision()` (cheap by the Registry's contract).
+    Revision long-polls: a write through this API wakes every waiter at once; changes written by other processes
+    (the CLI on the same store, another API) are seen by one shared poller that reads `revision()` every
+    `poll_interval` while anyone waits, so many waiting agents cost one cheap read per interval.
     """
 
     poll_interval = 0.2
 
     def __init__(self, registry: Registry, writers: int | None = None) -> None:
         self.registry = registry
-        self._changed: asyncio.Event | None = None
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="provnet-api-write") if writers else None
-
-    def _event(self) -> asyncio.Event:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
+        self._changed: asyncio.Event | None = None
+        self._waiters = 0
+        self._poller: asyncio.Task | None = None
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -42,13 +42,7 @@ class Backend:
                 return await asyncio.to_thread(fn, *args)
             return await asyncio.get_running_loop().run_in_executor(self._writers, fn, *args)
         finally:
-            event = self._event()
-            event.set()
-            self._changed = asyncio.Event()
-
-    def close(self) -> None:
-        if self._writers is not None:
-            self._writers.shutdown(wait=True)
+            self._wake()
 
     async def read_many(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -56,15 +50,59 @@ class Backend:
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
+    def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
+
+    # revision long-poll
+    def _event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _poll(self, seen: int) -> None:
+        """While anyone waits: wake them whenever the revision moved since the last read (the first one too)."""
+        try:
+            while self._waiters:
+                try:
+                    revision = self.registry.revision()
+                except Exception as exc:  # the store is down for a moment: keep waiting, say so once per interval
+                    log.warning("revision poll failed: %s", exc)
+                else:
+                    if revision != seen:
+                        self._wake()
+                    seen = revision
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            self._poller = None
+
     async def wait_revision(self, after: int, timeout: float) -> int:
         """The registry's revision as soon as it is greater than `after`, or the current one at `timeout`."""
+        revision = self.registry.revision()
+        if revision > after or timeout <= 0:
+            return revision
         deadline = time.monotonic() + timeout
-        while True:
-            revision = self.registry.revision()
-            remaining = deadline - time.monotonic()
-            if revision > after or remaining <= 0:
-                return revision
-            try:
-                await asyncio.wait_for(self._event().wait(), min(self.poll_interval, remaining))
-            except TimeoutError:
-                pass
+        self._waiters += 1
+        try:
+            if self._poller is None:
+                self._poller = asyncio.create_task(self._poll(revision))
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return self.registry.revision()
+                try:
+                    await asyncio.wait_for(self._event().wait(), remaining)
+                except TimeoutError:
+                    continue
+                revision = self.registry.revision()
+                if revision > after:
+                    return revision
+        finally:
+            self._waiters -= 1
