@@ -339,3 +339,10 @@ def test_observability(api: Client) -> None:
     assert 'provnet_api_requests_total{method="GET",route="/v2.0/networks",status="200"} 2.0' in text
     assert 'route="/v2.0/ports/{id}",status="404"' in text
     assert "provnet_api_request_duration_seconds_bucket" in text
+
+
+def test_oversized_bodies_are_413_and_leave_nothing(api: Client) -> None:
+    before = api.snapshot()
+    status, body = api.post("/v2.0/networks", raw=b'{"network": {"name": "' + b"x" * (9 * 1024 * 1024) + b'"}}')
+    assert status == 413 and body["NeutronError"]["message"] == "Request body too large."
+    assert api.snapshot() == before
