@@ -229,3 +229,25 @@ def test_reply_too_big_for_the_client_drops_249_then_ignores_the_limit():
         msg = codec.decode(answer(raw(codec.DISCOVER, MACS["vm1"]), view).data)
         assert (249 in msg.options) == has_249
         assert len(codec.parse_classless_routes(msg.options[121])) == count + 2
+
+
+def test_port_on_two_subnets_direct_gets_the_local_one_relayed_the_relays_one():
+    from dhcp_seed import seed_network, seed_subnet
+
+    from provnet.dhcp.view import build_view, snapshot_from
+    from provnet.model.resources import FixedIP, Port, Subnet
+
+    other = Subnet(id="sub-2", network_id="net-1", cidr="10.20.0.0/24", gateway_ip="10.20.0.1")
+    v6 = Subnet(id="sub-6", network_id="net-1", cidr="2001:db8::/64", ip_version=6, gateway_ip="2001:db8::1")
+    port = Port(id="p", network_id="net-1", mac_address=MACS["vm1"], device_owner="compute:nova",
+                fixed_ips=[FixedIP("sub-2", "10.20.0.5"), FixedIP("sub-1", IPS["vm1"]),
+                           FixedIP("sub-6", "2001:db8::5")])
+    view = build_view(snapshot_from(1, [seed_network()], [seed_subnet(), other, v6], [port], {}), Settings(),
+                      [ipaddress.IPv4Interface(f"{SERVER_IP}/24")])
+    direct = codec.decode(answer(raw(codec.DISCOVER, MACS["vm1"]), view).data)
+    assert direct.yiaddr == codec.ip_bytes(IPS["vm1"])
+    relayed = codec.decode(answer(raw(codec.DISCOVER, MACS["vm1"], giaddr="10.20.0.1"), view).data)
+    assert relayed.yiaddr == codec.ip_bytes("10.20.0.5")
+    assert routes_of(relayed.options[121]) == ["0.0.0.0/0 via 10.20.0.1"]  # gateway is the router: no extra route
+    assert relayed.options[1] == codec.ip_bytes("255.255.255.0") and relayed.options[3] == codec.ip_bytes("10.20.0.1")
+    assert len(view.by_mac[codec.mac_bytes(MACS["vm1"])]) == 2  # the IPv6 address is no DHCPv4 reservation
