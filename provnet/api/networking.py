@@ -1,6 +1,7 @@
 # The Neutron v2.0 subset: version documents, extensions, networks, subnets, ports, routers and agents.
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,9 @@ from aiohttp import web
 from provnet.api import wire
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
-from provnet.model.errors import ExtensionNotFound, HTTPBadRequest, NeutronError
+from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
 
+log = logging.getLogger("provnet.api")
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
 ID = "{id:[^/]+?}"
 
@@ -120,9 +122,12 @@ class NetworkingApi:
         try:
             for attrs in items:
                 created.append(create(attrs))
-        except NeutronError:
+        except Exception:
             for obj in reversed(created):
-                delete(obj.id)
+                try:
+                    delete(obj.id)
+                except Exception:  # report the original error; say what is left behind
+                    log.exception("bulk create failed and %s %s could not be removed", kind.member, obj.id)
             raise
         return created
 
