@@ -153,3 +153,27 @@ def test_concurrent_requests_each_get_their_own_answer(count):
         return [g.body for g in got]
 
     assert run(go()) == [str(i).encode() for i in range(count)]
+
+
+def test_unasked_bytes_on_an_idle_connection_never_pass_for_the_next_answer():
+    async def go():
+        async def chatty(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")  # unasked
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+
+        server = await asyncio.start_server(chatty, "127.0.0.1", 0)
+        up = Upstream(Target(port=server.sockets[0].getsockname()[1]))
+        first = await up.request("GET", "/", [])
+        await asyncio.sleep(0.2)
+        second = await up.request("GET", "/", [])
+        server.close()
+        return first.body, second.status, second.body
+
+    assert run(go()) == (b"first", 200, b"first")  # the second went on a fresh connection, not the 408

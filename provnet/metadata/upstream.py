@@ -166,7 +166,8 @@ class Upstream:
         data = http11.render_request(method, target, headers, body)
         while self._idle:
             conn = self._idle.pop()
-            if conn.closed:
+            if conn.closed or conn.buffer:  # closed, or the upstream said something unasked (e.g. a 408)
+                conn.transport.close()
                 continue
             try:
                 return await self._exchange(conn, data, method)
@@ -194,7 +195,7 @@ class Upstream:
         finally:
             timer.cancel()
             conn.waiter = None
-        if response.keep_alive and not conn.closed and len(self._idle) < self.max_idle:
+        if response.keep_alive and not conn.closed and not conn.buffer and len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:
             conn.transport.close()
