@@ -27,7 +27,9 @@ def free_port() -> int:
 def start(tmp_path: Path, verb: str, *extra: str, db: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     state = tmp_path / "state"
-    args = [PROVNET, "--state-path", str(state)]
+    conf = tmp_path / "provnet.conf"  # serve also starts the metadata API: keep it off the default 8775
+    conf.write_text(f"[DEFAULT]\nmetadata_listen_port = {free_port()}\n")
+    args = [PROVNET, "--config-file", str(conf), "--state-path", str(state)]
     if db:
         args += ["--db", db]
     proc = subprocess.Popen([*args, verb, "--bind-port", str(port), *extra], stdout=subprocess.PIPE,
