@@ -134,3 +134,21 @@ def test_direct_mode_is_off_by_default_and_identifies_by_address_when_on(setup):
         seed.instances["vm2"].encode()) == 1
     assert (chain.api.handle(request, Peer("172.16.1.199"))).status == 404  # no port
     assert (chain.api.handle(request, Peer("10.0.0.1"))).status == 400  # not trusted
+
+
+def test_pipelined_requests_are_answered_in_order(setup):
+    import socket
+
+    registry, seed, chain = setup
+    vm1 = seed.instances["vm1"]
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(vm1, registry.get_instance(vm1).project_id))
+    one = f"GET /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\n{head}\r\n"
+    two = f"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n"
+    with socket.create_connection(("127.0.0.1", chain.api.port), 5) as sock:
+        sock.sendall((one + two).encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200") and first.endswith(b"vm1.novalocal")
+    assert second.startswith(b"200") and f'"uuid": "{vm1}"'.encode() in second

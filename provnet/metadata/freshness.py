@@ -9,12 +9,13 @@ from provnet.registry.base import Registry
 class Revision:
     """`registry.revision()`, read once per event-loop iteration and shared by every request handled in it.
 
-    Why this never serves old data: every request handled in an iteration was received before the iteration's
-    callbacks started running (bytes arrive through the poll that precedes them), and the value is read during
-    those callbacks, so it is at least as new as any commit that finished before such a request was sent. The
-    value is forgotten by a callback queued ahead of the next iteration's work. This halves or better the
-    per-request database work under load (one read serves many requests, and the agent and API share it in
-    `provnet serve`).
+    Why this never serves old data to a request sent after a commit returned: a request's first bytes reach
+    the process through the poll that starts an iteration, and the value is read during that iteration's
+    callbacks, so it was read after the request was sent, hence after the commit. The value is forgotten by a
+    callback queued ahead of the next iteration's work. (Bytes can also arrive during a poll's callbacks, but
+    only after earlier bytes made the connection readable: a request started before the poll, or a pipelined
+    one, which the HTTP edge defers to the next iteration.) One read then serves many requests under load,
+    and the agent and API share it under `provnet serve`.
     """
 
     def __init__(self, registry: Registry) -> None:

@@ -67,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.paused = False
         self.closed = False
+        self.scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -81,13 +82,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self.busy is None:
+        if self.busy is None and not self.scheduled:
             self._process()
         elif len(self.buffer) > _MAX_BUFFER and not self.paused:
             self.paused = True
             self.transport.pause_reading()
 
     def _process(self) -> None:
+        self.scheduled = False
         while not self.closed and self.busy is None:
             if self.request is None:
                 end = self.buffer.find(b"\r\n\r\n")
@@ -116,6 +118,12 @@ class _Connection(asyncio.Protocol):
                 del self.buffer[:self.body_needed]
             self.request, self.body_needed, self.partial_since = None, 0, None
             self._dispatch(request)
+            if self.buffer and self.busy is None and not self.closed:
+                # A pipelined request waits for the next loop iteration: what it is answered from (see
+                # freshness.Revision) is then read after its bytes arrived.
+                self.scheduled = True
+                self.loop.call_soon(self._process)
+                return
         if self.paused and self.busy is None and not self.closed:
             self.paused = False
             self.transport.resume_reading()
