@@ -246,3 +246,33 @@ def test_router_losing_its_interface_stops_answering_for_that_network(setup):
     assert agent_get(chain, "/latest/meta-data/hostname", headers).status == 404
     registry.add_router_interface(seed.router_id, subnet_id=seed.subnet_id)
     assert agent_get(chain, "/latest/meta-data/hostname", headers).text == "vm1.novalocal"
+
+
+def test_no_stale_answer_after_a_commit_while_other_vms_keep_the_agent_busy(setup):
+    registry, seed, chain = setup
+    add_vm(registry, seed, "vm3", "172.16.1.110")
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def background() -> None:  # other VMs' traffic, so revision reads are shared between requests
+        while not stop.is_set():
+            answer = agent_get(chain, "/latest/meta-data/hostname", router_headers(seed, "172.16.1.104"))
+            if answer.text != "vm2.novalocal":
+                errors.append(answer.text)
+
+    threads = [threading.Thread(target=background) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        port = seed.ports["vm1"]
+        for i in range(20):
+            owner = seed.instances["vm3" if i % 2 == 0 else "vm1"]
+            registry.update_port(port, {"device_id": owner})
+            expected = registry.get_instance(owner).hostname
+            assert agent_get(chain, "/latest/meta-data/hostname", router_headers(seed)).text == \
+                f"{expected}.novalocal"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
