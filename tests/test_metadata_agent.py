@@ -276,3 +276,67 @@ def test_no_stale_answer_after_a_commit_while_other_vms_keep_the_agent_busy(setu
         for thread in threads:
             thread.join()
     assert errors == []
+
+
+def make_pki(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI."""
+    from conftest import need_tool
+
+    need_tool("openssl")
+    import subprocess
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    for ca in ("ca", "otherca"):
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+            "-days", "2", "-subj", f"/CN={ca}")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=provnet-{name}")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")
+    return tmp_path
+
+
+def test_https_to_the_api_with_ca_and_client_certificate(setup, tmp_path, extra_agents):
+    import ssl
+
+    _, seed, chain = setup
+    pki = make_pki(tmp_path)
+    Capture.seen, Capture.status, Capture.delay = [], 200, 0.0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    context.verify_mode = ssl.CERT_REQUIRED  # nova_client_cert must be presented
+    context.load_verify_locations(pki / "ca.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+
+    def agent(name: str, **tls) -> str:
+        path = str(tmp_path / name)
+        a = MetadataAgent(chain.registry, shared_secret=SECRET, socket_path=path,
+                          api=api_target("127.0.0.1", port, "https", **tls), api_timeout=5)
+        chain.loop.run(a.start())
+        chain.extra = getattr(chain, "extra", []) + [a]
+        return path
+
+    try:
+        good = agent("good", ca_cert=str(pki / "ca.pem"), client_cert=str(pki / "client.pem"),
+                     client_key=str(pki / "client.key"))
+        assert agent_get(good, "/latest/meta-data/", router_headers(seed)).status == 200
+        wrong_ca = agent("wrong", ca_cert=str(pki / "otherca.pem"), client_cert=str(pki / "client.pem"),
+                         client_key=str(pki / "client.key"))
+        assert agent_get(wrong_ca, "/latest/meta-data/", router_headers(seed)).status == 503
+        insecure = agent("insecure", insecure=True, ca_cert=str(pki / "otherca.pem"),
+                         client_cert=str(pki / "client.pem"), client_key=str(pki / "client.key"))
+        assert agent_get(insecure, "/latest/meta-data/", router_headers(seed)).status == 200
+        no_client_cert = agent("nocert", ca_cert=str(pki / "ca.pem"))
+        assert agent_get(no_client_cert, "/latest/meta-data/", router_headers(seed)).status == 503
+        assert len(Capture.seen) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
