@@ -1,12 +1,13 @@
 # Port creates per second through the networking API (`provnet api` subprocess, concurrent HTTP clients).
 #
 # One command (smoke size shown; the lead's full run: --ports 5000 --seconds 10 --concurrency 16):
-#   .venv/bin/python benchmarks/api_ports.py --ports 300 --seconds 2 --concurrency 8
+#   .venv/bin/python benchmarks/api_ports.py --ports 300 --seconds 2 --concurrency 8 --lookups 300
 # Runs on SQLite and on PostgreSQL (URL from $PROVNET_TEST_PG_URL, else `bash scripts/postgres.sh`), a fresh store each.
 # Per store it prints:
 #   - wrk (C, so the load generator takes little of the 2 cores): POST /v2.0/ports for --seconds; creates/s, latency
 #     p50/p99, non-201 answers, and duplicate fixed IPs counted afterwards through the API;
 #   - an aiohttp client (Python, like an agent or CLI would be) making --ports creates: the same figures;
+#   - RemoteRegistry.find_ports_by_ip through the API (what a metadata agent on another host pays): p50/p99;
 #   - the anchor: the same creates straight on the registry in one thread, no HTTP, so the API's cost is visible.
 # Target (issue 2): >= 500 creates/s through the API on this 2-core machine.
 from __future__ import annotations
@@ -141,6 +142,30 @@ async def aiohttp_run(url: str, ports: int, concurrency: int) -> str:
             f"failures {failures}  duplicate IPs {dups}")
 
 
+def remote_lookups(url: str, count: int) -> str:
+    """What an agent on another host pays per lookup: RemoteRegistry.find_ports_by_ip through this API."""
+    from provnet.registry.remote import RemoteRegistry
+
+    remote = RemoteRegistry(url)
+    try:
+        net = remote.list_networks({"name": ["bench-aiohttp"]})[0]
+        ports = remote.list_ports({"network_id": [net.id]})
+        stored = len(remote.list_ports())
+        latencies = []
+        for i in range(count):
+            port = ports[i % len(ports)]
+            t0 = time.perf_counter()
+            (found,) = remote.find_ports_by_ip(port.fixed_ips[0].ip_address, [net.id])
+            latencies.append(time.perf_counter() - t0)
+            assert found.id == port.id
+    finally:
+        remote.close()
+    latencies.sort()
+    return (f"{count} RemoteRegistry.find_ports_by_ip over HTTP ({stored} ports stored): "
+            f"p50 {statistics.median(latencies) * 1000:.2f} ms  p99 "
+            f"{latencies[min(count - 1, int(count * 0.99))] * 1000:.2f} ms")
+
+
 def registry_run(db_url: str, ports: int) -> str:
     """The anchor: the same creates straight on the registry, one thread, no HTTP."""
     from provnet.registry import open_registry
@@ -186,6 +211,7 @@ def bench(kind: str, args: argparse.Namespace, tmp: str) -> None:
         else:
             print(f"{kind:<10} API     (wrk not installed: apt-get install wrk)")
         print(f"{kind:<10} API     {asyncio.run(aiohttp_run(url, args.ports, args.concurrency))}", flush=True)
+        print(f"{kind:<10} lookup  {remote_lookups(url, args.lookups)}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -199,6 +225,7 @@ def main() -> None:
     parser.add_argument("--ports", type=int, default=2000, help="creates by the aiohttp client and the anchor")
     parser.add_argument("--seconds", type=int, default=5, help="duration of the wrk run (default 5)")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent client connections (default 16)")
+    parser.add_argument("--lookups", type=int, default=2000, help="remote IP lookups timed (default 2000)")
     parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"],
                         help="store(s) to measure (default both)")
     args = parser.parse_args()

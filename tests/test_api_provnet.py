@@ -169,3 +169,27 @@ def test_unexpected_errors_are_generic_500s_without_a_traceback(tmp_path, caplog
         real.close()
     assert any("hunter2" in r.getMessage() or (r.exc_info and "hunter2" in str(r.exc_info[1]))
                for r in caplog.records), "the real error is logged for the operator"
+
+
+def test_hot_path_lookups_and_their_bad_input(api: Client) -> None:
+    net = api.ok("POST", "/v2.0/networks", {"network": {"name": "n"}}, 201)["network"]
+    subnet = api.ok("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                         "cidr": "10.7.0.0/24"}}, 201)["subnet"]
+    port = api.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"]}}, 201)["port"]
+    ip, mac = port["fixed_ips"][0]["ip_address"], port["mac_address"]
+    found = api.ok("GET", f"/provnet/v1/ports/by-ip?ip_address={ip}&network_id={net['id']}")["ports"]
+    assert [p["id"] for p in found] == [port["id"]]
+    assert api.ok("GET", f"/provnet/v1/ports/by-ip?ip_address={ip}&network_id=other")["ports"] == []
+    assert [p["id"] for p in api.ok("GET", f"/provnet/v1/ports/by-mac?mac_address={mac.upper()}")["ports"]] == [
+        port["id"]]
+    router = api.ok("POST", "/v2.0/routers", {"router": {"name": "r"}}, 201)["router"]
+    assert api.ok("GET", f"/provnet/v1/routers/{router['id']}/network_ids") == {"network_ids": []}
+    api.ok("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]})
+    assert api.ok("GET", f"/provnet/v1/routers/{router['id']}/network_ids") == {"network_ids": [net["id"]]}
+    for bad, message in [("by-ip", "Required attribute 'ip_address'"),
+                         ("by-ip?ip_address=1.2.3.4&ip_address=1.2.3.5", "Required attribute 'ip_address'"),
+                         ("by-ip?ip_address=not-an-ip", "'not-an-ip' is not a valid IP address"),
+                         ("by-mac?mac_address=fa:16:3e", "'fa:16:3e' is not a valid MAC address"),
+                         ("by-mac", "Required attribute 'mac_address'")]:
+        status, body = api.get(f"/provnet/v1/ports/{bad}")
+        assert status == 400 and message in body["NeutronError"]["message"], bad

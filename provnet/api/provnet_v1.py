@@ -1,7 +1,9 @@
 # provnet's own API beside Neutron's (/provnet/v1): instances (Nova's side), passwords, agent reports, revision.
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 
 from aiohttp import web
 
@@ -14,6 +16,16 @@ from provnet.model.errors import HTTPBadRequest
 PREFIX = "/provnet/v1"
 MAX_LONG_POLL = 60.0
 MAX_PASSWORD = 256  # Nova's metadata password limit
+
+
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
+
+
+def _one(request: web.Request, name: str) -> str:
+    values = request.query.getall(name, [])
+    if len(values) != 1 or not values[0]:
+        raise HTTPBadRequest(msg=f"Failed to parse request. Required attribute '{name}' not specified (once)")
+    return values[0]
 
 
 class ProvnetApi:
@@ -82,6 +94,31 @@ class ProvnetApi:
                                          body["binary"], configurations)
         return json_response({"agent": agent.to_api(self.agent_down_time)})
 
+    # the Registry's indexed hot-path lookups, for agents on other hosts (RemoteRegistry): one call, one answer
+    async def ports_by_ip(self, request: web.Request) -> web.Response:
+        ip_address = _one(request, "ip_address")
+        try:
+            ipaddress.ip_address(ip_address)
+        except ValueError:
+            raise HTTPBadRequest(
+                msg=f"Invalid input for ip_address. Reason: '{ip_address}' is not a valid IP address.") from None
+        network_ids = request.query.getall("network_id", [])
+        ports = self.backend.read(self.registry.find_ports_by_ip, ip_address, network_ids)
+        return json_response({"ports": [p.to_api() for p in ports]})
+
+    async def ports_by_mac(self, request: web.Request) -> web.Response:
+        mac_address = _one(request, "mac_address")
+        if not _MAC.match(mac_address):
+            raise HTTPBadRequest(
+                msg=f"Invalid input for mac_address. Reason: '{mac_address}' is not a valid MAC address.")
+        network_ids = request.query.getall("network_id", None)
+        ports = self.backend.read(self.registry.find_ports_by_mac, mac_address, network_ids)
+        return json_response({"ports": [p.to_api() for p in ports]})
+
+    async def router_network_ids(self, request: web.Request) -> web.Response:
+        network_ids = self.backend.read(self.registry.router_network_ids, request.match_info["id"])
+        return json_response({"network_ids": network_ids})
+
     # the revision: caches on other hosts compare it; `?after=N&timeout=S` waits until it passes N
     async def revision(self, request: web.Request) -> web.Response:
         after_raw, timeout_raw = request.query.get("after"), request.query.get("timeout", "30")
@@ -111,4 +148,7 @@ class ProvnetApi:
         r.add_get(PREFIX + "/instances/{id}/password", self.get_password)
         r.add_post(PREFIX + "/instances/{id}/password", self.set_password)
         r.add_post(f"{PREFIX}/agents/report", self.report_agent)
+        r.add_get(f"{PREFIX}/ports/by-ip", self.ports_by_ip)
+        r.add_get(f"{PREFIX}/ports/by-mac", self.ports_by_mac)
+        r.add_get(PREFIX + "/routers/{id}/network_ids", self.router_network_ids)
         r.add_get(f"{PREFIX}/revision", self.revision)

@@ -11,7 +11,6 @@ from typing import Any
 
 from provnet.model import errors
 from provnet.model.resources import (
-    ROUTER_INTERFACE_OWNERS,
     Agent,
     Instance,
     Network,
@@ -261,24 +260,24 @@ class RemoteRegistry:
         path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}/password"
         self.request("POST", path, {"password": password})
 
-    # hot-path lookups: Neutron list filters do the work on the server
+    # hot-path lookups: the server's indexed Registry lookups, one call each
     def router_network_ids(self, router_id: str) -> list[str]:
-        filters = {"device_id": [router_id], "device_owner": list(ROUTER_INTERFACE_OWNERS)}
-        ports = self.request("GET", f"/v2.0/ports{_query(filters, [('fields', 'network_id')])}")["ports"]
-        return sorted({p["network_id"] for p in ports})
+        path = f"/provnet/v1/routers/{urllib.parse.quote(router_id, safe='')}/network_ids"
+        return self.request("GET", path)["network_ids"]
 
     def find_ports_by_ip(self, ip_address: str, network_ids: Sequence[str]) -> list[Port]:
         if not network_ids:
             return []
-        return self.list_ports({"fixed_ips": [f"ip_address={ip_address}"], "network_id": list(network_ids)})
+        query = _query({"ip_address": [ip_address], "network_id": list(network_ids)})
+        return [Port.from_api(d) for d in self.request("GET", f"/provnet/v1/ports/by-ip{query}")["ports"]]
 
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
-        filters: dict[str, list[str]] = {"mac_address": [mac_address.lower()]}
+        filters: dict[str, list[str]] = {"mac_address": [mac_address]}
         if network_ids is not None:
             if not network_ids:
                 return []
             filters["network_id"] = list(network_ids)
-        return self.list_ports(filters)
+        return [Port.from_api(d) for d in self.request("GET", f"/provnet/v1/ports/by-mac{_query(filters)}")["ports"]]
 
     def revision(self) -> int:
         return int(self.request("GET", "/provnet/v1/revision")["revision"])
