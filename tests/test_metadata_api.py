@@ -152,3 +152,26 @@ def test_pipelined_requests_are_answered_in_order(setup):
     first, second = data.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200") and first.endswith(b"vm1.novalocal")
     assert second.startswith(b"200") and f'"uuid": "{vm1}"'.encode() in second
+
+
+def test_direct_mode_over_a_real_socket(tmp_path):
+    """A VM on a trusted network talks to the API itself (no proxy, no agent): its TCP source names it."""
+    registry = open_registry(f"sqlite:///{tmp_path}/direct.sqlite")
+    seed = build_seed(registry, {"vm1": "127.0.0.1"}, cidr="127.0.0.0/24", gateway="127.0.0.2",
+                      external_router="127.0.0.3")
+    chain = Chain(registry, tmp_path, trusted_networks=["127.0.0.0/24"])
+    try:
+        answer = api_get(chain.api.port, "/openstack/latest/meta_data.json", [])
+        assert answer.status == 200 and json.loads(answer.body)["uuid"] == seed.instances["vm1"]
+        # signed headers still take precedence (and are still checked)
+        assert api_get(chain.api.port, "/latest/meta-data/", [("X-Instance-ID", "x")]).status == 400
+    finally:
+        chain.close()
+        registry.close()
+    (tmp_path / "off").mkdir()
+    closed = Chain(open_registry(f"sqlite:///{tmp_path}/direct.sqlite"), tmp_path / "off")
+    try:
+        assert api_get(closed.api.port, "/openstack/latest/meta_data.json", []).status == 400  # off by default
+    finally:
+        closed.close()
+        closed.registry.close()
