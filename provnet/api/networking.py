@@ -12,6 +12,7 @@ from provnet.api import wire
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
+from provnet.model.resources import Agent
 
 log = logging.getLogger("provnet.api")
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
@@ -52,7 +53,7 @@ class NetworkingApi:
         self.agent_down_time = agent_down_time
 
     def to_api(self, obj: Any) -> dict:
-        if type(obj).__name__ == "Agent":
+        if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
             return obj.to_api(self.agent_down_time)
         return obj.to_api()
 
