@@ -207,7 +207,7 @@ class MetadataApi:
         self.metrics.lookup("found")
         tree = content.MetadataTree(source)
         if self.cache_expiration > 0:
-            if len(self._cache) >= 100_000:
+            if len(self._cache) >= 10_000:  # about 10 KB each once a boot has read its tree
                 self._cache.clear()
             self._cache[instance_id] = _Entry(tree, revision, now)
         return tree
