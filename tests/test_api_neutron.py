@@ -346,3 +346,15 @@ def test_oversized_bodies_are_413_and_leave_nothing(api: Client) -> None:
     status, body = api.post("/v2.0/networks", raw=b'{"network": {"name": "' + b"x" * (9 * 1024 * 1024) + b'"}}')
     assert status == 413 and body["NeutronError"]["message"] == "Request body too large."
     assert api.snapshot() == before
+
+
+def test_agent_alive_follows_the_servers_agent_down_time(db_url: str) -> None:
+    import time
+
+    with running_api(db_url, agent_down_time=1.0) as (client, registry):
+        agent = client.ok("POST", "/provnet/v1/agents/report", {"agent": {
+            "host": "h1", "agent_type": "Open vSwitch agent", "binary": "provnet-agent"}})["agent"]
+        assert agent["alive"] is True
+        time.sleep(1.6)
+        assert client.ok("GET", f"/v2.0/agents/{agent['id']}")["agent"]["alive"] is False
+        assert [a["alive"] for a in client.ok("GET", "/v2.0/agents?host=h1")["agents"]] == [False]
