@@ -122,8 +122,9 @@ def prepare_store(store_dir: Path, ports: int, boots: int) -> tuple[str, dict]:
 # ---- the processes -----------------------------------------------------------------------------------------
 
 class Procs:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, state: str) -> None:
         self.workdir = workdir
+        self.state = state  # removed by stop()
         self.procs: list[subprocess.Popen] = []
 
     def start(self, name: str, *args: str) -> None:
@@ -142,6 +143,7 @@ class Procs:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        shutil.rmtree(self.state, ignore_errors=True)
 
 
 def wait_http(port: int, timeout: float = 30.0) -> None:
@@ -172,7 +174,7 @@ def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tupl
     conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\nnova_metadata_port = {api_port}\n"
                     f"metadata_listen_port = {api_port}\nbind_port = {free_port()}\n")
     base = ["--config-file", str(conf), "--state-path", state, "--db", db_url]
-    procs = Procs(workdir)
+    procs = Procs(workdir, state)
     if mode == "separate":
         procs.start("api", *base, "metadata-api")
         procs.start("agent", *base, "metadata-agent", "--socket", sock)
@@ -180,9 +182,13 @@ def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tupl
         procs.start("serve", *base, "serve")
     procs.start("proxy", *base, "metadata-proxy", "--router-id", router_id, "--bind", "127.0.0.1",
                 "--port", str(proxy_port), "--socket", sock)
-    wait_http(api_port)
-    wait_unix(sock)
-    wait_http(proxy_port)
+    try:
+        wait_http(api_port)
+        wait_unix(sock)
+        wait_http(proxy_port)
+    except BaseException:
+        procs.stop()
+        raise
     return procs, proxy_port
 
 
