@@ -170,3 +170,47 @@ def test_serve_runs_api_and_agent_behind_a_proxy(tmp_path):
         shutil.rmtree(state, ignore_errors=True)
     assert "metadata-agent started" in log and "metadata-api started" in log
 
+
+
+def test_agent_with_metadata_workers_forks_that_many_and_stops_them(tmp_path):
+    db = f"sqlite:///{tmp_path}/provnet.sqlite"
+    registry = open_registry(db)
+    seed = build_seed(registry, {"vm1": "172.16.1.103"})
+    registry.close()
+    api_port = free_port()
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = w\nmetadata_listen_port = {api_port}\n"
+                    f"nova_metadata_port = {api_port}\nmetadata_workers = 3\n")
+    base = ["--config-file", str(conf), "--state-path", str(tmp_path), "--db", db]
+    api = Running(*base, "metadata-api", log=tmp_path / "api.log")
+    agent = Running(*base, "metadata-agent", log=tmp_path / "agent.log")
+    sock = tmp_path / "metadata_proxy"
+    try:
+        wait_for(sock.exists, 20, "the agent's socket")
+
+        def children() -> list[int]:
+            path = Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children")
+            return [int(p) for p in path.read_text().split()]
+
+        wait_for(lambda: len(children()) == 3, 20, "three workers")
+        workers = children()
+
+        def ask() -> int:
+            conn = UnixHTTPConnection(str(sock))
+            try:
+                return http_request(conn, "GET", "/latest/meta-data/instance-id",
+                                    [("Host", "x"), ("X-Forwarded-For", "172.16.1.103"),
+                                     ("X-Neutron-Router-ID", seed.router_id)]).status
+            finally:
+                conn.close()
+
+        wait_for(lambda: ask() == 200, 20, "an answer through a worker")
+        assert all(ask() == 200 for _ in range(30))
+    finally:
+        log = agent.stop()
+        api.stop()
+    assert agent.proc.returncode == 0, log
+    assert not sock.exists()
+    assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+               for pid in workers)
+    assert "3 workers" in log

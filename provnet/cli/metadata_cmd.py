@@ -30,14 +30,11 @@ def metadata_api_service(config: Config, registry):
                        cache_expiration=config.get("api.metadata_cache_expiration"))
 
 
-def metadata_agent_service(config: Config, registry, local_api: bool = False):
+def metadata_agent_service(config: Config, registry, local_api: bool = False, listen_sock=None):
     """The agent; `local_api` (provnet serve) forwards to this process's metadata API, not nova_metadata_*."""
     from provnet.metadata.agent import MetadataAgent, api_target
     from provnet.metadata.ratelimit import RateLimiter, Window
 
-    if config.metadata_workers > 1:
-        log.info("metadata_workers = %d: provnet's agent is one asyncio process (it answers from a cache); "
-                 "the value is accepted for Neutron compatibility and not used", config.metadata_workers)
     limiter = None
     if config.get("metadata_rate_limiting.rate_limit_enabled"):
         limiter = RateLimiter([
@@ -59,7 +56,7 @@ def metadata_agent_service(config: Config, registry, local_api: bool = False):
         raise click.UsageError(f"TLS files for the metadata API: {exc}") from None
     return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
                          socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
-                         rate_limiter=limiter)
+                         rate_limiter=limiter, listen_sock=listen_sock)
 
 
 def _run(services) -> None:
@@ -158,7 +155,76 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
         if ignored:
             log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
     overrides["metadata_proxy_socket"] = socket_path
-    _serve_on_store(app, metadata_agent_service, overrides)
+    config = _with(app, overrides)
+    if config.metadata_workers > 1 and not app.api_url:
+        _agent_workers(app, config)
+    else:
+        _serve_on_store(app, metadata_agent_service, overrides)
+
+
+def _agent_workers(app, config: Config) -> None:
+    """metadata_workers > 1: bind the socket here, fork that many agents sharing it, stop them on SIGTERM.
+
+    Each worker has its own registry connection, lookup cache, rate-limit table and /metrics (a /metrics
+    request reaches one of them).
+    """
+    import signal
+
+    from provnet.cli.serve import open_store, prepare_state_dir
+    from provnet.metadata.serving import bind_unix
+
+    prepare_state_dir(config.state_path)
+    path = config.metadata_proxy_socket
+    try:
+        sock = bind_unix(path, config.metadata_backlog)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    children: list[int] = []
+    for _ in range(config.metadata_workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own store connection and event loop on the shared socket
+            code = 0
+            try:
+                registry = open_store(config)
+                try:
+                    _run([metadata_agent_service(config, registry, listen_sock=sock)])
+                finally:
+                    registry.close()
+            except BaseException:
+                log.exception("metadata agent worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    log.info("metadata agent: %d workers on %s", len(children), path)
+    stopping = False
+
+    def forward(signum: int, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = False
+    try:
+        while children:
+            pid, status = os.wait()
+            if pid in children:
+                children.remove(pid)
+                if not stopping:  # a worker died on its own: stop the rest, report it
+                    failed = True
+                    log.error("metadata agent worker %d exited (status %d); stopping the others", pid, status)
+                    forward(signal.SIGTERM, None)
+    finally:
+        sock.close()
+        if os.path.exists(path):
+            os.unlink(path)
+    if failed:
+        raise click.ClickException("a metadata agent worker failed; see the log above")
 
 
 @click.command("metadata-proxy")

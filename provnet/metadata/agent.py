@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class MetadataAgent:
 
     def __init__(self, registry: Registry, *, shared_secret: str, socket_path: str, api: Target,
                  backlog: int = 4096, rate_limiter: RateLimiter | None = None,
-                 api_timeout: float = API_TIMEOUT) -> None:
+                 api_timeout: float = API_TIMEOUT, listen_sock: socket.socket | None = None) -> None:
         self.registry = registry
         self.socket_path = socket_path
         self.backlog = backlog
@@ -172,10 +173,14 @@ class MetadataAgent:
         self.api = Upstream(api, timeout=api_timeout)
         self.api_host = f"{api.host}:{api.port}"
         self.rate_limiter = rate_limiter
+        self.listen_sock = listen_sock  # a socket bound by a parent process (metadata_workers > 1)
         self.server = HttpServer(self.handle, idle_timeout=api_timeout + 30)
 
     async def start(self) -> None:
-        await self.server.listen_unix(self.socket_path, self.backlog)
+        if self.listen_sock is not None:
+            await self.server.listen_socket(self.listen_sock)
+        else:
+            await self.server.listen_unix(self.socket_path, self.backlog)
         log.info("metadata agent on %s, forwarding to %s", self.socket_path, self.api.target.describe())
 
     async def stop(self) -> None:

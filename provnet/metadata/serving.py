@@ -202,25 +202,13 @@ class HttpServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
-        if len(os.fsencode(path)) > 107:
-            raise OSError(f"unix socket path too long ({len(os.fsencode(path))} bytes, the limit is 107): {path}")
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)  # a stale socket from a dead process
-            else:
-                raise OSError(f"{path} is in use by a running process")
-            finally:
-                probe.close()
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _Connection(self), path, backlog=backlog)
-        os.chmod(path, mode)
+        await self.listen_socket(bind_unix(path, backlog, mode))
         self._unix_path = path
+
+    async def listen_socket(self, sock: socket.socket) -> None:
+        """Serve on an already listening unix socket (shared by the agent's worker processes)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
         self._start_watchdog()
 
     def _start_watchdog(self) -> None:
@@ -247,6 +235,35 @@ class HttpServer:
             if self._unix_path and os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)
             self._server = None
+
+
+def bind_unix(path: str, backlog: int = 4096, mode: int = 0o666) -> socket.socket:
+    """A listening unix socket at `path`; a stale file from a dead process is replaced, a live one refused."""
+    if len(os.fsencode(path)) > 107:
+        raise OSError(f"unix socket path too long ({len(os.fsencode(path))} bytes, the limit is 107): {path}")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise OSError(f"{path} is in use by a running process")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def install_fast_loop() -> None:
