@@ -136,7 +136,9 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     nova_metadata_protocol://nova_metadata_host:nova_metadata_port with exactly X-Forwarded-For,
     X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature (plus X-Openstack-Request-Id for the logs).
     No single port: 404. API unreachable: 503. Too many requests from one address, when
-    [metadata_rate_limiting] rate_limit_enabled: 429 with Retry-After.
+    [metadata_rate_limiting] rate_limit_enabled: 429 with Retry-After. Lookups are cached until the
+    registry changes. metadata_workers > 1 runs that many agent processes on the one socket.
+    /healthz, /readyz and /metrics answer requests without proxy headers (curl --unix-socket PATH).
 
     \b
     Example (an existing Neutron configuration works unchanged):
