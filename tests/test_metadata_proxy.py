@@ -157,3 +157,27 @@ def test_proxy_needs_exactly_one_scope(tmp_path):
         MetadataProxy(socket_path="x", router_id="r", network_id="n")
     with pytest.raises(ValueError):
         MetadataProxy(socket_path="x")
+
+
+def test_dual_stack_bind_sets_each_clients_own_address(loop, tmp_path):
+    from provnet.metadata.serving import HttpServer, Response
+
+    seen: list[str | None] = []
+    agent = HttpServer(lambda req, peer: seen.append(req.get("x-forwarded-for")) or Response(200, b"ok"))
+    loop.run(agent.listen_unix(str(tmp_path / "agent.sock")))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = MetadataProxy(socket_path=str(tmp_path / "agent.sock"), router_id="r", bind="0.0.0.0,::", port=port)
+    loop.run(proxy.start())
+    try:
+        for host, family in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+            with socket.socket(family) as sock:
+                sock.settimeout(5)
+                sock.connect((host, port))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        assert seen == ["127.0.0.1", "::1"]
+    finally:
+        loop.run(proxy.stop())
+        loop.run(agent.close())

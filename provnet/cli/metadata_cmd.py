@@ -232,7 +232,8 @@ def _agent_workers(app, config: Config) -> None:
 @click.command("metadata-proxy")
 @click.option("--router-id", default=None, help="Serve this router's VMs (sets X-Neutron-Router-ID).")
 @click.option("--network-id", default=None, help="Serve this network's VMs (sets X-Neutron-Network-ID).")
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--bind", default="0.0.0.0", show_default=True,
+              help="Address(es) to listen on, comma-separated: 0.0.0.0,:: also takes IPv6 (fe80::a9fe:a9fe).")
 @click.option("--port", type=int, default=None, help="Port to listen on (config metadata_port, default 9697).")
 @click.option("--socket", "socket_path", default=None,
               help="The agent's unix socket (config metadata_proxy_socket, default <state_path>/metadata_proxy).")

@@ -195,8 +195,10 @@ class HttpServer:
         self._unix_path: str | None = None
 
     async def listen_tcp(self, host: str, port: int, backlog: int = 4096) -> int:
+        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
+        hosts = [h.strip() for h in host.split(",") if h.strip()] if "," in host else host
+        self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
                                                 reuse_address=True)
         self._start_watchdog()
         return self._server.sockets[0].getsockname()[1]
