@@ -183,8 +183,25 @@ def test_a_failure_inside_the_transaction_rolls_everything_back(reg: SqlRegistry
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(reg, "_store_allocations", broken)
-    with pytest.raises(RuntimeError):
-        reg.create_port({"network_id": net.id, "name": "half"})
+    with pytest.raises(RuntimeError):  # a requested subnet: the general (multi-statement) path on both databases
+        reg.create_port({"network_id": net.id, "name": "half", "fixed_ips": [{"subnet_id": seed[1].id}]})
     monkeypatch.undo()
     assert reg.list_ports() == [] and reg.revision() == before
     assert reg.create_port({"network_id": net.id, "name": "whole"}).name == "whole"
+
+
+def test_a_mac_clash_is_retried_with_a_new_mac_and_leaves_nothing(reg: SqlRegistry, seed, monkeypatch) -> None:
+    """The common create (one statement on PostgreSQL, a transaction on SQLite) draws a random MAC; a clash
+    with an existing port trips the unique constraint, nothing of the attempt stays, and a new draw succeeds."""
+    from provnet.model import ipam
+
+    net, _ = seed
+    first = reg.create_port({"network_id": net.id, "name": "first"})
+    draws = iter([first.mac_address, "fa:16:3e:00:00:42"])
+    monkeypatch.setattr(ipam, "random_mac", lambda rng=None: next(draws))
+    before = reg.revision()
+    second = reg.create_port({"network_id": net.id, "name": "second"})
+    assert second.mac_address == "fa:16:3e:00:00:42" and reg.write_retries >= 1
+    assert sorted(p.name for p in reg.list_ports()) == ["first", "second"]
+    assert reg.revision() == before + 1  # one committed write, not two
+    assert reg.get_port(second.id).fixed_ips == second.fixed_ips

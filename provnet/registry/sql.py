@@ -54,6 +54,7 @@ from provnet.model.resources import (
 from provnet.model.subnet_rules import build_subnet, updated_subnet
 from provnet.model.validation import hostname_from_name, parse_create, parse_update, to_boolean
 from provnet.registry import schema as t
+from provnet.registry import sql_pg_port as pg_port
 from provnet.registry import sql_rows as rows
 from provnet.registry.base import Filters
 from provnet.registry.sql_engine import WRITE_OPTION, make_engine, single_read_engine, upgrade
@@ -117,6 +118,7 @@ class SqlRegistry:
         self._reader = single_read_engine(self.engine)
         self._prepare_statements()
         self._rng = random.SystemRandom()
+        self._one_statement_creates = self.engine.dialect.name == "postgresql"
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
 
     def _prepare_statements(self) -> None:
@@ -466,8 +468,8 @@ class SqlRegistry:
             if port.allowed_address_pairs:
                 raise AddressPairAndPortSecurityRequired()
 
-    def _create_port(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Port:
-        network = self._network(conn, clean["network_id"])
+    def _new_port(self, network: Network, clean: Mapping[str, Any]) -> Port:
+        """The port a create asks for, before its MAC, addresses and binding are decided."""
         port = Port(
             id=_new_id(), network_id=network.id, mac_address="", name=clean["name"],
             project_id=clean["project_id"], admin_state_up=clean["admin_state_up"],
@@ -480,6 +482,11 @@ class SqlRegistry:
             binding_profile=dict(clean["binding:profile"]),
         )
         self._check_port_security(port)
+        return port
+
+    def _create_port(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Port:
+        network = self._network(conn, clean["network_id"])
+        port = self._new_port(network, clean)
         port.mac_address = self._mac(conn, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
         self._bind(conn, port, network)
@@ -487,8 +494,45 @@ class SqlRegistry:
         self._store_allocations(conn, port, replace=False)
         return port
 
+    def _create_port_one_statement(self, clean: Mapping[str, Any]) -> Port | None:
+        """PostgreSQL, the common create (automatic address, random MAC, no binding): two reads and one
+        autocommit statement, three round trips instead of eight. None: take the general path instead (not
+        eligible, every probe taken, or the network went away: the general path says so exactly)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            with self._read() as conn:
+                network = self._network(conn, clean["network_id"])
+                port = self._new_port(network, clean)
+                subnets = sorted(self._network_subnets(conn, network.id), key=lambda s: s.ip_version)
+                if not pg_port.eligible(dict(clean), port) or not subnets:
+                    return None
+                probes = ipam.probe_addresses(subnets[0], self._rng)
+                if not probes:
+                    return None
+                port.mac_address = ipam.random_mac(self._rng)
+                self._bind(conn, port, network)
+                try:
+                    ip = pg_port.insert_port_with_probe(conn, rows.port_values(port), subnets[0].id, probes,
+                                                        _now())
+                except sa.exc.DBAPIError as exc:
+                    if not _retryable(exc):
+                        if getattr(exc.orig, "sqlstate", None) == "23503":  # the network or subnet was deleted
+                            return None
+                        raise
+                    self.write_retries += 1
+                    time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
+                    continue
+            if ip is None:
+                return None
+            port.fixed_ips = [FixedIP(subnets[0].id, ip)]
+            return port
+        return None
+
     def create_port(self, attrs: Mapping[str, Any]) -> Port:
         clean = parse_create("port", attrs)
+        if self._one_statement_creates:
+            port = self._create_port_one_statement(clean)
+            if port is not None:
+                return port
         return self._write(lambda conn: self._create_port(conn, clean),
                            exhausted=lambda: IpAddressGenerationFailure(net_id=clean["network_id"]))
 
