@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -117,7 +118,7 @@ class SqlRegistry:
         upgrade(self.engine)
         self._reader = single_read_engine(self.engine)
         self._prepare_statements()
-        self._rng = random.SystemRandom()
+        self._rng = random.Random()  # seeded from os.urandom: processes draw differently; no secret here
         self._one_statement_creates = self.engine.dialect.name == "postgresql"
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
 
@@ -135,6 +136,12 @@ class SqlRegistry:
         self._revision_stmt = sa.select(t.revision.c.value).where(t.revision.c.id == 1)
         self._bump_stmt = sa.update(t.revision).where(t.revision.c.id == 1).values(value=t.revision.c.value + 1)
         self._network_stmt = self._network_query().where(t.networks.c.id == sa.bindparam("network_id"))
+        self._network_full_stmt = (
+            sa.select(t.networks, t.subnets.c.id.label("subnet_id"),
+                      *[c.label(f"subnet__{c.name}") for c in t.subnets.c])
+            .select_from(t.networks.outerjoin(t.subnets, t.subnets.c.network_id == t.networks.c.id))
+            .where(t.networks.c.id == sa.bindparam("network_id"))
+            .order_by(t.subnets.c.created_at, t.subnets.c.id))
         self._network_subnets_stmt = (sa.select(t.subnets).where(t.subnets.c.network_id == sa.bindparam("network_id"))
                                       .order_by(t.subnets.c.created_at, t.subnets.c.id))
         self._port_stmt = self._port_query().where(p.c.id == sa.bindparam("port_id"))
@@ -200,6 +207,16 @@ class SqlRegistry:
             if row.subnet_id is not None:
                 net.subnets.append(row.subnet_id)
         return list(out.values())
+
+    def _network_and_subnets(self, conn: sa.Connection, network_id: str) -> tuple[Network, list[Subnet]]:
+        """The network and its subnets (in creation order) in one query."""
+        result = list(conn.execute(self._network_full_stmt, {"network_id": network_id}))
+        if not result:
+            raise NetworkNotFound(net_id=network_id)
+        subnets = [rows.subnet_from_row(SimpleNamespace(**{k[len("subnet__"):]: v for k, v in r._mapping.items()
+                                                            if k.startswith("subnet__")}))
+                   for r in result if r.subnet_id is not None]
+        return self._group_networks(result)[0], subnets
 
     def _network(self, conn: sa.Connection, network_id: str) -> Network:
         found = self._group_networks(conn.execute(self._network_stmt, {"network_id": network_id}))
@@ -496,13 +513,13 @@ class SqlRegistry:
 
     def _create_port_one_statement(self, clean: Mapping[str, Any]) -> Port | None:
         """PostgreSQL, the common create (automatic address, random MAC, no binding): two reads and one
-        autocommit statement, three round trips instead of eight. None: take the general path instead (not
+        autocommit statement, two round trips instead of eight. None: take the general path instead (not
         eligible, every probe taken, or the network went away: the general path says so exactly)."""
         for attempt in range(WRITE_ATTEMPTS):
             with self._read() as conn:
-                network = self._network(conn, clean["network_id"])
+                network, subnets = self._network_and_subnets(conn, clean["network_id"])
                 port = self._new_port(network, clean)
-                subnets = sorted(self._network_subnets(conn, network.id), key=lambda s: s.ip_version)
+                subnets.sort(key=lambda s: s.ip_version)
                 if not pg_port.eligible(dict(clean), port) or not subnets:
                     return None
                 probes = ipam.probe_addresses(subnets[0], self._rng)
