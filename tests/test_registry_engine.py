@@ -43,7 +43,10 @@ def test_two_processes_open_a_fresh_database_at_once(db_url: str) -> None:
     reg = open_registry(db_url)
     try:
         assert len(reg.list_networks()) == 3
-        assert sorted(int(o) for o, _ in outs) == [2, 3, 4]  # every write bumped the one revision row
+        # every write bumped the one revision row: 1 at creation, +1 per network; each process read it after its
+        # own write (another's may have landed in between, so only the bounds are fixed)
+        assert reg.revision() == 4
+        assert all(2 <= int(o) <= 4 for o, _ in outs)
     finally:
         reg.close()
 
