@@ -4,7 +4,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,9 +211,12 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
         raise ConfigError(f"{opt.key} = {raw!r} ({source}): {exc}") from None
 
 
-def read_ini(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read one provnet INI file into {key: raw value}; unknown keys are errors, not silently ignored."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
+def ini_entries(path: str | os.PathLike[str], strict: bool = True) -> Iterator[tuple[str, str, str]]:
+    """(section, name, raw value) of every option in an INI file, DEFAULT first; read errors are ConfigErrors.
+
+    `strict=False` lets a section or option repeat (the later wins), as Neutron's own files may.
+    """
+    parser = configparser.ConfigParser(interpolation=None, strict=strict)
     try:
         with open(path, encoding="utf-8") as fh:
             parser.read_file(fh)
@@ -221,15 +224,21 @@ def read_ini(path: str | os.PathLike[str]) -> dict[str, str]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except configparser.Error as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    out: dict[str, str] = {}
     for section in ["DEFAULT", *parser.sections()]:
         items = parser.defaults() if section == "DEFAULT" else {
             k: v for k, v in parser.items(section, raw=True) if k not in parser.defaults()}
         for name, raw in items.items():
-            key = name if section == "DEFAULT" else f"{section}.{name}"
-            if key not in _BY_KEY:
-                raise ConfigError(f"config file {path}: unknown option [{section}] {name}")
-            out[key] = raw
+            yield section, name, raw
+
+
+def read_ini(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read one provnet INI file into {key: raw value}; unknown keys are errors, not silently ignored."""
+    out: dict[str, str] = {}
+    for section, name, raw in ini_entries(path):
+        key = name if section == "DEFAULT" else f"{section}.{name}"
+        if key not in _BY_KEY:
+            raise ConfigError(f"config file {path}: unknown option [{section}] {name}")
+        out[key] = raw
     return out
 
 

@@ -176,3 +176,15 @@ def test_neutron_ini_with_a_bad_value_names_option_and_file(tmp_path):
         read_neutron_ini(path)
     with pytest.raises(ConfigError, match="cannot read"):
         read_neutron_ini(tmp_path / "missing.ini")
+
+
+def test_neutron_ini_may_repeat_an_option_the_later_wins_but_provnet_ini_may_not(tmp_path):
+    text = "[DEFAULT]\nnova_metadata_host = 10.0.0.5\nnova_metadata_host = 10.0.0.6\n"
+    path = tmp_path / "metadata_agent.ini"
+    path.write_text(text)
+    found, _ = read_neutron_ini(path)
+    assert found["nova_metadata_host"] == "10.0.0.6"
+    own = tmp_path / "provnet.conf"
+    own.write_text(text)
+    with pytest.raises(ConfigError, match="provnet.conf.*nova_metadata_host"):
+        load_config(files=[own], env={})

@@ -1,10 +1,9 @@
 # Reading Neutron's own metadata_agent.ini / neutron.conf: the options provnet shares, the rest reported as ignored.
 from __future__ import annotations
 
-import configparser
 import os
 
-from provnet.config import ConfigError
+from provnet.config import ini_entries
 
 # Neutron option -> provnet option key (same names, except the pre-Queens nova_metadata_ip).
 NEUTRON_AGENT_OPTIONS = {
@@ -29,23 +28,12 @@ def read_neutron_ini(path: str | os.PathLike[str]) -> tuple[dict[str, str], list
     returned so the caller can log them, not rejected, so an existing metadata_agent.ini works unchanged.
     `[metadata_rate_limiting] ip_versions` is among them: provnet limits IPv4 and IPv6 sources together.
     """
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except configparser.Error as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
     found: dict[str, str] = {}
     ignored: list[str] = []
-    for section in ["DEFAULT", *parser.sections()]:
-        items = parser.defaults() if section == "DEFAULT" else {
-            k: v for k, v in parser.items(section, raw=True) if k not in parser.defaults()}
-        for name, raw in items.items():
-            key = NEUTRON_AGENT_OPTIONS.get((section, name))
-            if key is None:
-                ignored.append(f"[{section}] {name}")
-            else:
-                found[key] = raw
+    for section, name, raw in ini_entries(path, strict=False):
+        key = NEUTRON_AGENT_OPTIONS.get((section, name))
+        if key is None:
+            ignored.append(f"[{section}] {name}")
+        else:
+            found[key] = raw
     return found, ignored
