@@ -132,3 +132,40 @@ def test_instance_password_is_set_once(reg: SqlRegistry) -> None:
     assert reg.get_instance_password(inst.id) == "c2VjcmV0"
     expect("InstanceNotFound", 404, None, reg.set_instance_password, "nope", "x")
     assert reg.get_instance(inst.id).to_api()["has_password"] is True
+
+
+def test_bare_heartbeat_keeps_the_revision_but_real_changes_bump_it(reg: SqlRegistry) -> None:
+    first = reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", MAPPED)  # a new agent: bumps
+    rev = reg.revision()
+    again = reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", dict(MAPPED))  # same everything: heartbeat
+    assert reg.revision() == rev and again.heartbeat_timestamp >= first.heartbeat_timestamp
+    assert reg.get_agent(first.id).heartbeat_timestamp == again.heartbeat_timestamp  # the heartbeat is stored
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", {"bridge_mappings": {"physnet1": "br-ex"}})
+    assert reg.revision() == rev + 1  # changed mappings
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b2", {"bridge_mappings": {"physnet1": "br-ex"}})
+    assert reg.revision() == rev + 2  # changed binary
+    reg.report_agent_state("compute2", OVS_AGENT_TYPE, "b", MAPPED)
+    assert reg.revision() == rev + 3  # another new agent
+    _age_heartbeat(reg, first.id, 300)
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b2", {"bridge_mappings": {"physnet1": "br-ex"}})
+    assert reg.revision() == rev + 4  # a dead agent coming back is a change (it may bind ports again)
+
+
+def test_heartbeat_that_rebinds_a_port_bumps_the_revision(reg: SqlRegistry) -> None:
+    net = reg.create_network(SEED_NETWORK)
+    reg.create_subnet(seed_subnet(net.id))
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", {"bridge_mappings": {}})
+    port = reg.create_port({"network_id": net.id, "binding:host_id": "compute1"})
+    assert port.binding_vif_type == "binding_failed"
+    rev = reg.revision()
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", {"bridge_mappings": {}})  # still fails: nothing new
+    assert reg.revision() == rev and reg.get_port(port.id).binding_vif_type == "binding_failed"
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", MAPPED)  # mappings changed and the port re-bound
+    assert reg.revision() == rev + 1 and reg.get_port(port.id).binding_vif_type == "ovs"
+    reg.update_agent(reg.list_agents()[0].id, {"admin_state_up": False})
+    other = reg.create_port({"network_id": net.id, "binding:host_id": "compute1"})
+    assert other.binding_vif_type == "binding_failed"
+    reg.update_agent(reg.list_agents()[0].id, {"admin_state_up": True})
+    rev = reg.revision()
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "b", MAPPED)  # same report, but it re-binds `other`
+    assert reg.revision() == rev + 1 and reg.get_port(other.id).binding_vif_type == "ovs"

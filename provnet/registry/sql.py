@@ -157,11 +157,13 @@ class SqlRegistry:
             yield conn
 
     def _write(self, fn: Callable[[sa.Connection], T],
-               exhausted: Callable[[], Exception] | None = None) -> T:
+               exhausted: Callable[[], Exception] | None = None,
+               changed: Callable[[T], bool] | None = None) -> T:
         """Run `fn` in one write transaction that also bumps the revision; retry it on a constraint race.
 
         A NeutronError from `fn` rolls everything back. After WRITE_ATTEMPTS races, `exhausted()` (or a
-        generic Conflict) is raised: 409, nothing written.
+        generic Conflict) is raised: 409, nothing written. `changed(result)` False: the write changed nothing
+        a cache holds (a bare heartbeat), so the revision stays.
         """
         for attempt in range(WRITE_ATTEMPTS):
             try:
@@ -169,7 +171,8 @@ class SqlRegistry:
                     conn.execution_options(**{WRITE_OPTION: True})
                     with conn.begin():
                         result = fn(conn)
-                        conn.execute(self._bump_stmt)
+                        if changed is None or changed(result):
+                            conn.execute(self._bump_stmt)
                 return result
             except sa.exc.DBAPIError as exc:
                 if not _retryable(exc):
@@ -756,7 +759,7 @@ class SqlRegistry:
             raise InvalidInput(error_message="configurations must be an object")
         configs = dict(configurations)
 
-        def tx(conn: sa.Connection) -> Agent:
+        def tx(conn: sa.Connection) -> tuple[Agent, bool]:
             now = _now()
             found = self._agents(conn, [t.agents.c.host == host, t.agents.c.agent_type == agent_type])
             if found:
@@ -766,29 +769,40 @@ class SqlRegistry:
                     binary=binary, configurations=configs, heartbeat_timestamp=now,
                     **({"started_at": now} if revived else {})))
                 agent_id = agent.id
+                changed = revived or agent.binary != binary or agent.configurations != configs
             else:
                 agent_id = _new_id()
                 conn.execute(sa.insert(t.agents).values(
                     id=agent_id, host=host, agent_type=agent_type, binary=binary, topic="N/A",
                     admin_state_up=True, configurations=configs, heartbeat_timestamp=now, created_at=now,
                     started_at=now))
-            self._rebind_failed(conn, host)
-            return self._agents(conn, [t.agents.c.id == agent_id])[0]
+                changed = True
+            rebound = self._rebind_failed(conn, host)
+            return self._agents(conn, [t.agents.c.id == agent_id])[0], changed or rebound
 
-        return self._write(tx)
+        # a bare heartbeat (same agent, same configurations, no port re-bound) leaves the revision alone: caches
+        # keyed on it (metadata agent, API, DHCP view) are not flushed every report_interval per agent
+        return self._write(tx, changed=lambda result: result[1])[0]
 
-    def _rebind_failed(self, conn: sa.Connection, host: str) -> None:
-        """ML2 retries a host's binding_failed ports when its agent reports."""
+    def _rebind_failed(self, conn: sa.Connection, host: str) -> bool:
+        """ML2 retries a host's binding_failed ports when its agent reports. True: a port's binding changed."""
         failed = self._ports(conn, [t.ports.c.binding_host_id == host,
                                     t.ports.c.binding_vif_type == binding.VIF_TYPE_BINDING_FAILED])
         networks: dict[str, Network] = {}
+        changed = False
         for port in failed:
             network = networks.get(port.network_id) or self._network(conn, port.network_id)
             networks[network.id] = network
+            before = (port.binding_vif_type, port.binding_vif_details, port.status, port.binding_failure_reason)
             self._bind(conn, port, network)
+            after = (port.binding_vif_type, port.binding_vif_details, port.status, port.binding_failure_reason)
+            if after == before:
+                continue
+            changed = True
             conn.execute(sa.update(t.ports).where(t.ports.c.id == port.id).values(
                 binding_vif_type=port.binding_vif_type, binding_vif_details=port.binding_vif_details,
                 status=port.status, binding_failure_reason=port.binding_failure_reason))
+        return changed
 
     def get_agent(self, agent_id: str) -> Agent:
         with self._read() as conn:
