@@ -237,6 +237,11 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(cli: Cli, seeded):
         ("router-interface-add", 2, "missing argument ROUTER INTERFACE"),
         ("net-update phy_net", 2, "Must specify new values to update network"),
         ("net-update phy_net --admin-state-up --admin-state-down", 2, "give only one"),
+        ("router-update nor", 2, "Must specify new values to update router"),
+        ("router-update nor --admin-state-down", 1, "Unable to find router with name or id 'nor'"),
+        ("port-update nop --admin-state-up --admin-state-down", 2, "give only one"),
+        ("agent-update nohost", 2, "Must specify new values to update agent"),
+        ("instance-update novm", 1, "Unable to find instance with name or id 'novm'"),
         ("port-update nop --name x", 1, "Unable to find port with name or id 'nop'"),
     ]
     for args, code, message in cases:

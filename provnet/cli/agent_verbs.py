@@ -6,7 +6,6 @@ from typing import Any
 import click
 
 from provnet.cli.lookup import find
-from provnet.cli.neutron_args import merge_body
 from provnet.cli.verbs import (
     delete_all,
     emit_many,
@@ -15,8 +14,7 @@ from provnet.cli.verbs import (
     list_options,
     neutron_command,
     output_options,
-    require_changes,
-    tri_state,
+    update_one,
 )
 from provnet.registry.base import Registry
 
@@ -63,14 +61,7 @@ def register(group: click.Group) -> None:
     @output_options
     def agent_update(app, args, extras, up, down, fmt, columns) -> None:
         """Update an agent's admin state."""
-        body: dict[str, Any] = {}
-        state = tri_state(up, down, "--admin-state-up/--admin-state-down")
-        if state is not None:
-            body["admin_state_up"] = state
-        body = merge_body(body, extras)
-        require_changes(body, "agent")
-        agent = find(app.registry, "agent", args[0])
-        updated = app.registry.update_agent(agent.id, body)
+        updated = update_one(app, "agent", args[0], {}, extras, up, down)
         emit_one(agent_row(updated, app.config.agent_down_time, fmt), fmt, columns, f"Updated agent: {args[0]}")
 
     @neutron_command(group, "agent-delete", "AGENT...", extras=False)

@@ -18,8 +18,8 @@ from provnet.cli.verbs import (
     list_options,
     neutron_command,
     output_options,
-    require_changes,
     rows_for,
+    update_one,
 )
 from provnet.registry.base import Registry
 
@@ -183,9 +183,7 @@ def register(group: click.Group) -> None:
                 del metadata[key]
             metadata.update(properties(props))
             body["metadata"] = metadata
-        body = merge_body(body, extras)
-        require_changes(body, "instance")
-        updated = registry.update_instance(instance.id, body)
+        updated = update_one(app, "instance", instance.id, body, extras)
         emit_one(display(updated.to_api(), fmt), fmt, columns, f"Updated instance: {args[0]}")
 
     @neutron_command(group, "instance-delete", "INSTANCE...", extras=False)

@@ -16,6 +16,7 @@ from provnet.cli.neutron_args import (
     parse_host_route,
 )
 from provnet.cli.verbs import (
+    admin_state_options,
     delete_all,
     emit_many,
     emit_one,
@@ -24,9 +25,9 @@ from provnet.cli.verbs import (
     neutron_command,
     output_options,
     project_option,
-    require_changes,
     rows_for,
     tri_state,
+    update_one,
 )
 from provnet.registry.base import Registry
 
@@ -117,21 +118,12 @@ def register_networks(group: click.Group) -> None:
                      epilog="\b\nExamples:\n  provnet net-update phy_net --name physical\n"
                      "  provnet net-update phy_net -- --shared=True")
     @click.option("--name", help="New name.")
-    @click.option("--admin-state-up", "up", is_flag=True, help="Set administratively up.")
-    @click.option("--admin-state-down", "down", is_flag=True, help="Set administratively down.")
+    @admin_state_options
     @output_options
     def net_update(app, args, extras, name, up, down, fmt, columns) -> None:
         """Update a network's attributes (provider attributes are fixed at creation, as in Neutron)."""
-        body: dict[str, Any] = {}
-        if name is not None:
-            body["name"] = name
-        state = tri_state(up, down, "--admin-state-up/--admin-state-down")
-        if state is not None:
-            body["admin_state_up"] = state
-        body = merge_body(body, extras)
-        require_changes(body, "network")
-        net_id = find_id(app.registry, "network", args[0])
-        net = app.registry.update_network(net_id, body)
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        net = update_one(app, "network", args[0], body, extras, up, down)
         emit_one(net.to_api(), fmt, columns, f"Updated network: {args[0]}")
 
     @neutron_command(group, "net-delete", "NETWORK...", extras=False,
@@ -247,10 +239,7 @@ def register_subnets(group: click.Group) -> None:
             if dns:
                 raise ArgError("give --dns-nameserver or --no-dns-nameservers, not both")
             body["dns_nameservers"] = []
-        body = merge_body(body, extras)
-        require_changes(body, "subnet")
-        subnet_id = find_id(app.registry, "subnet", args[0])
-        subnet = app.registry.update_subnet(subnet_id, body)
+        subnet = update_one(app, "subnet", args[0], body, extras)
         emit_one(subnet.to_api(), fmt, columns, f"Updated subnet: {args[0]}")
 
     @neutron_command(group, "subnet-delete", "SUBNET...", extras=False)
@@ -367,8 +356,7 @@ def register_ports(group: click.Group) -> None:
                      epilog="\b\nExample:\n  provnet port-update vm1-port --binding:host_id compute2")
     @port_options
     @click.option("--no-fixed-ips", is_flag=True, help="Release every address.")
-    @click.option("--admin-state-up", "up", is_flag=True, help="Set administratively up.")
-    @click.option("--admin-state-down", "down", is_flag=True, help="Set administratively down.")
+    @admin_state_options
     @output_options
     def port_update(app, args, extras, name, fixed_ips, device_id, device_owner, host_id, vnic_type,
                     security_groups, no_security_groups, pairs, no_fixed_ips, up, down, fmt, columns) -> None:
@@ -380,13 +368,7 @@ def register_ports(group: click.Group) -> None:
             if fixed_ips:
                 raise ArgError("give --fixed-ip or --no-fixed-ips, not both")
             body["fixed_ips"] = []
-        state = tri_state(up, down, "--admin-state-up/--admin-state-down")
-        if state is not None:
-            body["admin_state_up"] = state
-        body = merge_body(body, extras)
-        require_changes(body, "port")
-        port_id = find_id(registry, "port", args[0])
-        port = registry.update_port(port_id, body)
+        port = update_one(app, "port", args[0], body, extras, up, down)
         emit_one(port.to_api(), fmt, columns, f"Updated port: {args[0]}")
 
     @neutron_command(group, "port-delete", "PORT...", extras=False)

@@ -9,6 +9,7 @@ import click
 from provnet.cli.lookup import find, find_id
 from provnet.cli.neutron_args import merge_body, parse_interface
 from provnet.cli.verbs import (
+    admin_state_options,
     delete_all,
     emit_many,
     emit_one,
@@ -17,9 +18,8 @@ from provnet.cli.verbs import (
     neutron_command,
     output_options,
     project_option,
-    require_changes,
     rows_for,
-    tri_state,
+    update_one,
 )
 from provnet.registry.base import Registry
 
@@ -68,22 +68,13 @@ def register(group: click.Group) -> None:
     @neutron_command(group, "router-update", "ROUTER", kind="router",
                      epilog="\b\nExample:\n  provnet router-update metadata-router --name r1")
     @click.option("--name", help="New name.")
-    @click.option("--admin-state-up", "up", is_flag=True, help="Set administratively up.")
-    @click.option("--admin-state-down", "down", is_flag=True, help="Set administratively down.")
+    @admin_state_options
     @output_options
     def router_update(app, args, extras, name, up, down, fmt, columns) -> None:
         """Update a router's name or admin state."""
-        body: dict[str, Any] = {}
-        if name is not None:
-            body["name"] = name
-        state = tri_state(up, down, "--admin-state-up/--admin-state-down")
-        if state is not None:
-            body["admin_state_up"] = state
-        body = merge_body(body, extras)
-        require_changes(body, "router")
-        router_id = find_id(app.registry, "router", args[0])
-        emit_one(app.registry.update_router(router_id, body).to_api(), fmt, columns,
-                 f"Updated router: {args[0]}")
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        router = update_one(app, "router", args[0], body, extras, up, down)
+        emit_one(router.to_api(), fmt, columns, f"Updated router: {args[0]}")
 
     @neutron_command(group, "router-delete", "ROUTER...", extras=False)
     def router_delete(app, args, extras) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from provnet.cli.lookup import find_id
-from provnet.cli.neutron_args import ArgError, split_args, take_positionals
+from provnet.cli.neutron_args import ArgError, merge_body, split_args, take_positionals
 from provnet.cli.output import FORMATS, OutputError, format_many, format_one, select
 from provnet.model.errors import NeutronError
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
@@ -176,9 +176,24 @@ def tri_state(on: bool, off: bool, what: str) -> bool | None:
     return True if on else (False if off else None)
 
 
-def require_changes(body: Mapping[str, Any], kind: str) -> None:
+def admin_state_options(fn: Any) -> Any:
+    """--admin-state-up/--admin-state-down of an -update verb, passed as `up` and `down`."""
+    fn = click.option("--admin-state-down", "down", is_flag=True, help="Set administratively down.")(fn)
+    return click.option("--admin-state-up", "up", is_flag=True, help="Set administratively up.")(fn)
+
+
+def update_one(app: Any, kind: str, name_or_id: str, body: dict[str, Any], extras: Mapping[str, Any],
+               up: bool = False, down: bool = False) -> Any:
+    """The end of every -update verb: admin state and extras join the body, an empty update is refused
+    (before the name is looked up), then the resource named `name_or_id` is updated and returned."""
+    state = tri_state(up, down, "--admin-state-up/--admin-state-down")
+    if state is not None:
+        body["admin_state_up"] = state
+    body = merge_body(body, extras)
     if not body:
         raise ArgError(f"Must specify new values to update {kind}")
+    registry: Registry = app.registry
+    return getattr(registry, f"update_{kind}")(find_id(registry, kind, name_or_id), body)
 
 
 def project_option(fn: Any) -> Any:
