@@ -32,6 +32,7 @@ from provnet.model.errors import (
     RouterInterfaceNotFoundForSubnet,
     RouterInUse,
     RouterNotFound,
+    ServiceUnavailable,
     SubnetInUse,
     SubnetNotFound,
 )
@@ -66,6 +67,10 @@ ROUTER_INTERFACE = "network:router_interface"
 AUTO_DELETE_OWNERS = (DHCP_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
 WRITE_ATTEMPTS = 12
 RETRYABLE_SQLSTATES = ("23505", "40001", "40P01")  # unique violation, serialization failure, deadlock
+# PostgreSQL classes of a lost database: 08 connection exception, 57P admin shutdown / crash / cannot connect now
+LOST_SQLSTATE_PREFIXES = ("08", "57P")
+# SQLite's: the file cannot be opened or read/written, or stays locked past busy_timeout, or the disk is full
+LOST_SQLITE_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL")
 
 
 class AddressPairAndPortSecurityRequired(Conflict):
@@ -103,6 +108,20 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
     if sqlstate is not None:
         return sqlstate in RETRYABLE_SQLSTATES
     return isinstance(exc, sa.exc.IntegrityError) and "UNIQUE constraint failed" in str(exc.orig)
+
+
+def _lost_database(exc: sa.exc.DBAPIError) -> bool:
+    """The database is down, unreachable or unusable right now (not a bug in a statement): worth a 503."""
+    if isinstance(exc, sa.exc.InterfaceError) or exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
+    if sqlite_name is not None:
+        return sqlite_name.startswith(LOST_SQLITE_ERRORS)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    # psycopg: a refused or dropped connection has no SQLSTATE (the server never answered)
+    return sqlstate is None or sqlstate.startswith(LOST_SQLSTATE_PREFIXES)
 
 
 class SqlRegistry:
@@ -150,11 +169,21 @@ class SqlRegistry:
 
     # ---- transactions ------------------------------------------------------------------------------------------
 
+    def _unavailable(self, exc: sa.exc.DBAPIError) -> ServiceUnavailable:
+        where = self.engine.url.render_as_string(hide_password=True)
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        return ServiceUnavailable(f"The database {where} is unavailable: {reason}")
+
     @contextmanager
     def _read(self):  # -> Iterator[sa.Connection]
         """A connection for reads; every read here is one SELECT, atomic without a transaction."""
-        with self._reader.connect() as conn:
-            yield conn
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if _lost_database(exc):
+                raise self._unavailable(exc) from exc
+            raise
 
     def _write(self, fn: Callable[[sa.Connection], T],
                exhausted: Callable[[], Exception] | None = None,
@@ -175,6 +204,8 @@ class SqlRegistry:
                             conn.execute(self._bump_stmt)
                 return result
             except sa.exc.DBAPIError as exc:
+                if _lost_database(exc):
+                    raise self._unavailable(exc) from exc
                 if not _retryable(exc):
                     raise
                 self.write_retries += 1
