@@ -1,29 +1,21 @@
 # `provnet dhcp-config`: the same reservations and routes as our server, in dnsmasq, Kea 2.2 and ISC dhcpd syntax.
 from __future__ import annotations
 
-import ipaddress
 import json
 import shlex
 from pathlib import Path
 
 from provnet.dhcp import codec
-from provnet.dhcp.view import Settings, Snapshot
+from provnet.dhcp.view import Settings, Snapshot, SubnetOptions, subnet_options
 from provnet.model.resources import Subnet
-from provnet.model.routes import default_gateway, port_routes
 
 FORMATS = ("dnsmasq", "kea", "isc")
 
 
-def _routes(subnet: Subnet) -> list[tuple[str, str]]:
-    return [(str(r.destination), str(r.nexthop)) for r in port_routes(subnet)]
-
-
-def _dns(subnet: Subnet) -> list[str]:
-    return [d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4]
-
-
-def _mtu(snap: Snapshot, subnet: Subnet) -> int:
-    return next(n.mtu for n in snap.networks if n.id == subnet.network_id)
+def _options(snap: Snapshot, settings: Settings) -> list[tuple[Subnet, SubnetOptions]]:
+    """Each subnet with the options our own server gives its hosts."""
+    networks = {n.id: n for n in snap.networks}
+    return [(s, subnet_options(s, networks[s.network_id], settings)) for s in snap.subnets]
 
 
 def _header(snap: Snapshot, comment: str) -> str:
@@ -40,21 +32,19 @@ def dnsmasq(snap: Snapshot, settings: Settings, interface: str, directory: str) 
             "# busybox udhcpc needs -O staticroutes -O msstaticroutes)."]
     hosts = [_header(snap, "#").rstrip("\n"), "# mac,hostname,ip: one line per port (re-read on SIGHUP)"]
     ranges = []
-    tags = {s.id: f"tag{i}" for i, s in enumerate(snap.subnets)}
-    for s in snap.subnets:
-        tag, net = tags[s.id], ipaddress.IPv4Network(s.cidr)
-        routes = ",".join(f"{dest},{hop}" for dest, hop in _routes(s))
+    for i, (_, o) in enumerate(_options(snap, settings)):
+        tag, net = f"tag{i}", o.net
+        routes = ",".join(f"{dest},{hop}" for dest, hop in o.routes)
         if routes:
             opts.append(f"tag:{tag},option:classless-static-route,{routes}")
             opts.append(f"tag:{tag},249,{routes}")
-        gw = default_gateway(s)
-        if gw is not None:
-            opts.append(f"tag:{tag},option:router,{gw}")
-        if _dns(s):
-            opts.append(f"tag:{tag},option:dns-server,{','.join(_dns(s))}")
-        if settings.dns_domain:
-            opts.append(f"tag:{tag},option:domain-name,{settings.dns_domain}")
-        opts.append(f"tag:{tag},option:mtu,{_mtu(snap, s)}")
+        if o.router is not None:
+            opts.append(f"tag:{tag},option:router,{o.router}")
+        if o.dns:
+            opts.append(f"tag:{tag},option:dns-server,{','.join(o.dns)}")
+        if o.domain:
+            opts.append(f"tag:{tag},option:domain-name,{o.domain}")
+        opts.append(f"tag:{tag},option:mtu,{o.mtu}")
         ranges.append(f"--dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{settings.lease_time}s")
     for h in snap.hosts:
         hosts.append(f"{h.mac},{h.hostname},{h.ip}")
@@ -74,19 +64,18 @@ def dnsmasq(snap: Snapshot, settings: Settings, interface: str, directory: str) 
 
 def kea(snap: Snapshot, settings: Settings, interface: str, directory: str) -> dict[str, str]:
     subnets = []
-    for i, s in enumerate(snap.subnets):
-        net = ipaddress.IPv4Network(s.cidr)
+    for i, (s, o) in enumerate(_options(snap, settings)):
+        net = o.net
         data: list[dict] = []
-        gw = default_gateway(s)
-        if gw is not None:
-            data.append({"name": "routers", "data": str(gw)})
-        if _dns(s):
-            data.append({"name": "domain-name-servers", "data": ", ".join(_dns(s))})
-        if settings.dns_domain:
-            data.append({"name": "domain-name", "data": settings.dns_domain})
-        data.append({"name": "interface-mtu", "data": str(_mtu(snap, s))})
+        if o.router is not None:
+            data.append({"name": "routers", "data": str(o.router)})
+        if o.dns:
+            data.append({"name": "domain-name-servers", "data": ", ".join(o.dns)})
+        if o.domain:
+            data.append({"name": "domain-name", "data": o.domain})
+        data.append({"name": "interface-mtu", "data": str(o.mtu)})
         data.append({"name": "broadcast-address", "data": str(net.broadcast_address)})
-        routes = codec.classless_routes(_routes(s)).hex().upper()
+        routes = codec.classless_routes(o.routes).hex().upper()
         if routes:
             for code in (121, 249):
                 data.append({"code": code, "csv-format": False, "data": routes,
@@ -127,23 +116,21 @@ def isc(snap: Snapshot, settings: Settings, interface: str, directory: str) -> d
                 "if exists dhcp-parameter-request-list {",
                 "  option dhcp-parameter-request-list = concat(option dhcp-parameter-request-list, 79, f9);",
                 "}"]
-    for s in snap.subnets:
-        net = ipaddress.IPv4Network(s.cidr)
+    for _, o in _options(snap, settings):
+        net = o.net
         out.append(f"subnet {net.network_address} netmask {net.netmask} {{")
         out.append(f"  option subnet-mask {net.netmask};")
         out.append(f"  option broadcast-address {net.broadcast_address};")
-        gw = default_gateway(s)
-        if gw is not None:
-            out.append(f"  option routers {gw};")
-        if _dns(s):
-            out.append(f"  option domain-name-servers {', '.join(_dns(s))};")
-        if settings.dns_domain:
-            out.append(f"  option domain-name \"{settings.dns_domain}\";")
-        out.append(f"  option interface-mtu {_mtu(snap, s)};")
-        routes = _routes(s)
-        if routes:
-            out.append(f"  option rfc3442-classless-static-routes {_isc_bytes(routes)};")
-            out.append(f"  option ms-classless-static-routes {_isc_bytes(routes)};")
+        if o.router is not None:
+            out.append(f"  option routers {o.router};")
+        if o.dns:
+            out.append(f"  option domain-name-servers {', '.join(o.dns)};")
+        if o.domain:
+            out.append(f"  option domain-name \"{o.domain}\";")
+        out.append(f"  option interface-mtu {o.mtu};")
+        if o.routes:
+            out.append(f"  option rfc3442-classless-static-routes {_isc_bytes(o.routes)};")
+            out.append(f"  option ms-classless-static-routes {_isc_bytes(o.routes)};")
         out.append("}")
     for h in snap.hosts:
         out.append(f"host port-{h.port_id} {{ hardware ethernet {h.mac}; fixed-address {h.ip}; "

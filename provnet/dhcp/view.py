@@ -47,6 +47,29 @@ class Snapshot:
     hosts: list[Host]
 
 
+@dataclass(frozen=True)
+class SubnetOptions:
+    """What every host on a subnet is told besides its lease and name; our server and the exports both use it."""
+
+    net: ipaddress.IPv4Network
+    router: ipaddress.IPv4Address | None  # option 3 (None: no default gateway)
+    dns: list[str]  # option 6: the subnet's IPv4 name servers
+    domain: str  # option 15 ("" for none)
+    mtu: int  # option 26: the network's MTU
+    routes: list[tuple[str, str]]  # options 121/249: (destination, nexthop) of port_routes
+
+
+def subnet_options(subnet: Subnet, network: Network, settings: Settings) -> SubnetOptions:
+    return SubnetOptions(
+        net=ipaddress.IPv4Network(subnet.cidr, strict=False),
+        router=default_gateway(subnet),
+        dns=[d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4],
+        domain=settings.dns_domain,
+        mtu=network.mtu,
+        routes=[(str(r.destination), str(r.nexthop)) for r in port_routes(subnet)],
+    )
+
+
 def fallback_hostname(ip: str) -> str:
     return "host-" + ip.replace(".", "-")
 
@@ -155,22 +178,20 @@ class View:
 
 def _subnet_info(subnet: Subnet, network: Network, settings: Settings,
                  addresses: Sequence[ipaddress.IPv4Interface]) -> SubnetInfo:
-    net = ipaddress.IPv4Network(subnet.cidr, strict=False)
+    o = subnet_options(subnet, network, settings)
+    net = o.net
     local = [a.ip for a in addresses if a.ip in net]
     server = local[0] if local else (addresses[0].ip if addresses else ipaddress.IPv4Address("0.0.0.0"))
     opts: list[tuple[int, bytes]] = [(codec.SUBNET_MASK, net.netmask.packed)]
-    gw = default_gateway(subnet)
-    if gw is not None:
-        opts.append((codec.ROUTER, gw.packed))
-    if subnet.dns_nameservers:
-        dns = [d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4]
-        if dns:
-            opts.append((codec.DNS_SERVERS, codec.ip_list(dns)))
-    if settings.dns_domain:
-        opts.append((codec.DOMAIN_NAME, settings.dns_domain.encode("ascii", "replace")))
-    opts.append((codec.INTERFACE_MTU, codec.u16(network.mtu)))
+    if o.router is not None:
+        opts.append((codec.ROUTER, o.router.packed))
+    if o.dns:
+        opts.append((codec.DNS_SERVERS, codec.ip_list(o.dns)))
+    if o.domain:
+        opts.append((codec.DOMAIN_NAME, o.domain.encode("ascii", "replace")))
+    opts.append((codec.INTERFACE_MTU, codec.u16(o.mtu)))
     opts.append((codec.BROADCAST, net.broadcast_address.packed))
-    routes = codec.classless_routes((r.destination, r.nexthop) for r in port_routes(subnet))
+    routes = codec.classless_routes(o.routes)
     return SubnetInfo(subnet.id, subnet.network_id, int(net.network_address), int(net.netmask), server.packed,
                       bool(local), opts, routes)
 
