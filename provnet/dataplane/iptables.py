@@ -150,18 +150,6 @@ def _owned(table: Table, prefix: str) -> bool:
     return any(c.startswith(prefix) for c in table.chains)
 
 
-def owned_rules(current: dict[str, Table], prefix: str) -> list[str]:
-    """Every chain and rule of `prefix`'s owner, one line each (for status output and leak checks)."""
-    lines = []
-    for name, table in sorted(current.items()):
-        lines.extend(f"{name} :{c}" for c in table.chains if c.startswith(prefix))
-        for chain, spec in table.rules:
-            target = _jump_target(spec) or ""
-            if chain.startswith(prefix) or target.startswith(prefix):
-                lines.append(f"{name} -A {chain} {spec}")
-    return lines
-
-
 # ---- the I/O shell: run the tools inside a network namespace ----
 
 def _in_netns(namespace: str | None, argv: Sequence[str]) -> list[str]:

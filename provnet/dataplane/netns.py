@@ -99,13 +99,6 @@ def ensure_bridge(namespace: str, name: str) -> None:
         ipr.link("set", index=_index(ipr, name), state="up")
 
 
-def ensure_dummy(namespace: str, name: str) -> None:
-    with _ns(namespace) as ipr:
-        if not ipr.link_lookup(ifname=name):
-            ipr.link("add", ifname=name, kind="dummy")
-        ipr.link("set", index=_index(ipr, name), state="up")
-
-
 def ensure_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mac: str | None = None) -> None:
     """A veth pair with `name_a` in `ns_a` and `name_b` (MAC `mac`) in `ns_b`, both up.
 

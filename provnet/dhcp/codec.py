@@ -264,10 +264,6 @@ def parse_classless_routes(value: bytes) -> list[tuple[ipaddress.IPv4Network, ip
     return routes
 
 
-def mac_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def mac_bytes(mac: str) -> bytes:
     parts = mac.replace("-", ":").split(":")
     if len(parts) != 6 or not all(len(p) == 2 for p in parts):

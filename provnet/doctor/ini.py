@@ -11,7 +11,6 @@ Parse problems do not stop the reading: they become `problems` (file, line, mess
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,11 +147,3 @@ def parse_bool(value: str) -> bool | None:
     if text in ("false", "0", "off", "no"):
         return False
     return None
-
-
-def merge(files: Iterable[IniFile]) -> list[Entry]:
-    """All entries of several files in the order oslo reads them (later files win)."""
-    out: list[Entry] = []
-    for f in files:
-        out.extend(f.entries)
-    return out
