@@ -20,6 +20,10 @@ class Registry(Protocol):
     subclasses. Every write is one transaction: it is all there or not at all.
     """
 
+    # bulk create, Neutron's `{"ports": [...]}`: kind is "network", "subnet", "port" or "router"; the items
+    # are created in order in ONE transaction, so another reader sees all of them or (one failed) none
+    def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> list[Any]: ...
+
     # networks
     def create_network(self, attrs: Mapping[str, Any]) -> Network: ...
     def get_network(self, network_id: str) -> Network: ...
