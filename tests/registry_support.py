@@ -34,3 +34,17 @@ def expect(error: str, status: int, message: str | None, fn: Callable[..., Any],
 
 def open_registry(db_url: str, **kwargs: Any) -> SqlRegistry:
     return SqlRegistry(db_url, **kwargs)
+
+
+def fresh_pg_url(request: pytest.FixtureRequest) -> str:
+    """A fresh schema on the test PostgreSQL (dropped after the test), for cases only PostgreSQL can show."""
+    import sqlalchemy as sa
+    from conftest import PG_URL, _drop_schema, need, unique
+
+    need(bool(PG_URL), "needs PostgreSQL: set PROVNET_TEST_PG_URL (scripts/postgres.sh prints it)")
+    schema = unique("t")
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    request.addfinalizer(lambda: _drop_schema(engine, schema))
+    return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"

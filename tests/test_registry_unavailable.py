@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 from api_server import SEED_NET, Client, running_api
-from conftest import PG_URL, _drop_schema, need, unique
+from registry_support import fresh_pg_url
 
 from provnet.api.app import writers_for
 from provnet.api.thread import ApiThread
@@ -86,14 +86,7 @@ def relayed_pg(db_url: str) -> Iterator[tuple[str, Relay]]:
 
 @pytest.fixture
 def pg_url(request: pytest.FixtureRequest) -> str:
-    """A fresh schema on the test PostgreSQL (the lost-database case needs a server behind a relay)."""
-    need(bool(PG_URL), "needs PostgreSQL: set PROVNET_TEST_PG_URL (scripts/postgres.sh prints it)")
-    schema = unique("t")
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    request.addfinalizer(lambda: _drop_schema(engine, schema))
-    return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    return fresh_pg_url(request)
 
 
 def test_lost_postgresql_gives_503_naming_the_database(pg_url: str) -> None:

@@ -1,7 +1,6 @@
 # The Neutron v2.0 subset: version documents, extensions, networks, subnets, ports, routers and agents.
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,6 @@ from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
 from provnet.model.resources import Agent
 
-log = logging.getLogger("provnet.api")
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
 ID = "{id:[^/]+?}"
 
@@ -95,10 +93,11 @@ class NetworkingApi:
             items, bulk = wire.parse_create_body(await request.read(), kind.member, kind.collection)
             ctx = request[CONTEXT_KEY]
             items = [with_project(attrs, ctx) for attrs in items]
-            created = await self.backend.write(self._create_all, kind, items)
-            if bulk:
+            if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
+                created = await self.backend.write(self.registry.create_many, kind.member, items)
                 return json_response({kind.collection: [self.to_api(o) for o in created]}, status=201)
-            return json_response({kind.member: self.to_api(created[0])}, status=201)
+            obj = await self.backend.write(kind.method(self.registry, "create"), items[0])
+            return json_response({kind.member: self.to_api(obj)}, status=201)
 
         async def update(request: web.Request) -> web.Response:
             attrs = wire.parse_member_body(await request.read(), kind.member)
@@ -110,27 +109,6 @@ class NetworkingApi:
             return web.Response(status=204)
 
         return {"list": list_, "show": show, "create": create, "update": update, "delete": delete}
-
-    def _create_all(self, kind: Kind, items: list[dict]) -> list[Any]:
-        """Create each item; if one fails, delete the ones already made, so a bulk request is all or nothing.
-
-        The Registry has no multi-object transaction, so bulk atomicity is by compensation: another client may
-        briefly see the first objects of a bulk request that then fails.
-        """
-        create = kind.method(self.registry, "create")
-        delete = kind.method(self.registry, "delete")
-        created: list[Any] = []
-        try:
-            for attrs in items:
-                created.append(create(attrs))
-        except Exception:
-            for obj in reversed(created):
-                try:
-                    delete(obj.id)
-                except Exception:  # report the original error; say what is left behind
-                    log.exception("bulk create failed and %s %s could not be removed", kind.member, obj.id)
-            raise
-        return created
 
     # router interfaces
     async def router_interface(self, request: web.Request) -> web.Response:

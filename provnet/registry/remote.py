@@ -24,6 +24,8 @@ _BY_STATUS: dict[int, type[errors.NeutronError]] = {
     400: errors.BadRequest, 403: errors.NotAuthorized, 404: errors.NotFound, 409: errors.Conflict,
     503: errors.ServiceUnavailable,
 }
+_BULK: dict[str, tuple[str, Any]] = {"network": ("networks", Network), "subnet": ("subnets", Subnet),
+                                     "port": ("ports", Port), "router": ("routers", Router)}
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
 
 
@@ -137,6 +139,16 @@ class RemoteRegistry:
 
     def _delete(self, collection: str, obj_id: str, prefix: str = "/v2.0") -> None:
         self.request("DELETE", f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}")
+
+    def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """One bulk POST (`{"ports": [...]}`): the server creates all of them in one transaction, or none."""
+        if kind not in _BULK:
+            raise ValueError(f"bulk create of {kind!r}: only {', '.join(_BULK)} are supported")
+        collection, cls = _BULK[kind]
+        if not items:
+            return []
+        body = self.request("POST", f"/v2.0/{collection}", {collection: [dict(i) for i in items]})
+        return [cls.from_api(d) for d in body[collection]]
 
     # networks
     def create_network(self, attrs: Mapping[str, Any]) -> Network:

@@ -220,6 +220,26 @@ class SqlRegistry:
     def close(self) -> None:
         self.engine.dispose()
 
+    def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Create every item in ONE transaction (Neutron's bulk create): all of them, or, when one fails,
+        none and the revision unchanged. Every body is validated before anything is written."""
+        steps: dict[str, tuple[Callable[[Mapping[str, Any]], Any], Callable[[sa.Connection, Any], Any]]] = {
+            "network": (self._prepare_network, self._insert_network),
+            "subnet": (lambda attrs: parse_create("subnet", attrs), self._insert_subnet),
+            "port": (lambda attrs: parse_create("port", attrs), self._create_port),
+            "router": (lambda attrs: parse_create("router", attrs), self._insert_router),
+        }
+        if kind not in steps:
+            raise ValueError(f"bulk create of {kind!r}: only {', '.join(steps)} are supported")
+        prepare, insert = steps[kind]
+        prepared = [prepare(attrs) for attrs in items]
+        if not prepared:
+            return []
+        exhausted = None
+        if kind == "port":
+            exhausted = lambda: IpAddressGenerationFailure(net_id=prepared[0]["network_id"])  # noqa: E731
+        return self._write(lambda conn: [insert(conn, p) for p in prepared], exhausted=exhausted)
+
     # ---- networks ----------------------------------------------------------------------------------------------
 
     @staticmethod
@@ -258,31 +278,33 @@ class SqlRegistry:
             raise NetworkNotFound(net_id=network_id)
         return found[0]
 
-    def create_network(self, attrs: Mapping[str, Any]) -> Network:
+    def _prepare_network(self, attrs: Mapping[str, Any]) -> tuple[dict, Any]:
         clean = parse_create("network", attrs)
-        segment = check_segment(clean, self.flat_networks, self.vlan_ranges)
+        return clean, check_segment(clean, self.flat_networks, self.vlan_ranges)
 
-        def tx(conn: sa.Connection) -> Network:
-            seg = segment
-            if seg is not None:
-                used = set(conn.execute(sa.select(t.networks.c.segment_key)
-                                        .where(t.networks.c.segment_key.is_not(None))).scalars())
-                seg = allocate_segment(seg, self.vlan_ranges, used)
-                if seg.key is not None and seg.key in used:
-                    raise in_use_error(seg)
-            net_id = _new_id()
-            conn.execute(sa.insert(t.networks).values(
-                id=net_id, name=clean["name"], project_id=clean["project_id"],
-                admin_state_up=clean["admin_state_up"], shared=clean["shared"],
-                router_external=clean["router:external"],
-                network_type=seg.network_type if seg else None,
-                physical_network=seg.physical_network if seg else None,
-                segmentation_id=seg.segmentation_id if seg else None,
-                segment_key=seg.key if seg else None,
-                port_security_enabled=clean["port_security_enabled"], status="ACTIVE", created_at=_now()))
-            return self._network(conn, net_id)
+    def _insert_network(self, conn: sa.Connection, prepared: tuple[dict, Any]) -> Network:
+        clean, seg = prepared
+        if seg is not None:
+            used = set(conn.execute(sa.select(t.networks.c.segment_key)
+                                    .where(t.networks.c.segment_key.is_not(None))).scalars())
+            seg = allocate_segment(seg, self.vlan_ranges, used)
+            if seg.key is not None and seg.key in used:
+                raise in_use_error(seg)
+        net_id = _new_id()
+        conn.execute(sa.insert(t.networks).values(
+            id=net_id, name=clean["name"], project_id=clean["project_id"],
+            admin_state_up=clean["admin_state_up"], shared=clean["shared"],
+            router_external=clean["router:external"],
+            network_type=seg.network_type if seg else None,
+            physical_network=seg.physical_network if seg else None,
+            segmentation_id=seg.segmentation_id if seg else None,
+            segment_key=seg.key if seg else None,
+            port_security_enabled=clean["port_security_enabled"], status="ACTIVE", created_at=_now()))
+        return self._network(conn, net_id)
 
-        return self._write(tx)
+    def create_network(self, attrs: Mapping[str, Any]) -> Network:
+        prepared = self._prepare_network(attrs)
+        return self._write(lambda conn: self._insert_network(conn, prepared))
 
     def get_network(self, network_id: str) -> Network:
         with self._read() as conn:
@@ -342,21 +364,20 @@ class SqlRegistry:
             raise SubnetNotFound(subnet_id=subnet_id)
         return found[0]
 
+    def _insert_subnet(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Subnet:
+        # lock the network row: two concurrent creates cannot both pass the overlap check
+        found = conn.execute(sa.select(t.networks.c.id).where(t.networks.c.id == clean["network_id"])
+                             .with_for_update(key_share=True)).first()  # FOR NO KEY UPDATE
+        if found is None:
+            raise NetworkNotFound(net_id=clean["network_id"])
+        siblings = self._subnets(conn, [t.subnets.c.network_id == clean["network_id"]])
+        subnet = build_subnet(_new_id(), clean, siblings)
+        conn.execute(sa.insert(t.subnets).values(**rows.subnet_values(subnet), created_at=_now()))
+        return subnet
+
     def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
         clean = parse_create("subnet", attrs)
-
-        def tx(conn: sa.Connection) -> Subnet:
-            # lock the network row: two concurrent creates cannot both pass the overlap check
-            found = conn.execute(sa.select(t.networks.c.id).where(t.networks.c.id == clean["network_id"])
-                                 .with_for_update(key_share=True)).first()  # FOR NO KEY UPDATE
-            if found is None:
-                raise NetworkNotFound(net_id=clean["network_id"])
-            siblings = self._subnets(conn, [t.subnets.c.network_id == clean["network_id"]])
-            subnet = build_subnet(_new_id(), clean, siblings)
-            conn.execute(sa.insert(t.subnets).values(**rows.subnet_values(subnet), created_at=_now()))
-            return subnet
-
-        return self._write(tx)
+        return self._write(lambda conn: self._insert_subnet(conn, clean))
 
     def get_subnet(self, subnet_id: str) -> Subnet:
         with self._read() as conn:
@@ -653,18 +674,17 @@ class SqlRegistry:
         return self._ports(conn, [t.ports.c.device_id == router_id,
                                   t.ports.c.device_owner.in_(ROUTER_INTERFACE_OWNERS)])
 
+    def _insert_router(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Router:
+        router = Router(id=_new_id(), name=clean["name"], project_id=clean["project_id"],
+                        admin_state_up=clean["admin_state_up"], status="ACTIVE")
+        conn.execute(sa.insert(t.routers).values(
+            id=router.id, name=router.name, project_id=router.project_id,
+            admin_state_up=router.admin_state_up, status=router.status, created_at=_now()))
+        return router
+
     def create_router(self, attrs: Mapping[str, Any]) -> Router:
         clean = parse_create("router", attrs)
-
-        def tx(conn: sa.Connection) -> Router:
-            router = Router(id=_new_id(), name=clean["name"], project_id=clean["project_id"],
-                            admin_state_up=clean["admin_state_up"], status="ACTIVE")
-            conn.execute(sa.insert(t.routers).values(
-                id=router.id, name=router.name, project_id=router.project_id,
-                admin_state_up=router.admin_state_up, status=router.status, created_at=_now()))
-            return router
-
-        return self._write(tx)
+        return self._write(lambda conn: self._insert_router(conn, clean))
 
     def get_router(self, router_id: str) -> Router:
         with self._read() as conn:
