@@ -1,5 +1,5 @@
 # Pure pieces of the metadata path: HTTP/1.1 head parsing with bad input, the proxy's header rule, the agent's
-# header parsing, rate limiting, and reading Neutron's metadata_agent.ini.
+# header parsing, rate limiting, the status pages, and reading Neutron's metadata_agent.ini.
 from __future__ import annotations
 
 import pytest
@@ -9,8 +9,10 @@ from provnet.metadata import http11
 from provnet.metadata.agent import BadRequest, parse_forwarded_for, parse_scope
 from provnet.metadata.http11 import HttpError, Message, parse_request_head, parse_response_head
 from provnet.metadata.neutron_conf import read_neutron_ini
+from provnet.metadata.observe import Metrics, registry_status
 from provnet.metadata.proxy import agent_headers
 from provnet.metadata.ratelimit import RateLimiter, Window
+from provnet.registry import open_registry
 
 
 def head(*lines: str) -> bytes:
@@ -188,3 +190,18 @@ def test_neutron_ini_may_repeat_an_option_the_later_wins_but_provnet_ini_may_not
     own.write_text(text)
     with pytest.raises(ConfigError, match="provnet.conf.*nova_metadata_host"):
         load_config(files=[own], env={})
+
+
+def test_readyz_follows_the_registry_healthz_does_not(tmp_path):
+    up = open_registry(f"sqlite:///{tmp_path / 'r.db'}")
+    down = open_registry(api_url="http://127.0.0.1:9")  # the remote registry, nothing listening on port 9
+    metrics = Metrics("t")
+    try:
+        assert registry_status("/readyz", metrics, up).status == 200
+        answer = registry_status("/readyz", metrics, down)
+        assert answer.status == 503 and b"registry unavailable" in answer.body
+        assert registry_status("/healthz", metrics, down).status == 200
+        assert b"provnet_metadata_t_requests" in registry_status("/metrics", metrics, down).body
+    finally:
+        up.close()
+        down.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from provnet.metadata.freshness import revision_of
 from provnet.metadata.http11 import Message
-from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
+from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.ratelimit import RateLimiter
 from provnet.metadata.serving import HttpServer, Peer, Response, error
 from provnet.metadata.signing import sign_instance_id
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 ROUTER_HEADER = "X-Neutron-Router-ID"
 NETWORK_HEADER = "X-Neutron-Network-ID"
 API_TIMEOUT = 60.0  # Neutron's agent waits 60 s for nova; the proxy waits longer than this
-STATUS_PATHS = ("/healthz", "/readyz", "/metrics")
 PASSED_BACK = ("content-type", "retry-after")
 
 
@@ -203,7 +202,7 @@ class MetadataAgent:
         xff = request.get_all("x-forwarded-for")
         proxied = xff or request.get_all(ROUTER_HEADER) or request.get_all(NETWORK_HEADER)
         if not proxied and request.path in STATUS_PATHS:
-            return self._status(request.path)
+            return registry_status(request.path, self.metrics, self.registry)
         try:
             kind, scope_id = parse_scope(request)
             address = parse_forwarded_for(xff)
@@ -240,13 +239,3 @@ class MetadataAgent:
             log.error("%s the metadata API refused the signature: the shared secrets do not match", rid)
         return Response(upstream.status, upstream.body,
                         [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK])
-
-    def _status(self, path: str) -> Response:
-        if path == "/metrics":
-            return self.metrics.response()
-        if path == "/readyz":
-            try:
-                self.registry.revision()
-            except Exception as exc:
-                return error(503, f"registry unavailable: {exc}")
-        return healthz()

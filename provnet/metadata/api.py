@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from provnet.metadata import content
 from provnet.metadata.freshness import revision_of
 from provnet.metadata.http11 import Message
-from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
+from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.serving import HttpServer, Peer, Response, error
 from provnet.metadata.signing import signature_matches
 from provnet.model.errors import Conflict, InstanceNotFound, NotFound
@@ -19,7 +19,6 @@ from provnet.registry.base import Registry
 
 log = logging.getLogger(__name__)
 
-STATUS_PATHS = ("/healthz", "/readyz", "/metrics")
 _IDENTITY = ("x-instance-id", "x-instance-id-signature", "x-tenant-id", "x-forwarded-for", "x-metadata-provider")
 
 
@@ -113,7 +112,7 @@ class MetadataApi:
         path = request.path
         if path in STATUS_PATHS and not any(request.get_all(h) for h in _IDENTITY) \
                 and not self._is_trusted(peer.address):
-            return self._status(path)
+            return registry_status(path, self.metrics, self.registry)
         if path.strip("/") == "" or path.strip("/") == ".":
             return _reply(content.root_listing())
         if request.get_all("x-metadata-provider"):
@@ -121,16 +120,6 @@ class MetadataApi:
         if not any(request.get_all(h) for h in _IDENTITY[:3]) and self._is_trusted(peer.address):
             return self._direct(request, peer)
         return self._proxied(request)
-
-    def _status(self, path: str) -> Response:
-        if path == "/metrics":
-            return self.metrics.response()
-        if path == "/readyz":
-            try:
-                self.registry.revision()
-            except Exception as exc:  # the store is down: not ready
-                return error(503, f"registry unavailable: {exc}")
-        return healthz()
 
     def _is_trusted(self, address: str) -> bool:
         if not self.trusted or not address:

@@ -5,8 +5,10 @@ import uuid
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from provnet.metadata.serving import Response
+from provnet.metadata.serving import Response, error
+from provnet.registry.base import Registry
 
+STATUS_PATHS = ("/healthz", "/readyz", "/metrics")
 REQUEST_ID_HEADER = "X-Openstack-Request-Id"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -50,3 +52,15 @@ class Metrics:
 
 def healthz(detail: str = "ok") -> Response:
     return Response(200, detail.encode(), [("Content-Type", "text/plain; charset=UTF-8")])
+
+
+def registry_status(path: str, metrics: Metrics, registry: Registry) -> Response:
+    """A STATUS_PATHS answer of a service reading the registry: /readyz is 503 while the registry is unreachable."""
+    if path == "/metrics":
+        return metrics.response()
+    if path == "/readyz":
+        try:
+            registry.revision()
+        except Exception as exc:  # the store (or the API in front of it) is down: not ready
+            return error(503, f"registry unavailable: {exc}")
+    return healthz()
