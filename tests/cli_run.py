@@ -1,10 +1,17 @@
-# Test helper for the CLI verbs: run `provnet ...` in-process (click's CliRunner) or as a real subprocess.
+# Test helper for the CLI verbs: run `provnet ...` in-process (click's CliRunner) or as a real subprocess, and
+# `provnet api` as a process to point `--url` at.
 from __future__ import annotations
 
 import json
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,3 +76,50 @@ def run_process(*argv: str, env: dict[str, str] | None = None) -> Ran:
     """The installed `provnet` console script as a real subprocess."""
     proc = subprocess.run([PROVNET, *argv], capture_output=True, text=True, timeout=60, env=env)
     return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGTERM a process and wait; its exit code. A process that ignores SIGTERM is killed and fails the test."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("process ignored SIGTERM") from None
+    return proc.returncode
+
+
+@contextmanager
+def api_process(tmp_path: Path, *global_args: str) -> Iterator[str]:
+    """`provnet <global_args> api` on a free loopback port, state under tmp_path/server, log in tmp_path/api.log;
+    yields its URL once /healthz answers, and stops it after."""
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([PROVNET, *global_args, "--state-path", str(tmp_path / "server"), "api",
+                                 "--bind-host", "127.0.0.1", "--bind-port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"provnet api did not start: {log_path.read_text()}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            stop(proc)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_run import PROVNET, api_process, free_port, stop
 from conftest import need
 
 BIN = Path(sys.executable).parent
-PROVNET, OPENSTACK = str(BIN / "provnet"), BIN / "openstack"
+OPENSTACK = BIN / "openstack"
 HOST = "compute1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
@@ -46,43 +39,12 @@ def write_conf(path: Path, text: str) -> str:
     return str(path)
 
 
-def stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("process ignored SIGTERM") from None
-    return proc.returncode
-
-
 @pytest.fixture
 def api(tmp_path) -> Iterator[str]:
     """`provnet api` on a free loopback port with agent_down_time 2 s; its URL."""
     conf = write_conf(tmp_path / "server.conf", "[DEFAULT]\nagent_down_time = 2\n")
-    port = free_port()
-    log = open(tmp_path / "api.log", "wb")
-    proc = subprocess.Popen([PROVNET, "--config-file", conf, "--state-path", str(tmp_path / "server"), "api",
-                             "--bind-host", "127.0.0.1", "--bind-port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http(url + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"provnet api did not start: {(tmp_path / 'api.log').read_text()}")
-            time.sleep(0.1)
+    with api_process(tmp_path, "--config-file", conf) as url:
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 def agent_conf(tmp_path: Path, mappings: str, interval: float = 0.5) -> str:

@@ -2,52 +2,18 @@
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from cli_run import PROVNET, SEED_NET, SEED_SUBNET, Cli
+from cli_run import SEED_NET, SEED_SUBNET, Cli, api_process, free_port
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def api_url(tmp_path) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path / "api.log", "wb")
-    proc = subprocess.Popen([PROVNET, "--state-path", str(tmp_path / "server"), "api", "--bind-host", "127.0.0.1",
-                             "--bind-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"provnet api did not start: {(tmp_path / 'api.log').read_text()}")
-            time.sleep(0.1)
+    with api_process(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def normalised(obj):
