@@ -49,13 +49,10 @@ def mask_url(url: str) -> str:
 
 def open_store(config: Config) -> Registry:
     """The local database as a Registry, or a one-line error (no traceback) naming the database."""
-    from provnet.registry import open_registry
+    from provnet.registry import registry_from_config
 
     try:
-        return open_registry(config.db_url, None, agent_down_time=config.agent_down_time,
-                             report_interval=config.get("agent.report_interval"),
-                             flat_networks=config.get("ml2_type_flat.flat_networks"),
-                             network_vlan_ranges=config.get("ml2_type_vlan.network_vlan_ranges"))
+        return registry_from_config(config)
     except Exception as exc:  # driver errors differ per database; the operator needs the reason, not a trace
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.debug("opening %s failed", mask_url(config.db_url), exc_info=True)
