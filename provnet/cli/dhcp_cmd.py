@@ -13,18 +13,6 @@ import click
 from provnet.config import Config
 
 
-def _settings(config: Config):
-    from provnet.dhcp.service import settings_from
-
-    return settings_from(config)
-
-
-def journal_path(config: Config) -> Path:
-    from provnet.dhcp.journal import JOURNAL_NAME
-
-    return Path(config.state_path) / JOURNAL_NAME
-
-
 @click.command("dhcp")
 @click.option("--interface", "-i", default=None, metavar="IF",
               help="Interface to serve (config [dhcp] interface). The server binds UDP 67 on it and uses its "
@@ -48,7 +36,7 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     Example (the seed's server, on the bridge that carries the VMs):
       provnet dhcp --interface br-phy --network phy_net
     """
-    from provnet.dhcp.service import DhcpService, RegistrySource, interface_addresses
+    from provnet.dhcp.service import dhcp_service, interface_addresses
     from provnet.services import run_services
 
     config: Config = app.config
@@ -64,16 +52,15 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
         raise click.UsageError(f"interface {interface} has no IPv4 address; the server needs one for option 54 "
                                "and to send replies")
     os.makedirs(config.state_path, mode=0o700, exist_ok=True)
-    source = RegistrySource(app.registry, interface, network, _settings(config))
+    service = dhcp_service(config, app.registry, interface, network)
     try:
-        source.build()  # fail now, readably, on an unknown network
+        service.source.build()  # fail now, readably, on an unknown network
     except LookupError as exc:
         raise click.UsageError(str(exc)) from None
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    service = DhcpService(source, interface, journal_path(config))
     try:
         asyncio.run(run_services([service]))
     except PermissionError as exc:
@@ -96,8 +83,9 @@ def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
     Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
     """
     from provnet.dhcp.journal import read_journal
+    from provnet.dhcp.service import journal_path
 
-    path = Path(journal) if journal else journal_path(app.config)
+    path = Path(journal or journal_path(app.config))
     if not path.exists():
         raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)")
     now = time.time()
@@ -142,6 +130,7 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
       provnet dhcp-config --format kea --network phy_net > kea-dhcp4.json && kea-dhcp4 -t kea-dhcp4.json
     """
     from provnet.dhcp import export
+    from provnet.dhcp.service import settings_from
     from provnet.dhcp.view import collect, resolve_networks
 
     config: Config = app.config
@@ -153,7 +142,7 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
     directory = str(Path(output_dir).resolve()) if output_dir else str(Path(config.state_path) / f"dhcp-{fmt}")
     if fmt == "dnsmasq" and not interface:
         raise click.UsageError("dnsmasq needs an interface: give --interface IF or set [dhcp] interface")
-    files = export.render(fmt, snap, _settings(config), interface, directory)
+    files = export.render(fmt, snap, settings_from(config), interface, directory)
     if output_dir:
         try:
             os.makedirs(directory, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from provnet.config import Config
 from provnet.dhcp import server
-from provnet.dhcp.journal import LeaseJournal, LeaseRecord
+from provnet.dhcp.journal import JOURNAL_NAME, LeaseJournal, LeaseRecord
 from provnet.dhcp.metrics import register_counters, unregister_counters
 from provnet.dhcp.view import Settings, View, build_view, collect, resolve_networks
 from provnet.registry.base import Registry
@@ -221,12 +221,18 @@ def settings_from(config: Config) -> Settings:
                     force_routes=config.get("dhcp.force_routes"))
 
 
+def journal_path(config: Config) -> str:
+    return os.path.join(config.state_path, JOURNAL_NAME)
+
+
+def dhcp_service(config: Config, registry: Registry, interface: str, network: str | None) -> DhcpService:
+    """The server on `interface` for `network` (None: the networks of the interface's addresses), with the
+    [dhcp] reply settings and the lease journal under state_path."""
+    source = RegistrySource(registry, interface, network, settings_from(config))
+    return DhcpService(source, interface, journal_path(config))
+
+
 def dhcp_services(config: Config, registry: Registry) -> list[DhcpService]:
     """For `provnet serve`: the DHCP service when [dhcp] interface is set, else nothing."""
     interface = config.get("dhcp.interface")
-    if not interface:
-        return []
-    from provnet.dhcp.journal import JOURNAL_NAME
-
-    source = RegistrySource(registry, interface, config.get("dhcp.network") or None, settings_from(config))
-    return [DhcpService(source, interface, os.path.join(config.state_path, JOURNAL_NAME))]
+    return [dhcp_service(config, registry, interface, config.get("dhcp.network") or None)] if interface else []
