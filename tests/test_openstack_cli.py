@@ -82,3 +82,23 @@ def test_openstack_cli_shows_neutron_errors(osc) -> None:
     proc = run("port", "show", "no-such-port", ok=False)
     assert proc.returncode != 0 and "no-such-port" in proc.stderr
     assert [n.name for n in registry.list_networks()] == ["a"]
+
+
+def test_description_through_the_openstack_cli(osc) -> None:
+    run, client, registry = osc
+    net = run.js("network", "create", "--description", "seed net", "--provider-network-type", "flat",
+                 "--provider-physical-network", "physnet1", "phy_net")
+    assert net["description"] == "seed net"
+    assert run.js("network", "show", "phy_net")["description"] == "seed net"
+    subnet = run.js("subnet", "create", "--network", "phy_net", "--subnet-range", "172.16.1.0/24", "--no-dhcp",
+                    "--description", "no dhcp", "s")
+    port = run.js("port", "create", "--network", "phy_net", "--description", "vm one", "p")
+    router = run.js("router", "create", "--description", "edge", "r")
+    assert (subnet["description"], port["description"], router["description"]) == ("no dhcp", "vm one", "edge")
+    run("network", "set", "--description", "renamed", "phy_net")
+    run("port", "set", "--description", "", "p")
+    assert registry.get_network(net["id"]).description == "renamed"
+    assert run.js("port", "show", "p")["description"] == ""
+    proc = run("network", "create", "--description", "x" * 256, "too-long", ok=False)
+    assert proc.returncode != 0 and "exceeds maximum length of 255" in proc.stderr
+    assert [n.name for n in registry.list_networks()] == ["phy_net"]

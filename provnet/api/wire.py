@@ -26,6 +26,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("port-security", "Port Security", "Provides port security."),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks."),
+    ("standard-attr-description", "standard-attr-description",
+     "Extension to add descriptions to standard attributes."),
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 networks "
      "(no external gateway: the physical router routes)."),
 )

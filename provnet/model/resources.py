@@ -41,6 +41,7 @@ class Network:
     port_security_enabled: bool = True
     status: str = "ACTIVE"
     subnets: list[str] = field(default_factory=list)
+    description: str = ""
 
     @property
     def mtu(self) -> int:
@@ -62,6 +63,7 @@ class Network:
             "provider:physical_network": self.physical_network,
             "provider:segmentation_id": self.segmentation_id,
             "port_security_enabled": self.port_security_enabled,
+            "description": self.description,
         }
 
     @classmethod
@@ -79,6 +81,7 @@ class Network:
             port_security_enabled=d.get("port_security_enabled", True),
             status=d.get("status", "ACTIVE"),
             subnets=list(d.get("subnets", [])),
+            description=d.get("description") or "",
         )
 
 
@@ -117,6 +120,7 @@ class Subnet:
     dns_nameservers: list[str] = field(default_factory=list)
     host_routes: list[HostRoute] = field(default_factory=list)
     enable_dhcp: bool = True
+    description: str = ""
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -139,6 +143,7 @@ class Subnet:
             "ipv6_ra_mode": None,
             "ipv6_address_mode": None,
             "subnetpool_id": None,
+            "description": self.description,
         }
 
     @classmethod
@@ -155,6 +160,7 @@ class Subnet:
             dns_nameservers=list(d.get("dns_nameservers", [])),
             host_routes=[HostRoute(r["destination"], r["nexthop"]) for r in d.get("host_routes", [])],
             enable_dhcp=d.get("enable_dhcp", True),
+            description=d.get("description") or "",
         )
 
 
@@ -188,6 +194,7 @@ class Port:
     binding_vif_type: str = "unbound"
     binding_vif_details: dict = field(default_factory=dict)
     binding_failure_reason: str | None = None
+    description: str = ""
 
     @property
     def is_router_interface(self) -> bool:
@@ -218,6 +225,7 @@ class Port:
             "binding:vif_type": self.binding_vif_type,
             "binding:vif_details": dict(self.binding_vif_details),
             "binding:failure_reason": self.binding_failure_reason,
+            "description": self.description,
         }
 
     @classmethod
@@ -242,6 +250,7 @@ class Port:
             binding_vif_type=d.get("binding:vif_type", "unbound"),
             binding_vif_details=dict(d.get("binding:vif_details") or {}),
             binding_failure_reason=d.get("binding:failure_reason"),
+            description=d.get("description") or "",
         )
 
 
@@ -252,6 +261,7 @@ class Router:
     project_id: str = DEFAULT_PROJECT_ID
     admin_state_up: bool = True
     status: str = "ACTIVE"
+    description: str = ""
 
     def to_api(self) -> dict:
         return {
@@ -263,6 +273,7 @@ class Router:
             "status": self.status,
             "external_gateway_info": None,
             "routes": [],
+            "description": self.description,
         }
 
     @classmethod
@@ -273,6 +284,7 @@ class Router:
             project_id=d.get("project_id") or d.get("tenant_id") or DEFAULT_PROJECT_ID,
             admin_state_up=d.get("admin_state_up", True),
             status=d.get("status", "ACTIVE"),
+            description=d.get("description") or "",
         )
 
 

@@ -155,7 +155,7 @@ def build_subnet(subnet_id: str, attrs: Mapping[str, Any], siblings: Sequence[Su
         project_id=attrs["project_id"], ip_version=attrs["ip_version"], gateway_ip=gateway,
         allocation_pools=pools, dns_nameservers=list(attrs.get("dns_nameservers") or []),
         host_routes=[HostRoute(r["destination"], r["nexthop"]) for r in attrs.get("host_routes") or []],
-        enable_dhcp=attrs.get("enable_dhcp", True),
+        enable_dhcp=attrs.get("enable_dhcp", True), description=attrs.get("description", ""),
     )
     check_subnet(subnet)
     return subnet
@@ -164,7 +164,7 @@ def build_subnet(subnet_id: str, attrs: Mapping[str, Any], siblings: Sequence[Su
 def updated_subnet(subnet: Subnet, changes: Mapping[str, Any]) -> Subnet:
     """`subnet` with parsed update attributes applied, checked again (allocated addresses may leave the pools)."""
     fields: dict[str, Any] = {}
-    for key in ("name", "gateway_ip", "dns_nameservers", "enable_dhcp"):
+    for key in ("name", "description", "gateway_ip", "dns_nameservers", "enable_dhcp"):
         if key in changes:
             fields[key] = changes[key]
     if "allocation_pools" in changes:

@@ -304,10 +304,12 @@ def to_non_negative_int(value: Any) -> int:
 
 _PROJECT = Attr(to_string(), put=False)
 _NAME = Attr(to_string(), default="")
+_DESCRIPTION = Attr(to_string(255), default="")  # Neutron's standard attribute: a string of at most 255
 
 NETWORK: dict[str, Attr] = {
     "id": Attr(to_uuid, post=False, put=False),
     "name": _NAME,
+    "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "admin_state_up": Attr(to_boolean, default=True),
@@ -325,6 +327,7 @@ NETWORK: dict[str, Attr] = {
 SUBNET: dict[str, Attr] = {
     "id": Attr(to_uuid, post=False, put=False),
     "name": _NAME,
+    "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "network_id": Attr(to_uuid, put=False, required=True),
@@ -343,6 +346,7 @@ SUBNET: dict[str, Attr] = {
 PORT: dict[str, Attr] = {
     "id": Attr(to_uuid, post=False, put=False),
     "name": _NAME,
+    "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "network_id": Attr(to_uuid, put=False, required=True),
@@ -365,6 +369,7 @@ PORT: dict[str, Attr] = {
 ROUTER: dict[str, Attr] = {
     "id": Attr(to_uuid, post=False, put=False),
     "name": _NAME,
+    "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "admin_state_up": Attr(to_boolean, default=True),

@@ -20,6 +20,7 @@ networks = sa.Table(
     sa.Column("segment_key", sa.String(128), unique=True),
     sa.Column("port_security_enabled", sa.Boolean, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -37,6 +38,7 @@ subnets = sa.Table(
     sa.Column("dns_nameservers", sa.JSON, nullable=False),
     sa.Column("host_routes", sa.JSON, nullable=False),
     sa.Column("enable_dhcp", sa.Boolean, nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -60,6 +62,7 @@ ports = sa.Table(
     sa.Column("binding_vif_type", sa.String(64), nullable=False),
     sa.Column("binding_vif_details", sa.JSON, nullable=False),
     sa.Column("binding_failure_reason", sa.Text),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # one MAC per network, and the (MAC, network) lookup of the DHCP server
     sa.UniqueConstraint("mac_address", "network_id", name="uniq_ports_mac_network"),
@@ -85,6 +88,7 @@ routers = sa.Table(
     sa.Column("project_id", sa.String(255), nullable=False),
     sa.Column("admin_state_up", sa.Boolean, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -292,7 +292,7 @@ class SqlRegistry:
                 raise in_use_error(seg)
         net_id = _new_id()
         conn.execute(sa.insert(t.networks).values(
-            id=net_id, name=clean["name"], project_id=clean["project_id"],
+            id=net_id, name=clean["name"], description=clean["description"], project_id=clean["project_id"],
             admin_state_up=clean["admin_state_up"], shared=clean["shared"],
             router_external=clean["router:external"],
             network_type=seg.network_type if seg else None,
@@ -325,7 +325,8 @@ class SqlRegistry:
             for key in PROVIDER_KEYS:
                 if key in changes and changes[key] != current[key]:
                     raise InvalidInput(error_message="Plugin does not support updating provider attributes")
-            columns = {"name": "name", "admin_state_up": "admin_state_up", "shared": "shared",
+            columns = {"name": "name", "description": "description", "admin_state_up": "admin_state_up",
+                       "shared": "shared",
                        "router:external": "router_external", "port_security_enabled": "port_security_enabled"}
             values = {col: changes[key] for key, col in columns.items() if key in changes}
             if values:
@@ -544,6 +545,7 @@ class SqlRegistry:
         """The port a create asks for, before its MAC, addresses and binding are decided."""
         port = Port(
             id=_new_id(), network_id=network.id, mac_address="", name=clean["name"],
+            description=clean["description"],
             project_id=clean["project_id"], admin_state_up=clean["admin_state_up"],
             device_id=clean["device_id"], device_owner=clean["device_owner"], status="DOWN",
             security_groups=list(clean["security_groups"]),
@@ -623,7 +625,8 @@ class SqlRegistry:
         def tx(conn: sa.Connection) -> Port:
             port = self._port(conn, port_id)
             network = self._network(conn, port.network_id)
-            simple = {"name": "name", "admin_state_up": "admin_state_up", "device_id": "device_id",
+            simple = {"name": "name", "description": "description", "admin_state_up": "admin_state_up",
+                      "device_id": "device_id",
                       "device_owner": "device_owner", "security_groups": "security_groups",
                       "port_security_enabled": "port_security_enabled",
                       "allowed_address_pairs": "allowed_address_pairs", "binding:vnic_type": "binding_vnic_type",
@@ -676,9 +679,9 @@ class SqlRegistry:
 
     def _insert_router(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Router:
         router = Router(id=_new_id(), name=clean["name"], project_id=clean["project_id"],
-                        admin_state_up=clean["admin_state_up"], status="ACTIVE")
+                        admin_state_up=clean["admin_state_up"], status="ACTIVE", description=clean["description"])
         conn.execute(sa.insert(t.routers).values(
-            id=router.id, name=router.name, project_id=router.project_id,
+            id=router.id, name=router.name, description=router.description, project_id=router.project_id,
             admin_state_up=router.admin_state_up, status=router.status, created_at=_now()))
         return router
 

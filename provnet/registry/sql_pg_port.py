@@ -23,11 +23,11 @@ WITH free AS (
     INSERT INTO ports (id, network_id, name, project_id, admin_state_up, mac_address, device_id, device_owner,
                        status, security_groups, port_security_enabled, allowed_address_pairs, binding_host_id,
                        binding_vnic_type, binding_profile, binding_vif_type, binding_vif_details,
-                       binding_failure_reason, created_at)
+                       binding_failure_reason, description, created_at)
     SELECT :id, :network_id, :name, :project_id, :admin_state_up, :mac_address, :device_id, :device_owner,
            :status, CAST(:security_groups AS json), :port_security_enabled, CAST(:allowed_address_pairs AS json),
            :binding_host_id, :binding_vnic_type, CAST(:binding_profile AS json), :binding_vif_type,
-           CAST(:binding_vif_details AS json), :binding_failure_reason, :created_at
+           CAST(:binding_vif_details AS json), :binding_failure_reason, :description, :created_at
     FROM free
     RETURNING id
 ), a AS (

@@ -37,6 +37,7 @@ def network_from_row(row: Any, subnet_ids: list[str]) -> Network:
         shared=row.shared, router_external=row.router_external, network_type=row.network_type,
         physical_network=row.physical_network, segmentation_id=row.segmentation_id,
         port_security_enabled=row.port_security_enabled, status=row.status, subnets=subnet_ids,
+        description=row.description,
     )
 
 
@@ -47,7 +48,7 @@ def subnet_from_row(row: Any) -> Subnet:
         allocation_pools=[AllocationPool(p["start"], p["end"]) for p in row.allocation_pools],
         dns_nameservers=list(row.dns_nameservers),
         host_routes=[HostRoute(r["destination"], r["nexthop"]) for r in row.host_routes],
-        enable_dhcp=row.enable_dhcp,
+        enable_dhcp=row.enable_dhcp, description=row.description,
     )
 
 
@@ -58,6 +59,7 @@ def subnet_values(subnet: Subnet) -> dict:
         "allocation_pools": [p.to_api() for p in subnet.allocation_pools],
         "dns_nameservers": list(subnet.dns_nameservers),
         "host_routes": [r.to_api() for r in subnet.host_routes], "enable_dhcp": subnet.enable_dhcp,
+        "description": subnet.description,
     }
 
 
@@ -70,7 +72,7 @@ def port_from_row(row: Any, fixed_ips: list[FixedIP]) -> Port:
         allowed_address_pairs=list(row.allowed_address_pairs), binding_host_id=row.binding_host_id,
         binding_vnic_type=row.binding_vnic_type, binding_profile=dict(row.binding_profile),
         binding_vif_type=row.binding_vif_type, binding_vif_details=dict(row.binding_vif_details),
-        binding_failure_reason=row.binding_failure_reason,
+        binding_failure_reason=row.binding_failure_reason, description=row.description,
     )
 
 
@@ -84,7 +86,7 @@ def port_values(port: Port) -> dict:
         "allowed_address_pairs": list(port.allowed_address_pairs), "binding_host_id": port.binding_host_id,
         "binding_vnic_type": port.binding_vnic_type, "binding_profile": dict(port.binding_profile),
         "binding_vif_type": port.binding_vif_type, "binding_vif_details": dict(port.binding_vif_details),
-        "binding_failure_reason": port.binding_failure_reason,
+        "binding_failure_reason": port.binding_failure_reason, "description": port.description,
     }
 
 
@@ -102,7 +104,7 @@ def ports_from_joined(rows: Iterable[Any]) -> list[Port]:
 
 def router_from_row(row: Any) -> Router:
     return Router(id=row.id, name=row.name, project_id=row.project_id, admin_state_up=row.admin_state_up,
-                  status=row.status)
+                  status=row.status, description=row.description)
 
 
 def agent_from_row(row: Any) -> Agent:
@@ -144,6 +146,7 @@ FilterMap = Mapping[str, tuple[Column, Callable[[Any], Any]]]
 
 NETWORK_FILTERS: FilterMap = {
     "id": (t.networks.c.id, _text), "name": (t.networks.c.name, _text),
+    "description": (t.networks.c.description, _text),
     "project_id": (t.networks.c.project_id, _text), "tenant_id": (t.networks.c.project_id, _text),
     "admin_state_up": (t.networks.c.admin_state_up, to_boolean), "shared": (t.networks.c.shared, to_boolean),
     "router:external": (t.networks.c.router_external, to_boolean),
@@ -156,6 +159,7 @@ NETWORK_FILTERS: FilterMap = {
 
 SUBNET_FILTERS: FilterMap = {
     "id": (t.subnets.c.id, _text), "name": (t.subnets.c.name, _text),
+    "description": (t.subnets.c.description, _text),
     "project_id": (t.subnets.c.project_id, _text), "tenant_id": (t.subnets.c.project_id, _text),
     "network_id": (t.subnets.c.network_id, _text), "ip_version": (t.subnets.c.ip_version, to_int),
     "cidr": (t.subnets.c.cidr, _text), "gateway_ip": (t.subnets.c.gateway_ip, _text),
@@ -164,6 +168,7 @@ SUBNET_FILTERS: FilterMap = {
 
 PORT_FILTERS: FilterMap = {
     "id": (t.ports.c.id, _text), "name": (t.ports.c.name, _text),
+    "description": (t.ports.c.description, _text),
     "project_id": (t.ports.c.project_id, _text), "tenant_id": (t.ports.c.project_id, _text),
     "network_id": (t.ports.c.network_id, _text), "admin_state_up": (t.ports.c.admin_state_up, to_boolean),
     "mac_address": (t.ports.c.mac_address, _mac), "device_id": (t.ports.c.device_id, _text),
@@ -176,6 +181,7 @@ PORT_FILTERS: FilterMap = {
 
 ROUTER_FILTERS: FilterMap = {
     "id": (t.routers.c.id, _text), "name": (t.routers.c.name, _text),
+    "description": (t.routers.c.description, _text),
     "project_id": (t.routers.c.project_id, _text), "tenant_id": (t.routers.c.project_id, _text),
     "admin_state_up": (t.routers.c.admin_state_up, to_boolean), "status": (t.routers.c.status, _text),
 }
