@@ -67,12 +67,6 @@ def _failed(reason: str) -> Binding:
                    failure_reason=reason)
 
 
-def _mappings_text(mappings: object) -> str:
-    if isinstance(mappings, dict):
-        return json.dumps(mappings, sort_keys=True)
-    return json.dumps(mappings)
-
-
 def bind_port(port: Port, network: Network, agents: list[Agent], *, agent_down_time: float,
               report_interval: float, now: datetime) -> Binding:
     """Bind `port` on its binding:host_id to an alive Open vSwitch agent there, or say why it cannot be done.
@@ -124,5 +118,6 @@ def _refusal(agent: Agent, network: Network, host: str, *, agent_down_time: floa
         physnet = network.physical_network
         if not isinstance(mappings, dict) or physnet not in mappings:
             return (f"physical network {physnet} is not in the agent's bridge_mappings "
-                    f"{_mappings_text(mappings)}: set [ovs] bridge_mappings = {physnet}:<bridge> on host {host}")
+                    f"{json.dumps(mappings, sort_keys=True)}: "
+                    f"set [ovs] bridge_mappings = {physnet}:<bridge> on host {host}")
     return ""
