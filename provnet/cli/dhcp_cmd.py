@@ -73,7 +73,8 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
 
 @click.command("dhcp-leases")
 @click.option("--all", "show_all", is_flag=True, help="Also show expired, released and declined leases.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: one aligned line per lease; json: a list of objects (expires as UTC text).")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
               help="Journal file (default <state_path>/dhcp-leases.journal).")
 @click.pass_obj
