@@ -23,6 +23,16 @@ def test_dhcp_bad_input(tmp_path, args, message):
     assert message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_unusable_state_path_is_one_readable_line(tmp_path):
+    db = f"sqlite:///{tmp_path}/p.sqlite"
+    seed_registry(db)[0].close()
+    (tmp_path / "afile").write_text("")
+    res = subprocess.run([PROVNET, "--db", db, "--state-path", str(tmp_path / "afile" / "s"), "dhcp",
+                          "--interface", "lo"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"cannot create the state directory {tmp_path / 'afile' / 's'}" in res.stderr
+
+
 def test_bad_dhcp_config_values_are_refused(tmp_path):
     conf = tmp_path / "provnet.conf"
     for body, message in (("[dhcp]\nlease_time = -5\n", "dhcp.lease_time"),

@@ -36,6 +36,7 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     Example (the seed's server, on the bridge that carries the VMs):
       provnet dhcp --interface br-phy --network phy_net
     """
+    from provnet.cli.serve import prepare_state_dir
     from provnet.dhcp.service import dhcp_service, interface_addresses
     from provnet.services import run_services
 
@@ -51,7 +52,7 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     if not addrs:
         raise click.UsageError(f"interface {interface} has no IPv4 address; the server needs one for option 54 "
                                "and to send replies")
-    os.makedirs(config.state_path, mode=0o700, exist_ok=True)
+    prepare_state_dir(config.state_path)
     service = dhcp_service(config, app.registry, interface, network)
     try:
         service.source.build()  # fail now, readably, on an unknown network
