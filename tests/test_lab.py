@@ -224,3 +224,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
     (tmp_path / "lab" / "state.json").write_text("[]")
     res = provnet(tmp_path, "lab", "status")
     assert res.returncode == 1 and "not a lab state file" in res.stderr
+    res = provnet(tmp_path / "lab" / "state.json", "lab", "status")  # a state path that is a file
+    assert res.returncode == 1 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+    need_root()  # `lab down` asks for root before it reads the state file
+    res = provnet(tmp_path, "lab", "down")
+    assert res.returncode == 1 and "not a lab state file" in res.stderr and "Traceback" not in res.stderr
+    assert (tmp_path / "lab" / "state.json").read_text() == "[]"  # kept for the operator to look at

@@ -151,7 +151,11 @@ def register(group: click.Group) -> None:
 
         _need_root()
         path = lab_state_path(ctx)
-        if teardown.down(path, _progress):
+        try:
+            done = teardown.down(path, _progress)
+        except ValueError as exc:  # an unreadable state file: say so, remove nothing
+            raise click.ClickException(str(exc)) from None
+        if done:
             click.echo("lab is down")
         else:
             click.echo(f"no lab in {path}/lab")

@@ -58,6 +58,8 @@ def load(state_path: str) -> LabState | None:
         return LabState.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{path} is not a lab state file ({exc}); remove it after checking `ip netns list`") \
             from None
