@@ -8,6 +8,7 @@ import time
 
 import pytest
 from api_server import running_api
+from cli_run import PROVNET
 from conftest import need
 from test_binding_api import OPENSTACK
 
@@ -114,3 +115,11 @@ def test_agent_update_bad_input(db_url, body, fragment):
         code, err = client.put(f"/v2.0/agents/{agent.id}", body)
         assert code == 400 and fragment in err["NeutronError"]["message"]
         assert client.ok("GET", f"/v2.0/agents/{agent.id}")["agent"]["admin_state_up"] is True
+
+
+def test_agent_with_a_store_it_cannot_open_says_so_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("")
+    proc = subprocess.run([PROVNET, "--state-path", str(tmp_path / "afile" / "s"), "agent", "--once"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot open the registry" in proc.stderr and str(tmp_path / "afile" / "s") in proc.stderr

@@ -87,7 +87,10 @@ def register(group: click.Group) -> None:
         if not configurations["bridge_mappings"]:
             log.warning("[ovs] bridge_mappings is empty: ports on flat and vlan networks will not bind on host %s",
                         host)
-        registry = app.registry
+        try:
+            registry = app.registry
+        except Exception as exc:  # a local store that cannot be opened (its directory, its URL): one line
+            raise click.ClickException(f"cannot open the registry: {exc}") from None
 
         def report():
             return registry.report_agent_state(host, OVS_AGENT_TYPE, BINARY, configurations)
