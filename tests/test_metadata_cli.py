@@ -49,6 +49,8 @@ class Running:
     (["metadata-proxy"], "exactly one of --router-id or --network-id"),
     (["metadata-proxy", "--router-id", "r", "--network-id", "n"], "exactly one of --router-id or --network-id"),
     (["metadata-proxy", "--router-id", "r", "--port", "70000"], "metadata_port"),
+    (["metadata-proxy", "--router-id", "r", "--bind", "notanaddress"], "--bind 'notanaddress': give IP addresses"),
+    (["metadata-proxy", "--router-id", "r", "--bind", "0.0.0.0,::,localhost"], "give IP addresses"),
 ])
 def test_proxy_usage_errors(tmp_path, args, message):
     result = provnet("--state-path", str(tmp_path), *args)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 
@@ -259,6 +260,11 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
 
     if bool(router_id) == bool(network_id):
         raise click.UsageError("give exactly one of --router-id or --network-id")
+    try:
+        for address in filter(None, (a.strip() for a in bind.split(","))):  # as listen_tcp reads it
+            ipaddress.ip_address(address)
+    except ValueError:
+        raise click.UsageError(f"--bind {bind!r}: give IP addresses, comma-separated (e.g. 0.0.0.0,::)") from None
     config = _with(app, {"metadata_proxy_socket": socket_path, "metadata_port": port})
     scope = router_id or network_id
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
