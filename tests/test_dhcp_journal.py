@@ -93,5 +93,11 @@ def test_dhcp_leases_shows_active_by_default_and_everything_with_all(tmp_path):
 def test_dhcp_leases_without_a_journal_says_so(tmp_path):
     res = _leases_cli(tmp_path)
     assert res.returncode == 1 and "no lease journal at" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    res = _leases_cli(tmp_path, "--journal", str(tmp_path / "hosts"))
+    assert res.returncode == 1 and "is not a lease journal" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "empty.journal").write_text("")
+    res = _leases_cli(tmp_path, "--journal", str(tmp_path / "empty.journal"), "--format", "json")
+    assert res.returncode == 0 and json.loads(res.stdout) == []  # a server that has leased nothing yet
     res = _leases_cli(tmp_path, "--format", "xml")
     assert res.returncode == 2 and "Invalid value for '--format'" in res.stderr

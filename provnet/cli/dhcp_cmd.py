@@ -84,15 +84,23 @@ def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
 
     Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
     """
-    from provnet.dhcp.journal import read_journal
+    from provnet.dhcp.journal import replay
     from provnet.dhcp.service import journal_path
 
     path = Path(journal or journal_path(app.config))
-    if not path.exists():
-        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)") \
+            from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    leases = replay(text)
+    if text.strip() and not leases:
+        raise click.ClickException(f"{path} is not a lease journal: no line is in `provnet dhcp`'s format")
     now = time.time()
     rows = []
-    for rec in sorted(read_journal(path).values(), key=lambda r: tuple(int(x) for x in r.ip.split("."))):
+    for rec in sorted(leases.values(), key=lambda r: tuple(int(x) for x in r.ip.split("."))):
         state = rec.state if rec.state != "ack" else ("active" if rec.expires > now else "expired")
         if show_all or state == "active":
             rows.append({"ip_address": rec.ip, "mac_address": rec.mac, "hostname": rec.hostname,
