@@ -1,6 +1,7 @@
 # The neutron-style verbs for networks, subnets and ports (net-*, subnet-*, port-*), and registration of the rest.
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -29,12 +30,12 @@ from provnet.cli.verbs import (
     tri_state,
     update_one,
 )
+from provnet.lab import plan
 from provnet.registry.base import Registry
 
-SEED_NET = ("provnet net-create phy_net -- --router:external=True --provider:network_type flat "
-            "--provider:physical_network physnet1")
-SEED_SUBNET = ("provnet subnet-create --allocation-pool start=172.16.1.102,end=172.16.1.126 --gateway 172.16.1.2 "
-               "phy_net 172.16.1.101/24 --enable_dhcp=False --name=phy_subnet_without_dhcp")
+# the seed's two commands, as the lab runs them, shown in net-create's and subnet-create's help
+SEED_NET = "provnet " + shlex.join(plan.SEED_NET)
+SEED_SUBNET = "provnet " + shlex.join(plan.SEED_SUBNET)
 
 NET_COLUMNS = ("id", "name", "subnets")
 SUBNET_COLUMNS = ("id", "name", "cidr", "allocation_pools")
