@@ -45,16 +45,14 @@ def metadata_agent_service(config: Config, registry, local_api: bool = False, li
                    config.get("metadata_rate_limiting.burst_query_rate_limit")),
         ])
     if local_api:
-        return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
-                             socket_path=config.metadata_proxy_socket,
-                             api=api_target(config.metadata_listen, config.metadata_listen_port),
-                             backlog=config.metadata_backlog, rate_limiter=limiter)
-    try:
-        target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
-                            config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
-                            config.nova_client_priv_key)
-    except OSError as exc:
-        raise click.UsageError(f"TLS files for the metadata API: {exc}") from None
+        target = api_target(config.metadata_listen, config.metadata_listen_port)
+    else:
+        try:
+            target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
+                                config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
+                                config.nova_client_priv_key)
+        except OSError as exc:
+            raise click.UsageError(f"TLS files for the metadata API: {exc}") from None
     return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
                          socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
                          rate_limiter=limiter, listen_sock=listen_sock)
