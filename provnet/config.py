@@ -57,8 +57,15 @@ def to_port(value: Any) -> int:
 
 def to_positive(value: Any) -> float:
     number = float(value)
-    if number <= 0:
+    if not number > 0:  # also refuses nan
         raise ValueError(f"must be greater than 0, got {value!r}")
+    return number
+
+
+def to_nonneg(value: Any) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise ValueError(f"must be 0 or more, got {value!r}")
     return number
 
 
@@ -137,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("metadata_listen_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
     Option("dhcp_domain", "api", "novalocal", "Domain appended to instance hostnames in metadata."),
     Option("metadata_cache_expiration", "api", 15.0, "Seconds the metadata API caches an instance (0: off).",
-           float),
+           to_nonneg),
     Option("vendordata_jsonfile_path", "api", "", "JSON file served as vendor_data.json (static)."),
     Option("metadata_trusted_networks", "api", "", "Direct mode: CIDRs whose source address identifies the "
            "instance without a proxy. Empty (default) keeps direct mode off.", to_list),

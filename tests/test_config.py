@@ -38,6 +38,8 @@ def test_precedence_file_env_cli(tmp_path):
     ("[DEFAULT]\nnova_metadata_insecure = maybe\n", "expected a boolean"),
     ("[ovs]\nbridge_mappings = physnet1\n", "expected key:value pairs"),
     ("[DEFAULT]\nagent_down_time = -1\n", "must be greater than 0"),
+    ("[DEFAULT]\nagent_down_time = nan\n", "must be greater than 0"),
+    ("[api]\nmetadata_cache_expiration = -1\n", "must be 0 or more"),
     ("not an ini file\n", "config file"),
 ])
 def test_bad_file_gives_clear_error(tmp_path, text, needle):
