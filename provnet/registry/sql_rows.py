@@ -144,10 +144,14 @@ Column = sa.ColumnElement
 # filter key -> (column, converter of one query-string value)
 FilterMap = Mapping[str, tuple[Column, Callable[[Any], Any]]]
 
+def _standard_filters(table: sa.Table) -> dict[str, tuple[Column, Callable[[Any], Any]]]:
+    """The filters every Neutron resource table answers: id, name, description and the project (both names)."""
+    return {"id": (table.c.id, _text), "name": (table.c.name, _text), "description": (table.c.description, _text),
+            "project_id": (table.c.project_id, _text), "tenant_id": (table.c.project_id, _text)}
+
+
 NETWORK_FILTERS: FilterMap = {
-    "id": (t.networks.c.id, _text), "name": (t.networks.c.name, _text),
-    "description": (t.networks.c.description, _text),
-    "project_id": (t.networks.c.project_id, _text), "tenant_id": (t.networks.c.project_id, _text),
+    **_standard_filters(t.networks),
     "admin_state_up": (t.networks.c.admin_state_up, to_boolean), "shared": (t.networks.c.shared, to_boolean),
     "router:external": (t.networks.c.router_external, to_boolean),
     "provider:network_type": (t.networks.c.network_type, _text),
@@ -158,18 +162,14 @@ NETWORK_FILTERS: FilterMap = {
 }
 
 SUBNET_FILTERS: FilterMap = {
-    "id": (t.subnets.c.id, _text), "name": (t.subnets.c.name, _text),
-    "description": (t.subnets.c.description, _text),
-    "project_id": (t.subnets.c.project_id, _text), "tenant_id": (t.subnets.c.project_id, _text),
+    **_standard_filters(t.subnets),
     "network_id": (t.subnets.c.network_id, _text), "ip_version": (t.subnets.c.ip_version, to_int),
     "cidr": (t.subnets.c.cidr, _text), "gateway_ip": (t.subnets.c.gateway_ip, _text),
     "enable_dhcp": (t.subnets.c.enable_dhcp, to_boolean),
 }
 
 PORT_FILTERS: FilterMap = {
-    "id": (t.ports.c.id, _text), "name": (t.ports.c.name, _text),
-    "description": (t.ports.c.description, _text),
-    "project_id": (t.ports.c.project_id, _text), "tenant_id": (t.ports.c.project_id, _text),
+    **_standard_filters(t.ports),
     "network_id": (t.ports.c.network_id, _text), "admin_state_up": (t.ports.c.admin_state_up, to_boolean),
     "mac_address": (t.ports.c.mac_address, _mac), "device_id": (t.ports.c.device_id, _text),
     "device_owner": (t.ports.c.device_owner, _text), "status": (t.ports.c.status, _text),
@@ -180,9 +180,7 @@ PORT_FILTERS: FilterMap = {
 }
 
 ROUTER_FILTERS: FilterMap = {
-    "id": (t.routers.c.id, _text), "name": (t.routers.c.name, _text),
-    "description": (t.routers.c.description, _text),
-    "project_id": (t.routers.c.project_id, _text), "tenant_id": (t.routers.c.project_id, _text),
+    **_standard_filters(t.routers),
     "admin_state_up": (t.routers.c.admin_state_up, to_boolean), "status": (t.routers.c.status, _text),
 }
 
