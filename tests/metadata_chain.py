@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from conftest import unique
 
 from provnet.metadata.agent import MetadataAgent, api_target
@@ -311,3 +312,16 @@ def vm_requests(topo: Topology, vm: str, requests: list) -> list[dict]:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def setup(db_url, tmp_path):
+    """(registry, seed, chain): the seed's network on `db_url` and an API + agent chain over it, torn down after."""
+    from provnet.registry import open_registry
+
+    registry = open_registry(db_url)
+    seed = build_seed(registry)
+    chain = Chain(registry, tmp_path)
+    yield registry, seed, chain
+    chain.close()
+    registry.close()

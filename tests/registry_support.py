@@ -48,3 +48,11 @@ def fresh_pg_url(request: pytest.FixtureRequest) -> str:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     request.addfinalizer(lambda: _drop_schema(engine, schema))
     return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def reg(db_url: str):
+    """A fresh SqlRegistry on the `db_url` store (SQLite and PostgreSQL), closed after the test."""
+    registry = open_registry(db_url)
+    yield registry
+    registry.close()

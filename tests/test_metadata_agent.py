@@ -13,7 +13,6 @@ from metadata_chain import SECRET, Chain, add_vm, agent_get, build_seed
 
 from provnet.metadata.agent import MetadataAgent, api_target, mac_from_link_local
 from provnet.metadata.ratelimit import RateLimiter, Window
-from provnet.registry import open_registry
 
 
 class Capture(http.server.BaseHTTPRequestHandler):
@@ -51,16 +50,6 @@ def capture():
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def setup(db_url, tmp_path):
-    registry = open_registry(db_url)
-    seed = build_seed(registry)
-    chain = Chain(registry, tmp_path)
-    yield registry, seed, chain
-    chain.close()
-    registry.close()
 
 
 def router_headers(seed, ip="172.16.1.103"):

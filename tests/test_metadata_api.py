@@ -14,16 +14,6 @@ from provnet.metadata.signing import sign_instance_id
 from provnet.registry import open_registry
 
 
-@pytest.fixture
-def setup(db_url, tmp_path):
-    registry = open_registry(db_url)
-    seed = build_seed(registry)
-    chain = Chain(registry, tmp_path)
-    yield registry, seed, chain
-    chain.close()
-    registry.close()
-
-
 def signed(instance_id: str, tenant: str, secret: str = SECRET) -> list[tuple[str, str]]:
     return [("X-Instance-ID", instance_id), ("X-Tenant-ID", tenant),
             ("X-Instance-ID-Signature", sign_instance_id(secret, instance_id)), ("X-Forwarded-For", "172.16.1.103")]

@@ -4,22 +4,14 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
-from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
+from registry_support import SEED_NETWORK, expect, seed_subnet
 
 from provnet.model.resources import OVS_AGENT_TYPE
 from provnet.registry import schema
 from provnet.registry.sql import SqlRegistry
 
 MAPPED = {"bridge_mappings": {"physnet1": "br-phy"}}
-
-
-@pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
 
 
 def test_report_agent_state_upserts(reg: SqlRegistry) -> None:

@@ -14,13 +14,6 @@ from provnet.registry.remote import RemoteRegistry
 from provnet.registry.sql import SqlRegistry
 
 
-@pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
-
-
 def test_bulk_ports_are_one_write(reg: SqlRegistry) -> None:
     net = reg.create_network(SEED_NETWORK)
     reg.create_subnet(seed_subnet(net.id))

@@ -12,13 +12,6 @@ from provnet.registry.sql import SqlRegistry
 from provnet.registry.sql_engine import MIGRATIONS, SCHEMA_HEAD, make_engine
 
 
-@pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
-
-
 def test_description_on_create_update_and_filter(reg: SqlRegistry) -> None:
     net = reg.create_network({**SEED_NETWORK, "description": "seed net"})
     assert net.to_api()["description"] == "seed net" and reg.get_network(net.id).description == "seed net"

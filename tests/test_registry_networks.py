@@ -1,17 +1,9 @@
 # SqlRegistry networks and subnets on SQLite and PostgreSQL: the seed's objects, provider rules, in-use deletes.
 from __future__ import annotations
 
-import pytest
 from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
 
 from provnet.registry.sql import SqlRegistry
-
-
-@pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
 
 
 def test_seed_network_and_subnet(reg: SqlRegistry) -> None:

@@ -8,13 +8,6 @@ from provnet.registry.sql import SqlRegistry
 
 
 @pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
-
-
-@pytest.fixture
 def seed(reg: SqlRegistry):
     net = reg.create_network(SEED_NETWORK)
     return net, reg.create_subnet(seed_subnet(net.id))

@@ -2,16 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
+from registry_support import SEED_NETWORK, expect, seed_subnet
 
 from provnet.registry.sql import SqlRegistry
-
-
-@pytest.fixture
-def reg(db_url: str):
-    registry = open_registry(db_url)
-    yield registry
-    registry.close()
 
 
 @pytest.fixture
