@@ -16,9 +16,10 @@ def test_description_on_create_update_and_filter(reg: SqlRegistry) -> None:
     net = reg.create_network({**SEED_NETWORK, "description": "seed net"})
     assert net.to_api()["description"] == "seed net" and reg.get_network(net.id).description == "seed net"
     subnet = reg.create_subnet({**seed_subnet(net.id), "description": "no dhcp"})
-    port = reg.create_port({"network_id": net.id, "description": "vm one"})  # PostgreSQL: the one-statement path
+    # the fixed address first: an automatic one is random and could otherwise take .110
     fixed = reg.create_port({"network_id": net.id, "fixed_ips": [{"ip_address": "172.16.1.110"}],
                              "description": "fixed"})  # the general path
+    port = reg.create_port({"network_id": net.id, "description": "vm one"})  # PostgreSQL: the one-statement path
     router = reg.create_router({"name": "r", "description": "edge"})
     plain = reg.create_router({"name": "plain"})
     assert [o.to_api()["description"] for o in (reg.get_subnet(subnet.id), reg.get_port(port.id),
