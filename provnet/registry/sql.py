@@ -139,6 +139,7 @@ class SqlRegistry:
         self._prepare_statements()
         self._rng = random.Random()  # seeded from os.urandom: processes draw differently; no secret here
         self._one_statement_creates = self.engine.dialect.name == "postgresql"
+        self._port_plans: dict[str, pg_port.Plan] = {}  # network id -> its common creates' plan (PostgreSQL)
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
 
     def _prepare_statements(self) -> None:
@@ -541,15 +542,15 @@ class SqlRegistry:
             if port.allowed_address_pairs:
                 raise AddressPairAndPortSecurityRequired()
 
-    def _new_port(self, network: Network, clean: Mapping[str, Any]) -> Port:
+    def _new_port(self, network_id: str, network_port_security: bool, clean: Mapping[str, Any]) -> Port:
         """The port a create asks for, before its MAC, addresses and binding are decided."""
         port = Port(
-            id=_new_id(), network_id=network.id, mac_address="", name=clean["name"],
+            id=_new_id(), network_id=network_id, mac_address="", name=clean["name"],
             description=clean["description"],
             project_id=clean["project_id"], admin_state_up=clean["admin_state_up"],
             device_id=clean["device_id"], device_owner=clean["device_owner"], status="DOWN",
             security_groups=list(clean["security_groups"]),
-            port_security_enabled=(network.port_security_enabled if clean["port_security_enabled"] is None
+            port_security_enabled=(network_port_security if clean["port_security_enabled"] is None
                                    else clean["port_security_enabled"]),
             allowed_address_pairs=list(clean["allowed_address_pairs"]),
             binding_host_id=clean["binding:host_id"], binding_vnic_type=clean["binding:vnic_type"],
@@ -560,7 +561,7 @@ class SqlRegistry:
 
     def _create_port(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Port:
         network = self._network(conn, clean["network_id"])
-        port = self._new_port(network, clean)
+        port = self._new_port(network.id, network.port_security_enabled, clean)
         port.mac_address = self._mac(conn, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
         self._bind(conn, port, network)
@@ -569,37 +570,55 @@ class SqlRegistry:
         return port
 
     def _create_port_one_statement(self, clean: Mapping[str, Any]) -> Port | None:
-        """PostgreSQL, the common create (automatic address, random MAC, no binding): two reads and one
-        autocommit statement, two round trips instead of eight. None: take the general path instead (not
-        eligible, every probe taken, or the network went away: the general path says so exactly)."""
+        """PostgreSQL, the common create (automatic address, random MAC, no binding): one autocommit statement,
+        one round trip, using the network's cached Plan (read on first use; the statement re-checks it). None:
+        take the general path instead (not eligible, the plan is stale, every probe taken, or the network went
+        away: the general path reads afresh and says so exactly)."""
+        if not pg_port.eligible(clean):
+            return None
+        network_id = clean["network_id"]
         for attempt in range(WRITE_ATTEMPTS):
-            with self._read() as conn:
-                network, subnets = self._network_and_subnets(conn, clean["network_id"])
-                port = self._new_port(network, clean)
-                subnets.sort(key=lambda s: s.ip_version)
-                if not pg_port.eligible(dict(clean), port) or not subnets:
-                    return None
-                probes = ipam.probe_addresses(subnets[0], self._rng)
-                if not probes:
-                    return None
-                port.mac_address = ipam.random_mac(self._rng)
-                self._bind(conn, port, network)
-                try:
-                    ip = pg_port.insert_port_with_probe(conn, rows.port_values(port), subnets[0].id, probes,
-                                                        _now())
-                except sa.exc.DBAPIError as exc:
-                    if not _retryable(exc):
-                        if getattr(exc.orig, "sqlstate", None) == "23503":  # the network or subnet was deleted
-                            return None
-                        raise
-                    self.write_retries += 1
-                    time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
-                    continue
-            if ip is None:
+            plan = self._port_plans.get(network_id) or self._port_plan(network_id)
+            if plan is None:
                 return None
-            port.fixed_ips = [FixedIP(subnets[0].id, ip)]
+            probes = ipam.probe_addresses(plan.subnet, self._rng)
+            if not probes:
+                return None
+            port = self._new_port(network_id, plan.port_security_enabled, clean)
+            port.mac_address = ipam.random_mac(self._rng)
+            port.binding_vif_type, port.binding_vif_details, port.binding_failure_reason = "unbound", {}, None
+            try:
+                with self._read() as conn:
+                    ip = pg_port.insert_port_with_probe(conn, rows.port_values(port), plan, probes, _now())
+            except sa.exc.DBAPIError as exc:
+                if not _retryable(exc):
+                    if getattr(exc.orig, "sqlstate", None) == "23503":  # the network or subnet was deleted
+                        self._port_plans.pop(network_id, None)
+                        return None
+                    raise
+                self.write_retries += 1
+                time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            if ip is None:
+                self._port_plans.pop(network_id, None)
+                return None
+            port.fixed_ips = [FixedIP(plan.subnet.id, ip)]
             return port
         return None
+
+    def _port_plan(self, network_id: str) -> pg_port.Plan | None:
+        """Read the network and its subnets and remember the plan for its common creates."""
+        try:
+            with self._read() as conn:
+                network, subnets = self._network_and_subnets(conn, network_id)
+        except NetworkNotFound:
+            return None  # the general path raises it
+        plan = pg_port.plan_for(network.port_security_enabled, subnets)
+        if plan is not None:
+            if len(self._port_plans) >= pg_port.MAX_PLANS:
+                self._port_plans.clear()
+            self._port_plans[network_id] = plan
+        return plan
 
     def create_port(self, attrs: Mapping[str, Any]) -> Port:
         clean = parse_create("port", attrs)

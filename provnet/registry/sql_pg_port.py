@@ -1,23 +1,39 @@
-# PostgreSQL's one-statement port create: probe, insert the port and its address, bump the revision, atomically.
+# PostgreSQL's one-statement port create: re-check the cached plan, probe, insert port and address, bump revision.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
-from provnet.model.resources import Port
+from provnet.model.resources import Subnet
 
 # One statement is its own transaction (autocommit): no BEGIN/COMMIT round trips, and either all of it happens
-# (port, allocation, revision bump) or none. `free` picks the first probe nobody holds; if every probe is taken,
-# nothing is inserted and no row comes back (the caller then takes the general path, which decides exhaustion).
+# (port, allocation, revision bump) or none.
+# `plan` re-checks, inside the statement, what the caller read earlier and cached (the Plan below): the network
+# still exists with the same port_security_enabled, the subnet is still on it with the same allocation pools, and
+# no subnet of a lower IP version came before it. If anything changed, nothing is inserted and no row comes back.
+# `free` picks the first probe nobody holds; if every probe is taken, likewise nothing and no row. Each probe is
+# checked by a correlated scalar subquery, a primary-key lookup whatever the statistics say: written as NOT EXISTS,
+# PostgreSQL turned it into an anti-join that, with statistics from when the table was small, read every
+# allocation of the subnet per create (measured: 0.45 ms of server CPU per create at 1,000 ports, 2.9 ms at 5,000).
+# When no row comes back, the caller drops its plan and takes the general path, which reads everything afresh and
+# decides exactly.
 # The unique constraints still guard every race: a concurrent holder of the same address or MAC makes the whole
 # statement fail with a unique violation, which the caller retries.
 CREATE_PORT_SQL = sa.text("""
-WITH free AS (
+WITH plan AS (
+    SELECT 1 FROM subnets s JOIN networks n ON n.id = s.network_id
+    WHERE s.id = :subnet_id AND n.id = :network_id AND n.port_security_enabled = :network_port_security
+      AND CAST(s.allocation_pools AS jsonb) = CAST(:allocation_pools AS jsonb)
+      AND NOT EXISTS (SELECT 1 FROM subnets o WHERE o.network_id = :network_id AND o.ip_version < s.ip_version)
+), free AS (
     SELECT c.ip FROM unnest(CAST(:probes AS varchar[])) WITH ORDINALITY AS c(ip, n)
-    WHERE NOT EXISTS (SELECT 1 FROM ip_allocations a WHERE a.subnet_id = :subnet_id AND a.ip_address = c.ip)
+    WHERE EXISTS (SELECT 1 FROM plan)
+      AND (SELECT count(*) FROM ip_allocations a WHERE a.subnet_id = :subnet_id AND a.ip_address = c.ip) = 0
     ORDER BY c.n LIMIT 1
 ), p AS (
     INSERT INTO ports (id, network_id, name, project_id, admin_state_up, mac_address, device_id, device_owner,
@@ -42,19 +58,40 @@ SELECT a.ip_address, (SELECT value FROM b) AS revision FROM a
 """)
 
 JSON_COLUMNS = ("security_groups", "allowed_address_pairs", "binding_profile", "binding_vif_details")
+MAX_PLANS = 4096  # networks whose plan is remembered; past that the cache starts afresh
 
 
-def insert_port_with_probe(conn: sa.Connection, values: dict, subnet_id: str, probes: Sequence[str],
+@dataclass(frozen=True)
+class Plan:
+    """What a common create on one network needs from the database, read once and re-checked by every insert:
+    the network's port_security_enabled (a port's default) and its first subnet (IPv4 first, then by creation)."""
+
+    port_security_enabled: bool
+    subnet: Subnet
+
+    @property
+    def pools_json(self) -> str:
+        return json.dumps([p.to_api() for p in self.subnet.allocation_pools])
+
+
+def plan_for(port_security_enabled: bool, subnets: Sequence[Subnet]) -> Plan | None:
+    """The plan for a network with `subnets` in creation order; None when it has none."""
+    ordered = sorted(subnets, key=lambda s: s.ip_version)
+    return Plan(port_security_enabled, ordered[0]) if ordered else None
+
+
+def insert_port_with_probe(conn: sa.Connection, values: dict, plan: Plan, probes: Sequence[str],
                            created_at: datetime) -> str | None:
-    """Insert the port row `values` holding the first free address of `probes` in `subnet_id`; that address,
-    or None when every probe is taken (nothing written)."""
-    params = {**values, "subnet_id": subnet_id, "probes": list(probes), "created_at": created_at}
+    """Insert the port row `values` holding the first free address of `probes` in the plan's subnet; that
+    address, or None when the plan no longer holds or every probe is taken (nothing written)."""
+    params = {**values, "subnet_id": plan.subnet.id, "probes": list(probes), "created_at": created_at,
+              "network_port_security": plan.port_security_enabled, "allocation_pools": plan.pools_json}
     for column in JSON_COLUMNS:
         params[column] = json.dumps(params[column])
     row = conn.execute(CREATE_PORT_SQL, params).first()
     return None if row is None else row.ip_address
 
 
-def eligible(clean: dict, port: Port) -> bool:
+def eligible(clean: Mapping[str, Any]) -> bool:
     """The common create this path serves: automatic address, random MAC, no binding to compute."""
-    return clean.get("fixed_ips") is None and clean.get("mac_address") is None and not port.binding_host_id
+    return clean.get("fixed_ips") is None and clean.get("mac_address") is None and not clean.get("binding:host_id")
