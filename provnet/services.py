@@ -20,6 +20,13 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+def install_fast_loop() -> None:
+    """Use uvloop's event loop for every server: about twice the throughput of asyncio's own."""
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None) -> None:
     """Start every service, run until SIGTERM/SIGINT (or `stop` is set), then stop them in reverse order."""
     stop = stop or asyncio.Event()

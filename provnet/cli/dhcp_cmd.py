@@ -38,7 +38,7 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     """
     from provnet.cli.serve import prepare_state_dir
     from provnet.dhcp.service import dhcp_service, interface_addresses
-    from provnet.services import run_services
+    from provnet.services import install_fast_loop, run_services
 
     config: Config = app.config
     interface = interface or config.get("dhcp.interface")
@@ -62,6 +62,7 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
+    install_fast_loop()
     try:
         asyncio.run(run_services([service]))
     except PermissionError as exc:

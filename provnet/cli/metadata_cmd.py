@@ -15,9 +15,6 @@ log = logging.getLogger("provnet.metadata")
 
 def metadata_api_service(config: Config, registry):
     from provnet.metadata.api import MetadataApi, load_vendor_data
-    from provnet.metadata.serving import install_fast_loop
-
-    install_fast_loop()  # builders run before the loop starts (here and under `provnet serve`)
 
     try:
         vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
@@ -59,8 +56,7 @@ def metadata_agent_service(config: Config, registry, local_api: bool = False, li
 
 
 def _run(services) -> None:
-    from provnet.metadata.serving import install_fast_loop
-    from provnet.services import run_services
+    from provnet.services import install_fast_loop, run_services
 
     install_fast_loop()
     try:

@@ -10,7 +10,7 @@ import click
 
 from provnet.config import Config, ConfigError
 from provnet.registry.base import Registry
-from provnet.services import Service, run_services
+from provnet.services import Service, install_fast_loop, run_services
 
 log = logging.getLogger("provnet.serve")
 
@@ -70,6 +70,7 @@ def run(app, build, overrides: dict) -> None:
         raise click.UsageError(str(exc)) from None
     prepare_state_dir(config.state_path)
     registry = open_store(config)
+    install_fast_loop()
     try:
         asyncio.run(run_services(build(config, registry)))
     except OSError as exc:  # e.g. the port is in use; the service put the address in the message

@@ -266,12 +266,3 @@ def bind_unix(path: str, backlog: int = 4096, mode: int = 0o666) -> socket.socke
         raise
     sock.setblocking(False)
     return sock
-
-
-def install_fast_loop() -> None:
-    """Use uvloop's event loop when it is installed (about twice the throughput of the default loop)."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
