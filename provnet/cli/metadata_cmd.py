@@ -13,8 +13,9 @@ from provnet.config import Config, ConfigError
 log = logging.getLogger("provnet.metadata")
 
 
-def metadata_api_service(config: Config, registry):
-    from provnet.metadata.api import MetadataApi, load_vendor_data
+def metadata_api_options(config: Config) -> dict:
+    """The metadata API's settings from the configuration, checked (a bad vendor data file: a usage error)."""
+    from provnet.metadata.api import load_vendor_data
 
     try:
         vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
@@ -22,10 +23,16 @@ def metadata_api_service(config: Config, registry):
         raise click.UsageError(str(exc)) from None
     if not config.metadata_proxy_shared_secret:
         log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
-    return MetadataApi(registry, shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
-                       port=config.metadata_listen_port, dhcp_domain=config.get("api.dhcp_domain"),
-                       static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
-                       cache_expiration=config.get("api.metadata_cache_expiration"))
+    return dict(shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
+                port=config.metadata_listen_port, dhcp_domain=config.get("api.dhcp_domain"),
+                static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
+                cache_expiration=config.get("api.metadata_cache_expiration"))
+
+
+def metadata_api_service(config: Config, registry, options: dict | None = None):
+    from provnet.metadata.api import MetadataApi
+
+    return MetadataApi(registry, **(options if options is not None else metadata_api_options(config)))
 
 
 def metadata_agent_service(config: Config, registry, local_api: bool = False, listen_sock=None):

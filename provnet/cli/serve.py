@@ -1,4 +1,4 @@
-# `provnet serve` (all-in-one: every service in one process) and `provnet api` (the networking API alone).
+# `provnet serve` (all-in-one: every service from one command) and `provnet api` (the networking API alone).
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +9,7 @@ import re
 import click
 
 from provnet.config import Config, ConfigError
+from provnet.forked import ForkedService
 from provnet.registry.base import Registry
 from provnet.services import Service, install_fast_loop, run_services
 
@@ -16,17 +17,42 @@ log = logging.getLogger("provnet.serve")
 
 
 def all_in_one_services(config: Config, registry: Registry) -> list[Service]:
-    """What `provnet serve` runs, one line per service, started in this order and stopped in reverse."""
+    """What `provnet serve` runs in its own process, one line per service, started in this order and stopped in
+    reverse. The metadata API runs beside it in a child process (metadata_api_child)."""
     from provnet.api.app import ApiService
-    from provnet.cli.metadata_cmd import metadata_agent_service, metadata_api_service
+    from provnet.cli.metadata_cmd import metadata_agent_service
     from provnet.dhcp.service import dhcp_services
 
     return [
         ApiService.from_config(config, registry),  # networking API (neutron-server), bind_host:bind_port
-        metadata_api_service(config, registry),  # nova-api-metadata, metadata_listen:8775
         metadata_agent_service(config, registry, local_api=True),  # neutron-metadata-agent, unix socket
         *dhcp_services(config, registry),  # DHCP server, only when [dhcp] interface is set
     ]
+
+
+def metadata_api_child(config: Config) -> ForkedService:
+    """nova-api-metadata (metadata_listen:metadata_listen_port) in a child process with its own store connection:
+    in a boot storm the agent and the API each get a core, as when they run as separate commands."""
+    from provnet.cli.metadata_cmd import metadata_api_options, metadata_api_service
+
+    options = metadata_api_options(config)  # a bad setting stops serve here, before anything starts
+
+    def body() -> int:
+        registry = open_store(config)
+        try:
+            asyncio.run(run_services([metadata_api_service(config, registry, options)]))
+        except OSError as exc:
+            log.error("%s", exc.strerror or exc)
+            return 1
+        finally:
+            registry.close()
+        return 0
+
+    return ForkedService("metadata API", body)
+
+
+def _serve_children(config: Config) -> list[ForkedService]:
+    return [metadata_api_child(config)]
 
 
 def api_services(config: Config, registry: Registry) -> list[Service]:
@@ -59,8 +85,9 @@ def open_store(config: Config) -> Registry:
         raise click.ClickException(f"cannot open the database {mask_url(config.db_url)}: {reason}") from None
 
 
-def run(app, build, overrides: dict) -> None:
-    """Open the store, start the services, run until SIGTERM/SIGINT, stop cleanly."""
+def run(app, build, overrides: dict, children=None) -> None:
+    """Open the store, start the services, run until SIGTERM/SIGINT, stop cleanly. `children(config)` are
+    services to fork first (each with its own store connection); if one exits, everything stops."""
     if app.api_url:
         raise click.UsageError("--url names a remote API for client verbs; servers run on the local database "
                                "(--db / [database] connection)")
@@ -69,16 +96,40 @@ def run(app, build, overrides: dict) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     prepare_state_dir(config.state_path)
-    registry = open_store(config)
     install_fast_loop()
+    forked: list[ForkedService] = children(config) if children else []
+    stop = asyncio.Event()
+    for child in forked:
+        child.on_exit = stop.set
+        child.fork()
+    registry = None
     try:
-        asyncio.run(run_services(build(config, registry)))
+        registry = open_store(config)
+        asyncio.run(run_services([*forked, *build(config, registry)], stop))
     except OSError as exc:  # e.g. the port is in use; the service put the address in the message
         raise click.ClickException(exc.strerror or str(exc)) from None
     except KeyboardInterrupt:
         pass
     finally:
-        registry.close()
+        for child in forked:
+            if child.exit_status is None and child.pid is not None:  # never watched (the store failed to open)
+                _kill_and_reap(child.pid)
+        if registry is not None:
+            registry.close()
+    for child in forked:
+        if child.failed:
+            raise click.ClickException(f"the {child.name} (process {child.pid}) exited with status "
+                                       f"{child.exit_status}; see the log above")
+
+
+def _kill_and_reap(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 _bind_options = [
@@ -99,17 +150,20 @@ def _with_bind_options(fn):
 @_with_bind_options
 @click.pass_obj
 def serve(app, bind_host: str | None, bind_port: int | None) -> None:
-    """Run everything in one process on the local store (like devstack).
+    """Run everything from one command on the local store (like devstack).
 
-    Starts the networking API (Neutron v2.0 subset on bind_host:bind_port, 9696) and the other services
-    configured for this host; logs go to stderr; SIGTERM or Ctrl-C stops them cleanly.
+    Starts the networking API (Neutron v2.0 subset on bind_host:bind_port, 9696), the metadata agent
+    (metadata_proxy_socket), the DHCP server when [dhcp] interface is set, and the metadata API
+    (metadata_listen:metadata_listen_port, 8775) in a child process of its own, so that a boot storm
+    gets two cores. Logs go to stderr; SIGTERM or Ctrl-C stops them all cleanly; if the child dies,
+    serve stops too (exit status 1) rather than run half a metadata service.
 
     \b
     Example:
       provnet --state-path /tmp/pn serve --bind-port 9696
       openstack --os-auth-type none --os-endpoint http://127.0.0.1:9696 network list
     """
-    run(app, all_in_one_services, {"bind_host": bind_host, "bind_port": bind_port})
+    run(app, all_in_one_services, {"bind_host": bind_host, "bind_port": bind_port}, children=_serve_children)
 
 
 @click.command("api")
