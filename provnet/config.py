@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/provnet/provnet.conf"
+MIN_LEASE = 120  # seconds: the shortest DHCP lease provnet hands out (as dnsmasq)
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,15 @@ def to_nonneg_int(value: Any) -> int:
     number = int(value)
     if number < 0:
         raise ValueError(f"must be 0 or more, got {value!r}")
+    return number
+
+
+def to_lease_time(value: Any) -> int:
+    """A DHCP lease in seconds: at least 120 (dnsmasq's floor; clients renew at half of it), below 0xffffffff
+    (which DHCP reserves for an infinite lease)."""
+    number = int(value)
+    if not MIN_LEASE <= number < 0xFFFFFFFF:
+        raise ValueError(f"must be {MIN_LEASE} to {0xFFFFFFFF - 1} seconds, got {value!r}")
     return number
 
 
@@ -157,7 +167,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("interface", "dhcp", "", "Interface the DHCP server binds (empty: no DHCP server in serve)."),
     Option("network", "dhcp", "", "Name or id of the network the DHCP server serves (empty: every network "
            "with a subnet on the interface)."),
-    Option("lease_time", "dhcp", 86400, "Lease time in seconds (option 51).", to_nonneg_int),
+    Option("lease_time", "dhcp", 86400, f"Lease time in seconds (option 51), {MIN_LEASE} or more.", to_lease_time),
     Option("dns_domain", "dhcp", "openstacklocal", "Domain name (option 15)."),
     Option("force_routes", "dhcp", True, "Send options 121 and 249 even when the client did not ask.", to_bool),
 )

@@ -36,6 +36,10 @@ def test_unusable_state_path_is_one_readable_line(tmp_path):
 def test_bad_dhcp_config_values_are_refused(tmp_path):
     conf = tmp_path / "provnet.conf"
     for body, message in (("[dhcp]\nlease_time = -5\n", "dhcp.lease_time"),
+                          ("[dhcp]\nlease_time = 0\n", "must be 120 to 4294967294 seconds, got '0'"),
+                          ("[dhcp]\nlease_time = 119\n", "must be 120 to 4294967294 seconds, got '119'"),
+                          ("[dhcp]\nlease_time = 4294967295\n", "dhcp.lease_time"),
+                          ("[dhcp]\nlease_time = 1d\n", "dhcp.lease_time"),
                           ("[dhcp]\nforce_routes = maybe\n", "dhcp.force_routes"),
                           ("[dhcp]\nleasetime = 5\n", "unknown option [dhcp] leasetime")):
         conf.write_text(body)

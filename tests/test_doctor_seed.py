@@ -168,3 +168,15 @@ def test_provnet_dnsmasq_export_fixes_the_seed_lease_trap(seed_db, tmp_path):
     checks = {f["check"] for f in data}
     assert not {c for c in checks if c.startswith("dhcp.")}, data  # reservations per port, 121 = 249, 3 agrees
     assert checks == {"binding.physnet-unmapped", "binding.port-failed"}  # the seed's agent still lacks physnet1
+
+
+@pytest.mark.parametrize("cmdline, problem", [
+    ("", "the command line is empty: nothing to check"),
+    ("   ", "the command line is empty: nothing to check"),
+    ("dnsmasq --dhcp-range='172.16.1.0", "cannot split the command line: No closing quotation"),
+])
+def test_a_dnsmasq_command_line_that_says_nothing_is_an_error_not_a_clean_bill(tmp_path, cmdline, problem):
+    code, data, _ = run_doctor(["--state-path", str(tmp_path), "doctor", "--no-registry", "-f", "json",
+                                "--dnsmasq-cmdline", cmdline])
+    assert code == 1
+    assert [(f["check"], f["severity"], f["problem"]) for f in data] == [("config.parse", "error", problem)]

@@ -277,6 +277,9 @@ def parse_cmdline(cmdline: str, where: Location) -> DnsmasqConfig:
     except ValueError as exc:
         config.problems.append((where, f"cannot split the command line: {exc}"))
         return config
+    if not args:
+        config.problems.append((where, "the command line is empty: nothing to check"))
+        return config
     i = 0
     while i < len(args):
         arg = args[i]
