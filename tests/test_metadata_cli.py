@@ -216,3 +216,48 @@ def test_agent_with_metadata_workers_forks_that_many_and_stops_them(tmp_path):
     assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
                for pid in workers)
     assert "3 workers" in log
+
+
+def _worker_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_agent_workers_stop_together_when_one_dies_or_the_parent_is_killed(tmp_path):
+    import os
+    import signal
+
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = w\nnova_metadata_port = {free_port()}\n"
+                    "metadata_workers = 2\n")
+    base = ["--config-file", str(conf), "--state-path", str(tmp_path), "--db", f"sqlite:///{tmp_path}/p.sqlite"]
+    # one worker killed: the agent stops the other and exits 1, saying which one and how
+    agent = Running(*base, "metadata-agent", log=tmp_path / "agent.log")
+    try:
+        wait_for(lambda: len(_worker_pids(agent.proc.pid)) == 2, 20, "two workers")
+        first, second = _worker_pids(agent.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        assert agent.proc.wait(timeout=30) == 1
+    finally:
+        log = agent.stop()
+    assert f"(process {first}) exited with status -9" in log and "Traceback" not in log, log
+    wait_for(lambda: _gone(second), 20, "the other worker to stop")
+    assert not (tmp_path / "metadata_proxy").exists()
+    # the agent itself SIGKILLed: the kernel stops its workers (PR_SET_PDEATHSIG)
+    agent = Running(*base, "metadata-agent", log=tmp_path / "agent2.log")
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(_worker_pids(agent.proc.pid)) == 2, 20, "two workers")
+        workers = _worker_pids(agent.proc.pid)
+        agent.proc.kill()
+        agent.proc.wait()
+        wait_for(lambda: all(_gone(pid) for pid in workers), 20, "the workers to die with the agent")
+    finally:
+        agent.stop()
+        for pid in workers:  # a failed test must not leave them running
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

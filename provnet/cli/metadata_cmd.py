@@ -1,7 +1,6 @@
 # `provnet metadata-api`, `metadata-agent` and `metadata-proxy`: the three hops of the metadata path as processes.
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
@@ -62,40 +61,11 @@ def metadata_agent_service(config: Config, registry, local_api: bool = False, li
                          rate_limiter=limiter, listen_sock=listen_sock)
 
 
-def _run(services) -> None:
-    from provnet.services import install_fast_loop, run_services
-
-    install_fast_loop()
-    try:
-        asyncio.run(run_services(services))
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass
-
-
 def _with(app, overrides: dict) -> Config:
     try:
         return app.config.with_overrides(overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _serve_on_store(app, build, overrides: dict) -> None:
-    from provnet.cli.serve import open_store, prepare_state_dir
-
-    config = _with(app, overrides)
-    if app.api_url:
-        from provnet.registry import open_registry
-
-        registry = open_registry(None, app.api_url)
-    else:
-        prepare_state_dir(config.state_path)
-        registry = open_store(config)
-    try:
-        _run([build(config, registry)])
-    finally:
-        registry.close()
 
 
 @click.command("metadata-api")
@@ -119,7 +89,10 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
     Example:
       provnet --config-file /etc/provnet/provnet.conf metadata-api --host 127.0.0.1 --port 8775
     """
-    _serve_on_store(app, metadata_api_service, {"metadata_listen": host, "metadata_listen_port": port})
+    from provnet.cli.serve import run
+
+    run(app, lambda config, registry: [metadata_api_service(config, registry)],
+        {"metadata_listen": host, "metadata_listen_port": port}, remote_ok=True)
 
 
 @click.command("metadata-agent")
@@ -161,20 +134,20 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     overrides["metadata_proxy_socket"] = socket_path
     config = _with(app, overrides)
     if config.metadata_workers > 1 and not app.api_url:
-        _agent_workers(app, config)
+        _agent_workers(app, config, overrides)
     else:
-        _serve_on_store(app, metadata_agent_service, overrides)
+        from provnet.cli.serve import run
+
+        run(app, lambda c, registry: [metadata_agent_service(c, registry)], overrides, remote_ok=True)
 
 
-def _agent_workers(app, config: Config) -> None:
-    """metadata_workers > 1: bind the socket here, fork that many agents sharing it, stop them on SIGTERM.
+def _agent_workers(app, config: Config, overrides: dict) -> None:
+    """metadata_workers > 1: bind the socket here, fork that many agents sharing it; they stop together.
 
     Each worker has its own registry connection, lookup cache, rate-limit table and /metrics (a /metrics
     request reaches one of them).
     """
-    import signal
-
-    from provnet.cli.serve import open_store, prepare_state_dir
+    from provnet.cli.serve import child_on_store, prepare_state_dir, run
     from provnet.metadata.serving import bind_unix
 
     prepare_state_dir(config.state_path)
@@ -183,52 +156,19 @@ def _agent_workers(app, config: Config) -> None:
         sock = bind_unix(path, config.metadata_backlog)
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
-    children: list[int] = []
-    for _ in range(config.metadata_workers):
-        pid = os.fork()
-        if pid == 0:  # a worker: its own store connection and event loop on the shared socket
-            code = 0
-            try:
-                registry = open_store(config)
-                try:
-                    _run([metadata_agent_service(config, registry, listen_sock=sock)])
-                finally:
-                    registry.close()
-            except BaseException:
-                log.exception("metadata agent worker failed")
-                code = 1
-            os._exit(code)
-        children.append(pid)
-    log.info("metadata agent: %d workers on %s", len(children), path)
-    stopping = False
 
-    def forward(signum: int, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    def workers(c: Config) -> list:
+        return [child_on_store(f"metadata agent worker {n}", c,
+                               lambda c, registry: [metadata_agent_service(c, registry, listen_sock=sock)])
+                for n in range(1, c.metadata_workers + 1)]
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    failed = False
+    log.info("metadata agent: %d workers on %s", config.metadata_workers, path)
     try:
-        while children:
-            pid, status = os.wait()
-            if pid in children:
-                children.remove(pid)
-                if not stopping:  # a worker died on its own: stop the rest, report it
-                    failed = True
-                    log.error("metadata agent worker %d exited (status %d); stopping the others", pid, status)
-                    forward(signal.SIGTERM, None)
+        run(app, lambda c, registry: [], overrides, children=workers, needs_store=False)
     finally:
         sock.close()
         if os.path.exists(path):
             os.unlink(path)
-    if failed:
-        raise click.ClickException("a metadata agent worker failed; see the log above")
 
 
 @click.command("metadata-proxy")
@@ -271,7 +211,10 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
     proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=router_id, network_id=network_id,
                           bind=bind, port=config.metadata_port, status_socket=status_socket)
-    _run([proxy])
+    from provnet.cli.serve import run
+
+    run(app, lambda c, registry: [proxy], {"metadata_proxy_socket": socket_path, "metadata_port": port},
+        remote_ok=True, needs_store=False)
 
 
 def register(group: click.Group) -> None:

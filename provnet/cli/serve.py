@@ -36,19 +36,7 @@ def metadata_api_child(config: Config) -> ForkedService:
     from provnet.cli.metadata_cmd import metadata_api_options, metadata_api_service
 
     options = metadata_api_options(config)  # a bad setting stops serve here, before anything starts
-
-    def body() -> int:
-        registry = open_store(config)
-        try:
-            asyncio.run(run_services([metadata_api_service(config, registry, options)]))
-        except OSError as exc:
-            log.error("%s", exc.strerror or exc)
-            return 1
-        finally:
-            registry.close()
-        return 0
-
-    return ForkedService("metadata API", body)
+    return child_on_store("metadata API", config, lambda c, registry: [metadata_api_service(c, registry, options)])
 
 
 def _serve_children(config: Config) -> list[ForkedService]:
@@ -85,17 +73,20 @@ def open_store(config: Config) -> Registry:
         raise click.ClickException(f"cannot open the database {mask_url(config.db_url)}: {reason}") from None
 
 
-def run(app, build, overrides: dict, children=None) -> None:
-    """Open the store, start the services, run until SIGTERM/SIGINT, stop cleanly. `children(config)` are
-    services to fork first (each with its own store connection); if one exits, everything stops."""
-    if app.api_url:
+def run(app, build, overrides: dict, *, children=None, remote_ok: bool = False, needs_store: bool = True) -> None:
+    """Every server verb's life: apply `overrides` to the configuration, open the registry (the local store, or
+    the API given with --url when `remote_ok`), start `build(config, registry)`'s services, run until
+    SIGTERM/SIGINT, stop them cleanly. `children(config)` are ForkedServices forked first (each opens its own
+    store); if one exits, everything stops, with status 1 when it failed."""
+    if app.api_url and not remote_ok:
         raise click.UsageError("--url names a remote API for client verbs; servers run on the local database "
                                "(--db / [database] connection)")
     try:
         config: Config = app.config.with_overrides(overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    prepare_state_dir(config.state_path)
+    if not app.api_url:
+        prepare_state_dir(config.state_path)
     install_fast_loop()
     forked: list[ForkedService] = children(config) if children else []
     stop = asyncio.Event()
@@ -104,7 +95,10 @@ def run(app, build, overrides: dict, children=None) -> None:
         child.fork()
     registry = None
     try:
-        registry = open_store(config)
+        if needs_store:
+            from provnet.registry import open_registry
+
+            registry = open_registry(None, app.api_url) if app.api_url else open_store(config)
         asyncio.run(run_services([*forked, *build(config, registry)], stop))
     except OSError as exc:  # e.g. the port is in use; the service put the address in the message
         raise click.ClickException(exc.strerror or str(exc)) from None
@@ -120,6 +114,27 @@ def run(app, build, overrides: dict, children=None) -> None:
         if child.failed:
             raise click.ClickException(f"the {child.name} (process {child.pid}) exited with status "
                                        f"{child.exit_status}; see the log above")
+
+
+def child_on_store(name: str, config: Config, build) -> ForkedService:
+    """A ForkedService that opens its own store and runs `build(config, registry)`'s services until SIGTERM."""
+
+    def body() -> int:
+        try:
+            registry = open_store(config)
+        except click.ClickException as exc:
+            log.error("%s", exc.format_message())
+            return 1
+        try:
+            asyncio.run(run_services(build(config, registry)))
+        except OSError as exc:
+            log.error("%s", exc.strerror or exc)
+            return 1
+        finally:
+            registry.close()
+        return 0
+
+    return ForkedService(name, body)
 
 
 def _kill_and_reap(pid: int) -> None:
