@@ -57,6 +57,12 @@ WITH plan AS (
 SELECT a.ip_address, (SELECT value FROM b) AS revision FROM a
 """)
 
+# The general path's probe: which of :ips are taken in :subnet_id, one primary-key lookup each (see `free` above).
+TAKEN_PROBES_SQL = sa.text("""
+SELECT c.ip AS ip_address FROM unnest(CAST(:ips AS varchar[])) AS c(ip)
+WHERE (SELECT count(*) FROM ip_allocations a WHERE a.subnet_id = :subnet_id AND a.ip_address = c.ip) > 0
+""")
+
 JSON_COLUMNS = ("security_groups", "allowed_address_pairs", "binding_profile", "binding_vif_details")
 MAX_PLANS = 4096  # networks whose plan is remembered; past that the cache starts afresh
 
