@@ -98,6 +98,20 @@ class ForkedService:
                 log.info("%s (process %d) stopped; stopping the rest", self.name, self.pid)
             self.on_exit()
 
+    def terminate(self) -> None:
+        """Stop the child without an event loop (the parent failed before it could watch it): SIGTERM, reap."""
+        if self.pid is None or self.exit_status is not None:
+            return
+        self.stopping = True
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            self.exit_status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
     async def stop(self) -> None:
         self.stopping = True
         if self.pid is None or self.exit_status is not None:

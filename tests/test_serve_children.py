@@ -159,3 +159,14 @@ def test_bad_vendor_data_is_refused_before_anything_starts(serve, tmp_path: Path
     s = serve(extra_conf=f"[api]\nvendordata_jsonfile_path = {tmp_path / 'vendor.json'}\n")
     assert s.proc.wait(timeout=60) == 2
     assert "expected a JSON object" in s.text() and "runs in process" not in s.text()
+
+
+def test_an_unreachable_database_stops_serve_and_leaves_no_child(tmp_path: Path) -> None:
+    proc = subprocess.run([PROVNET, "--state-path", str(tmp_path / "s"), "--db",
+                           "postgresql+psycopg://provnet:pw4711@127.0.0.1:1/nowhere", "serve",
+                           "--bind-port", str(free_port())],
+                          capture_output=True, text=True, timeout=60, env=ENV)
+    assert proc.returncode == 1 and "cannot open the database" in proc.stderr and "pw4711" not in proc.stderr
+    child = int(re.search(r"metadata API runs in process (\d+)", proc.stderr).group(1))
+    assert wait_gone(child), "the metadata API child was left running"
+    assert "Traceback" not in proc.stderr

@@ -39,10 +39,6 @@ def metadata_api_child(config: Config) -> ForkedService:
     return child_on_store("metadata API", config, lambda c, registry: [metadata_api_service(c, registry, options)])
 
 
-def _serve_children(config: Config) -> list[ForkedService]:
-    return [metadata_api_child(config)]
-
-
 def api_services(config: Config, registry: Registry) -> list[Service]:
     from provnet.api.app import ApiService
 
@@ -106,8 +102,7 @@ def run(app, build, overrides: dict, *, children=None, remote_ok: bool = False, 
         pass
     finally:
         for child in forked:
-            if child.exit_status is None and child.pid is not None:  # never watched (the store failed to open)
-                _kill_and_reap(child.pid)
+            child.terminate()  # only does something if the loop never watched it (e.g. the store failed to open)
         if registry is not None:
             registry.close()
     for child in forked:
@@ -135,16 +130,6 @@ def child_on_store(name: str, config: Config, build) -> ForkedService:
         return 0
 
     return ForkedService(name, body)
-
-
-def _kill_and_reap(pid: int) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 _bind_options = [
@@ -178,7 +163,8 @@ def serve(app, bind_host: str | None, bind_port: int | None) -> None:
       provnet --state-path /tmp/pn serve --bind-port 9696
       openstack --os-auth-type none --os-endpoint http://127.0.0.1:9696 network list
     """
-    run(app, all_in_one_services, {"bind_host": bind_host, "bind_port": bind_port}, children=_serve_children)
+    run(app, all_in_one_services, {"bind_host": bind_host, "bind_port": bind_port},
+        children=lambda config: [metadata_api_child(config)])
 
 
 @click.command("api")
