@@ -94,8 +94,8 @@ def duplicates(url: str, network_id: str) -> tuple[int, int]:
 
 
 def _ms(text: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def wrk_run(url: str, seconds: int, concurrency: int, tmp: str) -> str:
@@ -107,8 +107,9 @@ def wrk_run(url: str, seconds: int, concurrency: int, tmp: str) -> str:
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
                           f"{url}/v2.0/ports"], check=True, capture_output=True, text=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # the latency distribution's own lines: "+/- Stdev" columns such as "62.50%" must not match
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     made, dups = duplicates(url, network_id)
     return (f"{rate:8.0f} creates/s  wrk, {concurrency} connections, {seconds:g} s, {made} ports  "
