@@ -457,11 +457,10 @@ class SqlRegistry:
                 return self._rng.choice(free)
         return ipam.pick_ip(subnet, self._used_ips(conn, subnet.id) | exclude, self._rng)
 
-    def _allocate(self, conn: sa.Connection, network: Network, requests: list[dict] | None,
+    def _allocate(self, conn: sa.Connection, network: Network, subnets: list[Subnet], requests: list[dict] | None,
                   keep: Sequence[FixedIP] = ()) -> list[FixedIP]:
         """Fixed IPs for a port: `requests` None is automatic (one address from the first subnet with room);
         otherwise each entry names a subnet, an address or both. `keep` are the port's current addresses."""
-        subnets = self._network_subnets(conn, network.id)
         by_id = {s.id: s for s in subnets}
         if requests is None:
             for subnet in sorted(subnets, key=lambda s: s.ip_version):
@@ -566,10 +565,10 @@ class SqlRegistry:
         return port
 
     def _create_port(self, conn: sa.Connection, clean: Mapping[str, Any]) -> Port:
-        network = self._network(conn, clean["network_id"])
+        network, subnets = self._network_and_subnets(conn, clean["network_id"])
         port = self._new_port(network.id, network.port_security_enabled, clean)
         port.mac_address = self._mac(conn, network.id, clean["mac_address"])
-        port.fixed_ips = self._allocate(conn, network, clean["fixed_ips"])
+        port.fixed_ips = self._allocate(conn, network, subnets, clean["fixed_ips"])
         self._bind(conn, port, network)
         conn.execute(self._insert_port_stmt, {**rows.port_values(port), "created_at": _now()})
         self._store_allocations(conn, port, replace=False)
@@ -663,7 +662,8 @@ class SqlRegistry:
             if "mac_address" in changes:
                 port.mac_address = self._mac(conn, port.network_id, changes["mac_address"], port.mac_address)
             if "fixed_ips" in changes:
-                port.fixed_ips = self._allocate(conn, network, changes["fixed_ips"], keep=port.fixed_ips)
+                port.fixed_ips = self._allocate(conn, network, self._network_subnets(conn, network.id),
+                                                changes["fixed_ips"], keep=port.fixed_ips)
                 self._store_allocations(conn, port)
             if "binding:host_id" in changes and changes["binding:host_id"] != port.binding_host_id:
                 port.binding_host_id = changes["binding:host_id"]
