@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from provnet.registry.base import Registry
+from provnet.registry.sql_engine import WriteWouldWait
 
 T = TypeVar("T")
 log = logging.getLogger("provnet.api")
@@ -22,6 +23,11 @@ class Backend:
     anyway, so queueing here beats sleeping in its busy handler: measured p99 0.15 s instead of 1.2 s); None
     uses asyncio's default pool (PostgreSQL writes in parallel).
 
+    With SQLite (writers 1, a registry with `without_waiting`) a write is first tried inline on the event loop,
+    without waiting for SQLite's lock: handing each write to a thread cost a third of the API's create rate
+    (measured 410-440/s against 600-900/s inline). Only when another process holds the write lock does the
+    write go to the thread, so the loop never sleeps in SQLite's busy handler.
+
     Revision long-polls: a write through this API wakes every waiter at once; changes written by other processes
     (the CLI on the same store, another API) are seen by one shared poller that reads `revision()` every
     `poll_interval` while anyone waits, so many waiting agents cost one cheap read per interval.
@@ -32,12 +38,18 @@ class Backend:
     def __init__(self, registry: Registry, writers: int | None = None) -> None:
         self.registry = registry
         self._writers = ThreadPoolExecutor(writers, thread_name_prefix="provnet-api-write") if writers else None
+        self._inline_first = writers == 1 and hasattr(registry, "without_waiting")
         self._changed: asyncio.Event | None = None
         self._waiters = 0
         self._poller: asyncio.Task | None = None
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         try:
+            if self._inline_first:
+                try:
+                    return self.registry.without_waiting(fn, *args)
+                except WriteWouldWait:
+                    pass  # another process is writing: wait for it in the writer thread, not on the loop
             if self._writers is None:
                 return await asyncio.to_thread(fn, *args)
             return await asyncio.get_running_loop().run_in_executor(self._writers, fn, *args)

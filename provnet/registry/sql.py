@@ -59,7 +59,7 @@ from provnet.registry import schema as t
 from provnet.registry import sql_pg_port as pg_port
 from provnet.registry import sql_rows as rows
 from provnet.registry.base import Filters
-from provnet.registry.sql_engine import WRITE_OPTION, make_engine, single_read_engine, upgrade
+from provnet.registry.sql_engine import WRITE_OPTION, make_engine, no_waiting, single_read_engine, upgrade
 
 T = TypeVar("T")
 DHCP_OWNER = "network:dhcp"
@@ -220,6 +220,12 @@ class SqlRegistry:
                 time.sleep(self._rng.uniform(0, 0.002 * (attempt + 1)))
         raise (exhausted() if exhausted else
                Conflict(message="The request conflicted with concurrent changes; try it again."))
+
+    def without_waiting(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args), except that on SQLite a write that would wait for another process's write lock raises
+        WriteWouldWait at once, having written nothing (the API then waits for it in a thread, not its loop)."""
+        with no_waiting():
+            return fn(*args)
 
     def revision(self) -> int:
         with self._read() as conn:

@@ -1,6 +1,9 @@
 # Engines for the registry: SQLite (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE writes) or PostgreSQL; migrations.
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +20,23 @@ SQLITE_BUSY_TIMEOUT_MS = 30000
 
 class DatabaseError(ValueError):
     """The database URL is unusable or the database unreachable; the message says which and why."""
+
+
+class WriteWouldWait(Exception):
+    """SQLite: another connection holds the write lock, and this thread asked not to wait for it (no_waiting)."""
+
+
+_no_wait = threading.local()
+
+
+@contextmanager
+def no_waiting() -> Iterator[None]:
+    """Within this block, this thread's SQLite writes raise WriteWouldWait instead of waiting for the lock."""
+    _no_wait.on = True
+    try:
+        yield
+    finally:
+        _no_wait.on = False
 
 
 def normalise_url(db_url: str) -> str:
@@ -71,7 +91,20 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         options = conn.get_execution_options()
         if options.get(SINGLE_READ_OPTION):
             return  # a single SELECT is atomic on its own; skipping BEGIN/ROLLBACK halves a lookup's cost
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")
+        if not options.get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        elif not getattr(_no_wait, "on", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:  # once BEGIN IMMEDIATE holds the lock (WAL), nothing else in the transaction waits on others
+            conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except sa.exc.OperationalError as exc:
+                if getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY":
+                    raise WriteWouldWait() from None
+                raise
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     return engine
 
