@@ -21,7 +21,6 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,16 +32,10 @@ import sqlalchemy as sa
 
 from provnet.registry.sql import SqlRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_ports import pg_base_url  # noqa: E402  (the same PostgreSQL URL as the API benchmark)
+
 TABLES = ("networks", "subnets", "ports", "ip_allocations", "provnet_revision", "instances")
-
-
-def pg_url() -> str:
-    url = os.environ.get("PROVNET_TEST_PG_URL")
-    if url:
-        return url
-    out = subprocess.run(["bash", str(ROOT / "scripts/postgres.sh")], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 def per_op(fn: Callable[[int], object], count: int) -> float:
@@ -61,7 +54,7 @@ def run(kind: str, steps: int, step: int, samples: int) -> None:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='pngrow')}/growth.sqlite"
         admin = None
     else:
-        base = pg_url()
+        base = pg_base_url()
         schema = f"growth{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(base)
         with admin.begin() as conn:
