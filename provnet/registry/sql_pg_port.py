@@ -74,16 +74,16 @@ class Plan:
 
     port_security_enabled: bool
     subnet: Subnet
-
-    @property
-    def pools_json(self) -> str:
-        return json.dumps([p.to_api() for p in self.subnet.allocation_pools])
+    pools_json: str  # the subnet's allocation pools as the statement compares them, rendered once
 
 
 def plan_for(port_security_enabled: bool, subnets: Sequence[Subnet]) -> Plan | None:
     """The plan for a network with `subnets` in creation order; None when it has none."""
     ordered = sorted(subnets, key=lambda s: s.ip_version)
-    return Plan(port_security_enabled, ordered[0]) if ordered else None
+    if not ordered:
+        return None
+    pools = json.dumps([p.to_api() for p in ordered[0].allocation_pools])
+    return Plan(port_security_enabled, ordered[0], pools)
 
 
 def insert_port_with_probe(conn: sa.Connection, values: dict, plan: Plan, probes: Sequence[str],
