@@ -1,7 +1,6 @@
 # The networking API's aiohttp application (Neutron v2.0 subset + /provnet/v1) and its Service for `serve`/`api`.
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 
@@ -30,9 +29,14 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     app[BACKEND_KEY] = backend
     app[METRICS_KEY] = metrics
 
+    async def start_backend(app: web.Application) -> None:
+        await backend.start()
+
     async def close_backend(app: web.Application) -> None:
+        await backend.stop()
         backend.close()
 
+    app.on_startup.append(start_backend)
     app.on_cleanup.append(close_backend)
     NetworkingApi(backend, agent_down_time).add_routes(app)
     ProvnetApi(backend, agent_down_time).add_routes(app)
@@ -42,7 +46,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
 
     async def readyz(request: web.Request) -> web.Response:
         try:
-            revision = await asyncio.to_thread(registry.revision)
+            revision = await backend.read(registry.revision)
         except Exception as exc:  # the store is down: not ready, say why
             log.warning("readiness check failed: %s", exc)
             return json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)

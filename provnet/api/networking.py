@@ -86,7 +86,7 @@ class NetworkingApi:
 
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
-            obj = self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
+            obj = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
             return json_response({kind.member: wire.select_fields(self.to_api(obj), query.fields)})
 
         async def create(request: web.Request) -> web.Response:

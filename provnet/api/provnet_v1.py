@@ -28,6 +28,18 @@ def _one(request: web.Request, name: str) -> str:
     return values[0]
 
 
+def _integer(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise HTTPBadRequest(msg=f"Failed to parse request. Required attribute '{name}' not specified")
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{raw[:64]}' is not an integer from {low} "
+                                 f"to {high}.")
+    return int(raw)
+
+
 class ProvnetApi:
     def __init__(self, backend: Backend, agent_down_time: float) -> None:
         self.backend = backend
@@ -43,7 +55,7 @@ class ProvnetApi:
 
     async def show_instance(self, request: web.Request) -> web.Response:
         query = wire.parse_query(request.query.items())
-        instance = self.backend.read(self.registry.get_instance, request.match_info["id"])
+        instance = await self.backend.read(self.registry.get_instance, request.match_info["id"])
         return json_response({"instance": wire.select_fields(instance.to_api(), query.fields)})
 
     async def create_instance(self, request: web.Request) -> web.Response:
@@ -63,7 +75,7 @@ class ProvnetApi:
 
     # the instance password (Nova's os-server-password): set once, read back
     async def get_password(self, request: web.Request) -> web.Response:
-        password = self.backend.read(self.registry.get_instance_password, request.match_info["id"])
+        password = await self.backend.read(self.registry.get_instance_password, request.match_info["id"])
         return json_response({"password": password})
 
     async def set_password(self, request: web.Request) -> web.Response:
@@ -103,7 +115,7 @@ class ProvnetApi:
             raise HTTPBadRequest(
                 msg=f"Invalid input for ip_address. Reason: '{ip_address}' is not a valid IP address.") from None
         network_ids = request.query.getall("network_id", [])
-        ports = self.backend.read(self.registry.find_ports_by_ip, ip_address, network_ids)
+        ports = await self.backend.read(self.registry.find_ports_by_ip, ip_address, network_ids)
         return json_response({"ports": [p.to_api() for p in ports]})
 
     async def ports_by_mac(self, request: web.Request) -> web.Response:
@@ -112,22 +124,23 @@ class ProvnetApi:
             raise HTTPBadRequest(
                 msg=f"Invalid input for mac_address. Reason: '{mac_address}' is not a valid MAC address.")
         network_ids = request.query.getall("network_id", None)
-        ports = self.backend.read(self.registry.find_ports_by_mac, mac_address, network_ids)
+        ports = await self.backend.read(self.registry.find_ports_by_mac, mac_address, network_ids)
         return json_response({"ports": [p.to_api() for p in ports]})
 
     async def router_network_ids(self, request: web.Request) -> web.Response:
-        network_ids = self.backend.read(self.registry.router_network_ids, request.match_info["id"])
+        network_ids = await self.backend.read(self.registry.router_network_ids, request.match_info["id"])
         return json_response({"network_ids": network_ids})
 
-    # the revision: caches on other hosts compare it; `?after=N&timeout=S` waits until it passes N
+    # the revision: the change feed's position
     async def revision(self, request: web.Request) -> web.Response:
-        after_raw, timeout_raw = request.query.get("after"), request.query.get("timeout", "30")
-        if after_raw is None:
-            return json_response({"revision": self.backend.read(self.registry.revision)})
-        try:
-            after = int(after_raw)
-        except ValueError:
-            raise HTTPBadRequest(msg=f"Invalid input for after. Reason: '{after_raw}' is not an integer.") from None
+        return json_response({"revision": await self.backend.read(self.registry.revision)})
+
+    # the change feed for agents on other hosts: `?after=N[&limit=L][&timeout=S]` answers the changes after N,
+    # waiting up to S seconds for some (long-poll); {"gap": true} when they are gone (rebuild, then follow)
+    async def changes(self, request: web.Request) -> web.Response:
+        after = _integer(request, "after", None, 0, 2**62)
+        limit = _integer(request, "limit", 1000, 1, 1_000_000)
+        timeout_raw = request.query.get("timeout", "0")
         try:
             timeout = float(timeout_raw)
         except ValueError:
@@ -136,7 +149,8 @@ class ProvnetApi:
             raise HTTPBadRequest(
                 msg=f"Invalid input for timeout. Reason: '{timeout_raw}' is not a number of seconds "
                     f"from 0 to {MAX_LONG_POLL:g}.")
-        return json_response({"revision": await self.backend.wait_revision(after, timeout)})
+        batch = await self.backend.changes(after, timeout, limit)
+        return json_response(batch.to_api())
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -152,3 +166,4 @@ class ProvnetApi:
         r.add_get(f"{PREFIX}/ports/by-mac", self.ports_by_mac)
         r.add_get(PREFIX + "/routers/{id}/network_ids", self.router_network_ids)
         r.add_get(f"{PREFIX}/revision", self.revision)
+        r.add_get(f"{PREFIX}/changes", self.changes)

@@ -1,10 +1,19 @@
 # The one Registry interface the agent, the DHCP server, the API and the CLI depend on (SQL or remote behind it).
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
+from provnet.registry.changes import ChangeBatch
+
+# what the registry reads the time from (timestamps, agent liveness); tests inject their own
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 # API list filters: a key repeated is OR, different keys AND; values are the query strings' values,
 # converted per attribute by the implementation (`shared=True`, `fixed_ips=ip_address=X`).
@@ -84,7 +93,22 @@ class Registry(Protocol):
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]: ...
 
     def revision(self) -> int:
-        """A number that grows with every committed change; caches compare it to know they are stale."""
+        """A number that grows with every committed change (the change feed's position)."""
+        ...
+
+    # the change feed: what each committed write touched, in commit order (provnet.registry.changes)
+    def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
+        """The changes after revision `after` (at most `limit` revisions of them), at once; `gap` when they are
+        no longer kept and the reader must rebuild from the store."""
+        ...
+
+    def wait_changes(self, after: int, timeout: float, limit: int = 1000) -> ChangeBatch:
+        """Like changes_since, but blocks until there is something after `after` or `timeout` seconds passed
+        (an early empty answer is allowed). Blocking: async code calls it from a thread (registry.feed)."""
+        ...
+
+    def wake_waiters(self) -> None:
+        """Make this process's threads blocked in wait_changes return now (used to stop them)."""
         ...
 
     def close(self) -> None: ...

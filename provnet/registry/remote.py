@@ -19,6 +19,7 @@ from provnet.model.resources import (
     Subnet,
 )
 from provnet.registry.base import Filters
+from provnet.registry.changes import ChangeBatch
 
 _BY_STATUS: dict[int, type[errors.NeutronError]] = {
     400: errors.BadRequest, 403: errors.NotAuthorized, 404: errors.NotFound, 409: errors.Conflict,
@@ -294,10 +295,17 @@ class RemoteRegistry:
     def revision(self) -> int:
         return int(self.request("GET", "/provnet/v1/revision")["revision"])
 
-    def wait_revision(self, after: int, timeout: float = 30.0) -> int:
-        """The revision as soon as it exceeds `after` (long-poll), or the current one after `timeout` seconds."""
-        path = f"/provnet/v1/revision?after={int(after)}&timeout={timeout:g}"
-        return int(self.request("GET", path, timeout=timeout + self.timeout)["revision"])
+    def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
+        return ChangeBatch.from_api(self.request("GET", f"/provnet/v1/changes?after={int(after)}&limit={int(limit)}"))
+
+    def wait_changes(self, after: int, timeout: float, limit: int = 1000) -> ChangeBatch:
+        """Long-poll: the API answers as soon as there are changes after `after`, or empty at `timeout`."""
+        timeout = max(0.0, min(timeout, 60.0))
+        path = f"/provnet/v1/changes?after={int(after)}&limit={int(limit)}&timeout={timeout:g}"
+        return ChangeBatch.from_api(self.request("GET", path, timeout=timeout + self.timeout))
+
+    def wake_waiters(self) -> None:
+        """A long-poll in flight cannot be interrupted; it returns by its timeout (feed threads are daemons)."""
 
     def close(self) -> None:
         with self._lock:

@@ -124,9 +124,25 @@ instances = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# one row (id 1) whose value every write increments in its own transaction: revision() reads it
+# one row (id 1) whose value every write increments in its own transaction: revision() reads it. `floor`: the
+# change feed holds every change after it (older ones are pruned; a reader behind it rebuilds from the store)
 revision = sa.Table(
     "provnet_revision", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("floor", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# the change feed: what each committed write touched, in commit order (provnet.registry.changes.Change)
+changes = sa.Table(
+    "provnet_changes", metadata,
+    sa.Column("revision", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("resource_id", sa.String(255), nullable=False),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("network_id", sa.String(36)),
+    sa.Column("addresses", sa.JSON, nullable=False),
+    sa.Column("macs", sa.JSON, nullable=False),
+    sa.Column("devices", sa.JSON, nullable=False),
 )

@@ -1,12 +1,13 @@
 # The Registry on SQLAlchemy (SQLite or PostgreSQL): Neutron's rules, one transaction per write, retried on races.
 from __future__ import annotations
 
+import copy
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -56,10 +57,13 @@ from provnet.model.resources import (
 from provnet.model.subnet_rules import build_subnet, updated_subnet
 from provnet.model.validation import hostname_from_name, parse_create, parse_update, to_boolean
 from provnet.registry import schema as t
+from provnet.registry import sql_changes as feed
 from provnet.registry import sql_pg_port as pg_port
 from provnet.registry import sql_rows as rows
-from provnet.registry.base import Filters
+from provnet.registry.base import Clock, Filters, utc_now
+from provnet.registry.changes import ChangeBatch, Pending
 from provnet.registry.sql_engine import WRITE_OPTION, make_engine, no_waiting, single_read_engine, upgrade
+from provnet.registry.wake import InotifyWatch, LocalBell, PgListener, Waiter
 
 T = TypeVar("T")
 DHCP_OWNER = "network:dhcp"
@@ -94,10 +98,6 @@ class InstanceExists(Conflict):
     message_format = "Instance %(instance_id)s already exists."
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -128,7 +128,9 @@ class SqlRegistry:
     """Networks, subnets, ports, routers, agents and instances in one SQL database (see Registry)."""
 
     def __init__(self, db_url: str, agent_down_time: float = 75.0, flat_networks: Sequence[str] = ("*",),
-                 network_vlan_ranges: Sequence[str] = (), report_interval: float = 30.0) -> None:
+                 network_vlan_ranges: Sequence[str] = (), report_interval: float = 30.0,
+                 clock: Clock = utc_now) -> None:
+        self.clock = clock  # every timestamp and every liveness judgement reads it (tests inject one)
         self.agent_down_time = agent_down_time
         self.report_interval = report_interval
         self.flat_networks = tuple(flat_networks)
@@ -138,9 +140,12 @@ class SqlRegistry:
         self._reader = single_read_engine(self.engine)
         self._prepare_statements()
         self._rng = random.Random()  # seeded from os.urandom: processes draw differently; no secret here
-        self._one_statement_creates = self.engine.dialect.name == "postgresql"
+        self._postgresql = self.engine.dialect.name == "postgresql"
+        self._one_statement_creates = self._postgresql
         self._port_plans: dict[str, pg_port.Plan] = {}  # network id -> its common creates' plan (PostgreSQL)
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
+        self._bell = LocalBell()  # rung after each commit of this process: wakes its change-feed waiters
+        self._waiters = threading.local()
 
     def _prepare_statements(self) -> None:
         """The hot paths' statements, built once (SQLAlchemy then reuses their compiled form)."""
@@ -161,7 +166,6 @@ class SqlRegistry:
         self._router_nets_stmt = sa.select(p.c.network_id).distinct().where(
             p.c.device_id == sa.bindparam("router_id"), p.c.device_owner.in_(ROUTER_INTERFACE_OWNERS))
         self._revision_stmt = sa.select(t.revision.c.value).where(t.revision.c.id == 1)
-        self._bump_stmt = sa.update(t.revision).where(t.revision.c.id == 1).values(value=t.revision.c.value + 1)
         self._network_stmt = self._network_query().where(t.networks.c.id == sa.bindparam("network_id"))
         self._network_full_stmt = (
             sa.select(t.networks, t.subnets.c.id.label("subnet_id"),
@@ -206,10 +210,15 @@ class SqlRegistry:
             try:
                 with self.engine.connect() as conn:
                     conn.execution_options(**{WRITE_OPTION: True})
+                    pending = conn.info["provnet_pending"] = Pending()
                     with conn.begin():
                         result = fn(conn)
                         if changed is None or changed(result):
-                            conn.execute(self._bump_stmt)
+                            feed.commit(conn, pending, self._postgresql)
+                        else:
+                            pending = None
+                if pending is not None:
+                    self._bell.ring()
                 return result
             except sa.exc.DBAPIError as exc:
                 if _lost_database(exc):
@@ -231,7 +240,64 @@ class SqlRegistry:
         with self._read() as conn:
             return int(conn.execute(self._revision_stmt).scalar_one())
 
+    # ---- the change feed ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _note(conn: sa.Connection, kind: str, resource_id: str, op: str, network_id: str | None = None) -> None:
+        conn.info["provnet_pending"].note(kind, resource_id, op, network_id)
+
+    @staticmethod
+    def _note_port(conn: sa.Connection, op: str, *versions: Port) -> None:
+        """A port's change, naming the addresses, MACs and devices of every version given (before, after)."""
+        port = versions[-1]
+        conn.info["provnet_pending"].note(
+            "port", port.id, op, port.network_id, [f.ip_address for v in versions for f in v.fixed_ips],
+            [v.mac_address.lower() for v in versions], [v.device_id for v in versions])
+
+    def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
+        with self._read() as conn:
+            return feed.read(conn, after, limit)
+
+    def wait_changes(self, after: int, timeout: float, limit: int = 1000) -> ChangeBatch:
+        """The changes after `after` as soon as there are some, else an empty batch at `timeout` (or earlier:
+        a wake-up with nothing new is allowed). Blocks the calling thread: async code runs it in one."""
+        deadline = time.monotonic() + timeout
+        waiter = self._waiter()
+        while True:
+            batch = self.changes_since(after, limit)
+            remaining = deadline - time.monotonic()
+            if batch.changes or batch.gap or batch.revision != after or remaining <= 0:
+                return batch
+            waiter.wait(remaining)
+            return self.changes_since(after, limit)
+
+    def wake_waiters(self) -> None:
+        """Wake this process's threads blocked in wait_changes (they return, possibly with nothing)."""
+        self._bell.ring()
+
+    def _waiter(self) -> Waiter:
+        waiter = getattr(self._waiters, "waiter", None)
+        if waiter is None:
+            waiter = self._waiters.waiter = Waiter(self._bell, self._channel_opener())
+        return waiter
+
+    def _channel_opener(self):  # -> Callable[[], InotifyWatch | PgListener] | None
+        """How this store tells other processes' commits: NOTIFY on PostgreSQL, its files changing on SQLite."""
+        if self._postgresql:
+            dialect = self.engine.dialect
+            cargs, cparams = dialect.create_connect_args(self.engine.url)
+            cparams.setdefault("connect_timeout", 10)
+            return lambda: PgListener(lambda: dialect.loaded_dbapi.connect(*cargs, **cparams), feed.CHANNEL)
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return None  # one process only: the local bell is all there is
+        return lambda: InotifyWatch(database)
+
     def close(self) -> None:
+        waiter = getattr(self._waiters, "waiter", None)
+        if waiter is not None:
+            waiter.close()
+            self._waiters.waiter = None
         self.engine.dispose()
 
     def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -313,7 +379,8 @@ class SqlRegistry:
             physical_network=seg.physical_network if seg else None,
             segmentation_id=seg.segmentation_id if seg else None,
             segment_key=seg.key if seg else None,
-            port_security_enabled=clean["port_security_enabled"], status="ACTIVE", created_at=_now()))
+            port_security_enabled=clean["port_security_enabled"], status="ACTIVE", created_at=self.clock()))
+        self._note(conn, "network", net_id, "create", net_id)
         return self._network(conn, net_id)
 
     def create_network(self, attrs: Mapping[str, Any]) -> Network:
@@ -345,6 +412,7 @@ class SqlRegistry:
             values = {col: changes[key] for key, col in columns.items() if key in changes}
             if values:
                 conn.execute(sa.update(t.networks).where(t.networks.c.id == network_id).values(**values))
+            self._note(conn, "network", network_id, "update", network_id)
             return self._network(conn, network_id)
 
         return self._write(tx)
@@ -356,6 +424,11 @@ class SqlRegistry:
                 t.ports.c.network_id == network_id, t.ports.c.device_owner.not_in(AUTO_DELETE_OWNERS)).limit(1))
             if busy.first() is not None:
                 raise NetworkInUse(net_id=network_id)
+            for port in self._ports(conn, [t.ports.c.network_id == network_id]):
+                self._note_port(conn, "delete", port)
+            for subnet_id in conn.execute(sa.select(t.subnets.c.id).where(t.subnets.c.network_id == network_id)):
+                self._note(conn, "subnet", subnet_id[0], "delete", network_id)
+            self._note(conn, "network", network_id, "delete", network_id)
             conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.network_id == network_id))
             conn.execute(sa.delete(t.ports).where(t.ports.c.network_id == network_id))
             conn.execute(sa.delete(t.subnets).where(t.subnets.c.network_id == network_id))
@@ -387,7 +460,8 @@ class SqlRegistry:
             raise NetworkNotFound(net_id=clean["network_id"])
         siblings = self._subnets(conn, [t.subnets.c.network_id == clean["network_id"]])
         subnet = build_subnet(_new_id(), clean, siblings)
-        conn.execute(sa.insert(t.subnets).values(**rows.subnet_values(subnet), created_at=_now()))
+        conn.execute(sa.insert(t.subnets).values(**rows.subnet_values(subnet), created_at=self.clock()))
+        self._note(conn, "subnet", subnet.id, "create", subnet.network_id)
         return subnet
 
     def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
@@ -410,19 +484,24 @@ class SqlRegistry:
             subnet = updated_subnet(self._subnet(conn, subnet_id), changes)
             values = rows.subnet_values(subnet)
             conn.execute(sa.update(t.subnets).where(t.subnets.c.id == subnet_id).values(**values))
+            self._note(conn, "subnet", subnet_id, "update", subnet.network_id)
             return subnet
 
         return self._write(tx)
 
     def delete_subnet(self, subnet_id: str) -> None:
         def tx(conn: sa.Connection) -> None:
-            self._subnet(conn, subnet_id)
+            subnet = self._subnet(conn, subnet_id)
             held = conn.execute(
                 sa.select(t.ip_allocations.c.port_id)
                 .join(t.ports, t.ports.c.id == t.ip_allocations.c.port_id)
                 .where(t.ip_allocations.c.subnet_id == subnet_id, t.ports.c.device_owner != DHCP_OWNER).limit(1))
             if held.first() is not None:
                 raise SubnetInUse(subnet_id=subnet_id)
+            holders = sa.select(t.ip_allocations.c.port_id).where(t.ip_allocations.c.subnet_id == subnet_id)
+            for port in self._ports(conn, [t.ports.c.id.in_(holders)]):  # DHCP ports lose their address
+                self._note_port(conn, "update", port)
+            self._note(conn, "subnet", subnet_id, "delete", subnet.network_id)
             conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.subnet_id == subnet_id))
             conn.execute(sa.delete(t.subnets).where(t.subnets.c.id == subnet_id))
 
@@ -539,7 +618,7 @@ class SqlRegistry:
             return
         agents = self._agents(conn, [t.agents.c.host == port.binding_host_id])
         result = binding.bind_port(port, network, agents, agent_down_time=self.agent_down_time,
-                                   report_interval=self.report_interval, now=_now())
+                                   report_interval=self.report_interval, now=self.clock())
         port.binding_vif_type = result.vif_type
         port.binding_vif_details = dict(result.vif_details)
         port.status = result.status
@@ -576,8 +655,9 @@ class SqlRegistry:
         port.mac_address = self._mac(conn, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(conn, network, subnets, clean["fixed_ips"])
         self._bind(conn, port, network)
-        conn.execute(self._insert_port_stmt, {**rows.port_values(port), "created_at": _now()})
+        conn.execute(self._insert_port_stmt, {**rows.port_values(port), "created_at": self.clock()})
         self._store_allocations(conn, port, replace=False)
+        self._note_port(conn, "create", port)
         return port
 
     def _create_port_one_statement(self, clean: Mapping[str, Any]) -> Port | None:
@@ -600,7 +680,7 @@ class SqlRegistry:
             port.binding_vif_type, port.binding_vif_details, port.binding_failure_reason = "unbound", {}, None
             try:
                 with self._read() as conn:
-                    ip = pg_port.insert_port_with_probe(conn, rows.port_values(port), plan, probes, _now())
+                    ip = pg_port.insert_port_with_probe(conn, rows.port_values(port), plan, probes, self.clock())
             except sa.exc.DBAPIError as exc:
                 if not _retryable(exc):
                     if getattr(exc.orig, "sqlstate", None) == "23503":  # the network or subnet was deleted
@@ -613,6 +693,7 @@ class SqlRegistry:
             if ip is None:
                 self._port_plans.pop(network_id, None)
                 return None
+            self._bell.ring()
             port.fixed_ips = [FixedIP(plan.subnet.id, ip)]
             return port
         return None
@@ -654,6 +735,7 @@ class SqlRegistry:
 
         def tx(conn: sa.Connection) -> Port:
             port = self._port(conn, port_id)
+            before = copy.deepcopy(port)
             network = self._network(conn, port.network_id)
             simple = {"name": "name", "description": "description", "admin_state_up": "admin_state_up",
                       "device_id": "device_id",
@@ -679,6 +761,7 @@ class SqlRegistry:
                 port.status = "ACTIVE" if port.admin_state_up else "DOWN"
             values = rows.port_values(port)
             conn.execute(sa.update(t.ports).where(t.ports.c.id == port_id).values(**values))
+            self._note_port(conn, "update", before, port)
             return port
 
         return self._write(tx, exhausted=lambda: Conflict(
@@ -689,6 +772,7 @@ class SqlRegistry:
             port = self._port(conn, port_id)
             if port.is_router_interface:
                 raise ServicePortInUse(port_id=port_id, reason=f"has device owner {port.device_owner}")
+            self._note_port(conn, "delete", port)
             conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port_id))
             conn.execute(sa.delete(t.ports).where(t.ports.c.id == port_id))
 
@@ -713,7 +797,8 @@ class SqlRegistry:
                         admin_state_up=clean["admin_state_up"], status="ACTIVE", description=clean["description"])
         conn.execute(sa.insert(t.routers).values(
             id=router.id, name=router.name, description=router.description, project_id=router.project_id,
-            admin_state_up=router.admin_state_up, status=router.status, created_at=_now()))
+            admin_state_up=router.admin_state_up, status=router.status, created_at=self.clock()))
+        self._note(conn, "router", router.id, "create")
         return router
 
     def create_router(self, attrs: Mapping[str, Any]) -> Router:
@@ -737,6 +822,7 @@ class SqlRegistry:
             self._router(conn, router_id)
             if changes:
                 conn.execute(sa.update(t.routers).where(t.routers.c.id == router_id).values(**changes))
+            self._note(conn, "router", router_id, "update")
             return self._router(conn, router_id)
 
         return self._write(tx)
@@ -746,6 +832,7 @@ class SqlRegistry:
             self._router(conn, router_id, lock=True)
             if self._interface_ports(conn, router_id):
                 raise RouterInUse(router_id=router_id, reason="still has ports")
+            self._note(conn, "router", router_id, "delete")
             conn.execute(sa.delete(t.routers).where(t.routers.c.id == router_id))
 
         self._write(tx)
@@ -788,6 +875,10 @@ class SqlRegistry:
                                                              for f in port.fixed_ips])
                 conn.execute(sa.update(t.ports).where(t.ports.c.id == port.id).values(
                     device_id=router.id, device_owner=ROUTER_INTERFACE))
+                after = copy.copy(port)
+                after.device_id, after.device_owner = router.id, ROUTER_INTERFACE
+                self._note_port(conn, "update", port, after)
+                self._note(conn, "router", router.id, "update")
                 return self._interface_body(router, port)
             subnet = self._subnet(conn, subnet_id or "")
             if not subnet.gateway_ip:
@@ -798,6 +889,7 @@ class SqlRegistry:
                 "device_owner": ROUTER_INTERFACE,
                 "fixed_ips": [{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}]})
             port = self._create_port(conn, clean)
+            self._note(conn, "router", router.id, "update")
             return self._interface_body(router, port, subnet.id)
 
         return self._write(tx)
@@ -823,10 +915,14 @@ class SqlRegistry:
                     raise RouterInterfaceNotFoundForSubnet(router_id=router_id, subnet_id=subnet_id)
             body = self._interface_body(router, port, subnet_id)
             remaining = [f for f in port.fixed_ips if subnet_id and not port_id and f.subnet_id != subnet_id]
+            self._note(conn, "router", router_id, "update")
             if remaining:
+                before = copy.deepcopy(port)
                 port.fixed_ips = remaining
                 self._store_allocations(conn, port)
+                self._note_port(conn, "update", before, port)
             else:
+                self._note_port(conn, "delete", port)
                 conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.port_id == port.id))
                 conn.execute(sa.delete(t.ports).where(t.ports.c.id == port.id))
             return body
@@ -845,7 +941,7 @@ class SqlRegistry:
         configs = dict(configurations)
 
         def tx(conn: sa.Connection) -> tuple[Agent, bool]:
-            now = _now()
+            now = self.clock()
             found = self._agents(conn, [t.agents.c.host == host, t.agents.c.agent_type == agent_type])
             if found:
                 agent = found[0]
@@ -855,12 +951,15 @@ class SqlRegistry:
                     **({"started_at": now} if revived else {})))
                 agent_id = agent.id
                 changed = revived or agent.binary != binary or agent.configurations != configs
+                if changed:
+                    self._note(conn, "agent", agent_id, "update")
             else:
                 agent_id = _new_id()
                 conn.execute(sa.insert(t.agents).values(
                     id=agent_id, host=host, agent_type=agent_type, binary=binary, topic="N/A",
                     admin_state_up=True, configurations=configs, heartbeat_timestamp=now, created_at=now,
                     started_at=now))
+                self._note(conn, "agent", agent_id, "create")
                 changed = True
             rebound = self._rebind_failed(conn, host)
             return self._agents(conn, [t.agents.c.id == agent_id])[0], changed or rebound
@@ -884,6 +983,7 @@ class SqlRegistry:
             if after == before:
                 continue
             changed = True
+            self._note_port(conn, "update", port)
             conn.execute(sa.update(t.ports).where(t.ports.c.id == port.id).values(
                 binding_vif_type=port.binding_vif_type, binding_vif_details=port.binding_vif_details,
                 status=port.status, binding_failure_reason=port.binding_failure_reason))
@@ -904,7 +1004,7 @@ class SqlRegistry:
             agents = self._agents(conn, where)
         if alive is not None:
             wanted = {rows.convert_value("alive", to_boolean, v) for v in rows.filter_values({"alive": alive}, "alive")}
-            now = _now()
+            now = self.clock()
             agents = [a for a in agents if a.is_alive(self.agent_down_time, now) in wanted]
         return agents
 
@@ -916,6 +1016,7 @@ class SqlRegistry:
                 raise _AgentNotFound(id=agent_id)
             if changes:
                 conn.execute(sa.update(t.agents).where(t.agents.c.id == agent_id).values(**changes))
+            self._note(conn, "agent", agent_id, "update")
             return self._agents(conn, [t.agents.c.id == agent_id])[0]
 
         return self._write(tx)
@@ -924,6 +1025,7 @@ class SqlRegistry:
         def tx(conn: sa.Connection) -> None:
             if conn.execute(sa.delete(t.agents).where(t.agents.c.id == agent_id)).rowcount == 0:
                 raise _AgentNotFound(id=agent_id)
+            self._note(conn, "agent", agent_id, "delete")
 
         self._write(tx)
 
@@ -943,7 +1045,8 @@ class SqlRegistry:
             exists = conn.execute(sa.select(t.instances.c.id).where(t.instances.c.id == clean["id"])).first()
             if exists is not None:
                 raise InstanceExists(instance_id=clean["id"])
-            conn.execute(sa.insert(t.instances).values(**clean, created_at=_now()))
+            conn.execute(sa.insert(t.instances).values(**clean, created_at=self.clock()))
+            self._note(conn, "instance", clean["id"], "create")
             return self._instance(conn, clean["id"])
 
         return self._write(tx)
@@ -967,6 +1070,7 @@ class SqlRegistry:
                 changes["hostname"] = hostname_from_name(changes.get("name", current.name), instance_id)
             if changes:
                 conn.execute(sa.update(t.instances).where(t.instances.c.id == instance_id).values(**changes))
+            self._note(conn, "instance", instance_id, "update")
             return self._instance(conn, instance_id)
 
         return self._write(tx)
@@ -975,6 +1079,7 @@ class SqlRegistry:
         def tx(conn: sa.Connection) -> None:
             if conn.execute(sa.delete(t.instances).where(t.instances.c.id == instance_id)).rowcount == 0:
                 raise InstanceNotFound(instance_id=instance_id)
+            self._note(conn, "instance", instance_id, "delete")
 
         self._write(tx)
 
@@ -992,6 +1097,7 @@ class SqlRegistry:
             if done.rowcount == 0:
                 self._instance(conn, instance_id)  # 404 when it does not exist
                 raise Conflict(message=f"The password of instance {instance_id} is already set.")
+            self._note(conn, "instance", instance_id, "update")
 
         self._write(tx)
 
