@@ -9,6 +9,7 @@ import textwrap
 import pytest
 from registry_support import SEED_NETWORK, seed_subnet
 
+from provnet.model.errors import NeutronError
 from provnet.registry import sql_changes
 from provnet.registry.changes import Change
 from provnet.registry.feed import ChangeFeed
@@ -75,7 +76,7 @@ def test_bulk_creates_are_one_revision_and_one_batch(reg) -> None:
 def test_a_failed_write_records_nothing(reg) -> None:
     net, _ = _seed(reg)
     start = reg.revision()
-    with pytest.raises(Exception):
+    with pytest.raises(NeutronError):
         reg.create_port({"network_id": net.id, "fixed_ips": [{"ip_address": "10.9.9.9"}]})
     batch = reg.changes_since(start)
     assert batch.changes == () and batch.revision == start
