@@ -18,7 +18,7 @@ import sys
 from provnet.dhcp.service import DhcpService, StaticSource, interface_addresses
 from provnet.dhcp.view import Settings, build_view, snapshot_from
 from provnet.model.resources import FixedIP, HostRoute, Network, Port, Subnet
-from provnet.services import run_services
+from provnet.runtime.service import run_services
 
 
 def bench_view(reservations: list[dict], interface: str):

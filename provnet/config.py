@@ -149,6 +149,15 @@ OPTIONS: tuple[Option, ...] = (
            to_positive),
     Option("burst_query_rate_limit", "metadata_rate_limiting", 10, "Requests allowed per burst window.",
            to_nonneg_int),
+    # supervision (provnet serve's children, the metadata agent's workers)
+    Option("watchdog_timeout", "DEFAULT", 30.0, "Seconds a supervised child process (serve's metadata API, "
+           "metadata agent and DHCP server; metadata agent workers) may go without a watchdog ping before it is "
+           "killed and restarted (its event loop is stuck).", to_positive),
+    # how the metadata agent and API use the registry (provnet's own)
+    Option("registry_timeout", "metadata", 10.0, "Seconds the metadata agent and API wait for a registry "
+           "read before answering 503 (a hung database delays no cached answer).", to_positive),
+    Option("cache_stale_if_error", "metadata", 600.0, "Seconds the metadata agent and API keep answering from "
+           "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
     # metadata API (nova-api-metadata)
     Option("metadata_listen", "DEFAULT", "127.0.0.1", "Address the metadata API listens on."),
     Option("metadata_listen_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
@@ -170,6 +179,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease_time", "dhcp", 86400, f"Lease time in seconds (option 51), {MIN_LEASE} or more.", to_lease_time),
     Option("dns_domain", "dhcp", "openstacklocal", "Domain name (option 15)."),
     Option("force_routes", "dhcp", True, "Send options 121 and 249 even when the client did not ask.", to_bool),
+    Option("resync_interval", "dhcp", 600.0, "Seconds between whole rebuilds of the DHCP server's view (changes "
+           "are applied one port at a time as they happen; this only catches drift).", to_positive),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -219,6 +230,29 @@ class Config:
     @property
     def db_url(self) -> str:
         return self.get("database.connection")
+
+    def to_ini(self) -> str:
+        """Every value not at its default, as an INI file `load_config` reads back to the same values (how a
+        parent process hands its effective configuration, command-line overrides included, to its children)."""
+        sections: dict[str, list[str]] = {}
+        for opt, setting in self.items():
+            if setting.source == "default":
+                continue
+            sections.setdefault(opt.section, []).append(f"{opt.name} = {_ini_value(setting.value)}")
+        return "\n".join(f"[{section}]\n" + "\n".join(lines) + "\n" for section, lines in sections.items())
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    text = str(value)
+    if "\n" in text or text != text.strip():
+        raise ConfigError(f"a value with a line break or edge spaces cannot be handed to a child: {text!r}")
+    return text
 
 
 def _convert(opt: Option, raw: Any, source: str) -> Any:

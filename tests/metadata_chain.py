@@ -104,6 +104,16 @@ class Chain:
                                    rate_limiter=rate_limiter, api_timeout=api_timeout)
         self.loop.run(self.agent.start())
 
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until the agent's and the API's change feeds applied everything committed so far (a change is
+        seen by the metadata path when its feed delivers it: milliseconds, not at the commit's return)."""
+        target = self.registry.revision()
+        deadline = time.monotonic() + timeout
+        for feed in (self.agent.feed, self.api.feed):
+            while feed.revision is None or feed.revision < target:
+                assert time.monotonic() < deadline, f"{feed.name} did not reach revision {target}"
+                time.sleep(0.002)
+
     def close(self) -> None:
         try:
             self.loop.run(self.agent.stop())

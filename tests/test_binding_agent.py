@@ -1,10 +1,9 @@
-# The agent side of binding: the report loop (pure), what it reports, and agents via the API and `openstack`.
+# The agent side of binding: the state reporter, what it reports, and agents via the API and `openstack`.
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
-import threading
-import time
 
 import pytest
 from api_server import running_api
@@ -12,60 +11,67 @@ from cli_run import PROVNET
 from conftest import need
 from test_binding_api import OPENSTACK
 
-from provnet.cli.agent_cmd import BINARY, agent_configurations, report_loop
+from provnet.agents.report import StateReporter, ovs_configurations
+from provnet.cli.agent_cmd import BINARY
 from provnet.model.errors import ServiceUnavailable
 from provnet.model.resources import OVS_AGENT_TYPE
 
 
-class FakeReport:
-    """Counts calls; raises for the calls listed. (A stand-in for the registry call: the loop is what's tested.)"""
+class FakeRegistry:
+    """A stand-in for the registry's report_agent_state only (the reporter's retry and logging are what's tested);
+    raises for the calls listed."""
 
-    def __init__(self, fail_on: set[int], stop: threading.Event | None = None, stop_after: int = 0) -> None:
+    def __init__(self, fail_on: set[int]) -> None:
         self.calls = 0
         self.fail_on = fail_on
-        self.stop = stop
-        self.stop_after = stop_after
 
-    def __call__(self):
+    def report_agent_state(self, host, agent_type, binary, configurations):
         self.calls += 1
-        if self.stop is not None and self.calls >= self.stop_after:
-            self.stop.set()
         if self.calls in self.fail_on:
             raise ServiceUnavailable()
-        return type("A", (), {"id": "a1", "host": "h", "configurations": {"bridge_mappings": {}}})()
+        return type("A", (), {"id": "a1", "host": host, "configurations": configurations})()
 
 
-def test_loop_reports_until_stopped_and_survives_failures(caplog):
-    stop = threading.Event()
-    report = FakeReport({2, 3}, stop, stop_after=5)
+def _reporter(registry, interval: float = 30.0) -> StateReporter:
+    return StateReporter(registry, "h", OVS_AGENT_TYPE, BINARY, lambda: ovs_configurations({}), interval)
+
+
+def test_reports_survive_failures_and_log_once_per_outage(caplog):
+    registry = FakeRegistry({2, 3})
+    reporter = _reporter(registry)
+
+    async def go() -> list[bool]:
+        try:
+            return [await reporter.report() for _ in range(5)]
+        finally:
+            reporter.areg.close()
+
     with caplog.at_level("INFO", logger="provnet.agent"):
-        failures = report_loop(report, 0.001, stop)
-    assert (report.calls, failures) == (5, 2)
+        results = asyncio.run(go())
+    assert results == [True, False, False, True, True] and reporter.failures == 2
     messages = [r.getMessage() for r in caplog.records]
     assert sum("state report failed" in m for m in messages) == 1  # not once per retry
     assert sum("reported state" in m for m in messages) == 2  # first success and the recovery
 
 
-def test_loop_once_reports_once():
-    report = FakeReport(set())
-    assert report_loop(report, 60, threading.Event(), once=True) == 0 and report.calls == 1
-    failing = FakeReport({1})
-    assert report_loop(failing, 60, threading.Event(), once=True) == 1
+def test_the_reporter_reports_at_start_on_demand_and_stops_promptly():
+    registry = FakeRegistry(set())
+    reporter = _reporter(registry, interval=3600)
 
+    async def go() -> None:
+        await reporter.start()
+        assert registry.calls == 1  # at start, not an interval later
+        reporter.report_soon()
+        while registry.calls < 2:  # an event, not the hour-long interval
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(reporter.stop(), 5)
 
-def test_loop_stops_promptly_between_reports():
-    stop = threading.Event()
-    report = FakeReport(set())
-    thread = threading.Thread(target=report_loop, args=(report, 30, stop))
-    thread.start()
-    time.sleep(0.2)
-    stop.set()
-    thread.join(timeout=2)
-    assert not thread.is_alive() and report.calls == 1
+    asyncio.run(go())
+    assert registry.calls == 2
 
 
 def test_configurations_shape():
-    conf = agent_configurations({"physnet1": "br-phy"})
+    conf = ovs_configurations({"physnet1": "br-phy"})
     assert conf["bridge_mappings"] == {"physnet1": "br-phy"} and conf["integration_bridge"] == "br-int"
     assert conf["tunnel_types"] == []
 
@@ -74,7 +80,7 @@ def test_agents_through_api_and_openstack_cli(db_url, tmp_path):
     need(OPENSTACK.exists(), "needs python-openstackclient in the venv")
     with running_api(db_url) as (client, registry):
         agent = registry.report_agent_state("compute1", OVS_AGENT_TYPE, BINARY,
-                                            agent_configurations({"physnet1": "br-phy"}))
+                                            ovs_configurations({"physnet1": "br-phy"}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env.update(HOME=str(tmp_path), OS_AUTH_TYPE="none", OS_ENDPOINT=client.url)
 
@@ -122,4 +128,4 @@ def test_agent_with_a_store_it_cannot_open_says_so_in_one_line(tmp_path):
     proc = subprocess.run([PROVNET, "--state-path", str(tmp_path / "afile" / "s"), "agent", "--once"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "cannot open the registry" in proc.stderr and str(tmp_path / "afile" / "s") in proc.stderr
+    assert "cannot open the database" in proc.stderr and str(tmp_path / "afile" / "s") in proc.stderr

@@ -12,7 +12,7 @@ from test_dhcp_clients import MAC1, MAC2, seed_registry
 
 from provnet.dhcp import codec, server
 from provnet.dhcp.service import DhcpService, RegistrySource
-from provnet.dhcp.view import Settings, collect, resolve_networks
+from provnet.dhcp.view import Settings, collect, replace_port, resolve_networks
 
 ADDRS = [ipaddress.IPv4Interface("172.16.1.99/24")]
 
@@ -36,17 +36,26 @@ def test_view_holds_each_ports_fixed_ip_and_hostname(db_url):
     reg.close()
 
 
-def test_revision_moves_and_the_rebuilt_view_follows_ports(db_url):
+def test_a_port_change_replaces_that_ports_reservations_only(db_url):
     reg, net = seed_registry(db_url)
     src = source(reg)
     view = src.build()
+    before = dict(view.by_mac)
     port = reg.create_port({"network_id": net.id, "mac_address": "fa:16:3e:00:00:55",
                             "fixed_ips": [{"ip_address": "172.16.1.110"}]})
-    assert src.revision() != view.revision
-    view = src.build()
+    for port_id, hosts in src.port_hosts(view, [port.id]).items():
+        assert replace_port(view, port_id, hosts)
     assert view.by_mac[codec.mac_bytes("fa:16:3e:00:00:55")][0].ip_text == "172.16.1.110"
+    assert all(view.by_mac[mac] is reservations for mac, reservations in before.items())  # untouched objects
+    reg.update_port(port.id, {"fixed_ips": [{"ip_address": "172.16.1.111"}]})
+    for port_id, hosts in src.port_hosts(view, [port.id]).items():
+        replace_port(view, port_id, hosts)
+    assert [r.ip_text for r in view.by_mac[codec.mac_bytes("fa:16:3e:00:00:55")]] == ["172.16.1.111"]
     reg.delete_port(port.id)
-    assert codec.mac_bytes("fa:16:3e:00:00:55") not in src.build().by_mac
+    assert src.port_hosts(view, [port.id]) == {port.id: []}
+    assert replace_port(view, port.id, [])
+    assert codec.mac_bytes("fa:16:3e:00:00:55") not in view.by_mac and port.id not in view.by_port
+    assert set(view.by_mac) == set(src.build().by_mac)
     reg.close()
 
 
@@ -73,37 +82,58 @@ def test_exports_read_the_same_snapshot(db_url):
     reg.close()
 
 
-def test_running_service_serves_a_new_port_within_a_second(db_url):
-    """The service's own follow loop (250 ms revision poll) on SQLite and on PostgreSQL, bound to lo."""
+def test_the_running_service_follows_each_change_without_rebuilding(db_url, tmp_path):
+    """The change feed drives the view (SQLite and PostgreSQL, bound to lo): a port created, renamed through its
+    instance, moved and deleted is applied one port at a time (counted), a subnet change rebuilds (counted)."""
     need_root()  # SO_BINDTODEVICE
     reg, net = seed_registry(db_url)
+    other = reg.create_network({"name": "elsewhere"})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    mac = "fa:16:3e:00:00:66"
 
-    async def scenario(tmp) -> float:
-        svc = DhcpService(source(reg), "lo", tmp / "journal", port=port)
+    def offer(svc) -> tuple[bytes, str]:
+        reply = server.handle(codec.encode(codec.Message(op=1, chaddr=codec.mac_bytes(mac), options={
+            53: b"\x01", 55: bytes([12])})), svc.view, time.time())
+        if reply is None:
+            return b"", ""
+        decoded = codec.decode(reply.data)
+        return decoded.yiaddr, decoded.options.get(12, b"").decode()
+
+    async def until(predicate) -> None:
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        svc = DhcpService(source(reg), "lo", tmp_path / "journal", port=port)
         await svc.start()
         try:
-            mac = "fa:16:3e:00:00:66"
-            await asyncio.to_thread(reg.create_port, {"network_id": net.id, "mac_address": mac,
-                                                       "fixed_ips": [{"ip_address": "172.16.1.111"}]})
-            t0 = time.monotonic()
-            while codec.mac_bytes(mac) not in svc.view.by_mac:
-                assert time.monotonic() - t0 < 1.0, "new port not in the view within a second"
-                await asyncio.sleep(0.02)
-            reply = server.handle(codec.encode(codec.Message(op=1, chaddr=codec.mac_bytes(mac), options={
-                53: b"\x01"})), svc.view, time.time())
-            assert codec.decode(reply.data).yiaddr == codec.ip_bytes("172.16.1.111")
-            return time.monotonic() - t0
+            assert (svc.rebuilds, svc.port_updates) == (1, 0)
+            vm = await asyncio.to_thread(reg.create_instance, {"name": "vm9", "hostname": "vm9"})
+            created = await asyncio.to_thread(reg.create_port, {
+                "network_id": net.id, "mac_address": mac, "device_id": vm.id,
+                "fixed_ips": [{"ip_address": "172.16.1.111"}]})
+            await until(lambda: offer(svc) == (codec.ip_bytes("172.16.1.111"), "vm9"))
+            await asyncio.to_thread(reg.update_instance, vm.id, {"hostname": "renamed"})
+            await until(lambda: offer(svc)[1] == "renamed")
+            await asyncio.to_thread(reg.update_port, created.id, {"fixed_ips": [{"ip_address": "172.16.1.112"}]})
+            await until(lambda: offer(svc)[0] == codec.ip_bytes("172.16.1.112"))
+            # churn on another network costs this server nothing
+            for _ in range(5):
+                await asyncio.to_thread(reg.create_port, {"network_id": other.id})
+            await asyncio.to_thread(reg.delete_port, created.id)
+            await until(lambda: offer(svc) == (b"", ""))
+            assert svc.rebuilds == 1 and svc.port_updates == 4  # create, rename, move, delete: one port each
+            subnet = (await asyncio.to_thread(reg.list_subnets, {"network_id": [net.id]}))[0]
+            await asyncio.to_thread(reg.update_subnet, subnet.id, {"dns_nameservers": ["172.16.1.53"]})
+            await until(lambda: svc.rebuilds == 2)
         finally:
             await svc.stop()
 
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        asyncio.run(scenario(Path(d)))
+    asyncio.run(scenario())
     reg.close()
 
 
@@ -131,10 +161,13 @@ def test_view_over_the_remote_registry_matches_the_local_one(tmp_path):
             want = source(local).build()
             assert {m: r[0].blob_routes for m, r in view.by_mac.items()} == \
                 {m: r[0].blob_routes for m, r in want.by_mac.items()}
-            local.create_port({"network_id": net.id, "mac_address": "fa:16:3e:00:00:58",
-                               "fixed_ips": [{"ip_address": "172.16.1.112"}]})
-            assert src.revision() != view.revision
-            assert codec.mac_bytes("fa:16:3e:00:00:58") in src.build().by_mac
+            new = local.create_port({"network_id": net.id, "mac_address": "fa:16:3e:00:00:58",
+                                     "fixed_ips": [{"ip_address": "172.16.1.112"}]})
+            batch = remote.changes_since(view.revision)  # what a remote DHCP server's feed reads
+            assert [(c.kind, c.id, c.op) for c in batch.changes] == [("port", new.id, "create")]
+            for port_id, hosts in src.port_hosts(view, [new.id]).items():
+                replace_port(view, port_id, hosts)
+            assert codec.mac_bytes("fa:16:3e:00:00:58") in view.by_mac
         finally:
             remote.close()
     local.close()

@@ -11,7 +11,8 @@ import time
 import pytest
 from metadata_chain import SECRET, Chain, add_vm, agent_get, build_seed
 
-from provnet.metadata.agent import MetadataAgent, api_target, mac_from_link_local
+from provnet.metadata.agent import MetadataAgent, api_target
+from provnet.metadata.lookup import mac_from_link_local
 from provnet.metadata.ratelimit import RateLimiter, Window
 
 

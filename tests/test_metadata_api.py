@@ -2,6 +2,7 @@
 # direct mode, status endpoints, and answers that follow registry changes at once.
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import json
 
@@ -115,15 +116,23 @@ def test_direct_mode_is_off_by_default_and_identifies_by_address_when_on(setup):
     registry, seed, chain = setup
     request = Message(headers=[("Host", "169.254.169.254")], method="GET",
                       target="/openstack/latest/meta_data.json")
-    off = (chain.api.handle(request, Peer("172.16.1.103")))
+
+    def answer(address: str):
+        result = chain.api.handle(request, Peer(address))
+        return result if not inspect.isawaitable(result) else chain.loop.run(_awaited(result))
+
+    off = answer("172.16.1.103")
     assert off.status == 400  # no proxy headers, and no trusted networks configured
     chain.api.trusted = [ipaddress.ip_network("172.16.1.0/24")]
-    on = (chain.api.handle(request, Peer("172.16.1.103")))
+    on = answer("172.16.1.103")
     assert on.status == 200 and json.loads(on.body)["uuid"] == seed.instances["vm1"]
-    assert (chain.api.handle(request, Peer("172.16.1.104"))).body.count(
-        seed.instances["vm2"].encode()) == 1
-    assert (chain.api.handle(request, Peer("172.16.1.199"))).status == 404  # no port
-    assert (chain.api.handle(request, Peer("10.0.0.1"))).status == 400  # not trusted
+    assert answer("172.16.1.104").body.count(seed.instances["vm2"].encode()) == 1
+    assert answer("172.16.1.199").status == 404  # no port
+    assert answer("10.0.0.1").status == 400  # not trusted
+
+
+async def _awaited(awaitable):
+    return await awaitable
 
 
 def test_pipelined_requests_are_answered_in_order(setup):

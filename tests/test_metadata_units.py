@@ -2,16 +2,20 @@
 # header parsing, rate limiting, the status pages, and reading Neutron's metadata_agent.ini.
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from provnet.config import ConfigError, load_config
 from provnet.metadata import http11
 from provnet.metadata.agent import BadRequest, parse_forwarded_for, parse_scope
+from provnet.metadata.api import MetadataApi
 from provnet.metadata.http11 import HttpError, Message, parse_request_head, parse_response_head
 from provnet.metadata.neutron_conf import read_neutron_ini
-from provnet.metadata.observe import Metrics, registry_status
 from provnet.metadata.proxy import agent_headers
 from provnet.metadata.ratelimit import RateLimiter, Window
+from provnet.metadata.serving import Peer, Response
 from provnet.registry import open_registry
 
 
@@ -195,13 +199,26 @@ def test_neutron_ini_may_repeat_an_option_the_later_wins_but_provnet_ini_may_not
 def test_readyz_follows_the_registry_healthz_does_not(tmp_path):
     up = open_registry(f"sqlite:///{tmp_path / 'r.db'}")
     down = open_registry(api_url="http://127.0.0.1:9")  # the remote registry, nothing listening on port 9
-    metrics = Metrics("t")
+
+    async def pages(registry) -> dict[str, Response]:
+        api = MetadataApi(registry, shared_secret="s", port=0)
+        await api.start()
+        try:
+            deadline = time.monotonic() + 30
+            while registry is down and api.feed.healthy:  # the feed's first read fails: an event, not a delay
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            return {path: api.handle(Message([("Host", "x")], method="GET", target=path), Peer("127.0.0.1"))
+                    for path in ("/readyz", "/healthz", "/metrics")}
+        finally:
+            await api.stop()
+
     try:
-        assert registry_status("/readyz", metrics, up).status == 200
-        answer = registry_status("/readyz", metrics, down)
-        assert answer.status == 503 and b"registry unavailable" in answer.body
-        assert registry_status("/healthz", metrics, down).status == 200
-        assert b"provnet_metadata_t_requests" in registry_status("/metrics", metrics, down).body
+        assert asyncio.run(pages(up))["/readyz"].status == 200
+        answers = asyncio.run(pages(down))
+        assert answers["/readyz"].status == 503 and b"registry unavailable" in answers["/readyz"].body
+        assert answers["/healthz"].status == 200
+        assert b"provnet_metadata_api_requests" in answers["/metrics"].body
     finally:
         up.close()
         down.close()

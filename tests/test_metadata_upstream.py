@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from provnet.metadata.freshness import Revision
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
 
 
@@ -104,30 +103,6 @@ def test_errors_map_to_unavailable_and_timeout():
 
     kinds = [k for k, _ in run(go())]
     assert kinds == ["garbage", "truncated", "missing", "silent"]
-
-
-class CountingRegistry:
-    def __init__(self) -> None:
-        self.reads = 0
-
-    def revision(self) -> int:
-        self.reads += 1
-        return self.reads
-
-
-def test_revision_is_read_once_per_loop_iteration_and_again_in_the_next():
-    registry = CountingRegistry()
-    revision = Revision(registry)  # type: ignore[arg-type]
-
-    async def go():
-        same = {revision() for _ in range(100)}
-        await asyncio.sleep(0)  # the next iteration
-        later = revision()
-        return same, later
-
-    same, later = asyncio.run(go())
-    assert same == {1} and later == 2
-    assert revision() == 3 and revision() == 4  # outside a loop: every call reads
 
 
 @pytest.mark.parametrize("count", [2, 50])

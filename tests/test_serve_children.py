@@ -1,4 +1,4 @@
-# `provnet serve` runs the metadata API in a child process: it answers, it stops with serve, and serve stops with it.
+# `provnet serve` supervises its children: they answer, stop with serve, die with it, and come back when they die.
 from __future__ import annotations
 
 import os
@@ -109,36 +109,84 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[1])
 
 
-def test_metadata_api_is_a_child_and_both_stop_on_sigterm(serve) -> None:
+def child_pids(s: Serve, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"{name} runs in process (\d+)", s.text())]
+
+
+def metadata_answers(s: Serve) -> bool:
+    """The metadata API and the agent answer (their /healthz, over TCP and the agent's unix socket)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{s.metadata_port}/healthz", timeout=2).read()
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(str(Path(s.state, "metadata_proxy")))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return sock.recv(100).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_children_are_serves_and_all_stop_on_sigterm(serve) -> None:
     s = serve()
     child = s.child_pid()
     s.wait_ready()
-    assert child != s.proc.pid and parent_of(child) == s.proc.pid
-    assert Path(s.state, "metadata_proxy").exists()  # the agent, in serve's own process
+    agent = child_pids(s, "metadata agent")[0]
+    assert child != s.proc.pid and parent_of(child) == s.proc.pid and parent_of(agent) == s.proc.pid
+    assert metadata_answers(s)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=30) == 0, s.text()
-    assert wait_gone(child), "the metadata API outlived serve"
-    assert "Traceback" not in s.text() and "metadata-api stopped" in s.text()
+    assert wait_gone(child) and wait_gone(agent), "a child outlived serve"
+    assert "Traceback" not in s.text()
 
 
-def test_serve_stops_with_an_error_when_the_child_dies(serve) -> None:
+@pytest.mark.parametrize("name", ["metadata API", "metadata agent"])
+def test_a_dead_child_is_restarted_and_counted(serve, name: str) -> None:
+    s = serve()
+    s.child_pid()
+    s.wait_ready()
+    first = child_pids(s, name)[0]
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: len(child_pids(s, name)) == 2), s.text()
+    second = child_pids(s, name)[1]
+    assert second != first and parent_of(second) == s.proc.pid
+    assert wait_for(lambda: metadata_answers(s)), s.text()
+    assert s.proc.poll() is None  # serve never stopped
+    assert f"{name} (process {first}) exited with signal 9" in s.text()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.api_port}/metrics", timeout=5).read().decode()
+    assert f'provnet_child_restarts_total{{child="{name}"}} 1.0' in metrics
+
+
+def test_a_child_whose_loop_is_stuck_is_killed_and_restarted(serve) -> None:
+    s = serve(extra_conf="watchdog_timeout = 1.5\n")
+    child = s.child_pid()
+    s.wait_ready()
+    os.kill(child, signal.SIGSTOP)  # a wedged event loop: alive, silent
+    try:
+        assert wait_for(lambda: len(child_pids(s, "metadata API")) == 2), s.text()
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert "sent no watchdog ping" in s.text()
+    assert wait_for(lambda: metadata_answers(s)), s.text()
+
+
+def test_the_children_do_not_outlive_a_killed_serve(serve) -> None:
     s = serve()
     child = s.child_pid()
     s.wait_ready()
-    os.kill(child, signal.SIGKILL)
-    assert s.proc.wait(timeout=30) == 1, s.text()
-    assert f"the metadata API (process {child}) exited with status -9" in s.text()
-    with pytest.raises(OSError):  # nothing half-running is left listening
-        urllib.request.urlopen(f"http://127.0.0.1:{s.api_port}/healthz", timeout=1)
-
-
-def test_the_child_does_not_outlive_a_killed_serve(serve) -> None:
-    s = serve()
-    child = s.child_pid()
-    s.wait_ready()
-    s.proc.kill()  # SIGKILL: serve cannot clean up; the kernel tells the child (PR_SET_PDEATHSIG)
+    agent = child_pids(s, "metadata agent")[0]
+    s.proc.kill()  # SIGKILL: serve cannot clean up; the kernel tells the children (PR_SET_PDEATHSIG)
     s.proc.wait()
-    assert wait_gone(child), "the metadata API outlived a killed serve"
+    assert wait_gone(child) and wait_gone(agent), "a child outlived a killed serve"
 
 
 def test_metadata_port_in_use_stops_serve_clearly(serve) -> None:
@@ -150,23 +198,23 @@ def test_metadata_port_in_use_stops_serve_clearly(serve) -> None:
         assert s.proc.wait(timeout=60) == 1, s.text()
     text = s.text()
     assert f"127.0.0.1:{s.metadata_port}" in text and "address already in use" in text
-    assert f"the metadata API (process {child}) exited with status 1" in text and "Traceback" not in text
-    assert not alive(child)
+    assert f"the metadata API (process {child}) exited with status 1 before it was ready" in text
+    assert "Traceback" not in text and not alive(child)
+    for agent in child_pids(s, "metadata agent"):
+        assert wait_gone(agent)
 
 
 def test_bad_vendor_data_is_refused_before_anything_starts(serve, tmp_path: Path) -> None:
     (tmp_path / "vendor.json").write_text("[1, 2]")
     s = serve(extra_conf=f"[api]\nvendordata_jsonfile_path = {tmp_path / 'vendor.json'}\n")
-    assert s.proc.wait(timeout=60) == 2
+    assert s.proc.wait(timeout=60) == 1
     assert "expected a JSON object" in s.text() and "runs in process" not in s.text()
 
 
-def test_an_unreachable_database_stops_serve_and_leaves_no_child(tmp_path: Path) -> None:
+def test_an_unreachable_database_stops_serve_and_starts_no_child(tmp_path: Path) -> None:
     proc = subprocess.run([PROVNET, "--state-path", str(tmp_path / "s"), "--db",
                            "postgresql+psycopg://provnet:pw4711@127.0.0.1:1/nowhere", "serve",
                            "--bind-port", str(free_port())],
                           capture_output=True, text=True, timeout=60, env=ENV)
     assert proc.returncode == 1 and "cannot open the database" in proc.stderr and "pw4711" not in proc.stderr
-    child = int(re.search(r"metadata API runs in process (\d+)", proc.stderr).group(1))
-    assert wait_gone(child), "the metadata API child was left running"
-    assert "Traceback" not in proc.stderr
+    assert "runs in process" not in proc.stderr and "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from provnet.api.middleware import Metrics, context, errors, json_response, make
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
 from provnet.config import Config
+from provnet.metrics import PROCESS
 from provnet.registry.base import Registry
 
 log = logging.getLogger("provnet.api")
@@ -53,7 +54,8 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
         return json_response({"status": "ok", "revision": revision})
 
     async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(metrics.registry) + generate_latest(PROCESS)  # PROCESS: e.g. serve's child restarts
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -9,6 +9,7 @@ from functools import cached_property
 import click
 
 from provnet.config import Config, ConfigError, load_config
+from provnet.runtime.process import die_with_parent
 
 # Each module defines `register(group: click.Group) -> None` and adds its verbs.
 VERB_MODULES = (
@@ -65,6 +66,7 @@ def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | No
     their own metadata through a namespace proxy, a metadata agent and a metadata API wire-compatible
     with Neutron and Nova. Start with `provnet lab up` to see the whole path on one machine.
     """
+    die_with_parent()  # a child of `provnet serve` ends with it
     try:
         config = load_config(files=config_files or None,
                              overrides={"state_path": state_path, "database.connection": db, "debug": debug})

@@ -1,56 +1,18 @@
 # `provnet agent`: this host's Open vSwitch-type agent, reporting its state (heartbeat, bridge_mappings) in a loop.
 from __future__ import annotations
 
+import asyncio
 import logging
-import signal
-import threading
-from collections.abc import Callable, Mapping
-from typing import Any
 
 import click
 
-from provnet.model.errors import NeutronError
+from provnet.agents.report import StateReporter, ovs_configurations
+from provnet.cli.serve import run
 from provnet.model.resources import OVS_AGENT_TYPE
+from provnet.runtime.process import StoreError, open_store
 
 log = logging.getLogger("provnet.agent")
 BINARY = "provnet-agent"
-
-
-def agent_configurations(bridge_mappings: Mapping[str, str]) -> dict[str, Any]:
-    """What the agent reports, in neutron-openvswitch-agent's shape (binding reads bridge_mappings)."""
-    return {"bridge_mappings": dict(bridge_mappings), "integration_bridge": "br-int", "tunnel_types": [],
-            "ovs_hybrid_plug": False, "datapath_type": "system"}
-
-
-def report_loop(report: Callable[[], Any], interval: float, stop: threading.Event,
-                once: bool = False) -> int:
-    """Call `report` now and then every `interval` seconds until `stop` is set; return the failed reports.
-
-    A failed report (registry unreachable, API error) is logged and retried at the next interval: the
-    agent must outlive a registry restart, and binding treats it as dead only after agent_down_time.
-    """
-    failures = 0
-    healthy: bool | None = None
-    while not stop.is_set():
-        try:
-            agent = report()
-        except Exception as exc:  # noqa: BLE001 - any failure (network, HTTP, API error): retry, never die
-            failures += 1
-            if healthy is not False:
-                log.warning("state report failed, retrying every %g s: %s", interval,
-                            exc if isinstance(exc, OSError | NeutronError) else repr(exc))
-            healthy = False
-        else:
-            if healthy is not True:
-                log.info("reported state as agent %s (host %s, bridge_mappings %s)%s", agent.id, agent.host,
-                         agent.configurations.get("bridge_mappings"), "" if once else f", every {interval:g} s")
-            else:
-                log.debug("heartbeat of agent %s", agent.id)
-            healthy = True
-        if once:
-            break
-        stop.wait(interval)
-    return failures
 
 
 def register(group: click.Group) -> None:
@@ -79,23 +41,37 @@ def register(group: click.Group) -> None:
         """
         config = app.config
         host = host or config.host
-        interval = float(config.get("agent.report_interval"))
-        configurations = agent_configurations(config.get("ovs.bridge_mappings"))
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        configurations = ovs_configurations(config.get("ovs.bridge_mappings"))
         if not configurations["bridge_mappings"]:
             log.warning("[ovs] bridge_mappings is empty: ports on flat and vlan networks will not bind on host %s",
                         host)
-        try:
-            registry = app.registry
-        except Exception as exc:  # a local store that cannot be opened (its directory, its URL): one line
-            raise click.ClickException(f"cannot open the registry: {exc}") from None
 
-        def report():
-            return registry.report_agent_state(host, OVS_AGENT_TYPE, BINARY, configurations)
+        def build(c, registry):
+            return [StateReporter(registry, host, OVS_AGENT_TYPE, BINARY, lambda: configurations,
+                                  float(c.get("agent.report_interval")))]
 
-        failures = report_loop(report, interval, stop, once=once)
-        log.info("agent on host %s stopped", host)
-        if once and failures:
-            raise SystemExit(1)
+        if once:
+            _report_once(app, build)
+        else:
+            run(config, build, api_url=app.api_url)
+
+
+def _report_once(app, build) -> None:
+    """One heartbeat (e.g. from a health check): exit status 1 if it failed."""
+    try:
+        registry = open_store(app.config, app.api_url)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def once() -> bool:
+        reporter = build(app.config, registry)[0]
+        ok = await reporter.report()
+        reporter.areg.close()
+        return ok
+
+    try:
+        ok = asyncio.run(once())
+    finally:
+        registry.close()
+    if not ok:
+        raise SystemExit(1)

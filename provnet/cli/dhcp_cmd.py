@@ -1,7 +1,6 @@
 # `provnet dhcp` (the server), `provnet dhcp-leases` (the lease journal) and `provnet dhcp-config` (exports).
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -10,7 +9,9 @@ from pathlib import Path
 
 import click
 
+from provnet.cli.serve import run
 from provnet.config import Config
+from provnet.runtime import compose
 
 
 @click.command("dhcp")
@@ -36,41 +37,9 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
     Example (the seed's server, on the bridge that carries the VMs):
       provnet dhcp --interface br-phy --network phy_net
     """
-    from provnet.cli.serve import prepare_state_dir
-    from provnet.dhcp.service import dhcp_service, interface_addresses
-    from provnet.services import install_fast_loop, run_services
-
     config: Config = app.config
-    interface = interface or config.get("dhcp.interface")
-    network = network or config.get("dhcp.network") or None
-    if not interface:
-        raise click.UsageError("no interface: give --interface IF or set [dhcp] interface")
-    try:
-        addrs = interface_addresses(interface)
-    except LookupError as exc:
-        raise click.UsageError(str(exc)) from None
-    if not addrs:
-        raise click.UsageError(f"interface {interface} has no IPv4 address; the server needs one for option 54 "
-                               "and to send replies")
-    prepare_state_dir(config.state_path)
-    service = dhcp_service(config, app.registry, interface, network)
-    try:
-        service.source.build()  # fail now, readably, on an unknown network
-    except LookupError as exc:
-        raise click.UsageError(str(exc)) from None
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
-    install_fast_loop()
-    try:
-        asyncio.run(run_services([service]))
-    except PermissionError as exc:
-        raise click.ClickException(f"{exc.strerror} (needs root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW)") from None
-    except OSError as exc:
-        raise click.ClickException(exc.strerror or str(exc)) from None
-    except KeyboardInterrupt:
-        pass
+    run(config, lambda c, registry: compose.dhcp_services(c, registry, interface or "", network or "", metrics_port),
+        api_url=app.api_url)
 
 
 @click.command("dhcp-leases")

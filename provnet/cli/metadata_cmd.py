@@ -7,65 +7,11 @@ import os
 
 import click
 
+from provnet.cli.serve import effective_config, run
 from provnet.config import Config, ConfigError
+from provnet.runtime import compose
 
 log = logging.getLogger("provnet.metadata")
-
-
-def metadata_api_options(config: Config) -> dict:
-    """The metadata API's settings from the configuration, checked (a bad vendor data file: a usage error)."""
-    from provnet.metadata.api import load_vendor_data
-
-    try:
-        vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    if not config.metadata_proxy_shared_secret:
-        log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
-    return dict(shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
-                port=config.metadata_listen_port, dhcp_domain=config.get("api.dhcp_domain"),
-                static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
-                cache_expiration=config.get("api.metadata_cache_expiration"))
-
-
-def metadata_api_service(config: Config, registry, options: dict | None = None):
-    from provnet.metadata.api import MetadataApi
-
-    return MetadataApi(registry, **(options if options is not None else metadata_api_options(config)))
-
-
-def metadata_agent_service(config: Config, registry, local_api: bool = False, listen_sock=None):
-    """The agent; `local_api` (provnet serve) forwards to this process's metadata API, not nova_metadata_*."""
-    from provnet.metadata.agent import MetadataAgent, api_target
-    from provnet.metadata.ratelimit import RateLimiter, Window
-
-    limiter = None
-    if config.get("metadata_rate_limiting.rate_limit_enabled"):
-        limiter = RateLimiter([
-            Window(config.get("metadata_rate_limiting.base_window_duration"),
-                   config.get("metadata_rate_limiting.base_query_rate_limit")),
-            Window(config.get("metadata_rate_limiting.burst_window_duration"),
-                   config.get("metadata_rate_limiting.burst_query_rate_limit")),
-        ])
-    if local_api:
-        target = api_target(config.metadata_listen, config.metadata_listen_port)
-    else:
-        try:
-            target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
-                                config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
-                                config.nova_client_priv_key)
-        except OSError as exc:
-            raise click.UsageError(f"TLS files for the metadata API: {exc}") from None
-    return MetadataAgent(registry, shared_secret=config.metadata_proxy_shared_secret,
-                         socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
-                         rate_limiter=limiter, listen_sock=listen_sock)
-
-
-def _with(app, overrides: dict) -> Config:
-    try:
-        return app.config.with_overrides(overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 @click.command("metadata-api")
@@ -89,10 +35,8 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
     Example:
       provnet --config-file /etc/provnet/provnet.conf metadata-api --host 127.0.0.1 --port 8775
     """
-    from provnet.cli.serve import run
-
-    run(app, lambda config, registry: [metadata_api_service(config, registry)],
-        {"metadata_listen": host, "metadata_listen_port": port}, remote_ok=True)
+    config = effective_config(app, {"metadata_listen": host, "metadata_listen_port": port})
+    run(config, compose.metadata_api_services, api_url=app.api_url)
 
 
 @click.command("metadata-agent")
@@ -122,7 +66,6 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     """
     from provnet.metadata.neutron_conf import read_neutron_ini
 
-    overrides: dict = {}
     for path in neutron_files:
         try:
             found, ignored = read_neutron_ini(path)
@@ -131,44 +74,31 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
             raise click.UsageError(str(exc)) from None
         if ignored:
             log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
-    overrides["metadata_proxy_socket"] = socket_path
-    config = _with(app, overrides)
-    if config.metadata_workers > 1 and not app.api_url:
-        _agent_workers(app, config, overrides)
+    config = effective_config(app, {"metadata_proxy_socket": socket_path})
+    if config.metadata_workers > 1 and not os.environ.get(compose.LISTEN_FD):
+        _agent_workers(app, config)
     else:
-        from provnet.cli.serve import run
-
-        run(app, lambda c, registry: [metadata_agent_service(c, registry)], overrides, remote_ok=True)
+        run(config, compose.metadata_agent_services, api_url=app.api_url)
 
 
-def _agent_workers(app, config: Config, overrides: dict) -> None:
-    """metadata_workers > 1: bind the socket here, fork that many agents sharing it; they stop together.
-
-    Each worker has its own registry connection, lookup cache, rate-limit table and /metrics (a /metrics
-    request reaches one of them).
-    """
-    from provnet.cli.serve import child_on_store, prepare_state_dir, run
-    from provnet.metadata.serving import bind_unix
-
-    prepare_state_dir(config.state_path)
-    path = config.metadata_proxy_socket
+def _agent_workers(app, config: Config) -> None:
+    """metadata_workers > 1: bind the socket here and supervise that many agents serving it (each with its own
+    registry connection, lookup cache, rate-limit table and /metrics; a /metrics request reaches one of them)."""
+    if app.api_url:
+        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url")
     try:
-        sock = bind_unix(path, config.metadata_backlog)
-    except OSError as exc:
+        sock = compose.bind_agent_socket(config)
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-    def workers(c: Config) -> list:
-        return [child_on_store(f"metadata agent worker {n}", c,
-                               lambda c, registry: [metadata_agent_service(c, registry, listen_sock=sock)])
-                for n in range(1, c.metadata_workers + 1)]
-
-    log.info("metadata agent: %d workers on %s", config.metadata_workers, path)
+    log.info("metadata agent: %d workers on %s", config.metadata_workers, config.metadata_proxy_socket)
     try:
-        run(app, lambda c, registry: [], overrides, children=workers, needs_store=False)
+        with compose.child_config(config, "metadata-agent") as path:
+            run(config, compose.no_services, needs_store=False,
+                children=compose.agent_workers(config, path, sock))
     finally:
         sock.close()
-        if os.path.exists(path):
-            os.unlink(path)
+        if os.path.exists(config.metadata_proxy_socket):
+            os.unlink(config.metadata_proxy_socket)
 
 
 @click.command("metadata-proxy")
@@ -206,15 +136,12 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
             ipaddress.ip_address(address)
     except ValueError:
         raise click.UsageError(f"--bind {bind!r}: give IP addresses, comma-separated (e.g. 0.0.0.0,::)") from None
-    config = _with(app, {"metadata_proxy_socket": socket_path, "metadata_port": port})
+    config = effective_config(app, {"metadata_proxy_socket": socket_path, "metadata_port": port})
     scope = router_id or network_id
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
     proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=router_id, network_id=network_id,
                           bind=bind, port=config.metadata_port, status_socket=status_socket)
-    from provnet.cli.serve import run
-
-    run(app, lambda c, registry: [proxy], {"metadata_proxy_socket": socket_path, "metadata_port": port},
-        remote_ok=True, needs_store=False)
+    run(config, lambda c, registry: [proxy], needs_store=False)
 
 
 def register(group: click.Group) -> None:

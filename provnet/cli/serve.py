@@ -1,135 +1,44 @@
-# `provnet serve` (all-in-one: every service from one command) and `provnet api` (the networking API alone).
+# `provnet serve` (all-in-one: the networking API here, the rest in supervised children) and `provnet api`.
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import re
+from collections.abc import Sequence
 
 import click
 
 from provnet.config import Config, ConfigError
-from provnet.forked import ForkedService
-from provnet.registry.base import Registry
-from provnet.services import Service, install_fast_loop, run_services
+from provnet.runtime import compose
+from provnet.runtime.process import Build, StoreError, run_server
+from provnet.runtime.supervise import ChildSpec, StartupError
 
 log = logging.getLogger("provnet.serve")
 
 
-def all_in_one_services(config: Config, registry: Registry) -> list[Service]:
-    """What `provnet serve` runs in its own process, one line per service, started in this order and stopped in
-    reverse. The metadata API runs beside it in a child process (metadata_api_child)."""
-    from provnet.api.app import ApiService
-    from provnet.cli.metadata_cmd import metadata_agent_service
-    from provnet.dhcp.service import dhcp_services
-
-    return [
-        ApiService.from_config(config, registry),  # networking API (neutron-server), bind_host:bind_port
-        metadata_agent_service(config, registry, local_api=True),  # neutron-metadata-agent, unix socket
-        *dhcp_services(config, registry),  # DHCP server, only when [dhcp] interface is set
-    ]
-
-
-def metadata_api_child(config: Config) -> ForkedService:
-    """nova-api-metadata (metadata_listen:metadata_listen_port) in a child process with its own store connection:
-    in a boot storm the agent and the API each get a core, as when they run as separate commands."""
-    from provnet.cli.metadata_cmd import metadata_api_options, metadata_api_service
-
-    options = metadata_api_options(config)  # a bad setting stops serve here, before anything starts
-    return child_on_store("metadata API", config, lambda c, registry: [metadata_api_service(c, registry, options)])
-
-
-def api_services(config: Config, registry: Registry) -> list[Service]:
-    from provnet.api.app import ApiService
-
-    return [ApiService.from_config(config, registry)]
-
-
-def prepare_state_dir(path: str) -> None:
-    """Create the state directory (0700: it holds the store and sockets) if it is missing."""
+def effective_config(app, overrides: dict) -> Config:
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise click.ClickException(f"cannot create the state directory {path}: {exc.strerror}") from None
-
-
-def mask_url(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)
-
-
-def open_store(config: Config) -> Registry:
-    """The local database as a Registry, or a one-line error (no traceback) naming the database."""
-    from provnet.registry import registry_from_config
-
-    try:
-        return registry_from_config(config)
-    except Exception as exc:  # driver errors differ per database; the operator needs the reason, not a trace
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.debug("opening %s failed", mask_url(config.db_url), exc_info=True)
-        raise click.ClickException(f"cannot open the database {mask_url(config.db_url)}: {reason}") from None
-
-
-def run(app, build, overrides: dict, *, children=None, remote_ok: bool = False, needs_store: bool = True) -> None:
-    """Every server verb's life: apply `overrides` to the configuration, open the registry (the local store, or
-    the API given with --url when `remote_ok`), start `build(config, registry)`'s services, run until
-    SIGTERM/SIGINT, stop them cleanly. `children(config)` are ForkedServices forked first (each opens its own
-    store); if one exits, everything stops, with status 1 when it failed."""
-    if app.api_url and not remote_ok:
-        raise click.UsageError("--url names a remote API for client verbs; servers run on the local database "
-                               "(--db / [database] connection)")
-    try:
-        config: Config = app.config.with_overrides(overrides)
+        return app.config.with_overrides(overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    if not app.api_url:
-        prepare_state_dir(config.state_path)
-    install_fast_loop()
-    forked: list[ForkedService] = children(config) if children else []
-    stop = asyncio.Event()
-    for child in forked:
-        child.on_exit = stop.set
-        child.fork()
-    registry = None
+
+
+def run(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,
+        children: Sequence[ChildSpec] = ()) -> None:
+    """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1."""
     try:
-        if needs_store:
-            from provnet.registry import open_registry
-
-            registry = open_registry(None, app.api_url) if app.api_url else open_store(config)
-        asyncio.run(run_services([*forked, *build(config, registry)], stop))
-    except OSError as exc:  # e.g. the port is in use; the service put the address in the message
-        raise click.ClickException(exc.strerror or str(exc)) from None
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for child in forked:
-            child.terminate()  # only does something if the loop never watched it (e.g. the store failed to open)
-        if registry is not None:
-            registry.close()
-    for child in forked:
-        if child.failed:
-            raise click.ClickException(f"the {child.name} (process {child.pid}) exited with status "
-                                       f"{child.exit_status}; see the log above")
+        run_server(config, build, api_url=api_url, needs_store=needs_store, children=children)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    except (StoreError, StartupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except PermissionError as exc:
+        raise click.ClickException(f"{exc.strerror} (needs root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW)") \
+            from None
 
 
-def child_on_store(name: str, config: Config, build) -> ForkedService:
-    """A ForkedService that opens its own store and runs `build(config, registry)`'s services until SIGTERM."""
-
-    def body() -> int:
-        try:
-            registry = open_store(config)
-        except click.ClickException as exc:
-            log.error("%s", exc.format_message())
-            return 1
-        try:
-            asyncio.run(run_services(build(config, registry)))
-        except OSError as exc:
-            log.error("%s", exc.strerror or exc)
-            return 1
-        finally:
-            registry.close()
-        return 0
-
-    return ForkedService(name, body)
+def refuse_url(app) -> None:
+    if app.api_url:
+        raise click.UsageError("--url names a remote API for client verbs; this server runs on the local database "
+                               "(--db / [database] connection)")
 
 
 _bind_options = [
@@ -152,19 +61,38 @@ def _with_bind_options(fn):
 def serve(app, bind_host: str | None, bind_port: int | None) -> None:
     """Run everything from one command on the local store (like devstack).
 
-    Starts the networking API (Neutron v2.0 subset on bind_host:bind_port, 9696), the metadata agent
-    (metadata_proxy_socket), the DHCP server when [dhcp] interface is set, and the metadata API
-    (metadata_listen:metadata_listen_port, 8775) in a child process of its own, so that a boot storm
-    gets two cores. Logs go to stderr; SIGTERM or Ctrl-C stops them all cleanly; if the child dies,
-    serve stops too (exit status 1) rather than run half a metadata service.
+    This process serves the networking API (Neutron v2.0 subset on bind_host:bind_port, 9696) and
+    supervises, each in a process of its own: the metadata API (metadata_listen:metadata_listen_port,
+    8775), the metadata agent (metadata_proxy_socket) and, when [dhcp] interface is set, the DHCP server.
+    A child that dies, or whose event loop stops answering, is restarted (0.5 s, 1 s, 2 s ... 30 s
+    apart; counted in /metrics as provnet_child_restarts); one that cannot start at all (a port in use,
+    a bad setting) stops serve with its reason. Under systemd, serve reports READY and feeds the
+    watchdog (contrib/systemd/provnet-serve.service). SIGTERM or Ctrl-C stops them all cleanly.
 
     \b
     Example:
       provnet --state-path /tmp/pn serve --bind-port 9696
       openstack --os-auth-type none --os-endpoint http://127.0.0.1:9696 network list
     """
-    run(app, all_in_one_services, {"bind_host": bind_host, "bind_port": bind_port},
-        children=lambda config: [metadata_api_child(config)])
+    refuse_url(app)
+    config = effective_config(app, {"bind_host": bind_host, "bind_port": bind_port})
+    try:
+        children_config = compose.serve_config(config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    _check_children_config(children_config)
+    with compose.child_config(children_config, "serve") as path:
+        run(config, compose.api_services, children=compose.serve_children(config, path))
+
+
+def _check_children_config(config: Config) -> None:
+    """The children's settings, checked before anything starts (they would fail the same way, later)."""
+    from provnet.metadata.api import load_vendor_data
+
+    try:
+        load_vendor_data(config.get("api.vendordata_jsonfile_path"))
+    except ValueError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
 
 
 @click.command("api")
@@ -174,16 +102,17 @@ def api(app, bind_host: str | None, bind_port: int | None) -> None:
     """Run only the networking API (neutron-server's part) on the local store.
 
     Serves the Neutron v2.0 subset (networks, subnets, ports, routers, agents, extensions) and
-    /provnet/v1 (instances, passwords, agent reports, revision) with /healthz, /readyz and /metrics.
-    There is no authentication yet: the project comes from X-Project-Id (default fake_project_id),
-    so keep bind_host on a management network.
+    /provnet/v1 (instances, passwords, agent reports, the change feed) with /healthz, /readyz and
+    /metrics. There is no authentication yet: the project comes from X-Project-Id (default
+    fake_project_id), so keep bind_host on a management network.
 
     \b
     Example:
       provnet --db postgresql://provnet:secret@db/provnet api --bind-host 0.0.0.0
       provnet --url http://HOST:9696 net-list       # clients and agents on other hosts
     """
-    run(app, api_services, {"bind_host": bind_host, "bind_port": bind_port})
+    refuse_url(app)
+    run(effective_config(app, {"bind_host": bind_host, "bind_port": bind_port}), compose.api_services)
 
 
 def register(group: click.Group) -> None:

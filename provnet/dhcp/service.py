@@ -1,4 +1,4 @@
-# The DHCP server's I/O shell: UDP port 67 bound to one interface, the view reloaded on registry changes, the journal.
+# The DHCP server's I/O shell: UDP port 67 bound to one interface, the view kept by the change feed, the journal.
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +13,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from provnet.config import Config
+from provnet.config import Config, ConfigError
 from provnet.dhcp import server
 from provnet.dhcp.journal import JOURNAL_NAME, LeaseJournal, LeaseRecord
 from provnet.dhcp.metrics import register_counters, unregister_counters
-from provnet.dhcp.view import Settings, View, build_view, collect, resolve_networks
+from provnet.dhcp.view import Host, Settings, View, build_view, collect, port_hosts, replace_port, resolve_networks
 from provnet.registry.base import Registry
+from provnet.registry.changes import Change
+from provnet.registry.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -41,9 +43,8 @@ def interface_addresses(ifname: str) -> list[ipaddress.IPv4Interface]:
 
 
 class ViewSource(Protocol):
-    """Where views come from: `revision()` is cheap and polled; `build()` reads everything."""
-
-    def revision(self) -> int: ...
+    """Where views come from. `build()` reads everything (blocking: called in a thread). A source that follows a
+    registry also has `registry` (its change feed drives the view) and `port_hosts(port_ids)`."""
 
     def build(self) -> View: ...
 
@@ -56,9 +57,6 @@ class RegistrySource:
         self.registry, self.interface, self.network, self.settings = registry, interface, network, settings
         self._addresses = addresses
 
-    def revision(self) -> int:
-        return self.registry.revision()
-
     def build(self) -> View:
         addrs = list(self._addresses(self.interface))
         if not addrs:
@@ -66,15 +64,21 @@ class RegistrySource:
         networks = resolve_networks(self.registry, self.network, addrs)
         return build_view(collect(self.registry, networks), self.settings, addrs)
 
+    def port_hosts(self, view: View, port_ids: Sequence[str]) -> dict[str, list[Host]]:
+        """The reservations `port_ids` hold now on the view's subnets ([] for a port gone or not served): one
+        list query for the ports, one for their instances' hostnames."""
+        ports = self.registry.list_ports({"id": list(port_ids)}) if port_ids else []
+        devices = sorted({p.device_id for p in ports if p.device_id})
+        hostnames = {i.id: i.hostname for i in self.registry.list_instances({"id": devices})} if devices else {}
+        found = {p.id: port_hosts(p, view.subnet_objects, hostnames) for p in ports if p.network_id in view.networks}
+        return {port_id: found.get(port_id, []) for port_id in port_ids}
+
 
 class StaticSource:
     """A fixed view (benchmarks, tests of the shell)."""
 
     def __init__(self, view: View) -> None:
         self.view = view
-
-    def revision(self) -> int:
-        return self.view.revision
 
     def build(self) -> View:
         return self.view
@@ -98,25 +102,69 @@ def open_socket(interface: str, port: int = server.SERVER_PORT) -> socket.socket
 
 
 class DhcpService:
-    """`provnet dhcp` / part of `provnet serve`: answers on one interface from views of `source`."""
+    """`provnet dhcp` (also serve's DHCP child): answers on one interface from an in-memory view.
 
-    name = "dhcp"
+    The view is built at start (off the loop), then kept current by the change feed: a port's create, update or
+    delete re-reads that port and replaces its reservations (counted in `port_updates`); a subnet or network
+    change, a gap in the feed, or the `resync_interval` timer rebuilds it whole, off the loop (`rebuilds`). The
+    serving loop never reads the registry: while the database is down or hung, known reservations keep being
+    answered from the view.
+    """
+
+    name = "DHCP server"
 
     def __init__(self, source: ViewSource, interface: str, journal_path: str | os.PathLike[str],
-                 poll_interval: float = 0.25, sync_interval: float = 0.1, port: int = server.SERVER_PORT) -> None:
+                 sync_interval: float = 0.1, port: int = server.SERVER_PORT, resync_interval: float = 600.0,
+                 metrics_port: int | None = None) -> None:
         self.source, self.interface, self.port = source, interface, port
         self.journal = LeaseJournal(journal_path)
-        self.poll_interval, self.sync_interval = poll_interval, sync_interval
+        self.sync_interval, self.resync_interval = sync_interval, resync_interval
+        self.metrics_port = metrics_port
         self.counters: Counter = Counter()
         self.view: View | None = None
+        self.rebuilds = 0
+        self.port_updates = 0
+        registry = getattr(source, "registry", None)
+        self.feed = ChangeFeed(registry, "DHCP feed") if registry is not None else None
+        if self.feed is not None:
+            self.feed.subscribe(self)
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task] = []
+        self._dirty_ports: set[str] = set()
+        self._rebuild_wanted = False
+        self._work = asyncio.Event()
+
+    @classmethod
+    def from_config(cls, config: Config, registry: Registry, interface: str | None, network: str | None,
+                    metrics_port: int | None = None) -> DhcpService:
+        """The server on `interface` for `network` (None: the networks of the interface's addresses), with the
+        [dhcp] settings and the lease journal under state_path. Checked now, as ConfigErrors: the interface
+        exists and has an IPv4 address, and the network is known."""
+        if not interface:
+            raise ConfigError("no interface: give --interface IF or set [dhcp] interface")
+        try:
+            addrs = interface_addresses(interface)
+        except LookupError as exc:
+            raise ConfigError(f"[dhcp] interface: {exc}") from None
+        if not addrs:
+            raise ConfigError(f"interface {interface} has no IPv4 address; the DHCP server needs one for option "
+                              "54 and to send replies")
+        try:
+            resolve_networks(registry, network, addrs)
+        except LookupError as exc:
+            raise ConfigError(f"[dhcp] network: {exc}") from None
+        source = RegistrySource(registry, interface, network, settings_from(config))
+        return cls(source, interface, journal_path(config), resync_interval=config.get("dhcp.resync_interval"),
+                   metrics_port=metrics_port)
 
     async def start(self) -> None:
+        if self.feed is not None:
+            await self.feed.start()  # its position is read first: nothing committed after the build is missed
         try:
             self.view = await asyncio.to_thread(self.source.build)
         except LookupError as exc:  # no such interface/network: one line for the operator, not a traceback
             raise OSError(f"DHCP on {self.interface}: {exc}") from None
+        self.rebuilds += 1
         try:
             self._sock = open_socket(self.interface, self.port)
         except OSError as exc:
@@ -129,9 +177,15 @@ class DhcpService:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._sock.fileno(), self._on_readable)
         register_counters(self.counters, self.interface)
-        self._tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._sync_loop())]
-        log.info("DHCP on %s: %d reservations (registry revision %s), journal %s", self.interface,
-                 sum(len(r) for r in self.view.by_mac.values()), self.view.revision, self.journal.path)
+        if self.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.metrics_port, addr="127.0.0.1")
+        self._tasks = [asyncio.create_task(self._sync_loop())]
+        if self.feed is not None:
+            self._tasks += [asyncio.create_task(self._follow()), asyncio.create_task(self._resync_timer())]
+        log.info("DHCP on %s: %d reservations, journal %s", self.interface, self.view.reservations,
+                 self.journal.path)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -141,6 +195,8 @@ class DhcpService:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self.feed is not None:
+            await self.feed.stop()
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
@@ -191,19 +247,69 @@ class DhcpService:
                 c["drop", "send_error"] += 1
                 log.debug("send to %s failed: %s", reply.dest, exc)
 
-    # --- background: follow the registry, make the journal durable ------------------------------------------------
+    # --- the change feed (subscriber) and the work it asks for, off the serving path ------------------------------
+    def apply(self, changes: Sequence[Change]) -> None:
+        view = self.view
+        if view is None:
+            return
+        for change in changes:
+            if change.kind == "port":
+                if change.network_id in view.networks or change.id in view.by_port:
+                    self._dirty_ports.add(change.id)
+            elif change.kind == "instance":  # its hostname may have changed: option 12 of its ports
+                self._dirty_ports.update(port_id for port_id, res in view.by_port.items()
+                                         if res and res[0].device_id == change.id)
+            elif change.kind in ("subnet", "network"):
+                if change.network_id in view.networks or not getattr(self.source, "network", None):
+                    self._rebuild_wanted = True  # rare: the subnets' options (or the networks served) change
+        if self._dirty_ports or self._rebuild_wanted:
+            self._work.set()
+
+    def resync(self) -> None:
+        self._rebuild_wanted = True
+        self._work.set()
+
     async def _follow(self) -> None:
-        """Poll the cheap revision every poll_interval; rebuild the view when it moved (new/deleted ports)."""
+        """Do what the feed asked for, one round at a time; changes arriving during a round make the next."""
         while True:
-            await asyncio.sleep(self.poll_interval)
+            await self._work.wait()
+            self._work.clear()
             try:
-                rev = await asyncio.to_thread(self.source.revision)
-                if self.view is None or rev != self.view.revision:
-                    self.view = await asyncio.to_thread(self.source.build)
-                    log.info("DHCP view reloaded at revision %s: %d reservations", self.view.revision,
-                             sum(len(r) for r in self.view.by_mac.values()))
-            except Exception as exc:  # keep serving the last good view
-                log.warning("DHCP view reload failed (serving the previous one): %s", exc)
+                if self._rebuild_wanted:
+                    self._rebuild_wanted = False
+                    self._dirty_ports.clear()
+                    await self._rebuild()
+                elif self._dirty_ports:
+                    await self._update_ports()
+            except Exception as exc:  # keep serving the last good view; the next change or timer tries again
+                log.warning("DHCP view update failed (serving the previous one): %s", exc)
+                self._rebuild_wanted = True
+                await asyncio.sleep(1.0)
+                self._work.set()
+
+    async def _update_ports(self) -> None:
+        ids, self._dirty_ports = sorted(self._dirty_ports), set()
+        view = self.view
+        assert view is not None
+        found = await asyncio.to_thread(self.source.port_hosts, view, ids)  # type: ignore[attr-defined]
+        if self.view is not view:  # rebuilt meanwhile: the new view already holds these ports as they are
+            return
+        for port_id, hosts in found.items():
+            if replace_port(view, port_id, hosts):
+                self.port_updates += 1
+
+    async def _rebuild(self) -> None:
+        view = await asyncio.to_thread(self.source.build)
+        self.view = view
+        self.rebuilds += 1
+        log.info("DHCP view rebuilt: %d reservations", view.reservations)
+
+    async def _resync_timer(self) -> None:
+        """A whole rebuild now and then catches drift (a change the feed could not have named)."""
+        while True:
+            await asyncio.sleep(self.resync_interval)
+            self._rebuild_wanted = True
+            self._work.set()
 
     async def _sync_loop(self) -> None:
         while True:
@@ -225,14 +331,3 @@ def journal_path(config: Config) -> str:
     return os.path.join(config.state_path, JOURNAL_NAME)
 
 
-def dhcp_service(config: Config, registry: Registry, interface: str, network: str | None) -> DhcpService:
-    """The server on `interface` for `network` (None: the networks of the interface's addresses), with the
-    [dhcp] reply settings and the lease journal under state_path."""
-    source = RegistrySource(registry, interface, network, settings_from(config))
-    return DhcpService(source, interface, journal_path(config))
-
-
-def dhcp_services(config: Config, registry: Registry) -> list[DhcpService]:
-    """For `provnet serve`: the DHCP service when [dhcp] interface is set, else nothing."""
-    interface = config.get("dhcp.interface")
-    return [dhcp_service(config, registry, interface, config.get("dhcp.network") or None)] if interface else []

@@ -35,6 +35,7 @@ class Host:
     mac: str
     ip: str
     hostname: str
+    device_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ def _hostname(port: Port, ip: str, hostnames: dict[str, str]) -> str:
     return name or fallback_hostname(ip)
 
 
+def port_hosts(port: Port, subnets: dict[str, Subnet], hostnames: dict[str, str]) -> list[Host]:
+    """Pure: one port's reservations on `subnets` (by id; IPv4 only). Ports owned by `network:*` (router
+    interfaces, DHCP ports) have none: agents configure their addresses, not DHCP."""
+    if port.device_owner.startswith("network:"):
+        return []
+    return [Host(port.id, port.network_id, fip.subnet_id, port.mac_address.lower(), fip.ip_address,
+                 _hostname(port, fip.ip_address, hostnames), port.device_id)
+            for fip in port.fixed_ips if fip.subnet_id in subnets]
+
+
 def snapshot_from(revision: int, networks: Sequence[Network], subnets: Iterable[Subnet], ports: Iterable[Port],
                   hostnames: dict[str, str]) -> Snapshot:
     """Pure: the reservations of `ports` on the IPv4 `subnets` of `networks`.
@@ -93,12 +104,8 @@ def snapshot_from(revision: int, networks: Sequence[Network], subnets: Iterable[
     by_id = {s.id: s for s in v4}
     hosts = []
     for port in ports:
-        if port.network_id not in net_ids or port.device_owner.startswith("network:"):
-            continue
-        for fip in port.fixed_ips:
-            if fip.subnet_id in by_id:
-                hosts.append(Host(port.id, port.network_id, fip.subnet_id, port.mac_address.lower(),
-                                  fip.ip_address, _hostname(port, fip.ip_address, hostnames)))
+        if port.network_id in net_ids:
+            hosts.extend(port_hosts(port, by_id, hostnames))
     return Snapshot(revision, list(networks), v4, hosts)
 
 
@@ -166,14 +173,26 @@ class Reservation:
     blob_routes: bytes  # encoded options 54, 51, 58, 59, common..., 12, 121, 249
     blob_plain: bytes  # the same without 121/249
     mac_text: str
+    device_id: str = ""
 
 
 @dataclass(slots=True)
 class View:
+    """What the server answers from. Built whole at start (build_view) and then changed one port at a time
+    (replace_port): a port's create, update or delete costs the work for that port, not for the network."""
+
     revision: int
     settings: Settings
     by_mac: dict[bytes, tuple[Reservation, ...]] = field(default_factory=dict)
     subnets: list[SubnetInfo] = field(default_factory=list)
+    infos: dict[str, SubnetInfo] = field(default_factory=dict)  # by subnet id
+    by_port: dict[str, tuple[Reservation, ...]] = field(default_factory=dict)
+    networks: frozenset[str] = frozenset()  # the networks served
+    subnet_objects: dict[str, Subnet] = field(default_factory=dict)  # the IPv4 subnets served, by id
+
+    @property
+    def reservations(self) -> int:
+        return sum(len(r) for r in self.by_port.values())
 
 
 def _subnet_info(subnet: Subnet, network: Network, settings: Settings,
@@ -202,19 +221,46 @@ def _lease_options(settings: Settings) -> list[tuple[int, bytes]]:
             (codec.REBINDING_TIME, codec.u32(t * 7 // 8))]
 
 
+def _reservation(h: Host, info: SubnetInfo, lease: list[tuple[int, bytes]]) -> Reservation:
+    mac = codec.mac_bytes(h.mac)
+    head = [(codec.SERVER_ID, info.server_id), *lease, *info.common,
+            (codec.HOSTNAME, h.hostname.encode("ascii", "replace")[:255])]
+    routes = [(code, info.routes) for code in ROUTE_OPTIONS] if info.routes else []
+    return Reservation(mac, codec.ip_bytes(h.ip), h.ip, info, h.hostname, h.port_id,
+                       codec.encode_options(head + routes), codec.encode_options(head), h.mac, h.device_id)
+
+
 def build_view(snap: Snapshot, settings: Settings, addresses: Sequence[ipaddress.IPv4Interface] = ()) -> View:
     """Pure: everything a reply needs, encoded once per snapshot (option bytes per subnet and per reservation)."""
     networks = {n.id: n for n in snap.networks}
     infos = {s.id: _subnet_info(s, networks[s.network_id], settings, addresses) for s in snap.subnets}
     lease = _lease_options(settings)
     by_mac: dict[bytes, list[Reservation]] = {}
+    by_port: dict[str, list[Reservation]] = {}
     for h in snap.hosts:
-        info = infos[h.subnet_id]
-        mac = codec.mac_bytes(h.mac)
-        head = [(codec.SERVER_ID, info.server_id), *lease, *info.common,
-                (codec.HOSTNAME, h.hostname.encode("ascii", "replace")[:255])]
-        routes = [(code, info.routes) for code in ROUTE_OPTIONS] if info.routes else []
-        res = Reservation(mac, codec.ip_bytes(h.ip), h.ip, info, h.hostname, h.port_id,
-                          codec.encode_options(head + routes), codec.encode_options(head), h.mac)
-        by_mac.setdefault(mac, []).append(res)
-    return View(snap.revision, settings, {m: tuple(r) for m, r in by_mac.items()}, list(infos.values()))
+        res = _reservation(h, infos[h.subnet_id], lease)
+        by_mac.setdefault(res.mac, []).append(res)
+        by_port.setdefault(h.port_id, []).append(res)
+    return View(snap.revision, settings, {m: tuple(r) for m, r in by_mac.items()}, list(infos.values()), infos,
+                {p: tuple(r) for p, r in by_port.items()}, frozenset(networks), {s.id: s for s in snap.subnets})
+
+
+def replace_port(view: View, port_id: str, hosts: Sequence[Host]) -> bool:
+    """Make `hosts` the reservations of `port_id` in `view` (none: the port is gone or not served). On the
+    serving loop, between packets. True when anything changed."""
+    lease = _lease_options(view.settings)
+    new = tuple(_reservation(h, view.infos[h.subnet_id], lease) for h in hosts if h.subnet_id in view.infos)
+    old = view.by_port.pop(port_id, ())
+    if not old and not new:
+        return False
+    for res in old:
+        kept = tuple(r for r in view.by_mac.get(res.mac, ()) if r.port_id != port_id)
+        if kept:
+            view.by_mac[res.mac] = kept
+        else:
+            view.by_mac.pop(res.mac, None)
+    for res in new:
+        view.by_mac[res.mac] = (*view.by_mac.get(res.mac, ()), res)
+    if new:
+        view.by_port[port_id] = new
+    return True

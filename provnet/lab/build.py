@@ -1,10 +1,7 @@
 # `provnet lab up`: the seed's topology in namespaces, its registry made with the seed's commands, provnet's services.
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -15,8 +12,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import click
 
 from provnet.dataplane import firewall, iptables, l3, netns
 from provnet.lab import clients, plan, procs, teardown
@@ -36,7 +31,7 @@ def provnet_argv() -> list[str]:
     script = Path(sys.executable).with_name("provnet")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from provnet.cli import main; main()"]
+    return [sys.executable, "-m", "provnet.cli"]
 
 
 def free_port() -> int:
@@ -104,29 +99,14 @@ class Builder:
         return proc
 
     def provnet(self, *args: str) -> str:
-        """Run one `provnet` verb against the lab's store, as the command line would, and return its stdout.
-
-        The verb runs in this process (the same click command a shell would start; no second interpreter
-        start-up per verb), so the lab's ten-odd seed commands take a second, not ten.
-        """
-        from provnet.cli import main
-
+        """Run one `provnet` verb against the lab's store, as an operator's shell would, and return its stdout."""
         self.progress("  $ provnet " + " ".join(args))
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter is not progress
-        out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out):
-                code = main.main(args=["--config-file", str(self.conf), *args], prog_name="provnet",
-                                 standalone_mode=False)
-            if isinstance(code, int) and code != 0:  # ctx.exit(code) comes back as a return value
-                raise SystemExit(code)
-        except click.ClickException as exc:
-            raise LabError(f"`provnet {' '.join(args)}` failed: {exc.format_message()}") from None
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise LabError(f"`provnet {' '.join(args)}` exited with {exc.code}: {out.getvalue().strip()}") \
-                    from None
-        return out.getvalue()
+        done = subprocess.run([*provnet_argv(), "--config-file", str(self.conf), *args], capture_output=True,
+                              text=True, env=procs.inherited_env(), timeout=120)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise LabError(f"`provnet {' '.join(args)}` failed: {reason}")
+        return done.stdout
 
     def provnet_json(self, *args: str) -> dict:
         out = self.provnet(*args, "-f", "json")

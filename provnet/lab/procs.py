@@ -45,6 +45,12 @@ def is_running(proc: Proc) -> bool:
     return state != "Z"
 
 
+def inherited_env() -> dict[str, str]:
+    """The environment a lab process gets: ours without PROVNET_* (PROVNET_STATE_PATH and the like outrank the
+    config file the lab gives each process, and would send it to another state directory)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PROVNET_")}
+
+
 def spawn(name: str, argv: Sequence[str], log_dir: Path, namespace: str | None = None,
           env: dict[str, str] | None = None) -> Proc:
     """Start `argv` (in `namespace` via `ip netns exec`, which execs it: the pid is the program's own)."""
@@ -53,7 +59,7 @@ def spawn(name: str, argv: Sequence[str], log_dir: Path, namespace: str | None =
     full = ["ip", "netns", "exec", namespace, *argv] if namespace else list(argv)
     with open(log, "ab") as fh:
         popen = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, **(env or {})})
+                                 start_new_session=True, env={**inherited_env(), **(env or {})})
     st = None
     for _ in range(50):
         st = start_time(popen.pid)

@@ -7,16 +7,18 @@ import logging
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 
-from provnet.metadata.freshness import revision_of
+from provnet.config import Config, ConfigError
 from provnet.metadata.http11 import Message
+from provnet.metadata.lookup import Lookup, Miss
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
-from provnet.metadata.ratelimit import RateLimiter
+from provnet.metadata.ratelimit import RateLimiter, Window
 from provnet.metadata.serving import HttpServer, Peer, Response, error
-from provnet.metadata.signing import sign_instance_id
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
+from provnet.model.errors import ServiceUnavailable
+from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
+from provnet.registry.feed import ChangeFeed, Freshness
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +26,6 @@ ROUTER_HEADER = "X-Neutron-Router-ID"
 NETWORK_HEADER = "X-Neutron-Network-ID"
 API_TIMEOUT = 60.0  # Neutron's agent waits 60 s for nova; the proxy waits longer than this
 PASSED_BACK = ("content-type", "retry-after")
-
-
-@dataclass(frozen=True)
-class Identity:
-    """What the agent signs for one (router or network, address): the port's instance and project."""
-
-    instance_id: str
-    tenant_id: str
-    signature: str
 
 
 class BadRequest(Exception):
@@ -60,18 +53,6 @@ def _normalized_address(text: str) -> str | None:
     return str(ip)
 
 
-def mac_from_link_local(address: str) -> str | None:
-    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
-    if ":" not in address:
-        return None
-    ip = ipaddress.IPv6Address(address)
-    raw = ip.packed
-    if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
-        return None
-    mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def parse_scope(request: Message) -> tuple[str, str]:
     """("router"|"network", id) from exactly one of the two id headers (both: 400, as Neutron since LP#1865036)."""
     routers = request.get_all(ROUTER_HEADER)
@@ -84,62 +65,6 @@ def parse_scope(request: Message) -> tuple[str, str]:
     if len(values) != 1 or "," in values[0] or not values[0].strip():
         raise BadRequest(f"exactly one {ROUTER_HEADER if kind == 'router' else NETWORK_HEADER} is required")
     return kind, values[0].strip()
-
-
-class Lookup:
-    """(router|network, address) -> Identity through the registry, cached until the registry's revision moves."""
-
-    def __init__(self, registry: Registry, secret: str, metrics: Metrics) -> None:
-        self.registry = registry
-        self.secret = secret
-        self.metrics = metrics
-        self.revision = revision_of(registry)
-        self._revision: int | None = None
-        self._cache: dict[tuple[str, str, str], Identity | None] = {}
-        self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
-
-    def __call__(self, kind: str, scope_id: str, address: str) -> Identity | None:
-        revision = self.revision()
-        if revision != self._revision:
-            self._cache.clear()
-            self._networks.clear()
-            self._revision = revision
-        key = (kind, scope_id, address)
-        try:
-            found = self._cache[key]
-        except KeyError:
-            self.metrics.cache_miss.inc()
-        else:
-            self.metrics.cache_hit.inc()
-            return found
-        found = self._find(kind, scope_id, address)
-        if len(self._cache) >= 200_000:
-            self._cache.clear()
-        self._cache[key] = found
-        return found
-
-    def _find(self, kind: str, scope_id: str, address: str) -> Identity | None:
-        if kind == "router":
-            networks = self._networks.get(scope_id)
-            if networks is None:
-                networks = self._networks[scope_id] = self.registry.router_network_ids(scope_id)
-        else:
-            networks = [scope_id]
-        mac = mac_from_link_local(address)
-        if not networks:
-            ports = []
-        elif mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
-            ports = self.registry.find_ports_by_mac(mac, networks)
-        else:
-            ports = self.registry.find_ports_by_ip(address, networks)
-        if len(ports) != 1 or not ports[0].device_id:
-            self.metrics.lookup("not_found" if not ports else "ambiguous" if len(ports) > 1 else "unbound")
-            log.warning("no single instance port with address %s on %s %s (%d found)", address, kind,
-                        scope_id, len(ports))
-            return None
-        self.metrics.lookup("found")
-        port = ports[0]
-        return Identity(port.device_id, port.project_id, sign_instance_id(self.secret, port.device_id))
 
 
 def api_target(host: str, port: int, protocol: str = "http", insecure: bool = False, ca_cert: str = "",
@@ -159,23 +84,56 @@ def api_target(host: str, port: int, protocol: str = "http", insecure: bool = Fa
 class MetadataAgent:
     """HTTP on the unix socket: requests from namespace proxies in, signed requests to the metadata API out."""
 
-    name = "metadata-agent"
+    name = "metadata agent"
 
     def __init__(self, registry: Registry, *, shared_secret: str, socket_path: str, api: Target,
                  backlog: int = 4096, rate_limiter: RateLimiter | None = None,
-                 api_timeout: float = API_TIMEOUT, listen_sock: socket.socket | None = None) -> None:
+                 api_timeout: float = API_TIMEOUT, listen_sock: socket.socket | None = None,
+                 registry_timeout: float = 10.0, stale_if_error: float = 600.0) -> None:
         self.registry = registry
         self.socket_path = socket_path
         self.backlog = backlog
         self.metrics = Metrics("agent")
-        self.lookup = Lookup(registry, shared_secret, self.metrics)
+        self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="agent-lookup")
+        self.feed = ChangeFeed(registry, "metadata agent feed")
+        self.lookup = Lookup(self.areg, shared_secret, self.metrics, freshness=Freshness(self.areg, self.feed),
+                             stale_if_error=stale_if_error)
+        self.feed.subscribe(self.lookup)
         self.api = Upstream(api, timeout=api_timeout)
         self.api_host = f"{api.host}:{api.port}"
         self.rate_limiter = rate_limiter
         self.listen_sock = listen_sock  # a socket bound by a parent process (metadata_workers > 1)
         self.server = HttpServer(self.handle, idle_timeout=api_timeout + 30)
+        self._outage: str | None = None  # the registry's last failure, logged once until it answers again
+
+    @classmethod
+    def from_config(cls, config: Config, registry: Registry, listen_sock: socket.socket | None = None
+                    ) -> MetadataAgent:
+        """The agent as [DEFAULT] metadata_* / nova_metadata_* and [metadata_rate_limiting] say; ConfigError for
+        TLS files that cannot be read."""
+        limiter = None
+        if config.get("metadata_rate_limiting.rate_limit_enabled"):
+            limiter = RateLimiter([
+                Window(config.get("metadata_rate_limiting.base_window_duration"),
+                       config.get("metadata_rate_limiting.base_query_rate_limit")),
+                Window(config.get("metadata_rate_limiting.burst_window_duration"),
+                       config.get("metadata_rate_limiting.burst_query_rate_limit")),
+            ])
+        try:
+            target = api_target(config.nova_metadata_host, config.nova_metadata_port, config.nova_metadata_protocol,
+                                config.nova_metadata_insecure, config.auth_ca_cert, config.nova_client_cert,
+                                config.nova_client_priv_key)
+        except OSError as exc:
+            raise ConfigError(f"TLS files for the metadata API (nova_client_cert, nova_client_priv_key, "
+                              f"auth_ca_cert): {exc}") from None
+        return cls(registry, shared_secret=config.metadata_proxy_shared_secret,
+                   socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
+                   rate_limiter=limiter, listen_sock=listen_sock,
+                   registry_timeout=config.get("metadata.registry_timeout"),
+                   stale_if_error=config.get("metadata.cache_stale_if_error"))
 
     async def start(self) -> None:
+        await self.feed.start()
         if self.listen_sock is not None:
             await self.server.listen_socket(self.listen_sock)
         else:
@@ -185,44 +143,62 @@ class MetadataAgent:
     async def stop(self) -> None:
         await self.server.close()
         await self.api.close()
+        await self.feed.stop()
+        self.areg.close()
+
+    def status(self, path: str) -> Response:
+        if path == "/readyz" and not self.feed.healthy:
+            return error(503, "registry unavailable")
+        return registry_status(path, self.metrics)
 
     async def handle(self, request: Message, peer: Peer) -> Response:
         started = time.perf_counter()
         rid = request.get(REQUEST_ID_HEADER) or new_request_id()
-        response = await self._answer(request, rid)
+        response, why = await self._answer(request, rid)
         response.headers.append((REQUEST_ID_HEADER, rid))
         self.metrics.observe(response.status, time.perf_counter() - started)
         level = logging.DEBUG if response.status < 400 else logging.INFO
         if log.isEnabledFor(level):
-            log.log(level, "%s %s %s from %s -> %d", rid, request.method, request.target,
-                    request.get("x-forwarded-for"), response.status)
+            log.log(level, "%s %s %s from %s -> %d%s", rid, request.method, request.target,
+                    request.get("x-forwarded-for"), response.status, f" ({why})" if why else "")
         return response
 
-    async def _answer(self, request: Message, rid: str) -> Response:
+    async def _answer(self, request: Message, rid: str) -> tuple[Response, str]:
+        """The response, and for a refusal the reason in one line (for the log)."""
         xff = request.get_all("x-forwarded-for")
         proxied = xff or request.get_all(ROUTER_HEADER) or request.get_all(NETWORK_HEADER)
         if not proxied and request.path in STATUS_PATHS:
-            return registry_status(request.path, self.metrics, self.registry)
+            return self.status(request.path), ""
         try:
             kind, scope_id = parse_scope(request)
             address = parse_forwarded_for(xff)
         except BadRequest as exc:
-            return error(400, str(exc), close=True)
+            return error(400, str(exc), close=True), str(exc)
         if self.rate_limiter is not None:
             wait = self.rate_limiter.check(address, time.monotonic())
             if wait:
                 response = error(429, "Too many metadata requests from this address.")
                 response.headers.append(("Retry-After", str(wait)))
-                return response
-        identity = self.lookup(kind, scope_id, address)
-        if identity is None:
-            return error(404, f"Instance was not found on {kind} {scope_id}.")
+                return response, "rate limited"
+        try:
+            answer = await self.lookup(kind, scope_id, address)
+        except ServiceUnavailable as exc:
+            if self._outage is None:
+                log.error("the registry is unavailable; answering 503 for VMs whose lookup is not cached: %s",
+                          exc.message)
+            self._outage = exc.message
+            return error(503, "The metadata service cannot identify this instance right now."), exc.message
+        if self._outage is not None:
+            log.info("the registry answers again")
+            self._outage = None
+        if isinstance(answer, Miss):
+            return error(404, f"Instance was not found on {kind} {scope_id}."), answer.reason
         headers = [
             ("Host", self.api_host),
             ("X-Forwarded-For", address),
-            ("X-Instance-ID", identity.instance_id),
-            ("X-Tenant-ID", identity.tenant_id),
-            ("X-Instance-ID-Signature", identity.signature),
+            ("X-Instance-ID", answer.instance_id),
+            ("X-Tenant-ID", answer.tenant_id),
+            ("X-Instance-ID-Signature", answer.signature),
             (REQUEST_ID_HEADER, rid),
         ]
         if request.body:
@@ -231,11 +207,11 @@ class MetadataAgent:
             upstream = await self.api.request(request.method, request.target, headers, request.body)
         except UpstreamUnavailable as exc:
             log.error("%s metadata API unreachable: %s", rid, exc)
-            return error(503, "The metadata API is unavailable.")
+            return error(503, "The metadata API is unavailable."), "metadata API unreachable"
         except UpstreamTimeout as exc:
             log.error("%s %s", rid, exc)
-            return error(504, "The metadata API did not answer in time.")
+            return error(504, "The metadata API did not answer in time."), "metadata API timeout"
         if upstream.status == 403:
             log.error("%s the metadata API refused the signature: the shared secrets do not match", rid)
         return Response(upstream.status, upstream.body,
-                        [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK])
+                        [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK]), ""

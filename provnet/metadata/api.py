@@ -5,35 +5,39 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from provnet.config import Config, ConfigError
 from provnet.metadata import content
-from provnet.metadata.freshness import revision_of
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.serving import HttpServer, Peer, Response, error
 from provnet.metadata.signing import signature_matches
-from provnet.model.errors import Conflict, InstanceNotFound, NotFound
+from provnet.model.errors import Conflict, InstanceNotFound, NotFound, ServiceUnavailable
+from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
+from provnet.registry.changes import Change
+from provnet.registry.feed import FRESH, UNKNOWN, ChangeFeed, Freshness
 
 log = logging.getLogger(__name__)
 
+MAX_ENTRIES = 10_000  # instance trees cached (about 10 KB each once a boot has read its tree)
 _IDENTITY = ("x-instance-id", "x-instance-id-signature", "x-tenant-id", "x-forwarded-for", "x-metadata-provider")
 
 
 @dataclass
 class _Entry:
     tree: content.MetadataTree
-    revision: int
     born: float
+    networks: tuple[str, ...]  # the networks (and subnets) its ports are on: a change to one drops the entry
 
 
 def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict | None,
                 request_address: str | None, shared: dict | None = None) -> content.Source:
     """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from.
 
-    `shared` memoizes networks and subnets (many instances share them); the caller empties it on any change.
+    `shared` memoizes networks and subnets (many instances share them); the caller drops what changed.
     """
     shared = {} if shared is None else shared
     instance = registry.get_instance(instance_id)
@@ -67,40 +71,126 @@ def load_vendor_data(path: str) -> dict:
 
 
 class MetadataApi:
-    """HTTP service answering the EC2 and OpenStack metadata trees to signed requests (and trusted sources)."""
+    """HTTP service answering the EC2 and OpenStack metadata trees to signed requests (and trusted sources).
 
-    name = "metadata-api"
+    Trees are cached per instance for `cache_expiration` seconds (Nova's option) and dropped at once by the
+    change feed when the instance, one of its ports, or a network or subnet it is on changes. Registry reads run
+    off the event loop with a deadline; while the registry is unreachable, cached trees are served for up to
+    `stale_if_error` seconds past their expiry, and anything else is a 503.
+    """
+
+    name = "metadata API"
 
     def __init__(self, registry: Registry, *, shared_secret: str, host: str = "127.0.0.1", port: int = 8775,
                  dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
-                 trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0) -> None:
+                 trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0,
+                 registry_timeout: float = 10.0, stale_if_error: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
-        self.revision = revision_of(registry)
+        self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
+        self.feed = ChangeFeed(registry, "metadata API feed")
+        self.feed.subscribe(self)
+        self.freshness = Freshness(self.areg, self.feed)
         self.secret = shared_secret
         self.host, self.port = host, port
         self.dhcp_domain = dhcp_domain
         self.static_vendor_data = static_vendor_data or {}
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
         self.cache_expiration = cache_expiration
+        self.stale_if_error = stale_if_error
+        self.clock = clock
         self.metrics = Metrics("api")
         self.server = HttpServer(self.handle)
         self._cache: dict[str, _Entry] = {}
-        self._shared: tuple[int, dict] = (-1, {})  # networks and subnets by id, valid for one revision
-        self._all_networks: tuple[int, list[str]] | None = None
+        self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
+        self._shared: dict = {}  # networks and subnets by id, shared by instances' loads; dropped per change
+        self._all_networks: list[str] | None = None
+        self._generation = 0
+        self.invalidated = 0
+
+    @classmethod
+    def from_config(cls, config: Config, registry: Registry) -> MetadataApi:
+        """The API as [DEFAULT] metadata_listen*, [api] and [metadata] say; ConfigError for a bad vendor file."""
+        try:
+            vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not config.metadata_proxy_shared_secret:
+            log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
+        return cls(registry, shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
+                   port=config.metadata_listen_port, dhcp_domain=config.get("api.dhcp_domain"),
+                   static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
+                   cache_expiration=config.get("api.metadata_cache_expiration"),
+                   registry_timeout=config.get("metadata.registry_timeout"),
+                   stale_if_error=config.get("metadata.cache_stale_if_error"))
 
     async def start(self) -> None:
+        await self.feed.start()
         self.port = await self.server.listen_tcp(self.host, self.port)
         log.info("metadata API on %s:%d (direct mode %s)", self.host, self.port,
                  ",".join(map(str, self.trusted)) if self.trusted else "off")
 
     async def stop(self) -> None:
         await self.server.close()
+        await self.feed.stop()
+        self.areg.close()
 
-    def handle(self, request: Message, peer: Peer) -> Response:
-        """Answers at once: everything here is in memory or one registry call (the edge writes it directly)."""
+    # --- the change feed ---------------------------------------------------------------------------------------
+    def apply(self, changes: Sequence[Change]) -> None:
+        self._generation += 1
+        for change in changes:
+            if change.kind == "instance":
+                self._drop(change.id)
+            elif change.kind == "port":
+                for device in change.devices:
+                    self._drop(device)
+            elif change.kind in ("network", "subnet"):
+                # a new dict: a load in flight keeps writing to the old one, which nobody reads again
+                self._shared = {k: v for k, v in self._shared.items() if k != change.id}
+                if change.kind == "network" and change.op != "update":
+                    self._all_networks = None
+                for instance_id in list(self._by_network.get(change.id, ())):
+                    self._drop(instance_id)
+
+    def resync(self) -> None:
+        self._generation += 1
+        self.invalidated += len(self._cache)
+        self._cache.clear()
+        self._by_network.clear()
+        self._shared = {}
+        self._all_networks = None
+
+    def _drop(self, instance_id: str) -> None:
+        entry = self._cache.pop(instance_id, None)
+        if entry is None:
+            return
+        self.invalidated += 1
+        for net in entry.networks:
+            held = self._by_network.get(net)
+            if held is not None:
+                held.discard(instance_id)
+                if not held:
+                    del self._by_network[net]
+
+    # --- requests ---------------------------------------------------------------------------------------------
+    def handle(self, request: Message, peer: Peer) -> Response | Awaitable[Response]:
+        """Status pages and refusals answer at once; a tree answers once freshness is known."""
         started = time.perf_counter()
         rid = request.get(REQUEST_ID_HEADER) or new_request_id()
-        response = self._answer(request, peer, rid)
+        answer = self._answer(request, peer)
+        if isinstance(answer, Response):
+            return self._done(request, rid, answer, started)
+        return self._later(request, rid, answer, started)
+
+    async def _later(self, request: Message, rid: str, answer: Awaitable[Response], started: float) -> Response:
+        try:
+            response = await answer
+        except ServiceUnavailable as exc:
+            log.warning("%s registry unavailable: %s", rid, exc.message)
+            response = error(503, "The metadata service is temporarily unavailable.")
+        return self._done(request, rid, response, started)
+
+    def _done(self, request: Message, rid: str, response: Response, started: float) -> Response:
         response.headers.append((REQUEST_ID_HEADER, rid))
         self.metrics.observe(response.status, time.perf_counter() - started)
         level = logging.DEBUG if response.status < 400 else logging.INFO
@@ -108,11 +198,13 @@ class MetadataApi:
             log.log(level, "%s %s %s -> %d", rid, request.method, request.target, response.status)
         return response
 
-    def _answer(self, request: Message, peer: Peer, rid: str) -> Response:
+    def _answer(self, request: Message, peer: Peer) -> Response | Awaitable[Response]:
         path = request.path
         if path in STATUS_PATHS and not any(request.get_all(h) for h in _IDENTITY) \
                 and not self._is_trusted(peer.address):
-            return registry_status(path, self.metrics, self.registry)
+            if path == "/readyz" and not self.feed.healthy:
+                return error(503, "registry unavailable")
+            return registry_status(path, self.metrics)
         if path.strip("/") == "" or path.strip("/") == ".":
             return _reply(content.root_listing())
         if request.get_all("x-metadata-provider"):
@@ -130,7 +222,7 @@ class MetadataApi:
             return False
         return any(ip in net for net in self.trusted)
 
-    def _proxied(self, request: Message) -> Response:
+    def _proxied(self, request: Message) -> Response | Awaitable[Response]:
         ids = request.get_all("x-instance-id")
         sigs = request.get_all("x-instance-id-signature")
         tenants = request.get_all("x-tenant-id")
@@ -151,74 +243,97 @@ class MetadataApi:
             log.warning("X-Instance-ID-Signature does not match for instance %s: check that "
                         "metadata_proxy_shared_secret is the same on the agent and the API", instance_id)
             return error(403, "Invalid proxy request signature.")
-        xff = request.get("x-forwarded-for")
-        entry = self._tree(instance_id, xff)
-        if isinstance(entry, Response):
-            return entry
-        if entry.source.instance.project_id != tenant_id:
+        return self._proxied_tree(request, instance_id, tenant_id, request.get("x-forwarded-for"))
+
+    async def _proxied_tree(self, request: Message, instance_id: str, tenant_id: str, xff: str | None
+                            ) -> Response:
+        tree = await self._tree(instance_id, xff)
+        if isinstance(tree, Response):
+            return tree
+        if tree.source.instance.project_id != tenant_id:
             log.warning("X-Tenant-ID %s does not own instance %s", tenant_id, instance_id)
             return error(404, "The resource could not be found.")
-        return self._serve(entry, request)
+        return await self._serve(tree, request)
 
-    def _direct(self, request: Message, peer: Peer) -> Response:
-        revision = self.revision()
-        if self._all_networks is None or self._all_networks[0] != revision:
-            self._all_networks = (revision, [n.id for n in self.registry.list_networks()])
-        ports = [p for p in self.registry.find_ports_by_ip(peer.address, self._all_networks[1])
+    async def _direct(self, request: Message, peer: Peer) -> Response:
+        networks = self._all_networks
+        if networks is None or await self.freshness() != FRESH:
+            generation = self._generation
+            networks = [n.id for n in await self.areg(self.registry.list_networks)]
+            if generation == self._generation:
+                self._all_networks = networks
+        ports = [p for p in await self.areg(self.registry.find_ports_by_ip, peer.address, networks)
                  if p.device_id and not p.device_owner.startswith("network:")]
         if len(ports) != 1:
             log.warning("direct request from %s: %d instance ports have that address", peer.address, len(ports))
             return error(404, "The resource could not be found.")
-        entry = self._tree(ports[0].device_id, peer.address)
-        if isinstance(entry, Response):
-            return entry
-        return self._serve(entry, request)
+        tree = await self._tree(ports[0].device_id, peer.address)
+        if isinstance(tree, Response):
+            return tree
+        return await self._serve(tree, request)
 
-    def _tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
-        revision = self.revision()
-        now = time.monotonic()
+    async def _tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
+        """The instance's tree: cached while fresh (and within cache_expiration), else loaded."""
+        state = await self.freshness()
         entry = self._cache.get(instance_id)
-        if (entry is not None and entry.revision == revision and now - entry.born < self.cache_expiration):
-            self.metrics.cache_hit.inc()
-            return entry.tree
+        if entry is not None:
+            age = self.clock() - entry.born
+            if (state == FRESH and age < self.cache_expiration) or (
+                    state == UNKNOWN and age < self.cache_expiration + self.stale_if_error):
+                self.metrics.cache_hit.inc()
+                return entry.tree
+        return await self._load_tree(instance_id, address, keep=state == FRESH)
+
+    async def _load_tree(self, instance_id: str, address: str | None, keep: bool) -> content.MetadataTree | Response:
         self.metrics.cache_miss.inc()
+        generation = self._generation
         try:
-            if self._shared[0] != revision:
-                self._shared = (revision, {})
-            source = load_source(self.registry, instance_id, self.dhcp_domain, self.static_vendor_data, address,
-                                 self._shared[1])
+            source = await self.areg(load_source, self.registry, instance_id, self.dhcp_domain,
+                                     self.static_vendor_data, address, self._shared)
         except (InstanceNotFound, NotFound):
             self.metrics.lookup("not_found")
             return error(404, "The resource could not be found.")
+        except ServiceUnavailable:
+            stale = self._cache.get(instance_id)
+            if stale is not None and self.clock() - stale.born < self.cache_expiration + self.stale_if_error:
+                self.metrics.cache_hit.inc()
+                return stale.tree  # stale-if-error: the registry is away, this tree was right recently
+            raise
         except Exception:
             log.exception("failed to load metadata for instance %s", instance_id)
             return error(500, "An unknown error has occurred. Please try your request again.")
         self.metrics.lookup("found")
         tree = content.MetadataTree(source)
-        if self.cache_expiration > 0:
-            if len(self._cache) >= 10_000:  # about 10 KB each once a boot has read its tree
-                self._cache.clear()
-            self._cache[instance_id] = _Entry(tree, revision, now)
+        if keep and self.cache_expiration > 0 and generation == self._generation:
+            if len(self._cache) >= MAX_ENTRIES:
+                for old in list(self._cache)[:MAX_ENTRIES // 10]:
+                    self._drop(old)
+            self._drop(instance_id)
+            keys = tuple(dict.fromkeys([v.network.id for v in source.vifs]
+                                       + [s.id for v in source.vifs for s in v.subnets]))
+            self._cache[instance_id] = _Entry(tree, self.clock(), keys)
+            for key in keys:
+                self._by_network.setdefault(key, set()).add(instance_id)
         return tree
 
-    def _serve(self, tree: content.MetadataTree, request: Message) -> Response:
+    async def _serve(self, tree: content.MetadataTree, request: Message) -> Response:
         reply = tree.lookup(request.path)
         if reply is content.PASSWORD_LEAF:
-            return self._password(tree.source.instance.id, request)
+            return await self._password(tree.source.instance.id, request)
         if reply.status != 200:
             return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])
         return _reply(reply)
 
-    def _password(self, instance_id: str, request: Message) -> Response:
-        if request.method == "GET":
-            current = self.registry.get_instance_password(instance_id) or ""
-            return Response(200, current.encode(), [("Content-Type", content.TEXT)])
-        if request.method != "POST":
+    async def _password(self, instance_id: str, request: Message) -> Response:
+        if request.method not in ("GET", "POST"):
             return error(400, "The password accepts GET and POST only.")
-        reply, new = content.password_post(self.registry.get_instance_password(instance_id), request.body)
+        current = await self.areg(self.registry.get_instance_password, instance_id)
+        if request.method == "GET":
+            return Response(200, (current or "").encode(), [("Content-Type", content.TEXT)])
+        reply, new = content.password_post(current, request.body)
         if new is not None:
             try:
-                self.registry.set_instance_password(instance_id, new)
+                await self.areg(self.registry.set_instance_password, instance_id, new)
             except Conflict:
                 return error(409, "The password is already set.")
         return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])

@@ -5,8 +5,7 @@ import uuid
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from provnet.metadata.serving import Response, error
-from provnet.registry.base import Registry
+from provnet.metadata.serving import Response
 
 STATUS_PATHS = ("/healthz", "/readyz", "/metrics")
 REQUEST_ID_HEADER = "X-Openstack-Request-Id"
@@ -54,13 +53,8 @@ def healthz(detail: str = "ok") -> Response:
     return Response(200, detail.encode(), [("Content-Type", "text/plain; charset=UTF-8")])
 
 
-def registry_status(path: str, metrics: Metrics, registry: Registry) -> Response:
-    """A STATUS_PATHS answer of a service reading the registry: /readyz is 503 while the registry is unreachable."""
+def registry_status(path: str, metrics: Metrics) -> Response:
+    """A STATUS_PATHS answer (the caller answers /readyz itself when it is not ready)."""
     if path == "/metrics":
         return metrics.response()
-    if path == "/readyz":
-        try:
-            registry.revision()
-        except Exception as exc:  # the store (or the API in front of it) is down: not ready
-            return error(503, f"registry unavailable: {exc}")
     return healthz()

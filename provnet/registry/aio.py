@@ -19,7 +19,12 @@ DEFAULT_THREADS = 8
 
 
 class RegistryTimeout(ServiceUnavailable):
-    """The registry did not answer within the deadline (a hung database, a stalled API): 503."""
+    """The registry did not answer within the deadline (a hung database, a stalled API): 503, and on the wire
+    Neutron's ServiceUnavailable (clients know that type, not ours)."""
+
+    @property
+    def type(self) -> str:
+        return "ServiceUnavailable"
 
 
 class AsyncRegistry:

@@ -160,3 +160,65 @@ class ChangeFeed:
         except TimeoutError:
             pass
         return self.revision
+
+
+FRESH, LAGGING, UNKNOWN = "fresh", "lagging", "unknown"
+
+
+class Freshness:
+    """Read-after-commit for caches kept by a ChangeFeed: `await fresh()` says whether the feed has applied every
+    change committed before the call.
+
+    One revision read (off the loop, through `areg`) serves every caller that arrived before it started; while
+    it runs, new callers wait for the next one. Answers: FRESH (the cache may answer), LAGGING (the registry
+    answers but the feed is more than `wait` seconds behind: ask the registry), UNKNOWN (the registry did not
+    answer within `wait`: the caller decides how stale it may serve). After an UNKNOWN, callers get UNKNOWN at
+    once, without waiting, until a background read succeeds again: a hung database costs the first requests
+    `wait` seconds and the rest nothing.
+    """
+
+    def __init__(self, areg, feed: ChangeFeed, wait: float = 1.0) -> None:  # areg: provnet.registry.aio
+        self.areg = areg
+        self.feed = feed
+        self.wait = wait
+        self.reads = 0
+        self._next: asyncio.Future[str] | None = None
+        self._running: asyncio.Future | None = None
+        self._degraded = False
+
+    async def __call__(self) -> str:
+        if self._degraded:
+            if self._running is None:
+                self._next = asyncio.get_running_loop().create_future()
+                self._start()
+            return UNKNOWN
+        future = self._next
+        if future is None:
+            future = self._next = asyncio.get_running_loop().create_future()
+            if self._running is None:
+                self._start()
+        return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        future, self._next = self._next, None
+        assert future is not None
+        self._running = asyncio.ensure_future(self._read(future))
+
+    async def _read(self, future: asyncio.Future[str]) -> None:
+        self.reads += 1
+        try:
+            revision = await self.areg(self.areg.registry.revision, timeout=self.wait)
+        except Exception:  # noqa: BLE001 - unreachable, hung, or the threads are all stuck
+            self._degraded = True
+            answer = UNKNOWN
+        else:
+            self._degraded = False
+            applied = self.feed.revision
+            if applied is None or applied < revision:
+                applied = await self.feed.wait_beyond(revision - 1, self.wait)
+            answer = FRESH if applied is not None and applied >= revision else LAGGING
+        if not future.done():
+            future.set_result(answer)
+        self._running = None
+        if self._next is not None:
+            self._start()

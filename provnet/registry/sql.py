@@ -146,6 +146,8 @@ class SqlRegistry:
         self.write_retries = 0  # lost races retried (observable in tests and benchmarks)
         self._bell = LocalBell()  # rung after each commit of this process: wakes its change-feed waiters
         self._waiters = threading.local()
+        self._all_waiters: list[Waiter] = []  # every thread's, closed with the registry (each holds an fd)
+        self._waiters_lock = threading.Lock()
 
     def _prepare_statements(self) -> None:
         """The hot paths' statements, built once (SQLAlchemy then reuses their compiled form)."""
@@ -279,6 +281,8 @@ class SqlRegistry:
         waiter = getattr(self._waiters, "waiter", None)
         if waiter is None:
             waiter = self._waiters.waiter = Waiter(self._bell, self._channel_opener())
+            with self._waiters_lock:
+                self._all_waiters.append(waiter)
         return waiter
 
     def _channel_opener(self):  # -> Callable[[], InotifyWatch | PgListener] | None
@@ -294,10 +298,11 @@ class SqlRegistry:
         return lambda: InotifyWatch(database)
 
     def close(self) -> None:
-        waiter = getattr(self._waiters, "waiter", None)
-        if waiter is not None:
+        with self._waiters_lock:
+            waiters, self._all_waiters = self._all_waiters, []
+        for waiter in waiters:
             waiter.close()
-            self._waiters.waiter = None
+        self._waiters = threading.local()
         self.engine.dispose()
 
     def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> list[Any]:

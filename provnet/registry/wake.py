@@ -154,6 +154,8 @@ class Waiter:
                 self._warned = True
 
     def wait(self, timeout: float) -> bool:
+        if self._pipe[0] < 0:
+            raise OSError("the registry was closed")
         if self._channel is None and self._open_channel is not None:
             self._reopen()
             timeout = min(timeout, self.fallback)
@@ -185,7 +187,11 @@ class Waiter:
         return woke
 
     def close(self) -> None:
+        """Release the pipe and the channel (a thread still polling them wakes with an error and returns)."""
+        if self._pipe[0] < 0:
+            return
         self.bell.close(self._pipe)
+        self._pipe = (-1, -1)
         if self._channel is not None:
             self._channel.close()
             self._channel = None

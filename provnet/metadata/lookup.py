@@ -1,0 +1,205 @@
+# The metadata agent's attribution cache: (router|network, address) -> the port's instance, kept exact by the
+# change feed (a changed port drops only the entries it touches), served stale for a bounded time while the
+# registry is unreachable.
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from provnet.metadata.observe import Metrics
+from provnet.metadata.signing import sign_instance_id
+from provnet.model.errors import ServiceUnavailable
+from provnet.registry.aio import AsyncRegistry
+from provnet.registry.changes import Change
+from provnet.registry.feed import FRESH, UNKNOWN, Freshness
+
+log = logging.getLogger("provnet.metadata.agent")
+
+MAX_ENTRIES = 200_000  # about 0.5 KB each; past this the oldest entries go first
+Key = tuple[str, str, str]  # ("router"|"network", scope id, address)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the agent signs for one (router or network, address): the port's instance and project."""
+
+    instance_id: str
+    tenant_id: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """No single instance port answers for the address; `reason` says why (logged, and in the 404's body)."""
+
+    reason: str
+
+
+Answer = Identity | Miss
+
+
+@functools.lru_cache(maxsize=65536)
+def mac_from_link_local(address: str) -> str | None:
+    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
+    if ":" not in address:
+        return None
+    ip = ipaddress.IPv6Address(address)
+    raw = ip.packed
+    if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
+        return None
+    mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+class Lookup:
+    """Answers from memory when it can, from the registry (off the event loop, one read per key however many
+    requests wait for it) when it must.
+
+    Exactness: every entry is dropped by the change feed when a change names its address (or MAC), its scope
+    (a router whose interfaces changed, a network), so churn elsewhere leaves other VMs' entries warm; and
+    `freshness` makes every answer reflect every commit that returned before the request arrived (the cache is
+    used once the feed has applied them, milliseconds later at most). While the registry does not answer,
+    entries are served for `stale_if_error` seconds after the last moment they were known fresh; after that,
+    and for any address not cached, the answer is 503.
+    """
+
+    def __init__(self, areg: AsyncRegistry, secret: str, metrics: Metrics, *, freshness: Freshness,
+                 stale_if_error: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.areg = areg
+        self.registry = areg.registry
+        self.secret = secret
+        self.metrics = metrics
+        self.freshness = freshness
+        self.stale_if_error = stale_if_error
+        self.clock = clock
+        self._cache: dict[Key, Answer] = {}
+        self._by_address: dict[str, set[Key]] = {}  # address or MAC -> keys
+        self._by_scope: dict[str, set[Key]] = {}  # router or network id -> keys
+        self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
+        self._pending: dict[Key, asyncio.Future[Answer]] = {}
+        self._generation = 0  # bumped by every invalidation: a lookup that raced with one is not cached
+        self._healthy_at = clock()
+        self.invalidated = 0
+
+    # --- answers ---------------------------------------------------------------------------------------------
+    async def __call__(self, kind: str, scope_id: str, address: str) -> Answer:
+        key = (kind, scope_id, address)
+        state = await self.freshness()
+        if state == FRESH:
+            self._healthy_at = self.clock()
+        found = self._cache.get(key)
+        if found is not None and (state == FRESH or (
+                state == UNKNOWN and self.clock() - self._healthy_at <= self.stale_if_error)):
+            self.metrics.cache_hit.inc()
+            return found
+        pending = self._pending.get(key)
+        if pending is not None:  # another request is already asking: share its answer
+            self.metrics.cache_hit.inc()
+            return await asyncio.shield(pending)
+        self.metrics.cache_miss.inc()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        generation = self._generation
+        try:
+            answer, networks = await self.areg(self._find, kind, scope_id, address)
+        except ServiceUnavailable as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: sharers re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._pending.pop(key, None)
+        if generation == self._generation and state == FRESH:  # no change arrived meanwhile that it could miss
+            if kind == "router":
+                self._networks[scope_id] = networks
+            self._store(key, answer)
+        future.set_result(answer)
+        return answer
+
+    def _find(self, kind: str, scope_id: str, address: str) -> tuple[Answer, list[str]]:
+        """In a worker thread: the registry's answer for one key, and the networks it looked on."""
+        if kind == "router":
+            networks = self._networks.get(scope_id)
+            if networks is None:
+                networks = self.registry.router_network_ids(scope_id)
+        else:
+            networks = [scope_id]
+        mac = mac_from_link_local(address)
+        if not networks:
+            self.metrics.lookup("not_found")
+            return Miss(f"{kind} {scope_id} has no interface on any network"), networks
+        if mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
+            ports = self.registry.find_ports_by_mac(mac, networks)
+        else:
+            ports = self.registry.find_ports_by_ip(address, networks)
+        if len(ports) != 1 or not ports[0].device_id:
+            result = "not_found" if not ports else "ambiguous" if len(ports) > 1 else "unbound"
+            self.metrics.lookup(result)
+            where = f"on {kind} {scope_id}'s networks" if kind == "router" else f"on network {scope_id}"
+            reason = {"not_found": f"no port has address {address} {where}",
+                      "ambiguous": f"{len(ports)} ports have address {address} {where}: "
+                                   + ", ".join(p.id for p in ports),
+                      "unbound": f"port {ports[0].id} with address {address} has no device_id"
+                                 if ports else ""}[result]
+            return Miss(reason), networks
+        self.metrics.lookup("found")
+        port = ports[0]
+        return Identity(port.device_id, port.project_id, sign_instance_id(self.secret, port.device_id)), networks
+
+    def _store(self, key: Key, answer: Answer) -> None:
+        if len(self._cache) >= MAX_ENTRIES:
+            for old in list(self._cache)[:MAX_ENTRIES // 10]:  # the oldest tenth
+                self._drop(old)
+        self._cache[key] = answer
+        self._by_scope.setdefault(key[1], set()).add(key)
+        address = key[2]
+        self._by_address.setdefault(address, set()).add(key)
+        mac = mac_from_link_local(address)
+        if mac is not None:
+            self._by_address.setdefault(mac, set()).add(key)
+
+    def _drop(self, key: Key) -> None:
+        if self._cache.pop(key, None) is None:
+            return
+        self.invalidated += 1
+        for index, name in ((self._by_scope, key[1]), (self._by_address, key[2]),
+                            (self._by_address, mac_from_link_local(key[2]))):
+            if name is None:
+                continue
+            keys = index.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[name]
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # --- the change feed (ChangeFeed subscriber) ---------------------------------------------------------------
+    def apply(self, changes: Sequence[Change]) -> None:
+        self._generation += 1
+        for change in changes:
+            if change.kind == "port":
+                for name in (*change.addresses, *change.macs):
+                    for key in list(self._by_address.get(name, ())):
+                        self._drop(key)
+                for device in change.devices:  # a router's interface came or went: its networks changed
+                    if self._networks.pop(device, None) is not None or device in self._by_scope:
+                        for key in list(self._by_scope.get(device, ())):
+                            self._drop(key)
+            elif change.kind in ("router", "network") and change.op == "delete":
+                self._networks.pop(change.id, None)
+                for key in list(self._by_scope.get(change.id, ())):
+                    self._drop(key)
+
+    def resync(self) -> None:
+        self._generation += 1
+        self.invalidated += len(self._cache)
+        self._cache.clear()
+        self._by_address.clear()
+        self._by_scope.clear()
+        self._networks.clear()

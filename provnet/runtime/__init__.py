@@ -1,0 +1,1 @@
+# The runtime: composing services from configuration, running them, child processes, supervision, readiness.
