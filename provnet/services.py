@@ -41,7 +41,7 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         for service in services:
             await service.start()
             started.append(service)
-            log.info("%s started", service.name)
+            log.debug("%s started", service.name)  # each service logs its own start line: what it serves, where
         await stop.wait()
         log.info("shutting down")
     finally:

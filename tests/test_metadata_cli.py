@@ -170,7 +170,8 @@ def test_serve_runs_api_and_agent_behind_a_proxy(tmp_path):
         proxy.stop()
         log = serve.stop()
         shutil.rmtree(state, ignore_errors=True)
-    assert "metadata-agent started" in log and "metadata-api started" in log
+    # one start line per service, saying where it serves (no second "... started" line)
+    assert "metadata agent on " in log and "metadata API on 127.0.0.1:" in log and " started" not in log
 
 
 

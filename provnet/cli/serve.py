@@ -95,6 +95,7 @@ def run(app, build, overrides: dict, *, children=None, remote_ok: bool = False, 
             from provnet.registry import open_registry
 
             registry = open_registry(None, app.api_url) if app.api_url else open_store(config)
+            log.info("registry: %s", app.api_url or mask_url(config.db_url))
         asyncio.run(run_services([*forked, *build(config, registry)], stop))
     except OSError as exc:  # e.g. the port is in use; the service put the address in the message
         raise click.ClickException(exc.strerror or str(exc)) from None
