@@ -385,17 +385,25 @@ def load_config(
     return Config(settings)
 
 
+def shown_value(opt: Option, value: Any) -> str:
+    """A value as `config show` prints it: secrets masked (a database URL keeps all but its password)."""
+    if opt.secret and value:
+        return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value) if "://" in str(value) else "***"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def records(config: Config) -> list[dict[str, str]]:
+    """`provnet config show`'s rows: option ([section] name), value (secrets masked) and source."""
+    return [{"option": f"[{opt.section}] {opt.name}", "value": shown_value(opt, setting.value),
+             "source": setting.source} for opt, setting in config.items()]
+
+
 def render(config: Config) -> str:
-    """`provnet config show`: one line per option with its value and source; secrets masked."""
-    lines = []
-    width = max(len(f"[{o.section}] {o.name}") for o in OPTIONS)
-    for opt, setting in config.items():
-        value = setting.value
-        if opt.secret and value:
-            value = re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value) if "://" in str(value) else "***"
-        if isinstance(value, dict):
-            value = ",".join(f"{k}:{v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ",".join(value)
-        lines.append(f"{f'[{opt.section}] {opt.name}':<{width}}  = {value}    ({setting.source})")
-    return "\n".join(lines)
+    """One line per option with its value and source; secrets masked."""
+    rows = records(config)
+    width = max(len(r["option"]) for r in rows)
+    return "\n".join(f"{r['option']:<{width}}  = {r['value']}    ({r['source']})" for r in rows)

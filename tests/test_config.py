@@ -87,7 +87,7 @@ def test_render_masks_secrets():
 def test_config_show_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "provnet.cli", "--state-path", str(tmp_path), "config", "show"],
                          capture_output=True, text=True, check=True).stdout
-    assert "[DEFAULT] state_path" in out and "(command line)" in out
+    assert "| [DEFAULT] state_path" in out and "| command line |" in out
     bad = subprocess.run([sys.executable, "-m", "provnet.cli", "--config-file", str(tmp_path / "x.conf"),
                           "config", "show"], capture_output=True, text=True)
     assert bad.returncode == 1 and "cannot read config file" in bad.stderr and "Traceback" not in bad.stderr
