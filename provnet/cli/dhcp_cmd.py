@@ -119,7 +119,7 @@ def dhcp_leases(app, show_all: bool, fmt: str, columns: tuple[str, ...], journal
 @click.option("--network", required=True, metavar="NAME", help="Network (name or id) to export.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Write the files here (created if missing); without it they are printed.")
-@click.option("--interface", default=None, metavar="IF",
+@click.option("--interface", "-i", default=None, metavar="IF",
               help="Interface the exported server listens on (config [dhcp] interface; Kea: * if unset).")
 @click.pass_obj
 def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: str | None) -> None:
