@@ -98,7 +98,7 @@ def render(group: click.Group, prog: str = "provnet") -> str:
         release = version("provnet")
     except PackageNotFoundError:
         release = "dev"
-    ctx = click.Context(group, info_name=prog)
+    ctx = click.Context(group, info_name=prog, **group.context_settings)
     summary = (group.help or "").strip().splitlines()[0].split(": ", 1)[-1].rstrip(".")
     lines = [
         f'.TH PROVNET 1 "" "provnet {release}" "provnet manual"',

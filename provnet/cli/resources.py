@@ -105,7 +105,7 @@ def register_networks(group: click.Group) -> None:
         registry: Registry = app.registry
         nets = registry.list_networks(list_filters(extras) or None)
         rows, cols = rows_for(nets, NET_COLUMNS, show_details)
-        if fmt != "json" and not show_details:
+        if fmt not in ("json", "yaml") and not show_details:  # machine formats keep the API's subnet ids
             cidrs = {s.id: s.cidr for s in registry.list_subnets()} if nets else {}
             for row in rows:
                 row["subnets"] = [f"{sid} {cidrs.get(sid, '')}".strip() for sid in row["subnets"]]

@@ -59,7 +59,7 @@ def check_exists(config: Config, verb: str) -> None:
                           "to the store of a running provnet with --state-path DIR, --db URL or --url "
                           f"http://HOST:9696, or make one with a -create verb{lab_hint(config.state_path, verb)}")
         return
-    if not config.db_url.startswith(("postgresql://", "postgres://")):
+    if not config.db_url.startswith("postgres"):
         return  # an unsupported URL: the registry says so
     import sqlalchemy as sa
 
