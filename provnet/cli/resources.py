@@ -131,7 +131,7 @@ def register_networks(group: click.Group) -> None:
         emit_one(net.to_api(), fmt, columns, f"Updated network: {args[0]}")
 
     @neutron_command(group, "net-delete", "NETWORK...", extras=False,
-                     epilog="\b\nExample:\n  provnet net-delete phy_net")
+                     epilog="\b\nExample (the VLAN network of net-create's example):\n  provnet net-delete vlan100")
     def net_delete(app, args, extras) -> None:
         """Delete networks, by name or id (refused while ports other than router/DHCP ports remain)."""
         delete_all(app, "network", args)
@@ -337,9 +337,9 @@ def warn_unknown_instance(registry: Registry, port: Any) -> None:
 def register_ports(group: click.Group) -> None:
     @neutron_command(group, "port-create", "NETWORK", kind="port",
                      epilog="\b\nExample (a VM's port with a fixed address, bound on host compute1):\n"
-                     "  provnet port-create phy_net --fixed-ip ip_address=172.16.1.103 \\\n"
+                     "  provnet port-create phy_net --fixed-ip ip_address=172.16.1.104 \\\n"
                      "    --device-id 6c0bd7a0-b3ea-4f77-a67b-1b4fd0a3f1b2 --device-owner compute:nova \\\n"
-                     "    --binding:host_id compute1 --name vm1-port")
+                     "    --binding:host_id compute1 --name vm1-port2")
     @port_options
     @click.option("--mac-address", metavar="MAC", help="MAC address (default fa:16:3e:xx:xx:xx, random).")
     @click.option("--admin-state-down", is_flag=True, help="Create it administratively down.")
