@@ -281,3 +281,32 @@ def test_help_examples_of_the_resource_verbs_run_as_written(worlds, tmp_path: Pa
         assert ran.stdout.strip() or ran.stderr.startswith("No "), (line, ran)
     else:
         assert ran.stderr == "" and ran.stdout.strip(), (line, ran)
+
+
+def test_setup_is_quiet_and_puts_provnet_on_path_and_man(tmp_path: Path):
+    """scripts/setup.sh as the README runs it, with the links made under tmp_path instead of /usr/local."""
+    from conftest import need_tool
+
+    need_tool("dpkg-query", "man")
+    bin_dir, man_dir = tmp_path / "bin", tmp_path / "man" / "man1"
+    man_dir.mkdir(parents=True)
+    (man_dir / "provnet.1").write_text(".TH MINE 1\n")  # an operator's own file: left alone
+    ran = subprocess.run(["bash", "scripts/setup.sh"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "PROVNET_BIN_DIR": str(bin_dir), "PROVNET_MAN_DIR": str(man_dir)})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == ""
+    assert ran.stderr.splitlines() == [
+        f"setup: {man_dir}/provnet.1 exists and is not a symlink: left alone (use {ROOT}/docs/provnet.1)",
+        f"setup: done: {bin_dir}/provnet -> {ROOT}/.venv/bin/provnet; man provnet"]
+    assert (bin_dir / "provnet").resolve() == (ROOT / ".venv" / "bin" / "provnet").resolve()
+    version = subprocess.run(["provnet", "--version"], capture_output=True, text=True, timeout=60,
+                             env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert version.returncode == 0 and version.stdout.startswith("provnet, version ")
+    (man_dir / "provnet.1").unlink()
+    again = subprocess.run(["bash", "scripts/setup.sh"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                           env={**os.environ, "PROVNET_BIN_DIR": str(bin_dir), "PROVNET_MAN_DIR": str(man_dir)})
+    assert again.returncode == 0 and len(again.stderr.splitlines()) == 1, again.stderr
+    page = subprocess.run(["man", "provnet"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "MANPATH": str(tmp_path / "man"), "MANPAGER": "cat",
+                               "MANWIDTH": "100"})
+    assert page.returncode == 0 and "provnet net-create [OPTIONS] NAME" in page.stdout

@@ -18,8 +18,8 @@ def metadata_api_options(config: Config) -> dict:
 
     try:
         vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:  # a configuration error: exit 1, no usage banner
+        raise click.ClickException(str(exc)) from None
     if not config.metadata_proxy_shared_secret:
         log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
     return dict(shared_secret=config.metadata_proxy_shared_secret, host=config.metadata_listen,
@@ -127,8 +127,8 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
         try:
             found, ignored = read_neutron_ini(path)
             app.config = app.config.with_overrides(found, source=str(path))
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
+        except ConfigError as exc:  # a configuration error: exit 1, no usage banner
+            raise click.ClickException(str(exc)) from None
         if ignored:
             log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
     overrides["metadata_proxy_socket"] = socket_path
