@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -93,6 +94,19 @@ def to_protocol(value: Any) -> str:
     return text
 
 
+# What each converter accepts, in the words of an error message ("... must be <this>, got 'x'").
+EXPECTED: dict[Callable[[Any], Any], str] = {
+    to_bool: "a boolean (true or false)",
+    to_mapping: "physical_network:bridge pairs separated by commas, each key once (physnet1:br-phy)",
+    to_port: "an integer 1..65535",
+    to_positive: "a number greater than 0",
+    to_nonneg: "a number 0 or more",
+    to_nonneg_int: "an integer 0 or more",
+    to_lease_time: f"an integer {MIN_LEASE}..{0xFFFFFFFF - 1} (seconds)",
+    to_protocol: "http or https",
+}
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -115,6 +129,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("connection", "database", "sqlite:///$state_path/provnet.sqlite", "Database URL: SQLite (one host) or "
            "postgresql://user:pass@host/db (several hosts).", env="PROVNET_DB", secret=True),
     Option("debug", "DEFAULT", False, "Log at DEBUG level.", to_bool, env="PROVNET_DEBUG"),
+    Option("log_file", "DEFAULT", "", "Write the log to this file instead of stderr (reopened when logrotate "
+           "moves it); --log-file."),
+    Option("use_json", "DEFAULT", False, "Log JSON objects, one per line (time, level, logger, process, message, "
+           "request_id), instead of text; --log-format json.", to_bool),
     # networking API (neutron-server)
     Option("bind_host", "DEFAULT", "127.0.0.1", "Address the networking API listens on. It has no "
            "authentication yet: keep it on a management network."),
@@ -255,15 +273,73 @@ def _ini_value(value: Any) -> str:
     return text
 
 
-def _convert(opt: Option, raw: Any, source: str) -> Any:
+def _convert(opt: Option, raw: Any, where: str) -> Any:
+    """`raw` converted by the option's converter, or a ConfigError saying where, what was expected and what came."""
     try:
         return opt.convert(raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{opt.key} = {raw!r} ({source}): {exc}") from None
+        expected = EXPECTED.get(opt.convert)
+        if expected is None:
+            raise ConfigError(f"[{opt.section}] {opt.name} {where}: {exc}") from None
+        raise ConfigError(f"[{opt.section}] {opt.name} {where} must be {expected}, got {raw!r}") from None
+
+
+def _parse_error(path: str | os.PathLike[str], exc: configparser.Error) -> ConfigError:
+    """configparser's multi-line messages as one line with file:line and what to do."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return ConfigError(f"{path}:{exc.lineno}: an option before any [section] header: start the file with "
+                           f"[DEFAULT] (got {exc.line.strip()!r})")
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return ConfigError(f"{path}:{exc.lineno}: [{exc.section}] {exc.option} is given twice in this section; "
+                           "keep one")
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return ConfigError(f"{path}:{exc.lineno}: section [{exc.section}] appears twice; merge them")
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        return ConfigError(f"{path}:{lineno}: cannot read {line.strip()!r}: expected `name = value`")
+    return ConfigError(f"config file {path}: {' '.join(str(exc).split())}")
+
+
+def option_lines(path: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
+    """(section, option name) -> the line number where the file sets it (the last one when repeated)."""
+    lines: dict[tuple[str, str], int] = {}
+    section = "DEFAULT"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                text = line.strip()
+                if not text or text[0] in "#;" or line[0].isspace():
+                    continue
+                if text.startswith("[") and text.endswith("]"):
+                    section = text[1:-1].strip()
+                    continue
+                name = re.split(r"[=:]", text, maxsplit=1)[0].strip().lower()
+                lines[(section, name)] = number
+    except OSError:
+        pass
+    return lines
+
+
+def suggest(section: str, name: str) -> str:
+    """A did-you-mean for an unknown option: a close name in the same section, or the same/close name elsewhere."""
+    same = [o.name for o in OPTIONS if o.section == section]
+    close = difflib.get_close_matches(name, same, n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {close[0]}?"
+    elsewhere = [o for o in OPTIONS if o.name == name] or [
+        o for o in OPTIONS if o.name in difflib.get_close_matches(name, [x.name for x in OPTIONS], n=1, cutoff=0.75)]
+    if elsewhere:
+        return f"; did you mean [{elsewhere[0].section}] {elsewhere[0].name}?"
+    if section not in {o.section for o in OPTIONS}:
+        sections = difflib.get_close_matches(section, sorted({o.section for o in OPTIONS}), n=1, cutoff=0.6)
+        if sections:
+            return f"; did you mean section [{sections[0]}]?"
+    return " (`provnet config show` lists every option)"
 
 
 def ini_entries(path: str | os.PathLike[str], strict: bool = True) -> Iterator[tuple[str, str, str]]:
-    """(section, name, raw value) of every option in an INI file, DEFAULT first; read errors are ConfigErrors.
+    """(section, name, raw value) of every option in an INI file, DEFAULT first; read errors are ConfigErrors
+    with file:line.
 
     `strict=False` lets a section or option repeat (the later wins), as Neutron's own files may.
     """
@@ -273,8 +349,10 @@ def ini_entries(path: str | os.PathLike[str], strict: bool = True) -> Iterator[t
             parser.read_file(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     except configparser.Error as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+        raise _parse_error(path, exc) from None
     for section in ["DEFAULT", *parser.sections()]:
         items = parser.defaults() if section == "DEFAULT" else {
             k: v for k, v in parser.items(section, raw=True) if k not in parser.defaults()}
@@ -282,14 +360,20 @@ def ini_entries(path: str | os.PathLike[str], strict: bool = True) -> Iterator[t
             yield section, name, raw
 
 
-def read_ini(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read one provnet INI file into {key: raw value}; unknown keys are errors, not silently ignored."""
-    out: dict[str, str] = {}
+def read_ini(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
+    """Read one provnet INI file into {key: (raw value, "in FILE:LINE")}; unknown keys are errors with a
+    did-you-mean, not silently ignored."""
+    out: dict[str, tuple[str, str]] = {}
+    lines: dict[tuple[str, str], int] | None = None
     for section, name, raw in ini_entries(path):
+        if lines is None:
+            lines = option_lines(path)
+        line = lines.get((section, name))
+        where = f"in {path}:{line}" if line else f"in {path}"
         key = name if section == "DEFAULT" else f"{section}.{name}"
         if key not in _BY_KEY:
-            raise ConfigError(f"config file {path}: unknown option [{section}] {name}")
-        out[key] = raw
+            raise ConfigError(f"[{section}] {name} {where} is not a provnet option{suggest(section, name)}")
+        out[key] = (raw, where)
     return out
 
 
@@ -316,16 +400,16 @@ def load_config(
             else:
                 files = []
         for path in files:
-            for key, raw in read_ini(path).items():
-                settings[key] = Setting(_convert(_BY_KEY[key], raw, str(path)), str(path))
+            for key, (raw, where) in read_ini(path).items():
+                settings[key] = Setting(_convert(_BY_KEY[key], raw, where), str(path))
         for opt in OPTIONS:
             if opt.env and env.get(opt.env):
-                settings[opt.key] = Setting(_convert(opt, env[opt.env], f"env {opt.env}"), f"env {opt.env}")
+                settings[opt.key] = Setting(_convert(opt, env[opt.env], f"from ${opt.env}"), f"env {opt.env}")
     for key, raw in (overrides or {}).items():
         if raw is None:
             continue
         opt = option(key)
-        settings[opt.key] = Setting(_convert(opt, raw, source), source)
+        settings[opt.key] = Setting(_convert(opt, raw, f"({source})"), source)
     state_path = str(settings["state_path"].value)
     for key, setting in settings.items():
         if isinstance(setting.value, str) and "$" in setting.value:
@@ -335,17 +419,25 @@ def load_config(
     return Config(settings)
 
 
+def shown_value(opt: Option, value: Any) -> str:
+    """A value as `config show` prints it: secrets masked (a database URL keeps all but its password)."""
+    if opt.secret and value:
+        return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value) if "://" in str(value) else "***"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def records(config: Config) -> list[dict[str, str]]:
+    """`provnet config show`'s rows: option ([section] name), value (secrets masked) and source."""
+    return [{"option": f"[{opt.section}] {opt.name}", "value": shown_value(opt, setting.value),
+             "source": setting.source} for opt, setting in config.items()]
+
+
 def render(config: Config) -> str:
-    """`provnet config show`: one line per option with its value and source; secrets masked."""
-    lines = []
-    width = max(len(f"[{o.section}] {o.name}") for o in OPTIONS)
-    for opt, setting in config.items():
-        value = setting.value
-        if opt.secret and value:
-            value = re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value) if "://" in str(value) else "***"
-        if isinstance(value, dict):
-            value = ",".join(f"{k}:{v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ",".join(value)
-        lines.append(f"{f'[{opt.section}] {opt.name}':<{width}}  = {value}    ({setting.source})")
-    return "\n".join(lines)
+    """One line per option with its value and source; secrets masked."""
+    rows = records(config)
+    width = max(len(r["option"]) for r in rows)
+    return "\n".join(f"{r['option']:<{width}}  = {r['value']}    ({r['source']})" for r in rows)

@@ -10,9 +10,9 @@ CLIENT=${CLIENT:-udhcpc}
 cat <<MSG
 
 The lab is up. Look around:
-  .venv/bin/provnet lab status
+  provnet lab status
   ip netns list                      # the lab's namespaces (pn*, qrouter-*)
-  .venv/bin/provnet lab check        # again, any time
+  provnet lab check                  # again, any time
 Tear it down with:
-  .venv/bin/provnet lab down
+  provnet lab down
 MSG

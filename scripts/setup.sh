@@ -30,6 +30,24 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/pip install -q -e '.[test]' 2>&1 | grep -vE 'WARNING: Location|^$' || true
-.venv/bin/python -c 'import provnet, sqlalchemy, aiohttp' 
-echo "setup: done (.venv/bin/provnet)" >&2
+# quiet unless it fails: then the whole log, which says why
+if ! .venv/bin/pip install -q -e '.[test]' >.venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2
+  exit 1
+fi
+.venv/bin/python -c 'import provnet, sqlalchemy, aiohttp'
+
+# `provnet` on PATH and `man provnet`: symlinks to this checkout's venv and its generated manual page. Something
+# there that is not a symlink (an operator's own install) is left alone.
+BIN_DIR=${PROVNET_BIN_DIR:-/usr/local/bin}
+MAN_DIR=${PROVNET_MAN_DIR:-/usr/local/share/man/man1}
+link() {
+  if [ -e "$2" ] && [ ! -L "$2" ]; then
+    echo "setup: $2 exists and is not a symlink: left alone (use $1)" >&2
+  else
+    mkdir -p "$(dirname "$2")" && ln -sfn "$1" "$2"
+  fi
+}
+link "$PWD/.venv/bin/provnet" "$BIN_DIR/provnet"
+link "$PWD/docs/provnet.1" "$MAN_DIR/provnet.1"
+echo "setup: done: $BIN_DIR/provnet -> $PWD/.venv/bin/provnet; man provnet" >&2

@@ -52,8 +52,8 @@ def test_list_formats():
 def test_bad_choices():
     with pytest.raises(OutputError, match="no such column.*nope.*choose from"):
         format_one(SUBNET, "table", ["nope"])
-    with pytest.raises(OutputError, match="unknown format 'yaml'"):
-        format_many([], ["id"], "yaml")
+    with pytest.raises(OutputError, match="unknown format 'xml'"):
+        format_many([], ["id"], "xml")
 
 
 def test_table_grid():

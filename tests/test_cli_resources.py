@@ -224,7 +224,7 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(cli: Cli, seeded):
         ("net-create x -- --router:external type=bool maybe", 2, "expected True or False"),
         ("net-create flat2 -- --provider:network_type flat --provider:physical_network physnet1", 1,
          "Physical network physnet1 is in use"),
-        ("net-list -f yaml", 2, "Invalid value for '-f' / '--format'"),
+        ("net-list -f xml", 2, "Invalid value for '-f' / '--format'"),
         ("net-show phy_net -c nope", 2, "no such column(s): nope"),
         ("net-create x -c nope", 2, "no such column(s): nope"),
         ("port-create phy_net -c nope -f value", 2, "no such column(s): nope"),

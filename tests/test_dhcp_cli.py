@@ -36,17 +36,17 @@ def test_unusable_state_path_is_one_readable_line(tmp_path):
 
 def test_bad_dhcp_config_values_are_refused(tmp_path):
     conf = tmp_path / "provnet.conf"
-    for body, message in (("[dhcp]\nlease_time = -5\n", "dhcp.lease_time"),
-                          ("[dhcp]\nlease_time = 0\n", "must be 120 to 4294967294 seconds, got '0'"),
-                          ("[dhcp]\nlease_time = 119\n", "must be 120 to 4294967294 seconds, got '119'"),
-                          ("[dhcp]\nlease_time = 4294967295\n", "dhcp.lease_time"),
-                          ("[dhcp]\nlease_time = 1d\n", "dhcp.lease_time"),
-                          ("[dhcp]\nforce_routes = maybe\n", "dhcp.force_routes"),
-                          ("[dhcp]\nleasetime = 5\n", "unknown option [dhcp] leasetime")):
+    for body, message in (("[dhcp]\nlease_time = -5\n", "[dhcp] lease_time"),
+                          ("[dhcp]\nlease_time = 0\n", "must be an integer 120..4294967294 (seconds), got '0'"),
+                          ("[dhcp]\nlease_time = 119\n", "must be an integer 120..4294967294 (seconds), got '119'"),
+                          ("[dhcp]\nlease_time = 4294967295\n", "[dhcp] lease_time"),
+                          ("[dhcp]\nlease_time = 1d\n", "[dhcp] lease_time"),
+                          ("[dhcp]\nforce_routes = maybe\n", "[dhcp] force_routes"),
+                          ("[dhcp]\nleasetime = 5\n", "[dhcp] leasetime in")):
         conf.write_text(body)
         res = subprocess.run([PROVNET, "--config-file", str(conf), "dhcp", "--interface", "lo"],
                              capture_output=True, text=True, timeout=60)
-        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr  # config error
 
 
 @pytest.mark.parametrize("verb, words", [

@@ -165,8 +165,8 @@ def test_dhcp_config_cli_prints_and_writes(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "kea", "--network", "nope"], "no network with name or id 'nope'"),
-    (["--format", "bind", "--network", "phy_net"], "Invalid value for '--format'"),
-    (["--network", "phy_net"], "Missing option '--format'"),
+    (["--format", "bind", "--network", "phy_net"], "Invalid value for '-f' / '--format'"),
+    (["--network", "phy_net"], "Missing option '-f' / '--format'"),
     (["--format", "dnsmasq", "--network", "phy_net"], "dnsmasq needs an interface"),
 ])
 def test_dhcp_config_cli_bad_input(tmp_path, args, message):

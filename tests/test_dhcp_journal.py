@@ -82,9 +82,9 @@ def test_dhcp_leases_shows_active_by_default_and_everything_with_all(tmp_path):
     j.close()
     res = _leases_cli(tmp_path)
     assert res.returncode == 0
-    lines = res.stdout.splitlines()
-    assert lines[0].split()[:4] == ["ip_address", "mac_address", "hostname", "state"]
-    assert len(lines) == 2 and "172.16.1.103" in lines[1] and "active" in lines[1]
+    lines = res.stdout.splitlines()  # the CLI's one table style: a grid, header between rules
+    assert lines[1].replace("|", " ").split()[:4] == ["ip_address", "mac_address", "hostname", "state"]
+    assert len(lines) == 5 and "172.16.1.103" in lines[3] and "active" in lines[3]
     rows = json.loads(_leases_cli(tmp_path, "--all", "--format", "json").stdout)
     assert [(r["ip_address"], r["state"]) for r in rows] == [
         ("172.16.1.9", "release"), ("172.16.1.103", "active"), ("172.16.1.104", "expired")]
@@ -100,4 +100,4 @@ def test_dhcp_leases_without_a_journal_says_so(tmp_path):
     res = _leases_cli(tmp_path, "--journal", str(tmp_path / "empty.journal"), "--format", "json")
     assert res.returncode == 0 and json.loads(res.stdout) == []  # a server that has leased nothing yet
     res = _leases_cli(tmp_path, "--format", "xml")
-    assert res.returncode == 2 and "Invalid value for '--format'" in res.stderr
+    assert res.returncode == 2 and "Invalid value for '-f' / '--format'" in res.stderr

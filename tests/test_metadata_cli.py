@@ -64,9 +64,10 @@ def test_agent_refuses_a_bad_neutron_file(tmp_path):
     bad = tmp_path / "metadata_agent.ini"
     bad.write_text("[DEFAULT]\nnova_metadata_protocol = gopher\n")
     result = provnet("--state-path", str(tmp_path), "metadata-agent", "--config-file", str(bad))
-    assert result.returncode == 2 and "nova_metadata_protocol" in result.stderr and str(bad) in result.stderr
+    assert result.returncode == 1 and "nova_metadata_protocol" in result.stderr and str(bad) in result.stderr
+    assert "Usage:" not in result.stderr  # a configuration error
     missing = provnet("--state-path", str(tmp_path), "metadata-agent", "--config-file", str(tmp_path / "nope.ini"))
-    assert missing.returncode == 2 and "nope.ini" in missing.stderr
+    assert missing.returncode == 1 and "nope.ini" in missing.stderr
     assert not (tmp_path / "metadata_proxy").exists()
 
 
@@ -76,7 +77,7 @@ def test_api_refuses_a_bad_vendordata_file(tmp_path):
     conf.write_text(f"[api]\nvendordata_jsonfile_path = {tmp_path / 'vendor.json'}\n")
     result = provnet("--config-file", str(conf), "--state-path", str(tmp_path), "metadata-api", "--port",
                      str(free_port()))
-    assert result.returncode == 1 and "expected a JSON object" in result.stderr
+    assert result.returncode == 1 and "expected a JSON object" in result.stderr and "Usage:" not in result.stderr
 
 
 def test_agent_runs_from_neutrons_metadata_agent_ini(tmp_path):
@@ -173,7 +174,9 @@ def test_serve_runs_api_and_agent_behind_a_proxy(tmp_path):
         proxy.stop()
         log = serve.stop()
         shutil.rmtree(state, ignore_errors=True)
-    assert "metadata agent on" in log and "metadata API on" in log and "Traceback" not in log
+    # one start line per service, saying where it serves (no second "... started" line)
+    assert "metadata agent on " in log and "metadata API on 127.0.0.1:" in log and " started" not in log
+    assert "Traceback" not in log
 
 
 

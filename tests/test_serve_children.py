@@ -35,7 +35,8 @@ class Serve:
                         f"metadata_proxy_shared_secret = s\n{extra_conf}")
         self.log = tmp_path / "serve.log"
         self.child: int | None = None
-        self.proc = subprocess.Popen([PROVNET, "--config-file", str(conf), "--state-path", self.state, "serve"],
+        self.proc = subprocess.Popen([PROVNET, "--config-file", str(conf), "--state-path", self.state, "--debug",
+                                      "serve"],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=ENV)
 
     def text(self) -> str:
@@ -207,7 +208,7 @@ def test_metadata_port_in_use_stops_serve_clearly(serve) -> None:
 def test_bad_vendor_data_is_refused_before_anything_starts(serve, tmp_path: Path) -> None:
     (tmp_path / "vendor.json").write_text("[1, 2]")
     s = serve(extra_conf=f"[api]\nvendordata_jsonfile_path = {tmp_path / 'vendor.json'}\n")
-    assert s.proc.wait(timeout=60) == 1
+    assert s.proc.wait(timeout=60) == 1  # a configuration error
     assert "expected a JSON object" in s.text() and "runs in process" not in s.text()
 
 
@@ -217,4 +218,4 @@ def test_an_unreachable_database_stops_serve_and_starts_no_child(tmp_path: Path)
                            "--bind-port", str(free_port())],
                           capture_output=True, text=True, timeout=60, env=ENV)
     assert proc.returncode == 1 and "cannot open the database" in proc.stderr and "pw4711" not in proc.stderr
-    assert "runs in process" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "metadata API on" not in proc.stderr and "Traceback" not in proc.stderr  # no child ever started

@@ -1,13 +1,14 @@
-# `provnet <verb>`: the global options (config, state path, database, remote API) and the verbs' registration.
+# `provnet <verb>`: the global options (config, state path, database, remote API, logging), the verbs' registration
+# and the did-you-mean for a verb that does not exist.
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 from functools import cached_property
 
 import click
 
+from provnet.cli.logs import LOG_FORMATS, setup_logging
+from provnet.cli.suggest import did_you_mean
 from provnet.config import Config, ConfigError, load_config
 from provnet.runtime.process import die_with_parent
 
@@ -25,28 +26,54 @@ VERB_MODULES = (
 
 
 class AppContext:
-    """What every verb gets: the effective configuration and, on first use, the registry."""
+    """What every verb gets: the effective configuration and, on first use, the registry.
+
+    `verb` and `may_create` are set by the verb before it touches the registry: only a verb that creates
+    something may create a new local store (`provnet net-list` on an empty state path says there is none).
+    """
 
     def __init__(self, config: Config, api_url: str | None) -> None:
         self.config = config
         self.api_url = api_url
+        self.verb = ""
+        self.may_create = True
 
     @cached_property
     def registry(self):  # -> provnet.registry.Registry
-        from provnet.registry import registry_from_config
+        from provnet.cli.store import open_for_verb
 
-        return registry_from_config(self.config, self.api_url)
+        return open_for_verb(self.config, self.api_url, self.verb, self.may_create)
+
+    @property
+    def store(self) -> str:
+        """The store this verb works on, for messages."""
+        from provnet.cli.store import describe
+
+        return describe(self.config, self.api_url)
 
 
-def setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+class ProvnetGroup(click.Group):
+    """A group whose unknown-verb error suggests the verb meant: the openstack CLI's `network list` is
+    `net-list` here; otherwise the closest verbs, closest first."""
+
+    group_class = type  # `lab`, `config`: the same behaviour
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0]
+        if self.get_command(ctx, name) is None and not ctx.resilient_parsing and not name.startswith("-"):
+            hint = did_you_mean(args, self.list_commands(ctx))
+            raise click.UsageError(f"No such command '{name}'." + (f" {hint}" if hint else ""), ctx)
+        return super().resolve_command(ctx, args)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def config_error(exc: ConfigError) -> click.ClickException:
+    """A configuration error is exit status 1 without a usage banner: the command line was right, the file (or
+    environment) is what to fix, and the message says where."""
+    return click.ClickException(str(exc))
+
+
+@click.group(cls=ProvnetGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--config-file", "config_files", multiple=True, type=click.Path(dir_okay=False),
               help="INI file(s) with provnet options (default: $PROVNET_CONFIG or /etc/provnet/provnet.conf).")
 @click.option("--state-path", envvar="PROVNET_STATE_PATH", default=None,
@@ -56,23 +83,38 @@ def setup_logging(debug: bool) -> None:
 @click.option("--url", envvar="PROVNET_URL", default=None,
               help="Use a remote provnet networking API (http://HOST:9696) instead of the local database.")
 @click.option("--debug", is_flag=True, default=None, help="Log at DEBUG level.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Log lines as text (default) or JSON objects, one per line (config use_json).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the log to this file instead of stderr; reopened when logrotate moves it "
+                   "(config log_file).")
 @click.version_option(package_name="provnet")
 @click.pass_context
 def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | None, db: str | None,
-         url: str | None, debug: bool | None) -> None:
+         url: str | None, debug: bool | None, log_format: str | None, log_file: str | None) -> None:
     """provnet: instance metadata (169.254.169.254) for VMs on provider networks.
 
     VMs on flat/VLAN networks routed by an external router, addressed by an external DHCP server, get
     their own metadata through a namespace proxy, a metadata agent and a metadata API wire-compatible
     with Neutron and Nova. Start with `provnet lab up` to see the whole path on one machine.
+
+    \b
+    Conventions (every verb): names or ids wherever a resource is named; -f table|json|value|yaml|csv
+    and -c FIELD (any field) on every verb that prints records; exit status 0 ok, 1 error (one line
+    on stderr, also for a bad configuration file), 2 usage error (with the usage line).
+    Shell completion: eval "$(_PROVNET_COMPLETE=bash_source provnet)" (zsh: zsh_source).
     """
     die_with_parent()  # a child of `provnet serve` ends with it
+    overrides = {"state_path": state_path, "database.connection": db, "debug": debug, "log_file": log_file,
+                 "use_json": None if log_format is None else log_format == "json"}
     try:
-        config = load_config(files=config_files or None,
-                             overrides={"state_path": state_path, "database.connection": db, "debug": debug})
+        config = load_config(files=config_files or None, overrides=overrides)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    setup_logging(config.debug)
+        raise config_error(exc) from None
+    try:
+        setup_logging(config.debug, "json" if config.use_json else "text", config.log_file or None)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file {config.log_file}: {exc.strerror}") from None
     ctx.obj = AppContext(config, url)
 
 

@@ -13,6 +13,7 @@ from provnet.cli.verbs import (
     list_filters,
     list_options,
     neutron_command,
+    nothing_in,
     output_options,
     update_one,
 )
@@ -30,7 +31,7 @@ def agent_row(agent: Any, agent_down_time: float, fmt: str) -> dict[str, Any]:
 
 
 def register(group: click.Group) -> None:
-    @neutron_command(group, "agent-list", "",
+    @neutron_command(group, "agent-list", "", kind="agent",
                      epilog="\b\nExample:\n  provnet agent-list --host compute1 --agent_type 'Open vSwitch agent'")
     @list_options
     def agent_list(app, args, extras, show_details, fmt, columns) -> None:
@@ -43,7 +44,7 @@ def register(group: click.Group) -> None:
         down = app.config.agent_down_time
         rows = [agent_row(a, down, fmt) for a in registry.list_agents(list_filters(extras) or None)]
         cols = sorted(rows[0]) if show_details and rows else list(AGENT_COLUMNS)
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, "agents"))
 
     @neutron_command(group, "agent-show", "AGENT", kind="agent", extras=False,
                      epilog="\b\nAGENT is an id or, when one agent runs there, a host name. Example:\n"

@@ -1,7 +1,6 @@
 # `provnet dhcp` (the server), `provnet dhcp-leases` (the lease journal) and `provnet dhcp-config` (exports).
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -9,9 +8,13 @@ from pathlib import Path
 
 import click
 
+from provnet.cli.output import echo_many, output_options
 from provnet.cli.serve import run
+from provnet.cli.store import lab_hint
 from provnet.config import Config
 from provnet.runtime import compose
+
+LEASE_COLUMNS = ("ip_address", "mac_address", "hostname", "state", "expires", "port_id")
 
 
 @click.command("dhcp")
@@ -44,12 +47,11 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
 
 @click.command("dhcp-leases")
 @click.option("--all", "show_all", is_flag=True, help="Also show expired, released and declined leases.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="table: one aligned line per lease; json: a list of objects (expires as UTC text).")
+@output_options
 @click.option("--journal", type=click.Path(dir_okay=False), default=None,
               help="Journal file (default <state_path>/dhcp-leases.journal).")
 @click.pass_obj
-def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
+def dhcp_leases(app, show_all: bool, fmt: str, columns: tuple[str, ...], journal: str | None) -> None:
     """Show the DHCP server's leases from its journal (who holds which address until when).
 
     Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
@@ -61,8 +63,8 @@ def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)") \
-            from None
+        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)"
+                                   f"{lab_hint(app.config.state_path, 'dhcp-leases')}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
     leases = replay(text)
@@ -76,24 +78,17 @@ def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
             rows.append({"ip_address": rec.ip, "mac_address": rec.mac, "hostname": rec.hostname,
                          "port_id": rec.port_id, "state": state,
                          "expires": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.expires))})
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    cols = ["ip_address", "mac_address", "hostname", "state", "expires", "port_id"]
-    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols}
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    for r in rows:
-        click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
+    echo_many(rows, LEASE_COLUMNS, fmt, columns)
 
 
 @click.command("dhcp-config")
-@click.option("--format", "fmt", type=click.Choice(["dnsmasq", "kea", "isc"]), required=True,
+@click.option("-f", "--format", "fmt", type=click.Choice(["dnsmasq", "kea", "isc"]), required=True,
               help="dnsmasq: options file + hosts file + command line; kea: Kea 2.2 kea-dhcp4.json; "
                    "isc: dhcpd.conf.")
 @click.option("--network", required=True, metavar="NAME", help="Network (name or id) to export.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Write the files here (created if missing); without it they are printed.")
-@click.option("--interface", default=None, metavar="IF",
+@click.option("--interface", "-i", default=None, metavar="IF",
               help="Interface the exported server listens on (config [dhcp] interface; Kea: * if unset).")
 @click.pass_obj
 def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: str | None) -> None:
@@ -114,6 +109,7 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
     from provnet.dhcp.view import collect, resolve_networks
 
     config: Config = app.config
+    app.may_create = False  # an export reads the store, never creates one
     interface = interface or config.get("dhcp.interface") or ("*" if fmt == "kea" else "")
     try:
         snap = collect(app.registry, resolve_networks(app.registry, network))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from provnet.doctor.findings import Finding, has_error, render_json, render_table
+from provnet.cli.output import echo_many, output_options
+from provnet.doctor.findings import Finding, has_error, render_table, sort_key
 from provnet.doctor.ini import Location
 from provnet.doctor.inputs import Snapshot
 from provnet.doctor.run import gather, run_checks
@@ -24,6 +25,9 @@ Each finding has a severity (error, warning, info), a check id, the file and lin
 what is wrong, the symptom a user would see, and the exact fix. The exit status is 1 when there is
 an error, 0 otherwise. Check ids: config.*, agent.*, binding.*, ml2.*, metadata.*, dhcp.*, firewall.*.
 """
+
+
+FINDING_COLUMNS = ("severity", "check", "location", "file", "line", "problem", "symptom", "fix")
 
 
 def _sqlite_file(db_url: str) -> str | None:
@@ -51,12 +55,11 @@ def register(group: click.Group) -> None:
                   "(for --iptables-save).")
     @click.option("--registry/--no-registry", default=True, show_default=True,
                   help="Also check the live registry (the local database, or the API given with --url).")
-    @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-                  show_default=True, help="Output format.")
+    @output_options
     @click.pass_obj
     def doctor(app, config_dirs: tuple[str, ...], local_conf: str | None, dnsmasq_files: tuple[str, ...],
                dnsmasq_cmdlines: tuple[str, ...], iptables_save: str | None, dhcp_server: str | None,
-               registry: bool, fmt: str) -> None:
+               registry: bool, fmt: str, columns: tuple[str, ...]) -> None:
         """Find the misconfigurations that make ports fail to bind or VMs miss their metadata.
 
         Reads, as given: OpenStack INI files (oslo's dialect: repeated keys, comments, continuation lines),
@@ -98,6 +101,9 @@ def register(group: click.Group) -> None:
             inputs.files.update(more.files)
             inputs.problems.extend(more.problems)
         findings = extra + run_checks(inputs)
-        click.echo(render_json(findings) if fmt == "json" else render_table(findings))
+        if fmt == "table" and not columns:  # a block per finding: its fix is a command line, kept whole
+            click.echo(render_table(findings))
+        else:
+            echo_many([f.to_dict() for f in sorted(findings, key=sort_key)], FINDING_COLUMNS, fmt, columns)
         if has_error(findings):
             raise SystemExit(1)

@@ -17,7 +17,9 @@ from provnet.cli.verbs import (
     list_filters,
     list_options,
     neutron_command,
+    nothing_in,
     output_options,
+    project_option,
     rows_for,
     update_one,
 )
@@ -69,8 +71,8 @@ def properties(specs: tuple[str, ...]) -> dict[str, str]:
 
 
 def display(instance: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """In a table, user_data reads as the text it is (JSON keeps the API's base64)."""
-    if fmt == "json" or instance.get("user_data") is None:
+    """In a table (and value, csv), user_data reads as the text it is (JSON and YAML keep the API's base64)."""
+    if fmt in ("json", "yaml") or instance.get("user_data") is None:
         return instance
     raw = base64.b64decode(instance["user_data"])
     try:
@@ -100,8 +102,7 @@ def register(group: click.Group) -> None:
     @click.option("--id", "uuid", metavar="UUID", help="Use this uuid instead of a new one.")
     @click.option("--port", "ports", multiple=True, metavar="PORT",
                   help="Port (name or id) to attach: its device_id becomes the instance's uuid. Repeatable.")
-    @click.option("--project", "--tenant-id", "project_id", metavar="PROJECT_ID",
-                  help="Owner project (default fake_project_id).")
+    @project_option
     @output_options
     def instance_create(app, args, extras, user_data, key_name, key_file, props, vendor_data_file,
                         availability_zone, hostname, uuid, ports, project_id, fmt, columns) -> None:
@@ -134,13 +135,14 @@ def register(group: click.Group) -> None:
             raise
         emit_one(display(instance.to_api(), fmt), fmt, columns, "Created a new instance:")
 
-    @neutron_command(group, "instance-list", "", epilog="\b\nExample:\n  provnet instance-list --name vm1")
+    @neutron_command(group, "instance-list", "", kind="instance",
+                     epilog="\b\nExample:\n  provnet instance-list --name vm1")
     @list_options
     def instance_list(app, args, extras, show_details, fmt, columns) -> None:
         """List instances; pass-through options are filters (`--name NAME`)."""
         rows, cols = rows_for(app.registry.list_instances(list_filters(extras) or None), INSTANCE_COLUMNS,
                               show_details)
-        emit_many([display(r, fmt) for r in rows], cols, fmt, columns)
+        emit_many([display(r, fmt) for r in rows], cols, fmt, columns, nothing_in(app, "instances"))
 
     @neutron_command(group, "instance-show", "INSTANCE", kind="instance", extras=False,
                      epilog="\b\nExample:\n  provnet instance-show vm1 -f json")

@@ -84,7 +84,7 @@ def register(group: click.Group) -> None:
         try:
             state = build.up(path, vms, dhcp_client, _progress)
         except (build.LabError, OSError, ValueError, RuntimeError) as exc:
-            raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet lab down` "
+            raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet{_sp(ctx)} lab down` "
                                        "removes what was built)") from None
         click.echo(f"lab {state.suffix} is up: {len(state.vms)} VMs, router {state.router_id}")
         click.echo(f"next: provnet{_sp(ctx)} lab check")
@@ -100,10 +100,11 @@ def register(group: click.Group) -> None:
 
         _need_root()
         path = lab_state_path(ctx)
-        state = _load(load, path)
+        state = _load(load, path, _sp(ctx))
         if not state.complete or not state.vms:
             raise click.ClickException(f"the lab in {path}/lab is incomplete (`lab up` did not finish): run "
-                                       "`provnet lab up` again (it cleans up first) or `provnet lab down`")
+                                       f"`provnet{_sp(ctx)} lab up` again (it cleans up first) or "
+                                       f"`provnet{_sp(ctx)} lab down`")
         ok, table = lab_check.check(path, state)
         click.echo(table)
         if not ok:
@@ -121,7 +122,7 @@ def register(group: click.Group) -> None:
         from provnet.lab.state import lab_dir, load
 
         path = lab_state_path(ctx)
-        state = _load(load, path)
+        state = _load(load, path, _sp(ctx))
         click.echo(f"lab {state.suffix} in {lab_dir(path)} ({'complete' if state.complete else 'INCOMPLETE'}), "
                    f"DHCP client {state.dhcp_client}, router {state.router_id}")
         click.echo("namespaces:")
@@ -158,7 +159,7 @@ def register(group: click.Group) -> None:
         if done:
             click.echo("lab is down")
         else:
-            click.echo(f"no lab in {path}/lab")
+            click.echo(f"no lab in {path}/lab (`provnet{_sp(ctx)} lab up` builds one)")
 
 
 def _sp(ctx: click.Context) -> str:
@@ -166,11 +167,11 @@ def _sp(ctx: click.Context) -> str:
     return f" --state-path {config.state_path}" if config.source("state_path") != "default" else ""
 
 
-def _load(load, path: str):
+def _load(load, path: str, sp: str = ""):
     try:
         state = load(path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if state is None:
-        raise click.ClickException(f"no lab in {path}/lab: run `provnet lab up` first")
+        raise click.ClickException(f"no lab in {path}/lab: run `provnet{sp} lab up` first")
     return state

@@ -70,8 +70,8 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
         try:
             found, ignored = read_neutron_ini(path)
             app.config = app.config.with_overrides(found, source=str(path))
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
+        except ConfigError as exc:  # a configuration error: exit 1, no usage banner
+            raise click.ClickException(str(exc)) from None
         if ignored:
             log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
     config = effective_config(app, {"metadata_proxy_socket": socket_path})

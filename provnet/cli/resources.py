@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import uuid
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ from provnet.cli.verbs import (
     list_filters,
     list_options,
     neutron_command,
+    nothing_in,
     output_options,
     project_option,
     rows_for,
@@ -31,6 +33,7 @@ from provnet.cli.verbs import (
     update_one,
 )
 from provnet.lab import plan
+from provnet.model.errors import NotFound
 from provnet.registry.base import Registry
 
 # the seed's two commands, as the lab runs them, shown in net-create's and subnet-create's help
@@ -91,7 +94,7 @@ def register_networks(group: click.Group) -> None:
         net = app.registry.create_network(merge_body(body, extras))
         emit_one(net.to_api(), fmt, columns, "Created a new network:")
 
-    @neutron_command(group, "net-list", "", epilog="\b\nExamples:\n  provnet net-list\n"
+    @neutron_command(group, "net-list", "", kind="network", epilog="\b\nExamples:\n  provnet net-list\n"
                      "  provnet net-list --router:external True -f json")
     @list_options
     def net_list(app, args, extras, show_details, fmt, columns) -> None:
@@ -102,11 +105,11 @@ def register_networks(group: click.Group) -> None:
         registry: Registry = app.registry
         nets = registry.list_networks(list_filters(extras) or None)
         rows, cols = rows_for(nets, NET_COLUMNS, show_details)
-        if fmt != "json" and not show_details:
+        if fmt not in ("json", "yaml") and not show_details:  # machine formats keep the API's subnet ids
             cidrs = {s.id: s.cidr for s in registry.list_subnets()} if nets else {}
             for row in rows:
                 row["subnets"] = [f"{sid} {cidrs.get(sid, '')}".strip() for sid in row["subnets"]]
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, "networks"))
 
     @neutron_command(group, "net-show", "NETWORK", kind="network", extras=False,
                      epilog="\b\nExample:\n  provnet net-show phy_net -f value -c id")
@@ -128,7 +131,7 @@ def register_networks(group: click.Group) -> None:
         emit_one(net.to_api(), fmt, columns, f"Updated network: {args[0]}")
 
     @neutron_command(group, "net-delete", "NETWORK...", extras=False,
-                     epilog="\b\nExample:\n  provnet net-delete phy_net")
+                     epilog="\b\nExample (the VLAN network of net-create's example):\n  provnet net-delete vlan100")
     def net_delete(app, args, extras) -> None:
         """Delete networks, by name or id (refused while ports other than router/DHCP ports remain)."""
         delete_all(app, "network", args)
@@ -204,13 +207,14 @@ def register_subnets(group: click.Group) -> None:
         subnet = app.registry.create_subnet(merge_body(body, extras))
         emit_one(subnet.to_api(), fmt, columns, "Created a new subnet:")
 
-    @neutron_command(group, "subnet-list", "", epilog="\b\nExample:\n  provnet subnet-list --network_id phy_net")
+    @neutron_command(group, "subnet-list", "", kind="subnet",
+                     epilog="\b\nExample:\n  provnet subnet-list --network_id phy_net")
     @list_options
     def subnet_list(app, args, extras, show_details, fmt, columns) -> None:
         """List subnets; pass-through options are filters (`--network_id NET`, `--enable_dhcp False`)."""
         filters = resolve_network_filter(app.registry, list_filters(extras))
         rows, cols = rows_for(app.registry.list_subnets(filters or None), SUBNET_COLUMNS, show_details)
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, "subnets"))
 
     @neutron_command(group, "subnet-show", "SUBNET", kind="subnet", extras=False,
                      epilog="\b\nExample:\n  provnet subnet-show phy_subnet_without_dhcp")
@@ -308,12 +312,34 @@ def port_body(registry: Registry, name: str | None, fixed_ips: tuple[str, ...], 
     return body
 
 
+def warn_unknown_instance(registry: Registry, port: Any) -> None:
+    """A VM's port whose device_id names no instance gets 404 from the metadata service: say so on stderr (the
+    port is kept: the instance may be created next)."""
+    owner = port.device_owner or ""
+    if not port.device_id or owner.startswith("network:") or (owner and not owner.startswith("compute:")):
+        return
+    try:
+        registry.get_instance(port.device_id)
+        return
+    except NotFound:
+        pass
+    try:
+        uuid.UUID(port.device_id)
+    except ValueError:
+        click.echo(f"Warning: device_id {port.device_id!r} is not an instance uuid, so the metadata service answers "
+                   f"this port's VM with 404. Set the instance's uuid (`provnet instance-list` shows them): "
+                   f"provnet port-update {port.id} --device-id UUID", err=True)
+        return
+    click.echo(f"Warning: no instance has uuid {port.device_id}: until one does, the metadata service answers this "
+               f"port's VM with 404 (`provnet instance-create NAME --id {port.device_id}` makes it).", err=True)
+
+
 def register_ports(group: click.Group) -> None:
     @neutron_command(group, "port-create", "NETWORK", kind="port",
                      epilog="\b\nExample (a VM's port with a fixed address, bound on host compute1):\n"
-                     "  provnet port-create phy_net --fixed-ip ip_address=172.16.1.103 \\\n"
+                     "  provnet port-create phy_net --fixed-ip ip_address=172.16.1.104 \\\n"
                      "    --device-id 6c0bd7a0-b3ea-4f77-a67b-1b4fd0a3f1b2 --device-owner compute:nova \\\n"
-                     "    --binding:host_id compute1 --name vm1-port")
+                     "    --binding:host_id compute1 --name vm1-port2")
     @port_options
     @click.option("--mac-address", metavar="MAC", help="MAC address (default fa:16:3e:xx:xx:xx, random).")
     @click.option("--admin-state-down", is_flag=True, help="Create it administratively down.")
@@ -335,8 +361,9 @@ def register_ports(group: click.Group) -> None:
             body["project_id"] = project_id
         port = registry.create_port(merge_body(body, extras))
         emit_one(port.to_api(), fmt, columns, "Created a new port:")
+        warn_unknown_instance(registry, port)
 
-    @neutron_command(group, "port-list", "",
+    @neutron_command(group, "port-list", "", kind="port",
                      epilog="\b\nExamples:\n  provnet port-list --fixed_ips ip_address=172.16.1.103\n"
                      "  provnet port-list --network_id phy_net --device_owner network:router_interface")
     @list_options
@@ -344,7 +371,7 @@ def register_ports(group: click.Group) -> None:
         """List ports; pass-through options are filters (`--device_id ID`, `--fixed_ips ip_address=IP`)."""
         filters = resolve_network_filter(app.registry, list_filters(extras))
         rows, cols = rows_for(app.registry.list_ports(filters or None), PORT_COLUMNS, show_details)
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, "ports"))
 
     @neutron_command(group, "port-show", "PORT", kind="port", extras=False,
                      epilog="\b\nExample:\n  provnet port-show vm1-port -c binding:vif_type -f value")
@@ -371,6 +398,8 @@ def register_ports(group: click.Group) -> None:
             body["fixed_ips"] = []
         port = update_one(app, "port", args[0], body, extras, up, down)
         emit_one(port.to_api(), fmt, columns, f"Updated port: {args[0]}")
+        if "device_id" in body or "device_id" in extras:
+            warn_unknown_instance(registry, port)
 
     @neutron_command(group, "port-delete", "PORT...", extras=False)
     def port_delete(app, args, extras) -> None:

@@ -1,7 +1,6 @@
 # The neutron-style router verbs: router-create/-list/-show/-update/-delete, router-interface-add/-delete.
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from provnet.cli.verbs import (
     list_filters,
     list_options,
     neutron_command,
+    nothing_in,
     output_options,
     project_option,
     rows_for,
@@ -51,13 +51,14 @@ def register(group: click.Group) -> None:
         router = app.registry.create_router(merge_body(body, extras))
         emit_one(router.to_api(), fmt, columns, "Created a new router:")
 
-    @neutron_command(group, "router-list", "", epilog="\b\nExample:\n  provnet router-list -f value -c id")
+    @neutron_command(group, "router-list", "", kind="router",
+                     epilog="\b\nExample:\n  provnet router-list -f value -c id")
     @list_options
     def router_list(app, args, extras, show_details, fmt, columns) -> None:
         """List routers; pass-through options are filters (`--name NAME`)."""
         rows, cols = rows_for(app.registry.list_routers(list_filters(extras) or None), ROUTER_COLUMNS,
                               show_details)
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, "routers"))
 
     @neutron_command(group, "router-show", "ROUTER", kind="router", extras=False)
     @output_options
@@ -85,9 +86,8 @@ def register(group: click.Group) -> None:
                      epilog="\b\nINTERFACE is SUBNET, subnet=SUBNET or port=PORT (names or ids). Examples:\n"
                      "  provnet router-interface-add metadata-router phy_subnet_without_dhcp\n"
                      "  provnet router-interface-add metadata-router port=router-port")
-    @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-                  show_default=True, help="json prints the API's interface body.")
-    def interface_add(app, args, extras, fmt) -> None:
+    @output_options
+    def interface_add(app, args, extras, fmt, columns) -> None:
         """Add an interface to ROUTER.
 
         By subnet, a new port with device_owner network:router_interface takes the subnet's gateway_ip
@@ -96,10 +96,10 @@ def register(group: click.Group) -> None:
         registry: Registry = app.registry
         router_id = find_id(registry, "router", args[0])
         info = registry.add_router_interface(router_id, **interface_target(registry, args[1]))
-        if fmt == "json":
-            click.echo(json.dumps(info, indent=2, sort_keys=True))
-        else:
+        if fmt == "table" and not columns:
             click.echo(f"Added interface {info.get('port_id', '')} to router {args[0]}.")
+        else:  # the API's interface body (id, port_id, subnet_id, subnet_ids, ...)
+            emit_one(info, fmt, columns)
 
     @neutron_command(group, "router-interface-delete", "ROUTER INTERFACE", extras=False,
                      epilog="\b\nINTERFACE is SUBNET, subnet=SUBNET or port=PORT (names or ids).")
@@ -110,11 +110,11 @@ def register(group: click.Group) -> None:
         registry.remove_router_interface(router_id, **interface_target(registry, args[1]))
         click.echo(f"Removed interface from router {args[0]}.")
 
-    @neutron_command(group, "router-port-list", "ROUTER", extras=False)
+    @neutron_command(group, "router-port-list", "ROUTER", kind="port", extras=False)
     @list_options
     def router_port_list(app, args, extras, show_details, fmt, columns) -> None:
         """List a router's ports (its interfaces)."""
         registry: Registry = app.registry
         router_id = find_id(registry, "router", args[0])
         rows, cols = rows_for(registry.list_ports({"device_id": [router_id]}), ROUTER_PORT_COLUMNS, show_details)
-        emit_many(rows, cols, fmt, columns)
+        emit_many(rows, cols, fmt, columns, nothing_in(app, f"ports on router {args[0]}"))

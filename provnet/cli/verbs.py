@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
+from provnet.cli.complete import complete_positional
 from provnet.cli.lookup import find_id
 from provnet.cli.neutron_args import ArgError, merge_body, split_args, take_positionals
-from provnet.cli.output import FORMATS, OutputError, format_many, format_one, select
+from provnet.cli.output import OutputError, format_many, format_one, output_options, select
 from provnet.model.errors import NeutronError
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
 from provnet.registry.base import Registry
@@ -62,7 +63,8 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
 
     The decorated function gets `app` (AppContext), `args` (the positionals, checked against
     `args_metavar`'s words), `extras` (dict) and the click options; its errors are reported by `guarded`.
-    A verb printing one resource names its `kind`, so a bad -c is refused before anything is written.
+    A verb printing resources names their `kind`, so a bad -c is refused before anything is written (and -c
+    may name any field of that kind). Only a -create verb may create a new local store.
     """
     names = [w.strip("[].") for w in args_metavar.split() if not w.startswith("[")]
     variadic = args_metavar.endswith("...")
@@ -71,6 +73,9 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
         @functools.wraps(fn)
         @click.pass_obj
         def callback(app: Any, args: tuple[str, ...], **options: Any) -> None:
+            app.verb = name
+            app.may_create = name.endswith("-create")
+
             def run() -> None:
                 if kind and options.get("columns"):
                     select(fields_of(kind), options["columns"])
@@ -95,7 +100,8 @@ def neutron_command(group: click.Group, name: str, args_metavar: str, epilog: st
                 close_registry(app)
                 root.setLevel(level)
 
-        callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar)(callback)
+        callback = click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar=args_metavar,
+                                  shell_complete=complete_positional(args_metavar))(callback)
         doc = inspect.cleandoc(fn.__doc__ or "")
         help_text = doc + ("\n\n" + (FILTERS_HELP if name.endswith("-list") else EXTRAS_HELP) if extras else "")
         return group.command(
@@ -137,14 +143,6 @@ def close_registry(app: Any) -> None:
         registry.close()
 
 
-def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """-f/--format and -c/--column, as cliff's formatters offered them."""
-    fn = click.option("-c", "--column", "columns", multiple=True, metavar="COLUMN",
-                      help="Show only this column/field (repeatable).")(fn)
-    return click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                        help="Output format.")(fn)
-
-
 def emit_one(obj: Mapping[str, Any], fmt: str, columns: Sequence[str], banner: str = "") -> None:
     """Print a show/create/update result; the neutron CLI's banner line only in table format."""
     text = format_one(obj, fmt, columns)
@@ -154,10 +152,18 @@ def emit_one(obj: Mapping[str, Any], fmt: str, columns: Sequence[str], banner: s
 
 
 def emit_many(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str,
-              wanted: Sequence[str]) -> None:
+              wanted: Sequence[str], empty: str = "") -> None:
+    """Print a list result; an empty table prints `empty` (what is missing, and in which store) on stderr."""
     text = format_many(rows, columns, fmt, wanted)
     if text:
         click.echo(text)
+    elif empty and fmt == "table":
+        click.echo(empty, err=True)
+
+
+def nothing_in(app: Any, what: str) -> str:
+    """The stderr line of an empty list: `No ports in sqlite:////var/lib/provnet/provnet.sqlite.`"""
+    return f"No {what} in {app.store}."
 
 
 def list_filters(extras: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -197,7 +203,8 @@ def update_one(app: Any, kind: str, name_or_id: str, body: dict[str, Any], extra
 
 
 def project_option(fn: Any) -> Any:
-    return click.option("--tenant-id", "--project-id", "project_id", metavar="PROJECT_ID",
+    """The owner project of a -create verb, under the names the openstack and neutron CLIs use for it."""
+    return click.option("--project", "--project-id", "--tenant-id", "project_id", metavar="PROJECT_ID",
                         help="Owner project (default: fake_project_id, as Neutron's noauth).")(fn)
 
 

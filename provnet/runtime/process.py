@@ -31,12 +31,17 @@ def mask_url(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)
 
 
+_supervised = False  # this process is a supervised child (its parent already said what it runs on)
+
+
 def die_with_parent() -> None:
     """In a supervised child (DIE_WITH_PARENT in its environment): ask the kernel to SIGTERM this process when
     the supervisor dies, even by SIGKILL, so no child outlives `provnet serve`; exit at once if it already did."""
+    global _supervised
     parent = os.environ.pop(DIE_WITH_PARENT, "")
     if not parent.isdigit():
         return
+    _supervised = True
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the supervisor's stop is the only guard
@@ -57,11 +62,13 @@ def open_store(config: Config, api_url: str | None = None) -> Registry:
     """The local database (or the API at `api_url`) as a Registry, or a StoreError naming it."""
     where = api_url or mask_url(config.db_url)
     try:
-        return registry_from_config(config, api_url)
+        registry = registry_from_config(config, api_url)
     except Exception as exc:  # driver errors differ per database; the operator needs the reason, not a trace
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.debug("opening %s failed", where, exc_info=True)
         raise StoreError(f"cannot open the {'API' if api_url else 'database'} {where}: {reason}") from None
+    log.log(logging.DEBUG if _supervised else logging.INFO, "registry: %s", where)
+    return registry
 
 
 def run_server(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,

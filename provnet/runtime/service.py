@@ -49,7 +49,7 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         for service in services:
             await service.start()
             started.append(service)
-            log.debug("%s started", service.name)
+            log.debug("%s started", service.name)  # each service logs its own start line: what it serves, where
         if on_ready is not None:
             on_ready()
         if systemd:

@@ -149,7 +149,7 @@ class Supervisor:
         child.started_at = child.last_ping = self.clock()
         child.pidfd = os.pidfd_open(child.proc.pid)
         asyncio.get_running_loop().add_reader(child.pidfd, self._on_exit, child)
-        log.info("%s runs in process %d", child.spec.name, child.proc.pid)
+        log.debug("%s runs in process %d", child.spec.name, child.proc.pid)  # its own start line has the pid
 
     def _forget_pidfd(self, child: _Child) -> None:
         if child.pidfd is not None:
