@@ -83,22 +83,25 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
 def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
     """Show the DHCP server's leases from its journal (who holds which address until when).
 
-    Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
+    Reads the journal the server appends to before each ACK; safe to run while the server runs. Records that are
+    torn (a crash or a full disk mid-write) or damaged are skipped and said so on stderr; every whole record is
+    shown. Journals in the format before version 2 are read too.
     """
-    from provnet.dhcp.journal import replay
+    from provnet.dhcp.journal import read_journal
     from provnet.dhcp.service import journal_path
 
     path = Path(journal or journal_path(app.config))
+    if not path.exists():
+        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)")
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)") \
-            from None
+        found = read_journal(path)
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    leases = replay(text)
-    if text.strip() and not leases:
-        raise click.ClickException(f"{path} is not a lease journal: no line is in `provnet dhcp`'s format")
+    if found.size and not found.records:
+        raise click.ClickException(f"{path} is not a lease journal: no record in `provnet dhcp`'s format")
+    if found.damaged:
+        click.echo(f"warning: {path}: {found.damage_note()}", err=True)
+    leases = found.leases()
     now = time.time()
     rows = []
     for rec in sorted(leases.values(), key=lambda r: tuple(int(x) for x in r.ip.split("."))):
