@@ -128,7 +128,8 @@ def dhcp_leases(app, show_all: bool, fmt: str, journal: str | None) -> None:
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Write the files here (created if missing); without it they are printed.")
 @click.option("--interface", default=None, metavar="IF",
-              help="Interface the exported server listens on (config [dhcp] interface; Kea: * if unset).")
+              help="Interface the exported server listens on (config [dhcp] interface). Unset: Kea listens on *, "
+                   "dnsmasq on every interface with an address in the network's subnets.")
 @click.pass_obj
 def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: str | None) -> None:
     """Write the configuration for another DHCP server: one host entry per port, routes 121/249 inside.
@@ -140,7 +141,8 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
 
     \b
     Examples:
-      provnet dhcp-config --format dnsmasq --network phy_net --output-dir /etc/provnet/dnsmasq
+      provnet dhcp-config --format dnsmasq --network phy_net --output-dir dnsmasq-phy_net
+      provnet dhcp-config --format dnsmasq --network phy_net --interface br-phy
       provnet dhcp-config --format kea --network phy_net > kea-dhcp4.json && kea-dhcp4 -t kea-dhcp4.json
     """
     from provnet.dhcp import export
@@ -154,9 +156,11 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
     except LookupError as exc:
         raise click.UsageError(str(exc)) from None
     directory = str(Path(output_dir).resolve()) if output_dir else str(Path(config.state_path) / f"dhcp-{fmt}")
-    if fmt == "dnsmasq" and not interface:
-        raise click.UsageError("dnsmasq needs an interface: give --interface IF or set [dhcp] interface")
     files = export.render(fmt, snap, settings_from(config), interface, directory)
+    if fmt == "dnsmasq" and not interface:
+        cidrs = ", ".join(s.cidr for s in snap.subnets if s.ip_version == 4) or "its subnets"
+        click.echo(f"note: no --interface: the dnsmasq command line answers DHCP on every interface with an address "
+                   f"in {cidrs}; give --interface IF (or set [dhcp] interface) to pin it to one", err=True)
     if output_dir:
         try:
             os.makedirs(directory, exist_ok=True)
