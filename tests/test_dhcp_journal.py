@@ -333,3 +333,24 @@ def test_dhcp_leases_without_a_journal_says_so(tmp_path):
     assert res.returncode == 0 and json.loads(res.stdout) == []  # a server that has leased nothing yet
     res = _leases_cli(tmp_path, "--format", "xml")
     assert res.returncode == 2 and "Invalid value for '--format'" in res.stderr
+
+
+def test_one_writer_per_journal(tmp_path):
+    """Cutting a torn write back and compaction assume one writer: a second server on the same journal is refused
+    with a line that says what to do, also after a compaction replaced the file."""
+    path = tmp_path / "j"
+    first = LeaseJournal(path, compact_min_records=1)
+    first.open()
+    second = LeaseJournal(path)
+    with pytest.raises(OSError) as exc:
+        second.open()
+    assert exc.value.errno == errno.EBUSY and "in use by another provnet dhcp" in str(exc.value)
+    first.write([rec("10.0.0.1"), rec("10.0.0.1")])
+    first.compact(now=0)
+    with pytest.raises(OSError):
+        LeaseJournal(path).open()
+    first.close()
+    third = LeaseJournal(path)
+    third.open()  # free again once the first has closed it
+    assert set(third.leases) == {"10.0.0.1"}
+    third.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from doctor_seed import SEED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from provnet.binding import bind_port, failure_fix
 from provnet.doctor.findings import Finding, render_table, wrap
@@ -402,3 +404,30 @@ def test_doctor_help_examples_run_as_written(operator_shell):
     missing = operator_shell(examples[0]).stdout
     assert "ERROR   config.parse                   /etc/neutron" in missing and "config directory not found" \
         in missing
+
+
+# ---- hostile input: the readers never raise ---------------------------------------------------------------------
+
+_PIECES = st.sampled_from(["dnsmasq", "/usr/sbin/dnsmasq", "ExecStart=", "-C", "--conf-file", "--conf-dir=",
+                           "--dhcp-range=", "-F", "-O", "--dhcp-option=", "tag:", "set:", "option:", "121,", "249,",
+                           "0.0.0.0/0,", "172.16.1.1", ",", "\\\n", "\n", " ", "\0", "\"", "'", "#", "=", "@",
+                           "neutron", "subnet-create", "--allocation-pool", "start=", "end=", "openstack", "subnet",
+                           "create", "--subnet-range", "router-interface-add", "net-create", "10.0.0.0/24", "x"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=8)), max_size=40).map("".join))
+def test_doctor_readers_and_checks_never_raise(text):
+    from provnet.doctor import dnsmasq as dm
+    from provnet.doctor.commands import parse_commands
+    from provnet.doctor.ini import Location
+    from provnet.doctor.inputs import Inputs, Snapshot
+    from provnet.doctor.run import run_checks
+
+    cfg = dm.parse_cmdline(text, Location("c"))
+    cfg.extend(dm.parse_any_file(text, "f"))
+    declared = parse_commands(text, "cmds")
+    snap = Snapshot(list({n.id: n for n in declared.networks.values()}.values()),
+                    list({s.id: s for s in declared.subnets.values()}.values()), declared.ports, [], [], "cmds",
+                    live=False)
+    run_checks(Inputs(dnsmasq=cfg, snapshot=snap))

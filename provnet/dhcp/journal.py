@@ -20,6 +20,8 @@ compaction writes the live leases to a new file, fsyncs it, renames it over the 
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import ipaddress
 import json
 import logging
@@ -228,10 +230,22 @@ class LeaseJournal:
         self._withheld = 0
         self._compact_after = 0  # after a failed compaction: wait until the file holds this many records
 
+    def _open_locked(self, path: Path, flags: int = 0) -> int:
+        """The journal file opened for appending and locked: one writer per journal, so that cutting a torn write
+        back and compacting can never touch another server's records."""
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | flags, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OSError(errno.EBUSY, f"lease journal {self.path} is in use by another provnet dhcp: give each "
+                                       "server its own --state-path") from None
+        return fd
+
     def open(self) -> None:
         """Read the journal, cut a torn tail, upgrade a version-1 file; then appends go to its end."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = self._open_locked(self.path)
         with open(self._fd, "rb", closefd=False) as fh:
             found = scan(fh.read())
         self.leases = found.leases()
@@ -319,25 +333,24 @@ class LeaseJournal:
         live = {ip: r for ip, r in self.leases.items() if r.state == "ack" and r.expires > now}
         tmp = self.path.with_name(self.path.name + ".compact")
         data = b"".join(r.encode() for r in live.values())
+        fd = -1
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = self._open_locked(tmp, os.O_TRUNC)  # locked before it takes the journal's name
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
             os.replace(tmp, self.path)
         except OSError:
             self._compact_after = self._records + self._records // 2
+            if fd >= 0:
+                os.close(fd)
             try:
                 tmp.unlink()
             except OSError:
                 pass
             raise
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        old, self._fd = self._fd, os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        old, self._fd = self._fd, fd  # from the rename on, appends must go to the new file
         if old >= 0:
             os.close(old)
         self.leases = live
@@ -346,6 +359,11 @@ class LeaseJournal:
         self._cut_pending = False
         self._compact_after = 0
         self._dirty = False
+        dfd = os.open(self.path.parent, os.O_RDONLY)  # the rename itself durable
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     def close(self) -> None:
         if self._fd >= 0:

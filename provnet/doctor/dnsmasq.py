@@ -215,7 +215,7 @@ def parse_option(text: str, where: Location, force: bool = False) -> DhcpOption 
         return "IPv6 option (not checked)"
     if name.startswith("option:"):
         code = OPTION_NAMES.get(name[len("option:"):])
-    elif name.isdigit():
+    elif name.isascii() and name.isdigit():
         code = int(name)
     else:
         return f"{name!r} is neither a number nor option:<name>"
