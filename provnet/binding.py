@@ -15,6 +15,7 @@ A network without a provider:network_type is treated as a "local" segment (alway
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -121,3 +122,41 @@ def _refusal(agent: Agent, network: Network, host: str, *, agent_down_time: floa
                     f"{json.dumps(mappings, sort_keys=True)}: "
                     f"set [ovs] bridge_mappings = {physnet}:<bridge> on host {host}")
     return ""
+
+
+# The operator's fix for each reason above, found again from the stored reason text (ports keep only the reason):
+# (pattern of the reason, fix). `{host}` and the pattern's groups are filled in; `{physnet}` is the port's network's
+# physical network. Keep each entry beside the reason it answers when a reason changes.
+_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"vnic_type (?P<vnic>\S+) is not supported by the openvswitch driver on host (?P<host>\S+)"),
+     "make it a normal port: `provnet port-update PORT --vnic-type normal` (or `openstack port set --vnic-type "
+     "normal PORT`); {vnic} ports need an SR-IOV or other mechanism driver provnet does not have"),
+    (re.compile(r"no agent on host (?P<host>\S+)$"),
+     "start `provnet agent` on {host} with `bridge_mappings = {physnet}:br-phy` in [ovs] of its configuration "
+     "(the bridge that carries {physnet}; or neutron-openvswitch-agent with that line in openvswitch_agent.ini), "
+     "and `host = {host}` in [DEFAULT] if the machine's own name differs; check that it reports with "
+     "`provnet agent-list`"),
+    (re.compile(r"agent on host (?P<host>\S+) is disabled .*?`(?P<command>[^`]+)`"),
+     "enable the agent: `{command}` (or `provnet agent-update {host} --admin-state-up`)"),
+    (re.compile(r"agent on host (?P<host>\S+) is dead: (?:no heartbeat ever|last heartbeat .*?), agent_down_time "
+                r"(?P<down>[\d.]+) s, report_interval (?P<interval>[\d.]+) s"),
+     "start or restart `provnet agent` on {host} and check that it reaches the registry (`provnet agent-list` "
+     "shows it alive); if it runs, agent_down_time {down} s is too short for its reports: set "
+     "`agent_down_time = 75` in [DEFAULT] (at least twice report_interval {interval} s)"),
+    (re.compile(r"network type (?P<type>\S+) is not supported by the agent on host (?P<host>\S+)"),
+     "on {host}, add {type} to the agent's tunnel types: `tunnel_types = {type}` in [agent] (with a local_ip in "
+     "[ovs]), then restart the agent; or use a flat or vlan network there"),
+    (re.compile(r"physical network (?P<physnet>\S+) is not in the agent's bridge_mappings .*? on host (?P<host>\S+)"),
+     "on {host}, set `bridge_mappings = {physnet}:br-phy` in [ovs] of the agent's configuration (the bridge that "
+     "carries {physnet}; provnet.conf for `provnet agent`, openvswitch_agent.ini for neutron-openvswitch-agent) "
+     "and restart the agent"),
+)
+
+
+def failure_fix(reason: str, physical_network: str | None = None) -> str | None:
+    """The fix for a binding failure reason written by this module (None for a reason it did not write)."""
+    for pattern, fix in _FIXES:
+        m = pattern.search(reason)
+        if m:
+            return fix.format(**{"physnet": physical_network or "<physical network>", **m.groupdict()})
+    return None

@@ -32,8 +32,9 @@ WRONG_ON_PURPOSE = {"provnet network list"}  # shown in the README as what gets 
 
 
 def command_words(line: str) -> list[str]:
-    """A shell line from `provnet` to the end of that command (a pipe, redirection or && ends it), comments off."""
-    words = shlex.split(line, comments=True)
+    """A shell line from `provnet` to the end of that command (a pipe, redirection or && ends it), comments off;
+    a command substitution `$(...)` stands for one word."""
+    words = shlex.split(re.sub(r"\$\([^()]*\)", "X", line), comments=True)
     start = next(i for i, w in enumerate(words) if w in ("provnet", ".venv/bin/provnet"))
     words = words[start + 1:]
     for i, word in enumerate(words):

@@ -185,6 +185,17 @@ def _router_elsewhere(s: Snapshot) -> None:
     s.ports[0].fixed_ips = [FixedIP("sub-1", "172.16.1.3")]
 
 
+def _no_vm_ports(s: Snapshot) -> None:
+    del s.ports[1]
+
+
+def _both(*mutations: Callable[[Spec], None]) -> Callable[[Spec], None]:
+    def mutate(spec: Spec) -> None:
+        for m in mutations:
+            m(spec)
+    return mutate
+
+
 CASES: list[tuple[str, str, Callable[[Spec], None], str]] = [
     # (check id, severity, mutation, expected location)
     ("config.parse", "error", _file("l3_agent.ini", "[DEFAULT\nenable_metadata_proxy = True\n"), "l3_agent.ini:1"),
@@ -225,6 +236,8 @@ CASES: list[tuple[str, str, Callable[[Spec], None], str]] = [
     ("dhcp.lease-not-fixed-ip", "error", _set("cmdline", "dnsmasq --dhcp-range=set:tag0,172.16.1.100,"
                                                          "172.16.1.109,2h"), "dnsmasq.cmdline:1"),
     ("dhcp.two-servers", "error", _snap(_dhcp_on), "dnsmasq.cmdline:1"),
+    ("dhcp.range-vs-pool", "error", _both(_set("cmdline", "dnsmasq --dhcp-range=set:tag0,172.16.1.100,172.16.1.109,2h"),
+                                          _snap(_no_vm_ports)), "dnsmasq.cmdline:1"),
     ("firewall.dhcp-reply-dropped", "error", _set("rules", GOOD_RULES.replace("-d 172.16.1.103/32 ", "-s 10.0.0.1/32 ")
                                                   .replace("-d 255.255.255.255/32 ", "-s 10.0.0.1/32 ")), "rules:5"),
 ]
@@ -348,7 +361,7 @@ def test_wrong_reservation_points_at_the_host_line():
     spec = Spec(cmdline=f"dnsmasq --dhcp-range=set:tag0,172.16.1.0,static,255.255.255.0 "
                         f"--dhcp-host={MAC},172.16.1.140")
     [f] = [f for f in findings_of(spec) if f.check == "dhcp.lease-not-fixed-ip"]
-    assert "gives the address 172.16.1.140" in f.problem and f.fix == f"write dhcp-host={MAC},172.16.1.103"
+    assert "gives the address 172.16.1.140" in f.problem and f.fix == f"write `dhcp-host={MAC},172.16.1.103`"
 
 
 def test_no_reservation_at_all_with_static_range():
@@ -397,7 +410,7 @@ def test_renderings():
     found = findings_of(spec)
     table = render_table(found)
     assert "ERROR   agent.dead" in table and table.rstrip().endswith("2 errors, 0 warnings, 0 infos")
-    data = __import__("json").loads(render_json(found))
+    data = __import__("json").loads(render_json(found))["findings"]
     assert [d["check"] for d in data] == ["agent.dead", "binding.physnet-unmapped"]
     assert data[0]["file"] is None and data[0]["severity"] == "error"
     assert {"problem", "symptom", "fix", "line", "location"} <= set(data[0])

@@ -15,11 +15,11 @@ from provnet.registry import open_registry
 def run_doctor(args: list[str], env: dict | None = None) -> tuple[int, list[dict], str]:
     result = CliRunner().invoke(main, args, env={"PROVNET_CONFIG": "", **(env or {})}, catch_exceptions=False)
     out = result.stdout
-    data = json.loads(out) if "-f" in args and out.strip().startswith("[") else []
+    data = json.loads(out)["findings"] if "-f" in args and out.strip().startswith("{") else []
     return result.exit_code, data, out
 
 
-def seed_args(variant: str, *, local_conf: bool = True) -> list[str]:
+def seed_args(variant: str, *, local_conf: bool = True, commands: bool = False) -> list[str]:
     d = SEED / variant
     args = ["--config-dir", str(d / "etc"), "--dnsmasq-opts", str(d / "opts"),
             "--dnsmasq-cmdline", f"@{d / 'dnsmasq.cmdline'}", "--iptables-save", str(d / "iptables.rules"),
@@ -28,6 +28,8 @@ def seed_args(variant: str, *, local_conf: bool = True) -> list[str]:
         args += ["--dnsmasq-opts", str(d / "hosts")]
     if local_conf:
         args += ["--local-conf", str(d / "local.conf")]
+    if commands:  # the network's shape without a registry
+        args += ["--commands", str(d / "commands")]
     return args
 
 
@@ -107,8 +109,29 @@ def test_corrected_configuration_reports_nothing(corrected_db):
 
 
 def test_corrected_files_alone_report_nothing_in_table_form():
-    code, _, out = run_doctor(["doctor", "--no-registry", *seed_args("corrected")])
-    assert (code, out.strip()) == (0, "no problems found")
+    code, _, out = run_doctor(["doctor", "--no-registry", *seed_args("corrected", commands=True)])
+    assert code == 0 and out.startswith("no problems found\n\ninputs read (checks that ran on each):\n"), out
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [r[0].replace(f"{SEED}/", "") for r in rows] == [
+        "corrected/etc/neutron.conf", "corrected/etc/ml2_conf.ini", "corrected/etc/openvswitch_agent.ini",
+        "corrected/etc/dhcp_agent.ini", "corrected/etc/l3_agent.ini", "corrected/etc/metadata_agent.ini",
+        "corrected/etc/nova.conf", "corrected/local.conf", "corrected/opts", "corrected/hosts",
+        "corrected/dnsmasq.cmdline", "corrected/iptables.rules", "corrected/commands", "registry"]
+    assert all(int(r[-2]) > 0 and r[-1] in ("check", "checks") for r in rows[:-1]), out  # each one checked
+    assert out.splitlines()[-1].split()[-3:] == ["not", "read:", "--no-registry"]
+
+
+def test_files_alone_name_what_no_check_could_use():
+    """Without a registry or the commands, the hosts file cannot be compared with anything: doctor says so."""
+    code, data, out = run_doctor(["doctor", "--no-registry", "-f", "json", *seed_args("corrected")])
+    assert code == 0
+    [f] = data
+    assert (f["check"], f["severity"], at(f)) == ("input.not-checked", "info", "corrected/hosts")
+    assert "holds 1 dhcp-host" in f["problem"] and "--commands FILE" in f["problem"]
+    inputs = {i["input"].replace(f"{SEED}/", ""): i for i in json.loads(out)["inputs"]}
+    assert inputs["corrected/hosts"]["checks"] == 0 and inputs["corrected/hosts"]["status"] == "not checked"
+    assert inputs["corrected/opts"]["check_names"] == ["dhcp.routes"]
+    assert inputs["registry"]["status"] == "not read: --no-registry"
 
 
 def test_missing_inputs_are_errors_not_tracebacks(tmp_path):

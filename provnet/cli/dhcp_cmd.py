@@ -54,22 +54,26 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
 def dhcp_leases(app, show_all: bool, fmt: str, columns: tuple[str, ...], journal: str | None) -> None:
     """Show the DHCP server's leases from its journal (who holds which address until when).
 
-    Reads the append-only journal the server writes before each ACK; safe to run while the server runs.
+    Reads the journal the server appends to before each ACK; safe to run while the server runs. Records that are
+    torn (a crash or a full disk mid-write) or damaged are skipped and said so on stderr; every whole record is
+    shown. Journals in the format before version 2 are read too.
     """
-    from provnet.dhcp.journal import replay
+    from provnet.dhcp.journal import read_journal
     from provnet.dhcp.service import journal_path
 
     path = Path(journal or journal_path(app.config))
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    if not path.exists():
         raise click.ClickException(f"no lease journal at {path} (has `provnet dhcp` run with this state path?)"
-                                   f"{lab_hint(app.config.state_path, 'dhcp-leases')}") from None
+                                   f"{lab_hint(app.config.state_path, 'dhcp-leases')}")
+    try:
+        found = read_journal(path)
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    leases = replay(text)
-    if text.strip() and not leases:
-        raise click.ClickException(f"{path} is not a lease journal: no line is in `provnet dhcp`'s format")
+    if found.size and not found.records:
+        raise click.ClickException(f"{path} is not a lease journal: no record in `provnet dhcp`'s format")
+    if found.damaged:
+        click.echo(f"warning: {path}: {found.damage_note()}", err=True)
+    leases = found.leases()
     now = time.time()
     rows = []
     for rec in sorted(leases.values(), key=lambda r: tuple(int(x) for x in r.ip.split("."))):
@@ -89,7 +93,8 @@ def dhcp_leases(app, show_all: bool, fmt: str, columns: tuple[str, ...], journal
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Write the files here (created if missing); without it they are printed.")
 @click.option("--interface", "-i", default=None, metavar="IF",
-              help="Interface the exported server listens on (config [dhcp] interface; Kea: * if unset).")
+              help="Interface the exported server listens on (config [dhcp] interface). Unset: Kea listens on *, "
+                   "dnsmasq on every interface with an address in the network's subnets.")
 @click.pass_obj
 def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: str | None) -> None:
     """Write the configuration for another DHCP server: one host entry per port, routes 121/249 inside.
@@ -101,7 +106,8 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
 
     \b
     Examples:
-      provnet dhcp-config --format dnsmasq --network phy_net --output-dir /etc/provnet/dnsmasq
+      provnet dhcp-config --format dnsmasq --network phy_net --output-dir dnsmasq-phy_net
+      provnet dhcp-config --format dnsmasq --network phy_net --interface br-phy
       provnet dhcp-config --format kea --network phy_net > kea-dhcp4.json && kea-dhcp4 -t kea-dhcp4.json
     """
     from provnet.dhcp import export
@@ -116,9 +122,11 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
     except LookupError as exc:
         raise click.UsageError(str(exc)) from None
     directory = str(Path(output_dir).resolve()) if output_dir else str(Path(config.state_path) / f"dhcp-{fmt}")
-    if fmt == "dnsmasq" and not interface:
-        raise click.UsageError("dnsmasq needs an interface: give --interface IF or set [dhcp] interface")
     files = export.render(fmt, snap, settings_from(config), interface, directory)
+    if fmt == "dnsmasq" and not interface:
+        cidrs = ", ".join(s.cidr for s in snap.subnets if s.ip_version == 4) or "its subnets"
+        click.echo(f"note: no --interface: the dnsmasq command line answers DHCP on every interface with an address "
+                   f"in {cidrs}; give --interface IF (or set [dhcp] interface) to pin it to one", err=True)
     if output_dir:
         try:
             os.makedirs(directory, exist_ok=True)

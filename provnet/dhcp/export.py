@@ -48,8 +48,10 @@ def dnsmasq(snap: Snapshot, settings: Settings, interface: str, directory: str) 
         ranges.append(f"--dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{settings.lease_time}s")
     for h in snap.hosts:
         hosts.append(f"{h.mac},{h.hostname},{h.ip}")
-    argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--port=0", "--strict-order", "--bind-interfaces",
-            f"--interface={interface}", "--except-interface=lo", *ranges,
+    # without an interface, dnsmasq listens on all and answers DHCP only where an address lies in a dhcp-range
+    where = ["--bind-interfaces", f"--interface={interface}"] if interface else []
+    argv = ["dnsmasq", "--no-hosts", "--no-resolv", "--port=0", "--strict-order", *where, "--except-interface=lo",
+            *ranges,
             f"--dhcp-optsfile={d / 'dnsmasq.opts'}", f"--dhcp-hostsfile={d / 'dnsmasq.hosts'}",
             f"--dhcp-leasefile={d / 'dnsmasq.leases'}", f"--pid-file={d / 'dnsmasq.pid'}",
             f"--dhcp-lease-max={max(1000, 2 * len(snap.hosts))}",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from provnet.binding import failure_fix
 from provnet.doctor.findings import Finding
 from provnet.doctor.ini import Location
 from provnet.doctor.inputs import Inputs
@@ -43,7 +44,7 @@ def check_down_time(inputs: Inputs) -> Iterator[Finding]:
                 f"can be late by up to one interval, so a live agent is judged dead",
                 "ports bind with binding:vif_type binding_failed (\"agent on host X is dead\"); Nova reports "
                 "\"Binding failed for port\"; agents flap between alive and dead",
-                f"set [DEFAULT] agent_down_time = {max(75, int(2 * interval + 15))} in neutron.conf (at least "
+                f"set `agent_down_time = {max(75, int(2 * interval + 15))}` in [DEFAULT] of neutron.conf (at least "
                 f"2 x report_interval) and restart neutron-server")
     if inputs.provnet:
         down = float(inputs.provnet.agent_down_time)
@@ -53,7 +54,8 @@ def check_down_time(inputs: Inputs) -> Iterator[Finding]:
                 "error", "agent.down-time", inputs.provnet_where("agent_down_time"),
                 f"provnet agent_down_time {down:g} s is below twice [agent] report_interval {interval:g} s",
                 "ports bind with binding_failed \"agent on host X is dead\" between heartbeats",
-                f"set agent_down_time = {max(75, int(2 * interval + 15))} in [DEFAULT] of provnet's configuration")
+                f"set `agent_down_time = {max(75, int(2 * interval + 15))}` in [DEFAULT] of provnet's "
+                "configuration")
 
 
 def check_dead_agents(inputs: Inputs) -> Iterator[Finding]:
@@ -122,7 +124,8 @@ def check_config_mappings(inputs: Inputs) -> Iterator[Finding]:
                 "error", "agent.bridge-mappings", where,
                 f"physical network {physnet} ({why}) is not in the agent's [ovs] bridge_mappings",
                 "VMs on the network fail to boot: port binding:vif_type binding_failed",
-                f"set [ovs] bridge_mappings = {physnet}:<bridge> (e.g. {physnet}:br-phy) and restart the agent")
+                f"set `bridge_mappings = {physnet}:br-phy` in [ovs] (the bridge that carries {physnet}) and "
+                "restart the agent")
 
 
 def check_provnet_mappings(inputs: Inputs) -> Iterator[Finding]:
@@ -144,12 +147,12 @@ def check_provnet_mappings(inputs: Inputs) -> Iterator[Finding]:
             f"bridge_mappings {mapped or '(empty)'} does not map: {', '.join(ports[:5])}",
             "those ports end binding_failed once `provnet agent` reports from this host",
             f"add {physnet}:<bridge> to [ovs] bridge_mappings in provnet's configuration (e.g. "
-            f"bridge_mappings = {physnet}:br-phy) and restart `provnet agent`")
+            f"`bridge_mappings = {physnet}:br-phy`) and restart `provnet agent`")
 
 
 def check_registry_mappings(inputs: Inputs) -> Iterator[Finding]:
     snap = inputs.snapshot
-    if not snap:
+    if not (snap and snap.live):  # networks from an operator's commands come without the agents' reports
         return
     down = agent_down_time(inputs)
     alive = [a for a in snap.agents if a.agent_type == OVS_AGENT_TYPE and a.admin_state_up
@@ -166,9 +169,9 @@ def check_registry_mappings(inputs: Inputs) -> Iterator[Finding]:
             f"{net.network_type} network {snap.name(net.id)} uses physical network {net.physical_network}, which "
             f"no alive agent maps (reported bridge_mappings: {reported})",
             "every port on it ends binding:vif_type binding_failed; VMs fail to boot",
-            f"set [ovs] bridge_mappings = {net.physical_network}:<bridge> on the compute hosts' agent "
-            f"(provnet: [ovs] bridge_mappings in provnet.conf, then restart `provnet agent`); failed ports "
-            f"bind again by themselves when the agent reports")
+            f"set `bridge_mappings = {net.physical_network}:br-phy` in [ovs] of the compute hosts' agent (the "
+            f"bridge that carries {net.physical_network}; provnet.conf for `provnet agent`, then restart it); failed "
+            "ports bind again by themselves when the agent reports")
 
 
 def check_failed_ports(inputs: Inputs) -> Iterator[Finding]:
@@ -177,13 +180,17 @@ def check_failed_ports(inputs: Inputs) -> Iterator[Finding]:
     for port in inputs.snapshot.ports:
         if port.binding_vif_type != "binding_failed":
             continue
+        net = inputs.snapshot.network(port.network_id)
+        reason = port.binding_failure_reason or ""
+        fix = failure_fix(reason, net.physical_network if net else None) or (
+            f"read the reason, fix it on host {port.binding_host_id}, then `provnet port-update {port.id}` to "
+            "bind again")
         yield Finding(
             "error", "binding.port-failed", None,
             f"port {port.name or port.id} ({port.id}) on host {port.binding_host_id} failed to bind: "
-            f"{port.binding_failure_reason or 'no reason recorded'}",
+            f"{reason or 'no reason recorded'}",
             "the VM using it does not boot (Nova: \"Binding failed for port\")",
-            "fix the cause named in the reason; the port binds again by itself when the host's agent reports, "
-            "or on any update of the port")
+            f"{fix}; the port binds again by itself when the host's agent reports, or on any update of the port")
 
 
 CHECKS = (check_down_time, check_dead_agents, check_config_mappings, check_provnet_mappings, check_registry_mappings,

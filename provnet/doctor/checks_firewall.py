@@ -36,7 +36,7 @@ def check_dhcp_replies(inputs: Inputs) -> Iterator[Finding]:
     if not server:
         yield Finding("info", "firewall.dhcp-reply-dropped", Location(tables.path),
                       "iptables rules were given without the DHCP server's address", "nothing was checked",
-                      "pass --dhcp-server IP (the external DHCP server's address on the VMs' segment)")
+                      "pass `--dhcp-server IP` (the external DHCP server's address on the VMs' segment)")
         return
     for chain, suffix in sorted(ingress_chains(tables).items()):
         for dst in _destinations(inputs, suffix):
@@ -49,8 +49,9 @@ def check_dhcp_replies(inputs: Inputs) -> Iterator[Finding]:
                 f"chain {chain} drops a DHCP reply from {server}:67 to {dst}:68 (rule: {rule.text if rule else '?'})",
                 "the VM never gets its lease (udhcpc: \"Sending discover...\" forever) and boots without an "
                 "address or metadata",
-                f"accept replies before that rule: -I {chain} -s {server}/32 -p udp -m udp --sport 67 --dport 68 "
-                f"-j RETURN (or let the port's rules accept replies to its fixed IP and to 255.255.255.255)")
+                f"accept replies before that rule: `iptables -I {chain} -s {server}/32 -p udp -m udp --sport 67 "
+                f"--dport 68 -j RETURN` (or let the port's rules accept replies to its fixed IP and to "
+                "255.255.255.255)")
             break
 
 

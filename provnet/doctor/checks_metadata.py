@@ -33,7 +33,7 @@ def check_modes(inputs: Inputs) -> Iterator[Finding]:
             "error", "metadata.modes", inputs.where(DHCP, "DEFAULT", "enable_metadata_network"),
             "enable_metadata_network = True has no effect while enable_isolated_metadata is False",
             "the dhcp-agent recipe serves no metadata: cloud-init times out on 169.254.169.254",
-            "set enable_isolated_metadata = True in dhcp_agent.ini (the dhcp-agent recipe), or turn "
+            "set `enable_isolated_metadata = True` in dhcp_agent.ini (the dhcp-agent recipe), or turn "
             "enable_metadata_network off and use the l3-agent recipe")
     if inputs.has(DHCP) and inputs.has(L3) and metadata_network \
             and inputs.flag(L3, "DEFAULT", "enable_metadata_proxy", True):
@@ -42,8 +42,8 @@ def check_modes(inputs: Inputs) -> Iterator[Finding]:
             "both recipes are on: dhcp_agent.ini enable_metadata_network = True and l3_agent.ini "
             f"enable_metadata_proxy = True ({inputs.where(L3, 'DEFAULT', 'enable_metadata_proxy')})",
             "two proxies answer for routed networks; which one a VM reaches depends on its routes",
-            "pick one: dhcp-agent (enable_metadata_network = True, enable_metadata_proxy = False) or l3-agent "
-            "(enable_metadata_network = False, enable_metadata_proxy = True)")
+            "pick one: dhcp-agent (`enable_metadata_network = True`, `enable_metadata_proxy = False`) or l3-agent "
+            "(`enable_metadata_network = False`, `enable_metadata_proxy = True`)")
 
 
 def check_isolated_with_router(inputs: Inputs) -> Iterator[Finding]:
@@ -61,8 +61,8 @@ def check_isolated_with_router(inputs: Inputs) -> Iterator[Finding]:
                 "warning", "metadata.isolated-with-router", inputs.where(DHCP, "DEFAULT", "enable_isolated_metadata"),
                 f"enable_isolated_metadata = True, but network {snap.name(net.id)} is not isolated: a router port "
                 f"holds its subnet {s.cidr} gateway {s.gateway_ip}", "the dhcp agent serves no metadata there; "
-                "only the router's proxy can", "rely on the l3-agent (enable_metadata_proxy = True) for this network,"
-                " or set force_metadata = True in dhcp_agent.ini if the dhcp agent must serve it")
+                "only the router's proxy can", "rely on the l3-agent (`enable_metadata_proxy = True`) for this "
+                "network, or set `force_metadata = True` in dhcp_agent.ini if the dhcp agent must serve it")
 
 
 def check_no_server(inputs: Inputs) -> Iterator[Finding]:
@@ -102,12 +102,12 @@ def check_no_server(inputs: Inputs) -> Iterator[Finding]:
             "warning" if provnet_only else "error", "metadata.no-server", where,
             f"no one serves metadata on network {snap.name(net.id)}: {'; '.join(reasons)}",
             "cloud-init waits on http://169.254.169.254 and boots without SSH keys or user data",
-            "add a router interface on the subnet's gateway IP and keep enable_metadata_proxy = True "
+            "add a router interface on the subnet's gateway IP and keep `enable_metadata_proxy = True` "
             "(`openstack router add subnet ROUTER SUBNET`; provnet runs the proxy in its qrouter namespace)")
 
 
 def check_dhcp_notification(inputs: Inputs) -> Iterator[Finding]:
-    if not (inputs.snapshot and inputs.has(NEUTRON)):
+    if not (inputs.snapshot and inputs.snapshot.live and inputs.has(NEUTRON)):  # agents come only from a registry
         return
     if not inputs.flag(NEUTRON, "DEFAULT", "dhcp_agent_notification", True):
         return
@@ -117,7 +117,7 @@ def check_dhcp_notification(inputs: Inputs) -> Iterator[Finding]:
         "warning", "metadata.dhcp-notification", inputs.where(NEUTRON, "DEFAULT", "dhcp_agent_notification"),
         "dhcp_agent_notification is on (the default) but no DHCP agent is registered",
         "every network, subnet and port change is cast to a dhcp_agent topic nobody consumes; messages pile up "
-        "in the message queue", "set [DEFAULT] dhcp_agent_notification = False in neutron.conf (the seed's "
+        "in the message queue", "set `dhcp_agent_notification = False` in [DEFAULT] of neutron.conf (the seed's "
         "l3-agent recipe with an external DHCP server)")
 
 

@@ -97,7 +97,7 @@ def check_mechanism_drivers(inputs: Inputs) -> Iterator[Finding]:
     if not mechs:
         yield Finding("error", "ml2.mechanism-drivers", where, "[ml2] mechanism_drivers is empty",
                       "no driver binds ports: every port ends binding_failed",
-                      "set [ml2] mechanism_drivers = openvswitch in ml2_conf.ini")
+                      "set `mechanism_drivers = openvswitch` in [ml2] of ml2_conf.ini")
     elif "openvswitch" not in mechs and any(n.network_type in ("flat", "vlan") for n in _networks(inputs)):
         yield Finding("warning", "ml2.mechanism-drivers", where,
                       f"mechanism_drivers {','.join(mechs)} has no openvswitch, the driver the seed's "
@@ -134,7 +134,7 @@ def _physnet_checks(inputs: Inputs, flat_allowed: list[str], flat_where, vlan_it
                 "error", "ml2.vlan-ranges", vlan_where,
                 f"vlan network {net.name or net.id} uses physical network {net.physical_network}, but "
                 "network_vlan_ranges is empty", "creating VLAN networks fails: physical network unknown",
-                f"set [ml2_type_vlan] network_vlan_ranges = {net.physical_network}")
+                f"set `network_vlan_ranges = {net.physical_network}` in [ml2_type_vlan]")
 
 
 def check_physnets(inputs: Inputs) -> Iterator[Finding]:

@@ -5,6 +5,11 @@ Option lookup (`Inputs.entry(kind, section, key)`) follows what the services wou
 directory's file of that kind, then the local.conf variables devstack turns into that option, then the
 local.conf post-config blocks for that file (devstack applies them last, so they win). The winning entry
 carries its file and line, which is where a finding points.
+
+Every input read is a `Source` in `Inputs.sources`. While a check runs (`Inputs.current_check`), what it reads is
+noted on the sources it came from: an option looked up in a file kind, `inputs.snapshot`, `inputs.provnet` and
+`inputs.iptables` read at all, and dnsmasq items through `examined(...)`. So doctor can say how many checks ran on
+each input, and name every input no check ran on.
 """
 from __future__ import annotations
 
@@ -19,14 +24,35 @@ from provnet.doctor.iptables import Tables
 from provnet.doctor.localconf import LocalConf
 from provnet.model.resources import Agent, Network, Port, Router, Subnet
 
+PROVNET_ENV_LABEL = "provnet configuration (environment)"
+_WATCHED = frozenset({"snapshot", "provnet", "iptables"})
 CONFIG_FILES = ("neutron.conf", "ml2_conf.ini", "openvswitch_agent.ini", "dhcp_agent.ini", "l3_agent.ini",
                 "metadata_agent.ini", "nova.conf")
 DHCP_AGENT_TYPE = "DHCP agent"
 
 
 @dataclass
+class Source:
+    """One input doctor was given (or found named by another), and the checks that ran on it."""
+
+    label: str  # a path, "dnsmasq command line N", "registry (database)"
+    kind: str  # what it was read as, e.g. "neutron.conf", "dnsmasq options file"
+    held: str = ""  # what was found in it, e.g. "3 dhcp-options"
+    unread: str = ""  # why nothing in it could be used (set by the reader: not understood)
+    failed: bool = False  # it could not be read at all (a config.parse finding says so already)
+    checks: set[str] = field(default_factory=set)
+    names: list[str] = field(default_factory=list)  # files (or directories) it names, read too: their checks count
+
+    @property
+    def title(self) -> str:
+        """"dnsmasq options file /x/opts", or just "dnsmasq command line 1" when the label says what it is."""
+        return self.label if self.label.startswith(self.kind) else f"{self.kind} {self.label}"
+
+
+@dataclass
 class Snapshot:
-    """The live registry's resources, read once (the checks are pure functions over it)."""
+    """The registry's resources, read once (the checks are pure functions over it). `live` is False for networks
+    declared by an operator's commands (no agents, no VM ports: only the networks' shape)."""
 
     networks: list[Network] = field(default_factory=list)
     subnets: list[Subnet] = field(default_factory=list)
@@ -34,6 +60,7 @@ class Snapshot:
     routers: list[Router] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
     source: str = "registry"
+    live: bool = True
 
     @classmethod
     def from_registry(cls, registry, source: str = "registry") -> Snapshot:
@@ -75,9 +102,48 @@ class Inputs:
     snapshot: Snapshot | None = None
     problems: list[tuple[Location, str]] = field(default_factory=list)  # inputs that could not be read
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    sources: dict[str, Source] = field(default_factory=dict)  # by label, in the order read
+    current_check: str = ""  # set by run_checks while a check runs
+
+    # -- which check read which input ------------------------------------------------------------
+    def add_source(self, source: Source) -> Source:
+        return self.sources.setdefault(source.label, source)
+
+    def examined(self, *wheres: Location | str | None) -> None:
+        """Note that the running check used what was read from these files (or labels)."""
+        check = object.__getattribute__(self, "current_check")
+        if not check:
+            return
+        sources = object.__getattribute__(self, "sources")
+        for where in wheres:
+            label = where.file if isinstance(where, Location) else where
+            if label in sources:
+                sources[label].checks.add(check)
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if name in _WATCHED and value is not None and object.__getattribute__(self, "current_check"):
+            labels = object.__getattribute__(self, "_watched_labels")(name, value)
+            object.__getattribute__(self, "examined")(*labels)
+        return value
+
+    def _watched_labels(self, name: str, value) -> list[str]:
+        if name == "snapshot":
+            return [value.source]
+        if name == "iptables":
+            return [value.path]
+        return [ini.path for ini in object.__getattribute__(self, "provnet_files")] + [PROVNET_ENV_LABEL]
+
+    def _mark_kind(self, kind: str) -> None:
+        files, local_conf = object.__getattribute__(self, "files"), object.__getattribute__(self, "local_conf")
+        if kind in files:
+            self.examined(files[kind].path)
+        if local_conf is not None and kind in local_conf.option_entries():
+            self.examined(local_conf.path)
 
     # -- OpenStack-side options ------------------------------------------------------------------
     def has(self, kind: str) -> bool:
+        self._mark_kind(kind)
         return kind in self.files or bool(self.local_conf and kind in self.local_conf.option_entries())
 
     @property
@@ -86,6 +152,7 @@ class Inputs:
 
     def entries(self, kind: str, section: str, key: str) -> list[Entry]:
         """Every assignment of an option for one file kind, in the order applied (the last wins)."""
+        self._mark_kind(kind)
         section_n = section if section == "DEFAULT" else section.lower()
         out = list(self.files[kind].all(section, key)) if kind in self.files else []
         if self.local_conf:
@@ -111,6 +178,7 @@ class Inputs:
 
     def where(self, kind: str, section: str = "DEFAULT", key: str | None = None) -> Location:
         """Where to point for an option: its entry, else its section's header, else the file."""
+        self._mark_kind(kind)
         if key:
             e = self.entry(kind, section, key)
             if e:
@@ -127,6 +195,7 @@ class Inputs:
         out = list(self.files.values()) + list(self.provnet_files)
         if self.local_conf:
             out += list(self.local_conf.post_config.values())
+        self.examined(*(ini.path for ini in out))
         return out
 
     # -- provnet's own options ---------------------------------------------------------------------
