@@ -37,6 +37,29 @@ def unique(prefix: str = "pn") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+# The fast tier (`pytest -m "not slow"`, scripts/test-fast.sh): pure cores and in-process tests on SQLite. Every test
+# in another module, every PostgreSQL variant and every test needing root is marked slow here, so a new test is
+# slow unless its module is listed (a fast module must not start processes or namespaces).
+FAST_MODULES = frozenset({
+    "test_api_wire", "test_architecture", "test_binding", "test_cli_args", "test_cli_output", "test_cli_resources",
+    "test_dataplane_rules", "test_dhcp_codec", "test_dhcp_server", "test_doctor_checks", "test_doctor_readers",
+    "test_metadata_api", "test_metadata_content", "test_metadata_proxy", "test_metadata_units",
+    "test_metadata_upstream", "test_model_ipam", "test_model_rules", "test_model_validation",
+    "test_registry_agents_instances", "test_registry_create_plan", "test_registry_description",
+    "test_registry_filters", "test_registry_networks", "test_registry_ports", "test_registry_routers", "test_routes",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        postgres = "[postgresql" in item.nodeid or "-postgresql" in item.nodeid
+        if postgres:
+            item.add_marker(pytest.mark.postgres)
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module not in FAST_MODULES or postgres or item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_url" in metafunc.fixturenames:
         metafunc.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)

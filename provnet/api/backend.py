@@ -4,10 +4,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 from provnet.registry.aio import DEFAULT_TIMEOUT, AsyncRegistry, RegistryTimeout
-from provnet.registry.base import Registry
+from provnet.registry.base import Registry, utc_now
 from provnet.registry.changes import ChangeBatch
 from provnet.registry.feed import ChangeFeed
 from provnet.registry.sql_engine import WriteWouldWait
@@ -40,6 +41,11 @@ class Backend:
         self._writers = ThreadPoolExecutor(writers or 16, thread_name_prefix="provnet-api-write")
         self._inline_first = writers == 1 and hasattr(registry, "without_waiting")
         self.feed = ChangeFeed(registry, "api feed")
+
+    def now(self) -> datetime:
+        """The registry's time (its injected clock when it has one): what an agent's liveness is judged by."""
+        clock = getattr(self.registry, "clock", None)
+        return clock() if clock is not None else utc_now()
 
     async def start(self) -> None:
         await self.feed.start()

@@ -52,7 +52,7 @@ class NetworkingApi:
 
     def to_api(self, obj: Any) -> dict:
         if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
-            return obj.to_api(self.agent_down_time)
+            return obj.to_api(self.agent_down_time, self.backend.now())
         return obj.to_api()
 
     # documents

@@ -104,7 +104,7 @@ class ProvnetApi:
             raise HTTPBadRequest(msg="Invalid input for configurations. Reason: must be a JSON object.")
         agent = await self.backend.write(self.registry.report_agent_state, body["host"], body["agent_type"],
                                          body["binary"], configurations)
-        return json_response({"agent": agent.to_api(self.agent_down_time)})
+        return json_response({"agent": agent.to_api(self.agent_down_time, self.backend.now())})
 
     # the Registry's indexed hot-path lookups, for agents on other hosts (RemoteRegistry): one call, one answer
     async def ports_by_ip(self, request: web.Request) -> web.Response:

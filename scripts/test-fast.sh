@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The fast tier for a developer's loop: ruff, then the pure and in-process tests (SQLite only, no root, no
+# processes), about 20 s on an idle machine. The whole suite is scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check provnet tests benchmarks
+.venv/bin/python -m pytest -q -m "not slow" "$@"
