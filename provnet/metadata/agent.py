@@ -18,7 +18,7 @@ from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, Upstrea
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
-from provnet.registry.feed import ChangeFeed, Freshness
+from provnet.registry.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ class MetadataAgent:
         self.metrics = Metrics("agent")
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="agent-lookup")
         self.feed = ChangeFeed(registry, "metadata agent feed")
-        self.lookup = Lookup(self.areg, shared_secret, self.metrics, freshness=Freshness(self.areg, self.feed),
-                             stale_if_error=stale_if_error)
+        self.lookup = Lookup(self.areg, shared_secret, self.metrics, feed=self.feed, stale_if_error=stale_if_error)
         self.feed.subscribe(self.lookup)
         self.api = Upstream(api, timeout=api_timeout)
         self.api_host = f"{api.host}:{api.port}"

@@ -18,7 +18,7 @@ from provnet.model.errors import Conflict, InstanceNotFound, NotFound, ServiceUn
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
-from provnet.registry.feed import FRESH, UNKNOWN, ChangeFeed, Freshness
+from provnet.registry.feed import ChangeFeed, Touched
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,11 @@ def load_vendor_data(path: str) -> dict:
 class MetadataApi:
     """HTTP service answering the EC2 and OpenStack metadata trees to signed requests (and trusted sources).
 
-    Trees are cached per instance for `cache_expiration` seconds (Nova's option) and dropped at once by the
-    change feed when the instance, one of its ports, or a network or subnet it is on changes. Registry reads run
-    off the event loop with a deadline; while the registry is unreachable, cached trees are served for up to
-    `stale_if_error` seconds past their expiry, and anything else is a 503.
+    Trees are cached per instance for `cache_expiration` seconds (Nova's option) and dropped by the change feed
+    as soon as it delivers a change to the instance, one of its ports, or a network or subnet it is on
+    (milliseconds after the commit). Registry reads run off the event loop with a deadline; while the registry
+    is unreachable, cached trees are served for up to `stale_if_error` seconds past their expiry, and anything
+    else is a 503.
     """
 
     name = "metadata API"
@@ -90,7 +91,7 @@ class MetadataApi:
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
         self.feed = ChangeFeed(registry, "metadata API feed")
         self.feed.subscribe(self)
-        self.freshness = Freshness(self.areg, self.feed)
+        self.touched = Touched()
         self.secret = shared_secret
         self.host, self.port = host, port
         self.dhcp_domain = dhcp_domain
@@ -105,7 +106,6 @@ class MetadataApi:
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
         self._shared: dict = {}  # networks and subnets by id, shared by instances' loads; dropped per change
         self._all_networks: list[str] | None = None
-        self._generation = 0
         self.invalidated = 0
 
     @classmethod
@@ -137,8 +137,9 @@ class MetadataApi:
 
     # --- the change feed ---------------------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> None:
-        self._generation += 1
+        names: set[str] = {"*networks"} if any(c.kind == "network" and c.op != "update" for c in changes) else set()
         for change in changes:
+            names.update((change.id, *change.devices))
             if change.kind == "instance":
                 self._drop(change.id)
             elif change.kind == "port":
@@ -151,9 +152,10 @@ class MetadataApi:
                     self._all_networks = None
                 for instance_id in list(self._by_network.get(change.id, ())):
                     self._drop(instance_id)
+        self.touched.add(frozenset(names))
 
     def resync(self) -> None:
-        self._generation += 1
+        self.touched.add(None)
         self.invalidated += len(self._cache)
         self._cache.clear()
         self._by_network.clear()
@@ -174,7 +176,7 @@ class MetadataApi:
 
     # --- requests ---------------------------------------------------------------------------------------------
     def handle(self, request: Message, peer: Peer) -> Response | Awaitable[Response]:
-        """Status pages and refusals answer at once; a tree answers once freshness is known."""
+        """Status pages, refusals and cached trees answer at once; a tree not cached answers once loaded."""
         started = time.perf_counter()
         rid = request.get(REQUEST_ID_HEADER) or new_request_id()
         answer = self._answer(request, peer)
@@ -243,50 +245,59 @@ class MetadataApi:
             log.warning("X-Instance-ID-Signature does not match for instance %s: check that "
                         "metadata_proxy_shared_secret is the same on the agent and the API", instance_id)
             return error(403, "Invalid proxy request signature.")
-        return self._proxied_tree(request, instance_id, tenant_id, request.get("x-forwarded-for"))
+        tree = self._cached_tree(instance_id)
+        if tree is not None:
+            return self._owned(tree, tenant_id, instance_id, request)
+        return self._proxied_later(request, instance_id, tenant_id, request.get("x-forwarded-for"))
 
-    async def _proxied_tree(self, request: Message, instance_id: str, tenant_id: str, xff: str | None
-                            ) -> Response:
-        tree = await self._tree(instance_id, xff)
+    async def _proxied_later(self, request: Message, instance_id: str, tenant_id: str, xff: str | None
+                             ) -> Response:
+        tree = await self._load_tree(instance_id, xff)
         if isinstance(tree, Response):
             return tree
+        answer = self._owned(tree, tenant_id, instance_id, request)
+        return answer if isinstance(answer, Response) else await answer
+
+    def _owned(self, tree: content.MetadataTree, tenant_id: str, instance_id: str, request: Message
+               ) -> Response | Awaitable[Response]:
         if tree.source.instance.project_id != tenant_id:
             log.warning("X-Tenant-ID %s does not own instance %s", tenant_id, instance_id)
             return error(404, "The resource could not be found.")
-        return await self._serve(tree, request)
+        return self._serve(tree, request)
 
     async def _direct(self, request: Message, peer: Peer) -> Response:
         networks = self._all_networks
-        if networks is None or await self.freshness() != FRESH:
-            generation = self._generation
+        if networks is None:
+            mark = self.touched.mark()
             networks = [n.id for n in await self.areg(self.registry.list_networks)]
-            if generation == self._generation:
+            if not self.touched.since(mark, ["*networks"]):
                 self._all_networks = networks
         ports = [p for p in await self.areg(self.registry.find_ports_by_ip, peer.address, networks)
                  if p.device_id and not p.device_owner.startswith("network:")]
         if len(ports) != 1:
             log.warning("direct request from %s: %d instance ports have that address", peer.address, len(ports))
             return error(404, "The resource could not be found.")
-        tree = await self._tree(ports[0].device_id, peer.address)
+        tree = self._cached_tree(ports[0].device_id) or await self._load_tree(ports[0].device_id, peer.address)
         if isinstance(tree, Response):
             return tree
-        return await self._serve(tree, request)
+        answer = self._serve(tree, request)
+        return answer if isinstance(answer, Response) else await answer
 
-    async def _tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
-        """The instance's tree: cached while fresh (and within cache_expiration), else loaded."""
-        state = await self.freshness()
+    def _cached_tree(self, instance_id: str) -> content.MetadataTree | None:
+        """The cached tree while within cache_expiration (and, while the registry is away, stale_if_error)."""
         entry = self._cache.get(instance_id)
-        if entry is not None:
-            age = self.clock() - entry.born
-            if (state == FRESH and age < self.cache_expiration) or (
-                    state == UNKNOWN and age < self.cache_expiration + self.stale_if_error):
-                self.metrics.cache_hit.inc()
-                return entry.tree
-        return await self._load_tree(instance_id, address, keep=state == FRESH)
+        if entry is None:
+            return None
+        age = self.clock() - entry.born
+        if age < self.cache_expiration or (not self.feed.healthy
+                                           and age < self.cache_expiration + self.stale_if_error):
+            self.metrics.cache_hit.inc()
+            return entry.tree
+        return None
 
-    async def _load_tree(self, instance_id: str, address: str | None, keep: bool) -> content.MetadataTree | Response:
+    async def _load_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
         self.metrics.cache_miss.inc()
-        generation = self._generation
+        mark = self.touched.mark()
         try:
             source = await self.areg(load_source, self.registry, instance_id, self.dhcp_domain,
                                      self.static_vendor_data, address, self._shared)
@@ -304,22 +315,22 @@ class MetadataApi:
             return error(500, "An unknown error has occurred. Please try your request again.")
         self.metrics.lookup("found")
         tree = content.MetadataTree(source)
-        if keep and self.cache_expiration > 0 and generation == self._generation:
+        keys = tuple(dict.fromkeys([v.network.id for v in source.vifs]
+                                   + [s.id for v in source.vifs for s in v.subnets]))
+        if self.cache_expiration > 0 and not self.touched.since(mark, (instance_id, *keys)):
             if len(self._cache) >= MAX_ENTRIES:
                 for old in list(self._cache)[:MAX_ENTRIES // 10]:
                     self._drop(old)
             self._drop(instance_id)
-            keys = tuple(dict.fromkeys([v.network.id for v in source.vifs]
-                                       + [s.id for v in source.vifs for s in v.subnets]))
             self._cache[instance_id] = _Entry(tree, self.clock(), keys)
             for key in keys:
                 self._by_network.setdefault(key, set()).add(instance_id)
         return tree
 
-    async def _serve(self, tree: content.MetadataTree, request: Message) -> Response:
+    def _serve(self, tree: content.MetadataTree, request: Message) -> Response | Awaitable[Response]:
         reply = tree.lookup(request.path)
         if reply is content.PASSWORD_LEAF:
-            return await self._password(tree.source.instance.id, request)
+            return self._password(tree.source.instance.id, request)
         if reply.status != 200:
             return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])
         return _reply(reply)

@@ -7,8 +7,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from provnet.metadata.observe import Metrics
@@ -16,7 +15,7 @@ from provnet.metadata.signing import sign_instance_id
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.changes import Change
-from provnet.registry.feed import FRESH, UNKNOWN, Freshness
+from provnet.registry.feed import ChangeFeed, Touched
 
 log = logging.getLogger("provnet.metadata.agent")
 
@@ -60,43 +59,44 @@ class Lookup:
     """Answers from memory when it can, from the registry (off the event loop, one read per key however many
     requests wait for it) when it must.
 
-    Exactness: every entry is dropped by the change feed when a change names its address (or MAC), its scope
-    (a router whose interfaces changed, a network), so churn elsewhere leaves other VMs' entries warm; and
-    `freshness` makes every answer reflect every commit that returned before the request arrived (the cache is
-    used once the feed has applied them, milliseconds later at most). While the registry does not answer,
-    entries are served for `stale_if_error` seconds after the last moment they were known fresh; after that,
-    and for any address not cached, the answer is 503.
+    Exactness: every entry is dropped by the change feed when a change names its address (or MAC) or its scope
+    (a router whose interfaces changed, a network), so a change is seen as soon as the feed delivers it
+    (milliseconds after the commit, in every process) and churn elsewhere leaves other VMs' entries warm. A
+    registry read that a change overtook is answered but not kept (`Touched`). While the feed cannot reach the
+    registry, entries are served for `stale_if_error` seconds; after that, and for any address not cached, the
+    answer is 503.
     """
 
-    def __init__(self, areg: AsyncRegistry, secret: str, metrics: Metrics, *, freshness: Freshness,
-                 stale_if_error: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, areg: AsyncRegistry, secret: str, metrics: Metrics, *, feed: ChangeFeed,
+                 stale_if_error: float = 600.0) -> None:
         self.areg = areg
         self.registry = areg.registry
         self.secret = secret
         self.metrics = metrics
-        self.freshness = freshness
+        self.feed = feed
         self.stale_if_error = stale_if_error
-        self.clock = clock
+        self.touched = Touched()
         self._cache: dict[Key, Answer] = {}
         self._by_address: dict[str, set[Key]] = {}  # address or MAC -> keys
         self._by_scope: dict[str, set[Key]] = {}  # router or network id -> keys
         self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
         self._pending: dict[Key, asyncio.Future[Answer]] = {}
-        self._generation = 0  # bumped by every invalidation: a lookup that raced with one is not cached
-        self._healthy_at = clock()
         self.invalidated = 0
 
     # --- answers ---------------------------------------------------------------------------------------------
-    async def __call__(self, kind: str, scope_id: str, address: str) -> Answer:
-        key = (kind, scope_id, address)
-        state = await self.freshness()
-        if state == FRESH:
-            self._healthy_at = self.clock()
-        found = self._cache.get(key)
-        if found is not None and (state == FRESH or (
-                state == UNKNOWN and self.clock() - self._healthy_at <= self.stale_if_error)):
+    def cached(self, kind: str, scope_id: str, address: str) -> Answer | None:
+        """The answer from memory, if there is one that may be served (no await: the hot path)."""
+        found = self._cache.get((kind, scope_id, address))
+        if found is not None and (self.feed.healthy or self.feed.stale_for() <= self.stale_if_error):
             self.metrics.cache_hit.inc()
             return found
+        return None
+
+    async def __call__(self, kind: str, scope_id: str, address: str) -> Answer:
+        found = self.cached(kind, scope_id, address)
+        if found is not None:
+            return found
+        key = (kind, scope_id, address)
         pending = self._pending.get(key)
         if pending is not None:  # another request is already asking: share its answer
             self.metrics.cache_hit.inc()
@@ -104,7 +104,7 @@ class Lookup:
         self.metrics.cache_miss.inc()
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        generation = self._generation
+        mark = self.touched.mark()
         try:
             answer, networks = await self.areg(self._find, kind, scope_id, address)
         except ServiceUnavailable as exc:
@@ -113,7 +113,7 @@ class Lookup:
             raise
         finally:
             self._pending.pop(key, None)
-        if generation == self._generation and state == FRESH:  # no change arrived meanwhile that it could miss
+        if not self.touched.since(mark, self._names(key)):  # no change meanwhile that this read could have missed
             if kind == "router":
                 self._networks[scope_id] = networks
             self._store(key, answer)
@@ -179,10 +179,16 @@ class Lookup:
     def __len__(self) -> int:
         return len(self._cache)
 
+    @staticmethod
+    def _names(key: Key) -> list[str]:
+        mac = mac_from_link_local(key[2])
+        return [key[1], key[2], *([mac] if mac else [])]
+
     # --- the change feed (ChangeFeed subscriber) ---------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> None:
-        self._generation += 1
+        names: set[str] = set()
         for change in changes:
+            names.update((change.id, *change.addresses, *change.macs, *change.devices))
             if change.kind == "port":
                 for name in (*change.addresses, *change.macs):
                     for key in list(self._by_address.get(name, ())):
@@ -195,9 +201,10 @@ class Lookup:
                 self._networks.pop(change.id, None)
                 for key in list(self._by_scope.get(change.id, ())):
                     self._drop(key)
+        self.touched.add(frozenset(names))
 
     def resync(self) -> None:
-        self._generation += 1
+        self.touched.add(None)
         self.invalidated += len(self._cache)
         self._cache.clear()
         self._by_address.clear()

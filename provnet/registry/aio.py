@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,38 +31,42 @@ class RegistryTimeout(ServiceUnavailable):
 class AsyncRegistry:
     """`await areg(registry.method, *args)` runs the call in this facade's threads and waits at most `timeout`.
 
-    The event loop never waits on the database or on HTTP. A call that overruns its deadline keeps its thread
-    until the store answers (a thread cannot be interrupted), so when every thread is stuck the next call fails
-    at once instead of queueing behind them: a hung store costs callers a fast 503, not a growing backlog.
+    The event loop never waits on the database or on HTTP. Calls beyond the threads queue (a boot storm's misses
+    are many and short). A call that overruns its deadline keeps its thread until the store answers (a thread
+    cannot be interrupted); once every thread holds such a call, the store is hung, and new calls fail at once
+    instead of queueing behind them: a hung store costs callers a fast 503, not a growing backlog.
     """
 
     def __init__(self, registry: Registry, *, timeout: float = DEFAULT_TIMEOUT, threads: int = DEFAULT_THREADS,
-                 name: str = "registry") -> None:
+                 name: str = "registry", clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.timeout = timeout
         self.threads = threads
+        self.clock = clock
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"provnet-{name}")
         self._lock = threading.Lock()
-        self._running = 0  # calls whose thread has not returned (including those whose caller gave up)
+        self._started: dict[int, float] = {}  # running calls: id -> when their thread took them
         self.timeouts = 0
 
     @property
     def stuck(self) -> bool:
-        """Every thread is busy: the store is not answering (or the load is more than the threads can take)."""
-        return self._running >= self.threads
+        """Every thread holds a call older than the timeout: the store is not answering."""
+        with self._lock:
+            return self._stuck()
+
+    def _stuck(self) -> bool:
+        now = self.clock()
+        return len(self._started) >= self.threads and all(now - t > self.timeout for t in self._started.values())
 
     async def __call__(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         with self._lock:
-            if self._running >= self.threads:
-                raise RegistryTimeout(f"The registry is not answering ({self._running} calls pending).")
-            self._running += 1
+            if self._stuck():
+                raise RegistryTimeout(f"The registry is not answering ({len(self._started)} calls pending "
+                                      f"for more than {self.timeout:g} s).")
         try:
-            future = self._pool.submit(fn, *args)
+            future = self._pool.submit(self._run, fn, *args)
         except RuntimeError:  # shut down
-            with self._lock:
-                self._running -= 1
             raise RegistryTimeout("The registry is closed.") from None
-        future.add_done_callback(self._done)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout or self.timeout)
         except TimeoutError:
@@ -69,9 +74,15 @@ class AsyncRegistry:
             raise RegistryTimeout(
                 f"The registry did not answer within {timeout or self.timeout:g} s.") from None
 
-    def _done(self, _future: object) -> None:
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        key = threading.get_ident()
         with self._lock:
-            self._running -= 1
+            self._started[key] = self.clock()
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self._started.pop(key, None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from provnet.registry.base import Registry
@@ -14,6 +16,7 @@ from provnet.registry.changes import Change, ChangeBatch
 log = logging.getLogger(__name__)
 
 WAIT = 25.0  # seconds one wait_changes call may block (under HTTP long-poll limits)
+STALL = 15.0  # a wait that has not returned WAIT + STALL seconds after it began: the registry hangs
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts while the registry is unreachable
 
 
@@ -39,6 +42,7 @@ class ChangeFeed:
         self.name = name
         self.revision: int | None = None
         self.healthy = True
+        self.unhealthy_since: float | None = None  # loop time the registry stopped answering the feed
         self.batches = 0
         self.resyncs = 0
         self._subscribers: list[Subscriber] = []
@@ -46,6 +50,8 @@ class ChangeFeed:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._advanced: asyncio.Condition | None = None
+        self._cycled = time.monotonic()  # when the thread last got an answer (or an error) from the registry
+        self._watch: asyncio.TimerHandle | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -68,9 +74,12 @@ class ChangeFeed:
         self.revision = revision
         self._thread = threading.Thread(target=self._run, name=f"provnet-{self.name}", daemon=True)
         self._thread.start()
+        self._watch = self._loop.call_later(STALL, self._check_stall)
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._watch is not None:
+            self._watch.cancel()
         wake = getattr(self.registry, "wake_waiters", None)
         if wake is not None:
             wake()
@@ -90,13 +99,15 @@ class ChangeFeed:
                     batch = ChangeBatch(after, (), True)  # we do not know what we missed
                 else:
                     batch = self.registry.wait_changes(after, WAIT)
+                self._cycled = time.monotonic()
             except Exception as exc:
+                self._cycled = time.monotonic()
                 if not self._stopping.is_set():
                     self._outage(exc, failures)
                 failures += 1
                 self._stopping.wait(BACKOFF[min(failures - 1, len(BACKOFF) - 1)])
                 continue
-            if failures:
+            if failures or not self.healthy:
                 log.info("%s: the registry answers again; following from revision %s", self.name, after)
                 failures = 0
                 self._set_health(True)
@@ -105,6 +116,16 @@ class ChangeFeed:
             if batch.changes or batch.gap or batch.revision != after:
                 after = batch.revision
                 self._post(batch)
+
+    def _check_stall(self) -> None:
+        """On the loop: a registry that neither answers nor fails (a frozen database) is unhealthy too."""
+        if time.monotonic() - self._cycled > WAIT + STALL:
+            if self.healthy:
+                log.warning("%s: the registry has not answered for %.0f s; serving what is known", self.name,
+                            time.monotonic() - self._cycled)
+                self._health(False)
+        assert self._loop is not None
+        self._watch = self._loop.call_later(5.0, self._check_stall)
 
     def _outage(self, exc: Exception, failures: int) -> None:
         if failures == 0:
@@ -116,7 +137,16 @@ class ChangeFeed:
     def _set_health(self, healthy: bool) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(setattr, self, "healthy", healthy)
+            loop.call_soon_threadsafe(self._health, healthy)
+
+    def _health(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.unhealthy_since = None if healthy else time.monotonic()
+        self.healthy = healthy
+
+    def stale_for(self) -> float:
+        """Seconds since the registry stopped answering (0 while it answers): how old a cache may be by now."""
+        return 0.0 if self.unhealthy_since is None else time.monotonic() - self.unhealthy_since
 
     def _post(self, batch: ChangeBatch) -> None:
         loop = self._loop
@@ -162,63 +192,38 @@ class ChangeFeed:
         return self.revision
 
 
-FRESH, LAGGING, UNKNOWN = "fresh", "lagging", "unknown"
 
+class Touched:
+    """What the last batches of the feed touched (addresses, MACs, ids), so that a cache can tell whether a read
+    that started before them may hold what they changed: it then keeps the answer for its caller only.
 
-class Freshness:
-    """Read-after-commit for caches kept by a ChangeFeed: `await fresh()` says whether the feed has applied every
-    change committed before the call.
-
-    One revision read (off the loop, through `areg`) serves every caller that arrived before it started; while
-    it runs, new callers wait for the next one. Answers: FRESH (the cache may answer), LAGGING (the registry
-    answers but the feed is more than `wait` seconds behind: ask the registry), UNKNOWN (the registry did not
-    answer within `wait`: the caller decides how stale it may serve). After an UNKNOWN, callers get UNKNOWN at
-    once, without waiting, until a background read succeeds again: a hung database costs the first requests
-    `wait` seconds and the rest nothing.
+    Per name, not per batch: under steady churn elsewhere every read would otherwise overlap some batch and
+    nothing would ever be cached.
     """
 
-    def __init__(self, areg, feed: ChangeFeed, wait: float = 1.0) -> None:  # areg: provnet.registry.aio
-        self.areg = areg
-        self.feed = feed
-        self.wait = wait
-        self.reads = 0
-        self._next: asyncio.Future[str] | None = None
-        self._running: asyncio.Future | None = None
-        self._degraded = False
+    def __init__(self, keep: int = 1024) -> None:
+        self.keep = keep
+        self._count = 0
+        self._batches: collections.deque[tuple[int, frozenset[str] | None]] = collections.deque(maxlen=keep)
 
-    async def __call__(self) -> str:
-        if self._degraded:
-            if self._running is None:
-                self._next = asyncio.get_running_loop().create_future()
-                self._start()
-            return UNKNOWN
-        future = self._next
-        if future is None:
-            future = self._next = asyncio.get_running_loop().create_future()
-            if self._running is None:
-                self._start()
-        return await asyncio.shield(future)
+    def mark(self) -> int:
+        return self._count
 
-    def _start(self) -> None:
-        future, self._next = self._next, None
-        assert future is not None
-        self._running = asyncio.ensure_future(self._read(future))
+    def add(self, names: frozenset[str] | None) -> None:
+        """A batch touched `names` (None: everything, e.g. a resync)."""
+        self._count += 1
+        self._batches.append((self._count, names))
 
-    async def _read(self, future: asyncio.Future[str]) -> None:
-        self.reads += 1
-        try:
-            revision = await self.areg(self.areg.registry.revision, timeout=self.wait)
-        except Exception:  # noqa: BLE001 - unreachable, hung, or the threads are all stuck
-            self._degraded = True
-            answer = UNKNOWN
-        else:
-            self._degraded = False
-            applied = self.feed.revision
-            if applied is None or applied < revision:
-                applied = await self.feed.wait_beyond(revision - 1, self.wait)
-            answer = FRESH if applied is not None and applied >= revision else LAGGING
-        if not future.done():
-            future.set_result(answer)
-        self._running = None
-        if self._next is not None:
-            self._start()
+    def since(self, mark: int, names: Iterable[str]) -> bool:
+        """True if a batch after `mark` touched one of `names` (or everything, or is forgotten already)."""
+        if mark >= self._count:
+            return False
+        if not self._batches or self._batches[0][0] > mark + 1:
+            return True  # the batches after `mark` are no longer all kept
+        wanted = set(names)
+        for count, touched in reversed(self._batches):
+            if count <= mark:
+                break
+            if touched is None or not wanted.isdisjoint(touched):
+                return True
+        return False
