@@ -436,6 +436,24 @@ def records(config: Config) -> list[dict[str, str]]:
              "source": setting.source} for opt, setting in config.items()]
 
 
+def reference_table() -> str:
+    """The README's configuration reference, one row per option, from OPTIONS (a test keeps them the same)."""
+
+    def shown(opt: Option) -> str:
+        if opt.key == "host":
+            return "(this host's name)"
+        value = opt.default
+        if isinstance(value, bool):
+            return str(value)
+        return str(value)
+
+    rows = ["| option | default | env | what it does |", "|---|---|---|---|"]
+    for opt in OPTIONS:
+        rows.append(f"| `[{opt.section}] {opt.name}` | `{shown(opt)}` | {f'`{opt.env}`' if opt.env else ''} "
+                    f"| {opt.help} |")
+    return "\n".join(rows)
+
+
 def render(config: Config) -> str:
     """One line per option with its value and source; secrets masked."""
     rows = records(config)

@@ -92,3 +92,15 @@ def test_config_show_cli(tmp_path):
                           "config", "show"], capture_output=True, text=True)
     assert bad.returncode == 1 and "cannot read config file" in bad.stderr and "Traceback" not in bad.stderr
     assert "Usage:" not in bad.stderr
+
+
+def test_the_readmes_configuration_reference_is_every_option() -> None:
+    """The README's table is OPTIONS rendered (provnet.config.reference_table): a new option cannot go unsaid."""
+    from pathlib import Path
+
+    from provnet.config import reference_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("| option | default | env | what it does |")
+    assert readme[start:readme.index("\n\n", start)] == reference_table(), \
+        "regenerate: python -c 'from provnet.config import reference_table; print(reference_table())'"
