@@ -131,6 +131,19 @@ class ProvnetApi:
         network_ids = await self.backend.read(self.registry.router_network_ids, request.match_info["id"])
         return json_response({"network_ids": network_ids})
 
+    # what a DHCP server on another host reads: each fixed IP of the ports on some networks (ports, or a POSTed
+    # query since a list of ports can be long)
+    async def reservations(self, request: web.Request) -> web.Response:
+        body = wire.parse_json(await request.read())
+        if not isinstance(body, dict) or not set(body) <= {"network_ids", "port_ids"} or "network_ids" not in body:
+            raise HTTPBadRequest(msg='Invalid format: the body must be {"network_ids": [...], "port_ids": [...]}')
+        ids = {key: body[key] for key in ("network_ids", "port_ids") if key in body}
+        for key, value in ids.items():
+            if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 255 for v in value):
+                raise HTTPBadRequest(msg=f"Invalid input for {key}. Reason: not a list of ids.")
+        rows = await self.backend.read(self.registry.reservation_rows, ids["network_ids"], ids.get("port_ids"))
+        return json_response({"reservations": [list(row) for row in rows]})
+
     # the revision: the change feed's position
     async def revision(self, request: web.Request) -> web.Response:
         return json_response({"revision": await self.backend.read(self.registry.revision)})
@@ -167,3 +180,4 @@ class ProvnetApi:
         r.add_get(PREFIX + "/routers/{id}/network_ids", self.router_network_ids)
         r.add_get(f"{PREFIX}/revision", self.revision)
         r.add_get(f"{PREFIX}/changes", self.changes)
+        r.add_post(f"{PREFIX}/reservations/query", self.reservations)

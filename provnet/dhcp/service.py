@@ -17,7 +17,7 @@ from provnet.config import Config, ConfigError
 from provnet.dhcp import server
 from provnet.dhcp.journal import JOURNAL_NAME, LeaseJournal, LeaseRecord
 from provnet.dhcp.metrics import register_counters, unregister_counters
-from provnet.dhcp.view import Host, Settings, View, build_view, collect, port_hosts, replace_port, resolve_networks
+from provnet.dhcp.view import Host, Settings, View, build_view, collect, replace_port, resolve_networks, row_hosts
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
 from provnet.registry.feed import ChangeFeed
@@ -66,12 +66,12 @@ class RegistrySource:
 
     def port_hosts(self, view: View, port_ids: Sequence[str]) -> dict[str, list[Host]]:
         """The reservations `port_ids` hold now on the view's subnets ([] for a port gone or not served): one
-        list query for the ports, one for their instances' hostnames."""
-        ports = self.registry.list_ports({"id": list(port_ids)}) if port_ids else []
-        devices = sorted({p.device_id for p in ports if p.device_id})
-        hostnames = {i.id: i.hostname for i in self.registry.list_instances({"id": devices})} if devices else {}
-        found = {p.id: port_hosts(p, view.subnet_objects, hostnames) for p in ports if p.network_id in view.networks}
-        return {port_id: found.get(port_id, []) for port_id in port_ids}
+        lean registry read however many ports."""
+        rows = self.registry.reservation_rows(sorted(view.networks), list(port_ids)) if port_ids else []
+        found: dict[str, list[Host]] = {port_id: [] for port_id in port_ids}
+        for host in row_hosts(rows, view.subnet_objects):
+            found[host.port_id].append(host)
+        return found
 
 
 class StaticSource:

@@ -18,7 +18,7 @@ from provnet.model.resources import (
     Router,
     Subnet,
 )
-from provnet.registry.base import Filters
+from provnet.registry.base import Filters, ReservationRow
 from provnet.registry.changes import ChangeBatch
 
 _BY_STATUS: dict[int, type[errors.NeutronError]] = {
@@ -294,6 +294,14 @@ class RemoteRegistry:
 
     def revision(self) -> int:
         return int(self.request("GET", "/provnet/v1/revision")["revision"])
+
+    def reservation_rows(self, network_ids: Sequence[str], port_ids: Sequence[str] | None = None
+                         ) -> list[ReservationRow]:
+        body: dict[str, Any] = {"network_ids": list(network_ids)}
+        if port_ids is not None:
+            body["port_ids"] = list(port_ids)
+        rows = self.request("POST", "/provnet/v1/reservations/query", body)["reservations"]
+        return [ReservationRow(*row) for row in rows]
 
     def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
         return ChangeBatch.from_api(self.request("GET", f"/provnet/v1/changes?after={int(after)}&limit={int(limit)}"))

@@ -59,8 +59,9 @@ from provnet.model.validation import hostname_from_name, parse_create, parse_upd
 from provnet.registry import schema as t
 from provnet.registry import sql_changes as feed
 from provnet.registry import sql_pg_port as pg_port
+from provnet.registry import sql_reservations
 from provnet.registry import sql_rows as rows
-from provnet.registry.base import Clock, Filters, utc_now
+from provnet.registry.base import Clock, Filters, ReservationRow, utc_now
 from provnet.registry.changes import ChangeBatch, Pending
 from provnet.registry.sql_engine import WRITE_OPTION, make_engine, no_waiting, single_read_engine, upgrade
 from provnet.registry.wake import InotifyWatch, LocalBell, PgListener, Waiter
@@ -1128,6 +1129,11 @@ class SqlRegistry:
         holders = sa.select(a.c.port_id).where(
             a.c.ip_address == sa.bindparam("ip"), a.c.network_id.in_([sa.bindparam(f"n{i}") for i in range(count)]))
         return self._port_query().where(t.ports.c.id.in_(holders))
+
+    def reservation_rows(self, network_ids: Sequence[str], port_ids: Sequence[str] | None = None
+                         ) -> list[ReservationRow]:
+        with self._read() as conn:
+            return sql_reservations.reservation_rows(conn, network_ids, port_ids)
 
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
         with self._read() as conn:
