@@ -77,8 +77,10 @@ class Lookup:
         self.stale_if_error = stale_if_error
         self.touched = Touched()
         self._cache: dict[Key, Answer] = {}
-        self._by_address: dict[str, set[Key]] = {}  # address or MAC -> keys
-        self._by_scope: dict[str, set[Key]] = {}  # router or network id -> keys
+        # indexes kept small (an entry costs about 0.5 KB in all): the (kind, scope) pairs in use with their entry
+        # counts (few: one per router or network), and the keys of IPv6 link-local addresses by their MAC
+        self._scopes: dict[tuple[str, str], int] = {}
+        self._link_local: dict[str, set[Key]] = {}
         self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
         self._pending: dict[Key, asyncio.Future[Answer]] = {}
         self.invalidated = 0
@@ -154,27 +156,43 @@ class Lookup:
         if len(self._cache) >= MAX_ENTRIES:
             for old in list(self._cache)[:MAX_ENTRIES // 10]:  # the oldest tenth
                 self._drop(old)
+        if key in self._cache:
+            self._drop(key)
         self._cache[key] = answer
-        self._by_scope.setdefault(key[1], set()).add(key)
-        address = key[2]
-        self._by_address.setdefault(address, set()).add(key)
-        mac = mac_from_link_local(address)
+        scope = (key[0], key[1])
+        self._scopes[scope] = self._scopes.get(scope, 0) + 1
+        mac = mac_from_link_local(key[2])
         if mac is not None:
-            self._by_address.setdefault(mac, set()).add(key)
+            self._link_local.setdefault(mac, set()).add(key)
 
     def _drop(self, key: Key) -> None:
         if self._cache.pop(key, None) is None:
             return
         self.invalidated += 1
-        for index, name in ((self._by_scope, key[1]), (self._by_address, key[2]),
-                            (self._by_address, mac_from_link_local(key[2]))):
-            if name is None:
-                continue
-            keys = index.get(name)
+        scope = (key[0], key[1])
+        left = self._scopes.get(scope, 1) - 1
+        if left:
+            self._scopes[scope] = left
+        else:
+            self._scopes.pop(scope, None)
+        mac = mac_from_link_local(key[2])
+        if mac is not None:
+            keys = self._link_local.get(mac)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del index[name]
+                    del self._link_local[mac]
+
+    def _drop_address(self, address: str) -> None:
+        """Every entry for `address` (IPv4 or IPv6, any router or network): one dictionary probe per scope."""
+        for kind, scope_id in list(self._scopes):
+            self._drop((kind, scope_id, address))
+
+    def _drop_scope(self, scope_id: str) -> None:
+        """Every entry of a router or network (its interfaces changed): rare, so a scan of the cache."""
+        if any(sid == scope_id for _, sid in self._scopes):
+            for key in [k for k in self._cache if k[1] == scope_id]:
+                self._drop(key)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -190,23 +208,23 @@ class Lookup:
         for change in changes:
             names.update((change.id, *change.addresses, *change.macs, *change.devices))
             if change.kind == "port":
-                for name in (*change.addresses, *change.macs):
-                    for key in list(self._by_address.get(name, ())):
+                for address in change.addresses:
+                    self._drop_address(address)
+                for mac in change.macs:
+                    for key in list(self._link_local.get(mac, ())):
                         self._drop(key)
                 for device in change.devices:  # a router's interface came or went: its networks changed
-                    if self._networks.pop(device, None) is not None or device in self._by_scope:
-                        for key in list(self._by_scope.get(device, ())):
-                            self._drop(key)
+                    if self._networks.pop(device, None) is not None:
+                        self._drop_scope(device)
             elif change.kind in ("router", "network") and change.op == "delete":
                 self._networks.pop(change.id, None)
-                for key in list(self._by_scope.get(change.id, ())):
-                    self._drop(key)
+                self._drop_scope(change.id)
         self.touched.add(frozenset(names))
 
     def resync(self) -> None:
         self.touched.add(None)
         self.invalidated += len(self._cache)
         self._cache.clear()
-        self._by_address.clear()
-        self._by_scope.clear()
+        self._scopes.clear()
+        self._link_local.clear()
         self._networks.clear()
