@@ -39,6 +39,10 @@ def child_config(config: Config, name: str) -> Iterator[str]:
     directory = os.path.join(config.state_path, "run")
     os.makedirs(config.state_path, mode=0o700, exist_ok=True)  # the state directory is private
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    for stale in os.listdir(directory):  # left by a parent that was killed: its pid is gone
+        pid = stale.rpartition("-")[2].removesuffix(".conf")
+        if stale.endswith(".conf") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            os.unlink(os.path.join(directory, stale))
     path = os.path.join(directory, f"{name}-{os.getpid()}.conf")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
