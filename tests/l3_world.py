@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,13 +124,32 @@ class World:
         netns.ensure_route(ns, "169.254.169.254/32", "172.16.1.2")
         return inst.id
 
+    def agent_db_url(self) -> str:
+        """The database as a process in a host namespace reaches it: SQLite is a file; PostgreSQL listens on the
+        machine's loopback, which a namespace does not share, so a socat relay on a unix socket (a file) carries
+        it (the server still sees a TCP client and checks its password)."""
+        if not self.db_url.startswith("postgresql"):
+            return self.db_url
+        relay = self.tmp / "pg"
+        if not relay.exists():
+            relay.mkdir()
+            url = urllib.parse.urlsplit(self.db_url.replace("postgresql+psycopg", "http"))
+            self.relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{relay}/.s.PGSQL.{url.port or 5432},fork",
+                                           f"TCP:{url.hostname}:{url.port or 5432}"], start_new_session=True)
+            wait_for(lambda: (relay / f".s.PGSQL.{url.port or 5432}").exists(), 10, "the PostgreSQL relay")
+        url = urllib.parse.urlsplit(self.db_url)
+        userinfo = url.netloc.rsplit("@", 1)[0]
+        query = f"{url.query}&host={relay}" if url.query else f"host={relay}"
+        port = urllib.parse.urlsplit(self.db_url.replace("postgresql+psycopg", "http")).port or 5432
+        return urllib.parse.urlunsplit((url.scheme, f"{userinfo}@:{port}", url.path, query, ""))
+
     def config(self, host: str, **extra: str) -> Path:
         conf = self.tmp / f"{host}.conf"
         state = self.tmp / host
         state.mkdir(exist_ok=True)
         lines = ["[DEFAULT]", f"state_path = {state}", f"host = {host}",
                  f"metadata_proxy_socket = {self.chain.socket_path}", f"agent_down_time = {self.down_time}",
-                 "[database]", f"connection = {self.db_url}", "[ovs]", "bridge_mappings = physnet1:br-phy",
+                 "[database]", f"connection = {self.agent_db_url()}", "[ovs]", "bridge_mappings = physnet1:br-phy",
                  "[agent]", f"report_interval = {extra.pop('report_interval', '1')}",
                  "[l3_agent]", f"namespace_suffix = {self.ns_suffix(host)}",
                  f"resync_interval = {extra.pop('resync_interval', '300')}"]
@@ -183,6 +203,10 @@ class World:
         for ns in sorted(ours, key=lambda n: not n.startswith("qrouter-")):
             netns.delete_namespace(ns)
         self.chain.close()
+        relay = getattr(self, "relay", None)
+        if relay is not None:
+            relay.kill()
+            relay.wait(5)
 
 
 def seed(world: World) -> None:

@@ -159,9 +159,12 @@ def test_two_agents_one_stopped_router_moves_and_vms_are_served_again(world) -> 
     assert first.host == "h1"  # equal load: by host name
     wait_for(lambda: _serves(world, "vm1") and _serves(world, "vm2"), 10, "both VMs served from h1")
     world.stop_agent(a1, signal.SIGKILL)
-    # the dead host's dataplane would keep answering (its proxy outlives the agent): take the host down as a
-    # failed machine would be, by removing its router namespace
+    # the dead host's dataplane would keep answering (its proxy outlives the agent): take the host's router down as
+    # a failed machine's would be (its proxy killed, its namespace gone)
+    for pid in netns.pids_in_namespace(world.router_ns("h1")):
+        os.kill(pid, signal.SIGKILL)
     netns.delete_namespace(world.router_ns("h1"))
+    assert not _serves(world, "vm1")
     took = wait_for(lambda: _serves(world, "vm1") and _serves(world, "vm2"), 30, "VMs served from h2", step=0.1)
     print(f"L3 agent killed -> VMs served again after {took:.1f} s (agent_down_time 3 s, report_interval 1 s)")
     [now] = world.registry.list_l3_agents_hosting_router(router.id)

@@ -31,9 +31,10 @@ class _Proxy:
 
 def _cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return []
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else []  # NUL-terminated arguments
 
 
 class ProxyKeeper:
