@@ -79,7 +79,7 @@ def register(group: click.Group) -> None:
 
     # L3 agent scheduling, the old neutron CLI's verbs (l3_agent_scheduler)
     @neutron_command(group, "l3-agent-router-add", "L3_AGENT ROUTER", extras=False,
-                     epilog="\b\nExample:\n  provnet l3-agent-router-add network2 router1")
+                     epilog="\b\nExample:\n  provnet l3-agent-router-add network1 metadata-router")
     def l3_agent_router_add(app, args, extras) -> None:
         """Host ROUTER on this L3 agent (refused while another agent hosts it: remove it there first)."""
         agent, router = _l3_agent(app.registry, args[0]), find(app.registry, "router", args[1])
@@ -87,7 +87,7 @@ def register(group: click.Group) -> None:
         click.echo(f"Added router {args[1]} to L3 agent")
 
     @neutron_command(group, "l3-agent-router-remove", "L3_AGENT ROUTER", extras=False,
-                     epilog="\b\nExample:\n  provnet l3-agent-router-remove network1 router1")
+                     epilog="\b\nExample:\n  provnet l3-agent-router-remove network1 metadata-router")
     def l3_agent_router_remove(app, args, extras) -> None:
         """Stop hosting ROUTER on this L3 agent (it is hosted nowhere until added again or given an interface)."""
         agent, router = _l3_agent(app.registry, args[0]), find(app.registry, "router", args[1])
@@ -105,7 +105,7 @@ def register(group: click.Group) -> None:
                   f"No routers on L3 agent {args[0]}.")
 
     @neutron_command(group, "l3-agent-list-hosting-router", "ROUTER", kind="agent", extras=False,
-                     epilog="\b\nExample:\n  provnet l3-agent-list-hosting-router router1")
+                     epilog="\b\nExample:\n  provnet l3-agent-list-hosting-router metadata-router")
     @output_options
     def l3_agent_list_hosting_router(app, args, extras, fmt, columns) -> None:
         """List the L3 agent hosting a router, and whether it is alive."""
