@@ -190,6 +190,13 @@ OPTIONS: tuple[Option, ...] = (
            "physnet1:br-phy. Flat and VLAN ports bind only where their physical network is mapped.", to_mapping),
     Option("report_interval", "agent", 30.0, "Seconds between agent heartbeats.", to_positive),
     Option("host", "DEFAULT", os.uname().nodename, "This host's name, as ports' binding:host_id name it."),
+    # L3 agent (neutron-l3-agent's counterpart)
+    Option("resync_interval", "l3_agent", 300.0, "Seconds between full resyncs of the L3 agent (which repair "
+           "drift made by hand); changes in the registry are applied as they come, not by this timer.",
+           to_positive),
+    Option("namespace_suffix", "l3_agent", "", "Appended to the names of the namespaces this host's agents "
+           "make (qrouter-<id><suffix>), so that several agents can share one machine (the lab: @<host>). "
+           "Leave empty on real hosts."),
     # DHCP server
     Option("interface", "dhcp", "", "Interface the DHCP server binds (empty: no DHCP server in serve)."),
     Option("network", "dhcp", "", "Name or id of the network the DHCP server serves (empty: every network "

@@ -131,6 +131,29 @@ class NetworkingApi:
         result = await self.backend.write(fn, request.match_info["id"], subnet_id, port_id)
         return json_response(result)
 
+    # L3 agent scheduling (Neutron's l3_agent_scheduler extension)
+    async def l3_routers(self, request: web.Request) -> web.Response:
+        routers = await self.backend.read(self.registry.list_routers_on_l3_agent, request.match_info["id"])
+        return json_response({"routers": [r.to_api() for r in routers]})
+
+    async def l3_router_add(self, request: web.Request) -> web.Response:
+        body = wire.parse_json(await request.read())
+        # ha_chassis_priority (OVN's) is accepted and ignored: one agent hosts a router here
+        if (not isinstance(body, dict) or not isinstance(body.get("router_id"), str)
+                or set(body) - {"router_id", "ha_chassis_priority"}):
+            raise HTTPBadRequest(msg="Invalid format: the body must be {\"router_id\": \"<router id>\"}")
+        await self.backend.write(self.registry.add_router_to_l3_agent, request.match_info["id"], body["router_id"])
+        return json_response({}, status=201)
+
+    async def l3_router_remove(self, request: web.Request) -> web.Response:
+        await self.backend.write(self.registry.remove_router_from_l3_agent, request.match_info["id"],
+                                 request.match_info["router_id"])
+        return web.Response(status=204)
+
+    async def l3_agents(self, request: web.Request) -> web.Response:
+        agents = await self.backend.read(self.registry.list_l3_agents_hosting_router, request.match_info["id"])
+        return json_response({"agents": [self.to_api(a) for a in agents]})
+
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", self.versions)
@@ -148,3 +171,7 @@ class NetworkingApi:
                 r.add_post(collection + EXT, h["create"])
         r.add_put("/v2.0/routers/{id}/{action:add_router_interface|remove_router_interface}" + EXT,
                   self.router_interface)
+        r.add_get(f"/v2.0/agents/{ID}/l3-routers{EXT}", self.l3_routers)
+        r.add_post(f"/v2.0/agents/{ID}/l3-routers{EXT}", self.l3_router_add)
+        r.add_delete(f"/v2.0/agents/{ID}/l3-routers/{{router_id:[^/]+?}}{EXT}", self.l3_router_remove)
+        r.add_get(f"/v2.0/routers/{ID}/l3-agents{EXT}", self.l3_agents)

@@ -28,6 +28,7 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks."),
     ("standard-attr-description", "standard-attr-description",
      "Extension to add descriptions to standard attributes."),
+    ("l3_agent_scheduler", "L3 Agent Scheduler", "Schedule routers among L3 agents."),
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 networks "
      "(no external gateway: the physical router routes)."),
 )

@@ -20,6 +20,7 @@ VERB_MODULES = (
     "provnet.cli.metadata_cmd",
     "provnet.cli.dhcp_cmd",
     "provnet.cli.agent_cmd",
+    "provnet.cli.l3_agent_cmd",
     "provnet.cli.doctor_cmd",
     "provnet.cli.lab_cmd",
 )

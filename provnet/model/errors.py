@@ -80,6 +80,18 @@ class AgentNotFound(NotFound):
     message_format = "Agent %(id)s could not be found."
 
 
+class InvalidL3Agent(AgentNotFound):
+    message_format = "Agent %(id)s is not a L3 Agent or has been disabled"
+
+
+class RouterHostedByL3Agent(Conflict):
+    message_format = "The router %(router_id)s has been already hosted by the L3 Agent %(agent_id)s."
+
+
+class RouterNotHostedByL3Agent(Conflict):
+    message_format = "The router %(router_id)s is not hosted by L3 agent %(agent_id)s."
+
+
 class InstanceNotFound(NotFound):
     message_format = "Instance %(instance_id)s could not be found."
 

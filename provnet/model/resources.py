@@ -12,6 +12,7 @@ ROUTER_INTERFACE_OWNERS = (
     "network:router_interface_distributed",
 )
 OVS_AGENT_TYPE = "Open vSwitch agent"
+L3_AGENT_TYPE = "L3 agent"  # neutron-lib constants.AGENT_TYPE_L3
 DEFAULT_PROJECT_ID = "fake_project_id"
 MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
 

@@ -45,6 +45,10 @@ def error_from_body(status: int, body: bytes) -> errors.NeutronError:
     return exc
 
 
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
 def _query(filters: Filters | None, extra: Sequence[tuple[str, str]] = ()) -> str:
     pairs: list[tuple[str, str]] = list(extra)
     for key, values in (filters or {}).items():
@@ -245,6 +249,21 @@ class RemoteRegistry:
 
     def delete_agent(self, agent_id: str) -> None:
         self._delete("agents", agent_id)
+
+    # L3 agent scheduling
+    def list_routers_on_l3_agent(self, agent_id: str) -> list[Router]:
+        body = self.request("GET", f"/v2.0/agents/{_q(agent_id)}/l3-routers")
+        return [Router.from_api(d) for d in body["routers"]]
+
+    def list_l3_agents_hosting_router(self, router_id: str) -> list[Agent]:
+        body = self.request("GET", f"/v2.0/routers/{_q(router_id)}/l3-agents")
+        return [Agent.from_api(d) for d in body["agents"]]
+
+    def add_router_to_l3_agent(self, agent_id: str, router_id: str) -> None:
+        self.request("POST", f"/v2.0/agents/{_q(agent_id)}/l3-routers", {"router_id": router_id})
+
+    def remove_router_from_l3_agent(self, agent_id: str, router_id: str) -> None:
+        self.request("DELETE", f"/v2.0/agents/{_q(agent_id)}/l3-routers/{_q(router_id)}")
 
     # instances
     def create_instance(self, attrs: Mapping[str, Any]) -> Instance:

@@ -146,3 +146,11 @@ changes = sa.Table(
     sa.Column("macs", sa.JSON, nullable=False),
     sa.Column("devices", sa.JSON, nullable=False),
 )
+
+# which L3 agent hosts each router (Neutron's routerl3agentbindings; one agent per router, no HA)
+router_l3_agent_bindings = sa.Table(
+    "routerl3agentbindings", metadata,
+    sa.Column("router_id", sa.String(36), sa.ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("l3_agent_id", sa.String(36), sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+)

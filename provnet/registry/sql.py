@@ -45,6 +45,7 @@ from provnet.model.network_rules import (
     parse_vlan_ranges,
 )
 from provnet.model.resources import (
+    L3_AGENT_TYPE,
     ROUTER_INTERFACE_OWNERS,
     Agent,
     FixedIP,
@@ -58,6 +59,7 @@ from provnet.model.subnet_rules import build_subnet, updated_subnet
 from provnet.model.validation import hostname_from_name, parse_create, parse_update, to_boolean
 from provnet.registry import schema as t
 from provnet.registry import sql_changes as feed
+from provnet.registry import sql_l3 as l3
 from provnet.registry import sql_pg_port as pg_port
 from provnet.registry import sql_reservations
 from provnet.registry import sql_rows as rows
@@ -839,6 +841,7 @@ class SqlRegistry:
             if self._interface_ports(conn, router_id):
                 raise RouterInUse(router_id=router_id, reason="still has ports")
             self._note(conn, "router", router_id, "delete")
+            l3.forget_router(conn, router_id)
             conn.execute(sa.delete(t.routers).where(t.routers.c.id == router_id))
 
         self._write(tx)
@@ -885,6 +888,7 @@ class SqlRegistry:
                 after.device_id, after.device_owner = router.id, ROUTER_INTERFACE
                 self._note_port(conn, "update", port, after)
                 self._note(conn, "router", router.id, "update")
+                l3.schedule(conn, router.id, self.clock(), self.agent_down_time, self._note_router)
                 return self._interface_body(router, port)
             subnet = self._subnet(conn, subnet_id or "")
             if not subnet.gateway_ip:
@@ -896,6 +900,7 @@ class SqlRegistry:
                 "fixed_ips": [{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}]})
             port = self._create_port(conn, clean)
             self._note(conn, "router", router.id, "update")
+            l3.schedule(conn, router.id, self.clock(), self.agent_down_time, self._note_router)
             return self._interface_body(router, port, subnet.id)
 
         return self._write(tx)
@@ -968,6 +973,10 @@ class SqlRegistry:
                 self._note(conn, "agent", agent_id, "create")
                 changed = True
             rebound = self._rebind_failed(conn, host)
+            if agent_type == L3_AGENT_TYPE:  # the L3 agents' heartbeats drive router failover (no server timer)
+                moved = l3.reschedule_from_dead(conn, now, self.agent_down_time, self._note_router)
+                moved += l3.schedule_unhosted(conn, now, self.agent_down_time, self._note_router)
+                rebound = rebound or bool(moved)
             return self._agents(conn, [t.agents.c.id == agent_id])[0], changed or rebound
 
         # a bare heartbeat (same agent, same configurations, no port re-bound) leaves the revision alone: caches
@@ -1029,11 +1038,48 @@ class SqlRegistry:
 
     def delete_agent(self, agent_id: str) -> None:
         def tx(conn: sa.Connection) -> None:
+            l3.forget_agent(conn, agent_id, self._note_router)
             if conn.execute(sa.delete(t.agents).where(t.agents.c.id == agent_id)).rowcount == 0:
                 raise _AgentNotFound(id=agent_id)
             self._note(conn, "agent", agent_id, "delete")
 
         self._write(tx)
+
+    # ---- L3 agent scheduling (sql_l3) ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _note_router(conn: sa.Connection, router_id: str) -> None:
+        conn.info["provnet_pending"].note("router", router_id, "update")
+
+    def list_routers_on_l3_agent(self, agent_id: str) -> list[Router]:
+        with self._read() as conn:
+            self._agent_exists(conn, agent_id)
+            return l3.routers_on_agent(conn, agent_id)
+
+    def list_l3_agents_hosting_router(self, router_id: str) -> list[Agent]:
+        with self._read() as conn:
+            self._router(conn, router_id)
+            return l3.agents_hosting(conn, router_id)
+
+    def add_router_to_l3_agent(self, agent_id: str, router_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._router(conn, router_id, lock=True)
+            self._agent_exists(conn, agent_id)
+            l3.add(conn, agent_id, router_id, self._note_router)
+
+        self._write(tx)
+
+    def remove_router_from_l3_agent(self, agent_id: str, router_id: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            self._router(conn, router_id, lock=True)
+            self._agent_exists(conn, agent_id)
+            l3.remove(conn, agent_id, router_id, self._note_router)
+
+        self._write(tx)
+
+    def _agent_exists(self, conn: sa.Connection, agent_id: str) -> None:
+        if not self._agents(conn, [t.agents.c.id == agent_id]):
+            raise _AgentNotFound(id=agent_id)
 
     # ---- instances ---------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from provnet.agents.l3 import l3_agent_from_config
 from provnet.api.app import ApiService
 from provnet.config import Config, ConfigError
 from provnet.dhcp.service import DhcpService
@@ -125,6 +126,11 @@ def bind_agent_socket(config: Config) -> socket.socket:
         return bind_unix(config.metadata_proxy_socket, config.metadata_backlog)
     except OSError as exc:
         raise ConfigError(f"metadata_proxy_socket {config.metadata_proxy_socket}: {exc}") from None
+
+
+def l3_agent_services(config: Config, registry: Registry | None, host: str = "") -> list[Service]:
+    assert registry is not None
+    return [l3_agent_from_config(config, registry, host or config.host)]
 
 
 def no_services(config: Config, registry: Registry | None) -> Sequence[Service]:
