@@ -135,6 +135,6 @@ def check_mac(answer: Answer, mac: str | None, address: str) -> Answer:
     if mac is None or not isinstance(answer, Identity) or not answer.mac or answer.mac.lower() == mac.lower():
         return answer
     return Miss(f"the port with address {address} does not have MAC {mac.lower()}", "mac_mismatch",
-                f"port {answer.port_id} has MAC {answer.mac}",
+                f"port {answer.port_id or 'with that address'} has MAC {answer.mac}",
                 "the VM uses an address that is not its port's (spoofing, or a DHCP server that hands out the "
                 "wrong address): check port security and the DHCP reservations")

@@ -95,6 +95,8 @@ class Lookup:
         found = walk(self.registry, kind, scope_id, address,
                      self._networks.get(scope_id) if kind == "router" else None)
         answer = found.answer
+        if isinstance(answer, Identity):  # cached by the hundred thousand: the port id is only for explain
+            answer = Identity(answer.instance_id, answer.tenant_id, mac=answer.mac)
         self.metrics.lookup(answer.result if isinstance(answer, Miss) else "found")
         return answer, found.networks
 
