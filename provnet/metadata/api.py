@@ -199,8 +199,9 @@ class MetadataApi:
     async def start(self) -> None:
         await self.feed.start()
         self.port = await self.server.listen_tcp(self.host, self.port)
-        log.info("metadata API on %s:%d (direct mode %s)", self.host, self.port,
-                 ",".join(map(str, self.trusted)) if self.trusted else "off")
+        log.info("metadata API on %s:%d (direct mode %s; identity documents %s)", self.host, self.port,
+                 ",".join(map(str, self.trusted)) if self.trusted else "off",
+                 f"signed with {self.identity.key.path} (kid {self.identity.key.kid})" if self.identity else "off")
 
     async def stop(self) -> None:
         await self.server.close()

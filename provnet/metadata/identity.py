@@ -100,7 +100,7 @@ def signing_key(path: str, create: bool = True) -> IdentityKey:
             generate_key_file(path)
         except OSError as exc:
             raise IdentityKeyError(f"identity key {path}: cannot create it: {exc.strerror}") from None
-        log.info("created the identity signing key %s", path)
+        log.debug("created the identity signing key %s", path)  # the metadata API's start line names the key
     key = load_key(path)
     if key.private is None:
         raise IdentityKeyError(f"identity key {path}: identity_signing_key must be a private key")
