@@ -87,6 +87,27 @@ def to_lease_time(value: Any) -> int:
     return number
 
 
+def to_token_mode(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("optional", "required"):
+        raise ValueError(f"must be optional or required, got {value!r}")
+    return text
+
+
+def to_hop_limit(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError(f"must be 1..64, got {value!r}")
+    return number
+
+
+def to_wait(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 55:
+        raise ValueError(f"must be 1..55, got {value!r}")
+    return number
+
+
 def to_protocol(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("http", "https"):
@@ -104,6 +125,9 @@ EXPECTED: dict[Callable[[Any], Any], str] = {
     to_nonneg_int: "an integer 0 or more",
     to_lease_time: f"an integer {MIN_LEASE}..{0xFFFFFFFF - 1} (seconds)",
     to_protocol: "http or https",
+    to_token_mode: "optional or required",
+    to_hop_limit: "an integer 1..64",
+    to_wait: "an integer 1..55 (seconds)",
 }
 
 
@@ -145,6 +169,9 @@ OPTIONS: tuple[Option, ...] = (
     # metadata agent (neutron-metadata-agent, metadata_agent.ini names)
     Option("metadata_proxy_shared_secret", "DEFAULT", "", "Secret the agent signs instance ids with and the "
            "metadata API checks. Set the same value for both.", secret=True),
+    Option("metadata_proxy_shared_secret_previous", "DEFAULT", "", "A second secret the metadata API accepts "
+           "(signatures and session tokens) while metadata_proxy_shared_secret rotates; nothing signs with it. "
+           "Rotation order in the README; SIGHUP reloads both.", secret=True),
     Option("nova_metadata_host", "DEFAULT", "127.0.0.1", "Host of the metadata API the agent forwards to."),
     Option("nova_metadata_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
     Option("nova_metadata_protocol", "DEFAULT", "http", "http or https to the metadata API.", to_protocol),
@@ -176,6 +203,28 @@ OPTIONS: tuple[Option, ...] = (
            "read before answering 503 (a hung database delays no cached answer).", to_positive),
     Option("cache_stale_if_error", "metadata", 600.0, "Seconds the metadata agent and API keep answering from "
            "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
+    # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
+    Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
+           "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "
+           "without a valid token).", to_token_mode),
+    Option("http_put_response_hop_limit", "metadata", 1, "IP TTL of the token PUT's answer for instances that "
+           "do not say (property provnet:http_put_response_hop_limit): 1 keeps it from crossing a router or NAT "
+           "inside the VM.", to_hop_limit),
+    Option("identity_signing_key", "metadata", "$state_path/metadata-identity.pem", "PEM private key (EC P-256, "
+           "ES256) the metadata API signs identity documents with; created (0600) when missing. The networking "
+           "API publishes its public key in /provnet/v1/metadata/jwks.json."),
+    Option("identity_verify_keys", "metadata", "", "More PEM keys (public or private) whose public keys the "
+           "networking API publishes: the next key before a rotation, the previous one until its last document "
+           "expires.", to_list),
+    Option("identity_ttl", "metadata", 600, "Seconds an identity document is valid (its exp - iat).",
+           to_nonneg_int),
+    Option("identity_issuer", "metadata", "provnet", "The iss claim of identity documents."),
+    Option("watch_max_per_instance", "metadata", 8, "Waiting requests (?wait_for_change=true) one instance may "
+           "hold; more get 429.", to_nonneg_int),
+    Option("watch_max_total", "metadata", 4096, "Waiting requests one metadata API process holds in all; more "
+           "get 429.", to_nonneg_int),
+    Option("watch_max_timeout", "metadata", 50, "The longest wait (timeout_sec) in seconds; less than the "
+           "agent's 60 s towards the API, so a wait ends with an answer, not a 504.", to_wait),
     # metadata API (nova-api-metadata)
     Option("metadata_listen", "DEFAULT", "127.0.0.1", "Address the metadata API listens on."),
     Option("metadata_listen_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),

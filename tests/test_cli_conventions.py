@@ -22,7 +22,7 @@ RECORD_VERBS = {
     "subnet-update", "port-create", "port-list", "port-show", "port-update", "router-create", "router-list",
     "router-show", "router-update", "router-interface-add", "router-port-list", "instance-create", "instance-list",
     "instance-show", "instance-update", "agent-list", "agent-show", "agent-update", "config show", "dhcp-leases",
-    "doctor", "router-list-on-l3-agent", "l3-agent-list-hosting-router",
+    "doctor", "router-list-on-l3-agent", "l3-agent-list-hosting-router", "metadata-explain",
 }
 MESSAGE_VERBS = {"net-delete", "subnet-delete", "port-delete", "router-delete", "instance-delete", "agent-delete",
                  "router-interface-delete", "l3-agent-router-add",

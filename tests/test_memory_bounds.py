@@ -58,12 +58,12 @@ def _lookup() -> Lookup:
 
     from provnet.metadata.observe import Metrics
 
-    return Lookup(areg=type("A", (), {"registry": None})(), secret="s", metrics=Metrics("bounds"),  # type: ignore[arg-type]
+    return Lookup(areg=type("A", (), {"registry": None})(), metrics=Metrics("bounds"),  # type: ignore[arg-type]
                   feed=Feed())  # type: ignore[arg-type]
 
 
 def test_an_agent_cache_entry_costs_under_600_bytes() -> None:
-    """Everything an entry keeps: its key (the address), the answer (instance, project, signature), the index."""
+    """Everything an entry keeps: its key (the address), the answer (instance, project, port, MAC), the index."""
     n = 20_000
     cache = _lookup()
     scope = str(uuid.uuid4())
@@ -71,7 +71,8 @@ def test_an_agent_cache_entry_costs_under_600_bytes() -> None:
     def fill() -> Lookup:
         for i in range(n):
             cache._store(("router", scope, str(ipaddress.IPv4Address(0x0A000000 + i))),
-                         Identity(str(uuid.uuid4()), uuid.uuid4().hex, uuid.uuid4().hex * 2))
+                         Identity(str(uuid.uuid4()), uuid.uuid4().hex, mac=f"fa:16:3e:{i % 256:02x}:"
+                                  f"{i // 256 % 256:02x}:{i // 65536:02x}"))
         return cache
 
     _, used = measured(fill)
@@ -83,7 +84,7 @@ def test_the_agent_cache_is_capped_and_drops_its_oldest(monkeypatch: pytest.Monk
     monkeypatch.setattr(lookup, "MAX_ENTRIES", 100)
     cache = _lookup()
     for i in range(250):
-        cache._store(("network", "n1", f"10.0.0.{i % 250}"), Identity(f"vm{i}", "p", "sig"))
+        cache._store(("network", "n1", f"10.0.0.{i % 250}"), Identity(f"vm{i}", "p"))
     assert len(cache) <= 100
     assert ("network", "n1", "10.0.0.249") in cache._cache  # the newest stay
     assert ("network", "n1", "10.0.0.0") not in cache._cache

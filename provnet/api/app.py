@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provnet.api.backend import Backend
+from provnet.api.metadata_v1 import MetadataRoutes, MetadataSettings
 from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
@@ -21,7 +22,8 @@ BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
-def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None) -> web.Application:
+def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None,
+             metadata: MetadataSettings | None = None) -> web.Application:
     """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
     metrics = Metrics()
     backend = Backend(registry, writers)
@@ -41,6 +43,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     app.on_cleanup.append(close_backend)
     NetworkingApi(backend, agent_down_time).add_routes(app)
     ProvnetApi(backend, agent_down_time).add_routes(app)
+    MetadataRoutes(backend, metadata or MetadataSettings()).add_routes(app)
 
     async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -74,8 +77,10 @@ class ApiService:
     name = "networking API"
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
-                 agent_down_time: float = 75.0, writers: int | None = None) -> None:
+                 agent_down_time: float = 75.0, writers: int | None = None,
+                 metadata: MetadataSettings | None = None) -> None:
         self.registry = registry
+        self.metadata = metadata
         self.host = host
         self.port = port
         self.agent_down_time = agent_down_time
@@ -85,10 +90,11 @@ class ApiService:
     @classmethod
     def from_config(cls, config: Config, registry: Registry) -> ApiService:
         return cls(registry, config.bind_host, config.bind_port, config.agent_down_time,
-                   writers=writers_for(config.db_url))
+                   writers=writers_for(config.db_url), metadata=MetadataSettings.from_config(config))
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers), access_log=None)
+        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers, self.metadata),
+                                     access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import cached_property
 
 import click
@@ -18,6 +19,7 @@ VERB_MODULES = (
     "provnet.cli.resources",
     "provnet.cli.serve",
     "provnet.cli.metadata_cmd",
+    "provnet.cli.explain_cmd",
     "provnet.cli.dhcp_cmd",
     "provnet.cli.agent_cmd",
     "provnet.cli.l3_agent_cmd",
@@ -33,9 +35,11 @@ class AppContext:
     something may create a new local store (`provnet net-list` on an empty state path says there is none).
     """
 
-    def __init__(self, config: Config, api_url: str | None) -> None:
+    def __init__(self, config: Config, api_url: str | None, reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.api_url = api_url
+        # the configuration read again as at start (files, environment, global options): a server's SIGHUP
+        self.reread: Callable[[], Config] = reread or (lambda: config)
         self.verb = ""
         self.may_create = True
 
@@ -116,7 +120,7 @@ def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | No
         setup_logging(config.debug, "json" if config.use_json else "text", config.log_file or None)
     except OSError as exc:
         raise click.ClickException(f"cannot open the log file {config.log_file}: {exc.strerror}") from None
-    ctx.obj = AppContext(config, url)
+    ctx.obj = AppContext(config, url, lambda: load_config(files=config_files or None, overrides=overrides))
 
 
 for _name in VERB_MODULES:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -21,11 +21,17 @@ def effective_config(app, overrides: dict) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+def rereader(app, overrides: dict, then: Callable[[Config], Config] = lambda c: c) -> Callable[[], Config]:
+    """How a server reads its configuration again on SIGHUP: as at start, with the verb's options on top."""
+    return lambda: then(app.reread().with_overrides(overrides))
+
+
 def run(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,
-        children: Sequence[ChildSpec] = ()) -> None:
+        children: Sequence[ChildSpec] = (), reconfigure: Callable[[], Config] | None = None) -> None:
     """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1."""
     try:
-        run_server(config, build, api_url=api_url, needs_store=needs_store, children=children)
+        run_server(config, build, api_url=api_url, needs_store=needs_store, children=children,
+                   reconfigure=reconfigure)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
     except (StoreError, StartupError) as exc:
@@ -75,14 +81,18 @@ def serve(app, bind_host: str | None, bind_port: int | None) -> None:
       openstack --os-auth-type none --os-endpoint http://127.0.0.1:9696 network list
     """
     refuse_url(app)
-    config = effective_config(app, {"bind_host": bind_host, "bind_port": bind_port})
+    overrides = {"bind_host": bind_host, "bind_port": bind_port}
+    config = effective_config(app, overrides)
     try:
         children_config = compose.serve_config(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _check_children_config(children_config)
     with compose.child_config(children_config, "serve") as path:
-        run(config, compose.api_services, children=compose.serve_children(config, path))
+        # SIGHUP: the children's file rewritten from the configuration read again, then SIGHUP to each child
+        run(config, compose.api_services, children=compose.serve_children(config, path),
+            reconfigure=rereader(app, overrides, lambda new: compose.rewrite_child_config(
+                new, path, compose.serve_config(new))))
 
 
 def _check_children_config(config: Config) -> None:

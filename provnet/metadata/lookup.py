@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from provnet.metadata.attribution import Answer, Identity, Miss, mac_from_link_local, walk
 from provnet.metadata.observe import Metrics
-from provnet.metadata.signing import sign_instance_id
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.changes import Change
@@ -23,36 +20,7 @@ MAX_ENTRIES = 200_000  # about 0.5 KB each; past this the oldest entries go firs
 Key = tuple[str, str, str]  # ("router"|"network", scope id, address)
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What the agent signs for one (router or network, address): the port's instance and project."""
-
-    instance_id: str
-    tenant_id: str
-    signature: str
-
-
-@dataclass(frozen=True, slots=True)
-class Miss:
-    """No single instance port answers for the address; `reason` says why (logged, and in the 404's body)."""
-
-    reason: str
-
-
-Answer = Identity | Miss
-
-
-@functools.lru_cache(maxsize=65536)
-def mac_from_link_local(address: str) -> str | None:
-    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
-    if ":" not in address:
-        return None
-    ip = ipaddress.IPv6Address(address)
-    raw = ip.packed
-    if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
-        return None
-    mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
-    return ":".join(f"{b:02x}" for b in mac)
+__all__ = ["Answer", "Identity", "Lookup", "Miss", "mac_from_link_local"]
 
 
 class Lookup:
@@ -67,11 +35,10 @@ class Lookup:
     answer is 503.
     """
 
-    def __init__(self, areg: AsyncRegistry, secret: str, metrics: Metrics, *, feed: ChangeFeed,
+    def __init__(self, areg: AsyncRegistry, metrics: Metrics, *, feed: ChangeFeed,
                  stale_if_error: float = 600.0) -> None:
         self.areg = areg
         self.registry = areg.registry
-        self.secret = secret
         self.metrics = metrics
         self.feed = feed
         self.stale_if_error = stale_if_error
@@ -123,34 +90,15 @@ class Lookup:
         return answer
 
     def _find(self, kind: str, scope_id: str, address: str) -> tuple[Answer, list[str]]:
-        """In a worker thread: the registry's answer for one key, and the networks it looked on."""
-        if kind == "router":
-            networks = self._networks.get(scope_id)
-            if networks is None:
-                networks = self.registry.router_network_ids(scope_id)
-        else:
-            networks = [scope_id]
-        mac = mac_from_link_local(address)
-        if not networks:
-            self.metrics.lookup("not_found")
-            return Miss(f"{kind} {scope_id} has no interface on any network"), networks
-        if mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
-            ports = self.registry.find_ports_by_mac(mac, networks)
-        else:
-            ports = self.registry.find_ports_by_ip(address, networks)
-        if len(ports) != 1 or not ports[0].device_id:
-            result = "not_found" if not ports else "ambiguous" if len(ports) > 1 else "unbound"
-            self.metrics.lookup(result)
-            where = f"on {kind} {scope_id}'s networks" if kind == "router" else f"on network {scope_id}"
-            reason = {"not_found": f"no port has address {address} {where}",
-                      "ambiguous": f"{len(ports)} ports have address {address} {where}: "
-                                   + ", ".join(p.id for p in ports),
-                      "unbound": f"port {ports[0].id} with address {address} has no device_id"
-                                 if ports else ""}[result]
-            return Miss(reason), networks
-        self.metrics.lookup("found")
-        port = ports[0]
-        return Identity(port.device_id, port.project_id, sign_instance_id(self.secret, port.device_id)), networks
+        """In a worker thread: the registry's answer for one key (attribution.walk, as metadata-explain walks it),
+        and the networks it looked on."""
+        found = walk(self.registry, kind, scope_id, address,
+                     self._networks.get(scope_id) if kind == "router" else None)
+        answer = found.answer
+        if isinstance(answer, Identity):  # cached by the hundred thousand: the port id is only for explain
+            answer = Identity(answer.instance_id, answer.tenant_id, mac=answer.mac)
+        self.metrics.lookup(answer.result if isinstance(answer, Miss) else "found")
+        return answer, found.networks
 
     def _store(self, key: Key, answer: Answer) -> None:
         if len(self._cache) >= MAX_ENTRIES:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provnet.model.errors import HTTPBadRequest
+from provnet.model.metadata_options import check_property
 from provnet.model.resources import DEFAULT_PROJECT_ID
 
 MAX_USER_DATA = 65536
@@ -280,6 +281,9 @@ def to_metadata(value: Any) -> dict[str, str]:
             raise Invalid(f"metadata key '{key}' must be a string of 1 to 255 characters")
         if not isinstance(val, str) or len(val) > 255:
             raise Invalid(f"metadata value of '{key}' must be a string of at most 255 characters")
+        reserved = check_property(key, val)
+        if reserved:
+            raise Invalid(reserved)
         out[key] = val
     return out
 

@@ -57,6 +57,18 @@ def child_config(config: Config, name: str) -> Iterator[str]:
             pass
 
 
+def rewrite_child_config(config: Config, path: str, children: Config | None = None) -> Config:
+    """Reload: the children's configuration file written again (atomically) from `children` (default: `config`
+    itself); returns `config`, for the parent's own services."""
+    children = config if children is None else children
+    temp = f"{path}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(children.to_ini())
+    os.replace(temp, path)
+    return config
+
+
 def api_services(config: Config, registry: Registry | None) -> list[Service]:
     assert registry is not None
     return [ApiService.from_config(config, registry)]
