@@ -116,7 +116,7 @@ WRITER = textwrap.dedent("""
 
 def test_a_waiter_is_woken_by_another_process_commit(reg, db_url) -> None:
     start = reg.revision()
-    waiter = reg._waiter()  # open the notification channel before the other process writes
+    waiter = reg.store._waiter()  # open the notification channel before the other process writes
     writer = subprocess.Popen([sys.executable, "-c", WRITER, db_url])
     try:
         batch = reg.wait_changes(start, timeout=120)

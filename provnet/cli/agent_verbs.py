@@ -17,10 +17,11 @@ from provnet.cli.verbs import (
     output_options,
     update_one,
 )
+from provnet.model.forms import list_columns
 from provnet.model.resources import L3_AGENT_TYPE
 from provnet.registry.base import Registry
 
-AGENT_COLUMNS = ("id", "agent_type", "host", "alive", "admin_state_up", "binary")
+AGENT_COLUMNS = list_columns("agent")  # as the attributes declare them (model/validation.py)
 
 
 def agent_row(agent: Any, agent_down_time: float, fmt: str) -> dict[str, Any]:

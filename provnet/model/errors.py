@@ -169,3 +169,50 @@ class RouterInterfaceNotFoundForSubnet(NotFound):
 
 class PortSecurityPortHasSecurityGroup(InUse):
     message_format = "Port has security group associated. Cannot disable port security or ip address until security group is removed"  # noqa: E501
+
+
+class AddressPairAndPortSecurityRequired(Conflict):
+    message_format = "Port Security must be enabled in order to have allowed address pairs on a port."
+
+
+class PortInUse(InUse):
+    message_format = ("Unable to complete operation on port %(port_id)s for network %(net_id)s. "
+                      "Port already has an attached device %(device_id)s.")
+
+
+class ServicePortInUse(InUse):
+    message_format = "Port %(port_id)s cannot be deleted directly via the port API: %(reason)s."
+
+
+class RouterInterfaceNotFound(NotFound):
+    message_format = "Router %(router_id)s does not have an interface with id %(port_id)s"
+
+
+class InstanceExists(Conflict):
+    message_format = "Instance %(instance_id)s already exists."
+
+
+class InvalidIpForSubnet(BadRequest):
+    message_format = "IP address %(ip_address)s is not a valid IP for the specified subnet."
+
+
+class InvalidIpForNetwork(BadRequest):
+    message_format = "IP address %(ip_address)s is not a valid IP for any of the subnets on the specified network."
+
+
+class DNSNameServersExhausted(BadRequest):
+    message_format = ("Unable to complete operation for %(subnet_id)s. "
+                      "The number of DNS nameservers exceeds the limit %(quota)s.")
+
+
+class HostRoutesExhausted(BadRequest):
+    message_format = ("Unable to complete operation for %(subnet_id)s. "
+                      "The number of host routes exceeds the limit %(quota)s.")
+
+
+class TunnelIdInUse(Conflict):
+    message_format = "Unable to create the network. The tunnel ID %(tunnel_id)s is in use."
+
+
+class NoNetworkAvailable(ServiceUnavailable):
+    message_format = "Unable to create the network. No tenant network is available for allocation."

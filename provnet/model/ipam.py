@@ -15,20 +15,12 @@ import ipaddress
 import random
 from collections.abc import Iterable, Iterator, Sequence
 
-from provnet.model.errors import BadRequest
+from provnet.model.errors import InvalidIpForNetwork, InvalidIpForSubnet
 from provnet.model.resources import AllocationPool, Subnet
 
 CANDIDATE_WINDOW = 1000
 PROBES = 16
 BASE_MAC = "fa:16:3e:00:00:00"
-
-
-class InvalidIpForSubnet(BadRequest):
-    message_format = "IP address %(ip_address)s is not a valid IP for the specified subnet."
-
-
-class InvalidIpForNetwork(BadRequest):
-    message_format = "IP address %(ip_address)s is not a valid IP for any of the subnets on the specified network."
 
 
 def ip_int(ip: str) -> int:

@@ -17,7 +17,7 @@ Note = Callable[[sa.Connection, str], None]  # records "router <id> update" in t
 
 def _agents(conn: sa.Connection, *where: object) -> list[Agent]:
     query = sa.select(t.agents).where(t.agents.c.agent_type == L3_AGENT_TYPE, *where)
-    return [rows.agent_from_row(r) for r in conn.execute(query.order_by(t.agents.c.host, t.agents.c.id))]
+    return [rows.MAPS["agent"].load(r) for r in conn.execute(query.order_by(t.agents.c.host, t.agents.c.id))]
 
 
 def hosting_agent_id(conn: sa.Connection, router_id: str) -> str | None:
@@ -106,7 +106,7 @@ def routers_on_agent(conn: sa.Connection, agent_id: str) -> list[Router]:
     b = t.router_l3_agent_bindings
     query = (sa.select(t.routers).join(b, b.c.router_id == t.routers.c.id).where(b.c.l3_agent_id == agent_id)
              .order_by(t.routers.c.created_at, t.routers.c.id))
-    return [rows.router_from_row(r) for r in conn.execute(query)]
+    return [rows.MAPS["router"].load(r) for r in conn.execute(query)]
 
 
 def agents_hosting(conn: sa.Connection, router_id: str) -> list[Agent]:
