@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provnet.model.errors import HTTPBadRequest
+from provnet.model.validation import MAX_JSON_DEPTH, Invalid, check_json
 
 # collection -> member; the order is the order of `GET /v2.0/`.
 RESOURCES: dict[str, str] = {
@@ -69,15 +70,26 @@ def find_extension(alias: str) -> dict | None:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(raw: bytes) -> Any:
-    """The request body as JSON, or a 400 saying what is wrong with it."""
+    """The request body as JSON, or a 400 saying what is wrong with it: not UTF-8, not JSON, nested deeper than
+    MAX_JSON_DEPTH, NaN or Infinity, or text no store can keep (NUL, lone surrogates)."""
     if not raw.strip():
         raise HTTPBadRequest(msg="Resource body required")
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise HTTPBadRequest(msg="Malformed request body: not UTF-8") from None
+    except RecursionError:
+        raise HTTPBadRequest(msg=f"Malformed request body: nested more than {MAX_JSON_DEPTH} deep") from None
     except ValueError as exc:
+        raise HTTPBadRequest(msg=f"Malformed request body: {exc}") from None
+    try:
+        return check_json(body)
+    except Invalid as exc:
         raise HTTPBadRequest(msg=f"Malformed request body: {exc}") from None
 
 

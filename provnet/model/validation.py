@@ -14,6 +14,7 @@ import binascii
 import copy
 import ipaddress
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -89,6 +90,28 @@ def _spec(attrs: dict[str, Attr]) -> dict[str, Attr]:
 
 # ---- converters (each returns the clean value or raises Invalid) ----------------------------------------------
 
+INT32 = (-2**31, 2**31 - 1)  # the range of an Integer column (PostgreSQL's integer)
+INT64 = (-2**63, 2**63 - 1)  # the range of a BigInteger column (and of SQLite's INTEGER)
+_MAX_INT_TEXT = 40  # digits (and sign, blanks) an integer given as text may have
+
+
+def check_text(value: str) -> str:
+    """Text a store can keep as it was given: no NUL (PostgreSQL refuses it, SQLite would keep it) and no lone
+    surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        raise Invalid("the text contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("the text is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def to_text(value: Any) -> str:
+    """A filter's or an id's value as text, refused when no store could hold it."""
+    return check_text(str(value))
+
+
 def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
         if value is None and allow_none:
@@ -97,7 +120,7 @@ def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], s
             raise Invalid(f"'{value}' is not a valid string")
         if len(value) > max_len:
             raise Invalid(f"'{value}' exceeds maximum length of {max_len}")
-        return value
+        return check_text(value)
     return convert
 
 
@@ -116,14 +139,22 @@ def to_boolean(value: Any) -> bool:
     raise Invalid(f"'{value}' cannot be converted to boolean")
 
 
-def to_int(value: Any) -> int:
+def to_int(value: Any, bounds: tuple[int, int] = INT64) -> int:
+    """An integer (or its decimal text) within `bounds` (by default what any integer column holds)."""
     if isinstance(value, bool):
         raise Invalid(f"'{value}' is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-        return int(value)
-    raise Invalid(f"'{value}' is not an integer")
+    if isinstance(value, str) and len(value) <= _MAX_INT_TEXT and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        shown = value[:_MAX_INT_TEXT] + "..." if isinstance(value, str) and len(value) > _MAX_INT_TEXT else value
+        raise Invalid(f"'{shown}' is not an integer")
+    if not bounds[0] <= value <= bounds[1]:
+        raise Invalid(f"'{value}' is out of range ({bounds[0]} through {bounds[1]})")
+    return value
+
+
+def to_int32(value: Any) -> int:
+    return to_int(value, INT32)
 
 
 def to_int_or_none(value: Any) -> int | None:
@@ -177,10 +208,37 @@ def to_mac(value: Any) -> str:
     return mac
 
 
+MAX_JSON_DEPTH = 32  # nesting of objects and lists a request may have (Neutron's bodies need 4)
+
+
+def check_json(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`value` if it is JSON a store keeps as given: nested at most `max_depth` deep, every key and string
+    storable text (check_text), numbers finite. Iterative: a hostile depth cannot exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Invalid("numbers must be finite")
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise Invalid(f"nested more than {max_depth} deep")
+            if isinstance(item, dict):
+                for key, val in item.items():
+                    if not isinstance(key, str):
+                        raise Invalid(f"'{key}' is not a valid key")
+                    check_text(key)
+                    stack.append((val, depth + 1))
+            else:
+                stack.extend((val, depth + 1) for val in item)
+    return value
+
+
 def to_dict(value: Any) -> dict:
     if not isinstance(value, dict):
         raise Invalid(f"'{value}' is not a dictionary")
-    return dict(value)
+    return dict(check_json(value))
 
 
 def to_ip_version(value: Any) -> int:
@@ -323,7 +381,7 @@ def to_metadata(value: Any) -> dict[str, str]:
         reserved = check_property(key, val)
         if reserved:
             raise Invalid(reserved)
-        out[key] = val
+        out[check_text(key)] = check_text(val)
     return out
 
 
@@ -337,7 +395,7 @@ def to_json_object(value: Any) -> dict:
 
 
 def to_non_negative_int(value: Any) -> int:
-    number = to_int(value)
+    number = to_int(value, INT32)
     if number < 0:
         raise Invalid(f"'{value}' should be non-negative")
     return number
@@ -384,7 +442,7 @@ def _mac_filter(value: Any) -> str:
     try:
         return to_mac(value)
     except Invalid:
-        return str(value).lower()
+        return to_text(value).lower()
 
 
 NETWORK: dict[str, Attr] = _spec({

@@ -49,7 +49,7 @@ from provnet.model.resources import (
     Subnet,
 )
 from provnet.model.subnet_rules import build_subnet, updated_subnet
-from provnet.model.validation import Invalid, hostname_from_name, parse_create, parse_update, to_boolean
+from provnet.model.validation import Invalid, check_json, hostname_from_name, parse_create, parse_update, to_boolean
 from provnet.registry.base import Clock, Filters, ReservationRow, utc_now
 from provnet.registry.changes import ChangeBatch
 from provnet.registry.store import LostRace, Store, Tx
@@ -104,6 +104,13 @@ class NeutronRegistry:
     def _read(self, fn: Callable[[Tx], T]) -> T:
         with self.store.read() as tx:
             return fn(tx)
+
+    @staticmethod
+    def _storable(name: str, value: T) -> T:
+        try:
+            return check_json(value)
+        except Invalid as exc:
+            raise InvalidInput(error_message=f"{name}: {exc}") from None
 
     # ---- the store's own answers -------------------------------------------------------------------------------
 
@@ -646,9 +653,10 @@ class NeutronRegistry:
         for name, value in (("host", host), ("agent_type", agent_type), ("binary", binary)):
             if not isinstance(value, str) or not value or len(value) > 255:
                 raise InvalidInput(error_message=f"{name} must be a non-empty string of at most 255 characters")
+            self._storable(name, value)
         if not isinstance(configurations, Mapping):
             raise InvalidInput(error_message="configurations must be an object")
-        configs = dict(configurations)
+        configs = self._storable("configurations", dict(configurations))
 
         def tx_(tx: Tx) -> tuple[Agent, bool]:
             now = self.clock()
@@ -818,6 +826,7 @@ class NeutronRegistry:
     def set_instance_password(self, instance_id: str, password: str) -> None:
         if not isinstance(password, str):
             raise InvalidInput(error_message="password must be a string")
+        self._storable("password", password)
 
         def tx_(tx: Tx) -> None:
             if not tx.set_password_once(instance_id, password):

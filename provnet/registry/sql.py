@@ -1,6 +1,7 @@
 # The registry's storage on SQLAlchemy (SQLite or PostgreSQL): rows, statements, transactions; SqlRegistry = rules + it.
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from provnet.model.errors import ServiceUnavailable
+from provnet.model.errors import InvalidInput, ServiceUnavailable
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
 from provnet.registry import schema as t
 from provnet.registry import sql_changes as feed
@@ -26,6 +27,7 @@ from provnet.registry.store import LostRace
 from provnet.registry.wake import InotifyWatch, LocalBell, PgListener, Waiter
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 RETRYABLE_SQLSTATES = ("23505", "40001", "40P01")  # unique violation, serialization failure, deadlock
 # PostgreSQL classes of a lost database: 08 connection exception, 57P admin shutdown / crash / cannot connect now
 LOST_SQLSTATE_PREFIXES = ("08", "57P")
@@ -348,12 +350,20 @@ class SqlStore:
         reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
         return ServiceUnavailable(f"The database {where} is unavailable: {reason}")
 
+    @staticmethod
+    def _unstorable(exc: Exception) -> InvalidInput:
+        """A value the database refused (the rules' checks should have caught it first): a 400, never a 500."""
+        log.warning("the database refused a value the checks let through: %s", str(exc).splitlines()[0])
+        return InvalidInput(error_message="a value cannot be stored (out of range or not storable text)")
+
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
         """A connection for reads; every read here is one SELECT, atomic without a transaction."""
         try:
             with self._reader.connect() as conn:
                 yield SqlTx(conn, self.stmts)
+        except (sa.exc.DataError, OverflowError) as exc:
+            raise self._unstorable(exc) from None
         except sa.exc.DBAPIError as exc:
             if _lost_database(exc):
                 raise self._unavailable(exc) from exc
@@ -373,6 +383,8 @@ class SqlStore:
             if pending is not None:
                 self._bell.ring()
             return result
+        except (sa.exc.DataError, OverflowError) as exc:
+            raise self._unstorable(exc) from None
         except sa.exc.DBAPIError as exc:
             if _lost_database(exc):
                 raise self._unavailable(exc) from exc

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from provnet.model.errors import HTTPBadRequest
 from provnet.model.forms import stored_attrs
 from provnet.model.resources import Agent, FixedIP, Instance, Network, Port, Router, Subnet
-from provnet.model.validation import SPECS, Invalid, to_boolean, to_int
+from provnet.model.validation import INT32, INT64, SPECS, Invalid, to_boolean, to_int, to_text
 from provnet.registry import schema as t
 
 TABLES: dict[str, sa.Table] = {"network": t.networks, "subnet": t.subnets, "port": t.ports, "router": t.routers,
@@ -30,19 +30,16 @@ def utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _text(value: Any) -> str:
-    return str(value)
-
-
 def _column_converter(column: sa.Column) -> Callable[[Any], Any] | None:
     """How a query-string value for this column is converted; None: not a filter (JSON, bytes, times)."""
     kind = column.type
     if isinstance(kind, sa.Boolean):
         return to_boolean
-    if isinstance(kind, sa.Integer):
-        return to_int
+    if isinstance(kind, sa.Integer):  # checked against the column's range before it reaches SQL
+        bounds = INT64 if isinstance(kind, sa.BigInteger) else INT32
+        return lambda value: to_int(value, bounds)
     if isinstance(kind, sa.String) and not isinstance(kind, sa.JSON):
-        return _text
+        return to_text
     return None
 
 
@@ -165,9 +162,9 @@ def fixed_ips_condition(values: list) -> Column:
         pairs = value.items() if isinstance(value, dict) else [str(value).partition("=")[::2]]
         for key, val in pairs:
             if key == "ip_address":
-                ips.append(str(val))
+                ips.append(convert_value("fixed_ips", to_text, val))
             elif key == "subnet_id":
-                subnet_ids.append(str(val))
+                subnet_ids.append(convert_value("fixed_ips", to_text, val))
             else:
                 raise HTTPBadRequest(msg=f"Invalid input for fixed_ips. Reason: '{value}' is not of the form "
                                          f"ip_address=IP or subnet_id=ID.")
@@ -181,7 +178,8 @@ def fixed_ips_condition(values: list) -> Column:
 
 def network_subnets_condition(values: list) -> Column:
     """`subnets=<id>`: networks holding that subnet."""
-    return t.networks.c.id.in_(sa.select(t.subnets.c.network_id).where(t.subnets.c.id.in_(values)))
+    ids = [convert_value("subnets", to_text, v) for v in values]
+    return t.networks.c.id.in_(sa.select(t.subnets.c.network_id).where(t.subnets.c.id.in_(ids)))
 
 
 # filters that are not a column of the kind's table
