@@ -163,6 +163,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("bind_port", "DEFAULT", 9696, "Port of the networking API.", to_port),
     Option("agent_down_time", "DEFAULT", 75.0, "Seconds without a heartbeat after which an agent is dead. "
            "Keep it at least twice [agent] report_interval.", to_positive),
+    Option("pagination_max_limit", "DEFAULT", 1000, "Items one list answer of the networking API holds at most; "
+           "past it the answer's <collection>_links has a next link (openstacksdk and the openstack CLI follow "
+           "it). 0: no cap (a list of 100,000 ports is built in one answer).", to_nonneg_int),
     Option("flat_networks", "ml2_type_flat", "*", "Physical networks flat networks may use; * is any.", to_list),
     Option("network_vlan_ranges", "ml2_type_vlan", "", "physnet[:min:max] entries VLAN networks may use; "
            "empty allows any physical network with ids 1..4094.", to_list),

@@ -158,7 +158,7 @@ class _BrokenRegistry:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def list_networks(self, filters=None):
+    def list_networks(self, filters=None, page=None):
         raise RuntimeError("secret internal detail /srv/db password=hunter2")
 
 

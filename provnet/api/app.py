@@ -12,6 +12,7 @@ from provnet.api.metadata_v1 import MetadataRoutes, MetadataSettings
 from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
+from provnet.api.wire import PAGINATION_MAX_LIMIT
 from provnet.config import Config
 from provnet.metrics import PROCESS
 from provnet.registry.base import Registry
@@ -23,7 +24,8 @@ METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None,
-             metadata: MetadataSettings | None = None) -> web.Application:
+             metadata: MetadataSettings | None = None,
+             pagination_max_limit: int = PAGINATION_MAX_LIMIT) -> web.Application:
     """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
     metrics = Metrics()
     backend = Backend(registry, writers)
@@ -41,8 +43,8 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
 
     app.on_startup.append(start_backend)
     app.on_cleanup.append(close_backend)
-    NetworkingApi(backend, agent_down_time).add_routes(app)
-    ProvnetApi(backend, agent_down_time).add_routes(app)
+    NetworkingApi(backend, agent_down_time, pagination_max_limit).add_routes(app)
+    ProvnetApi(backend, agent_down_time, pagination_max_limit).add_routes(app)
     MetadataRoutes(backend, metadata or MetadataSettings()).add_routes(app)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -78,9 +80,11 @@ class ApiService:
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
                  agent_down_time: float = 75.0, writers: int | None = None,
-                 metadata: MetadataSettings | None = None) -> None:
+                 metadata: MetadataSettings | None = None,
+                 pagination_max_limit: int = PAGINATION_MAX_LIMIT) -> None:
         self.registry = registry
         self.metadata = metadata
+        self.pagination_max_limit = pagination_max_limit
         self.host = host
         self.port = port
         self.agent_down_time = agent_down_time
@@ -90,11 +94,12 @@ class ApiService:
     @classmethod
     def from_config(cls, config: Config, registry: Registry) -> ApiService:
         return cls(registry, config.bind_host, config.bind_port, config.agent_down_time,
-                   writers=writers_for(config.db_url), metadata=MetadataSettings.from_config(config))
+                   writers=writers_for(config.db_url), metadata=MetadataSettings.from_config(config),
+                   pagination_max_limit=config.get("pagination_max_limit"))
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers, self.metadata),
-                                     access_log=None)
+        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers, self.metadata,
+                                              self.pagination_max_limit), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         try:

@@ -1,6 +1,7 @@
 # The Neutron v2.0 subset: version documents, extensions, networks, subnets, ports, routers and agents.
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,34 @@ def with_project(attrs: dict, ctx: RequestContext) -> dict:
     return attrs
 
 
+async def list_response(request: web.Request, backend: Backend, list_fn: Callable[..., Any], collection: str,
+                        to_api: Callable[[Any], dict], max_limit: int) -> web.Response:
+    """A list as Neutron answers it: filtered, sorted and cut by the store (a page costs what it holds), at most
+    `max_limit` items (pagination_max_limit; past it the client follows `<collection>_links` `next`)."""
+    query = wire.parse_query(request.query.items())
+    page = wire.page_of(query, max_limit)
+    url, pairs = f"{base_url(request)}{request.path}", list(request.query.items())
+
+    def render() -> bytes:
+        """Read, shape and encode the answer in the registry's thread: the loop only sends bytes."""
+        items = list_fn(query.filters, page)
+        body: dict[str, Any] = {collection: [wire.select_fields(to_api(i), query.fields) for i in items]}
+        # links as Neutron builds them when the client pages (limit given); when only the cap applies, links
+        # only when it cut the list, so a list that fits reads as it always did
+        if page is not None and page.limit is not None and (query.limit or len(items) >= page.limit):
+            body[f"{collection}_links"] = wire.pagination_links(url, pairs, [i.id for i in items], page.limit,
+                                                                page.reverse)
+        return json.dumps(body).encode()
+
+    return web.Response(body=await backend.read_many(render), content_type="application/json")
+
+
 class NetworkingApi:
-    def __init__(self, backend: Backend, agent_down_time: float) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
+        self.max_limit = max_limit
 
     def to_api(self, obj: Any) -> dict:
         if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
@@ -75,14 +99,8 @@ class NetworkingApi:
     # collections
     def handlers(self, kind: Kind) -> dict[str, Callable]:
         async def list_(request: web.Request) -> web.Response:
-            query = wire.parse_query(request.query.items())
-            items = await self.backend.read_many(kind.method(self.registry, "list"), query.filters)
-            page, next_marker = wire.paginate([self.to_api(i) for i in items], query)
-            body: dict[str, Any] = {kind.collection: [wire.select_fields(d, query.fields) for d in page]}
-            if next_marker is not None:
-                href = request.url.update_query({"marker": next_marker})
-                body[f"{kind.collection}_links"] = [{"rel": "next", "href": str(href)}]
-            return json_response(body)
+            return await list_response(request, self.backend, kind.method(self.registry, "list"), kind.collection,
+                                       self.to_api, self.max_limit)
 
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
@@ -94,7 +112,7 @@ class NetworkingApi:
             ctx = request[CONTEXT_KEY]
             items = [with_project(attrs, ctx) for attrs in items]
             if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
-                created = await self.backend.write(self.registry.create_many, kind.member, items)
+                created = await self.backend.write(self.registry.create_many, kind.member, items, inline=False)
                 return json_response({kind.collection: [self.to_api(o) for o in created]}, status=201)
             obj = await self.backend.write(kind.method(self.registry, "create"), items[0])
             return json_response({kind.member: self.to_api(obj)}, status=201)

@@ -10,7 +10,7 @@ from aiohttp import web
 from provnet.api import wire
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, json_response
-from provnet.api.networking import EXT, ID, with_project
+from provnet.api.networking import EXT, ID, list_response, with_project
 from provnet.model.errors import HTTPBadRequest
 
 PREFIX = "/provnet/v1"
@@ -41,17 +41,16 @@ def _integer(request: web.Request, name: str, default: int | None, low: int, hig
 
 
 class ProvnetApi:
-    def __init__(self, backend: Backend, agent_down_time: float) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
+        self.max_limit = max_limit
 
     # instances: {"instance": {...}} like a Neutron resource; user_data is base64 on the wire
     async def list_instances(self, request: web.Request) -> web.Response:
-        query = wire.parse_query(request.query.items())
-        items = await self.backend.read_many(self.registry.list_instances, query.filters)
-        page, _ = wire.paginate([i.to_api() for i in items], query)
-        return json_response({"instances": [wire.select_fields(d, query.fields) for d in page]})
+        return await list_response(request, self.backend, self.registry.list_instances, "instances",
+                                   lambda i: i.to_api(), self.max_limit)
 
     async def show_instance(self, request: web.Request) -> web.Response:
         query = wire.parse_query(request.query.items())

@@ -5,6 +5,7 @@ import asyncio
 import threading
 
 from provnet.api.app import ApiService
+from provnet.api.wire import PAGINATION_MAX_LIMIT
 from provnet.registry.base import Registry
 
 
@@ -12,8 +13,10 @@ class ApiThread:
     """`with ApiThread(registry) as api: ... api.url ...` — the API on 127.0.0.1 (a free port by default)."""
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 0,
-                 agent_down_time: float = 75.0, writers: int | None = None) -> None:
-        self.service = ApiService(registry, host, port, agent_down_time, writers)
+                 agent_down_time: float = 75.0, writers: int | None = None,
+                 pagination_max_limit: int = PAGINATION_MAX_LIMIT) -> None:
+        self.service = ApiService(registry, host, port, agent_down_time, writers,
+                                  pagination_max_limit=pagination_max_limit)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="provnet-api", daemon=True)
 

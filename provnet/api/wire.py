@@ -1,13 +1,15 @@
-# Pure pieces of the Neutron v2.0 wire format: documents, request-body shapes, query strings, field selection, paging.
+# Pure pieces of the Neutron v2.0 wire format: documents, request-body shapes, query strings, fields, page links.
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from provnet.model.errors import HTTPBadRequest
 from provnet.model.validation import MAX_JSON_DEPTH, Invalid, check_json
+from provnet.registry.base import Page
 
 # collection -> member; the order is the order of `GET /v2.0/`.
 RESOURCES: dict[str, str] = {
@@ -35,6 +37,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
 )
 EXTENSION_UPDATED = "2026-01-01T00:00:00-00:00"
 
+# Items a list answers at most when [DEFAULT] pagination_max_limit is not set (0: no cap).
+PAGINATION_MAX_LIMIT = 1000
 # Query keys that shape the answer instead of filtering it.
 PAGING_KEYS = ("limit", "marker", "sort_key", "sort_dir", "page_reverse")
 
@@ -158,7 +162,8 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
             query.sort_keys.append(value)
         elif key == "sort_dir":
             if value not in ("asc", "desc"):
-                raise HTTPBadRequest(msg=f"Invalid input for sort_dir. Reason: '{value}' is not 'asc' or 'desc'.")
+                raise HTTPBadRequest(msg=f"['{value}'] is invalid value for sort_dirs, valid value is 'asc' and "
+                                         "'desc'")
             query.sort_dirs.append(value)
         elif key == "page_reverse":
             query.page_reverse = value.strip().lower() in ("true", "1")
@@ -171,7 +176,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
 
 def _int_param(name: str, value: str) -> int:
     try:
-        number = int(value)
+        number = int(value) if len(value) <= 20 else int("x")
     except ValueError:
         raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
     if number < 0:
@@ -186,30 +191,38 @@ def select_fields(item: Mapping[str, Any], fields: Sequence[str]) -> dict:
     return {k: item[k] for k in fields if k in item}
 
 
-def paginate(items: list[dict], query: ListQuery) -> tuple[list[dict], str | None]:
-    """Sort, then start after `marker` and stop at `limit`; returns the page and the next page's marker."""
-    if query.sort_keys:
-        unknown = [k for k in query.sort_keys if items and k not in items[0]]
-        if unknown:
-            raise HTTPBadRequest(msg=f"{unknown} is invalid attribute for sort_keys")
-        dirs = query.sort_dirs or ["asc"] * len(query.sort_keys)
-        for key, direction in reversed(list(zip(query.sort_keys, dirs, strict=True))):
-            items = sorted(items, key=lambda d, k=key: _sortable(d.get(k)), reverse=direction == "desc")
-    if query.marker is not None:
-        ids = [d.get("id") for d in items]
-        if query.marker in ids:
-            index = ids.index(query.marker)
-            items = items[:index] if query.page_reverse else items[index + 1:]
-    if query.page_reverse:
-        items = list(reversed(items))
-    if query.limit:
-        page = items[:query.limit]
-        next_marker = page[-1].get("id") if len(items) > query.limit else None
-        return page, next_marker
-    return items, None
+def effective_limit(query: ListQuery, max_limit: int) -> int | None:
+    """Neutron's rule: the asked limit, at most `max_limit` (when it is > 0); no limit asked: `max_limit`
+    (None when that is 0 too: the whole list)."""
+    limit = query.limit or 0
+    if max_limit > 0:
+        limit = min(max_limit, limit) or max_limit
+    return limit or None
 
 
-def _sortable(value: Any) -> tuple:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (False, 0, value, "")
-    return (value is None, 1, 0, "" if value is None else str(value))
+def page_of(query: ListQuery, max_limit: int) -> Page | None:
+    """The store's Page for a list request, or None for the whole list in creation order."""
+    limit = effective_limit(query, max_limit)
+    if limit is None and not query.sort_keys:
+        return None
+    dirs = query.sort_dirs or ["asc"] * len(query.sort_keys)
+    sort = tuple((key, direction == "asc") for key, direction in zip(query.sort_keys, dirs, strict=True))
+    return Page(limit=limit, marker=query.marker if limit else None, sort=sort,
+                reverse=query.page_reverse and limit is not None)
+
+
+def pagination_links(url: str, pairs: Sequence[tuple[str, str]], ids: Sequence[str], limit: int | None,
+                     page_reverse: bool) -> list[dict]:
+    """Neutron's `<collection>_links` for a page whose items have `ids`: `next` unless a forward page came back
+    short, `previous` unless a reverse page did; each the request's query with marker (and page_reverse) set."""
+    if not limit:
+        return []
+    kept = [(k, v) for k, v in pairs if k not in ("marker", "page_reverse")]
+    links = []
+    if not (len(ids) < limit and not page_reverse):
+        marker = [("marker", ids[-1])] if ids else []
+        links.append({"rel": "next", "href": f"{url}?{urlencode(kept + marker)}"})
+    if not (len(ids) < limit and page_reverse):
+        marker = [("marker", ids[0])] if ids else []
+        links.append({"rel": "previous", "href": f"{url}?{urlencode(kept + marker + [('page_reverse', 'True')])}"})
+    return links

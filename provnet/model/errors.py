@@ -216,3 +216,7 @@ class TunnelIdInUse(Conflict):
 
 class NoNetworkAvailable(ServiceUnavailable):
     message_format = "Unable to create the network. No tenant network is available for allocation."
+
+
+class MacAddressGenerationFailure(ServiceUnavailable):
+    message_format = "Unable to generate unique mac on network %(net_id)s."

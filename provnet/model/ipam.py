@@ -71,6 +71,8 @@ def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int
     if total <= 0:
         return []
     offsets: set[int] = set()
+    if total <= 4 * count and total < 2**62:  # most of the pool: a sample, not randrange until distinct
+        offsets = set(rng.sample(range(total), min(count, total)))
     while len(offsets) < min(count, total):  # randrange, not sample: an IPv6 pool is too big for len()
         offsets.add(rng.randrange(total))
     picks: set[int] = set()

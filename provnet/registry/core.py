@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from provnet import binding
@@ -21,6 +22,7 @@ from provnet.model.errors import (
     InvalidInput,
     IpAddressAlreadyAllocated,
     IpAddressGenerationFailure,
+    MacAddressGenerationFailure,
     MacAddressInUse,
     NetworkInUse,
     NetworkNotFound,
@@ -50,7 +52,7 @@ from provnet.model.resources import (
 )
 from provnet.model.subnet_rules import build_subnet, updated_subnet
 from provnet.model.validation import Invalid, check_json, hostname_from_name, parse_create, parse_update, to_boolean
-from provnet.registry.base import Clock, Filters, ReservationRow, utc_now
+from provnet.registry.base import Clock, Filters, Page, ReservationRow, utc_now
 from provnet.registry.changes import ChangeBatch
 from provnet.registry.store import LostRace, Store, Tx
 
@@ -59,6 +61,12 @@ DHCP_OWNER = "network:dhcp"
 ROUTER_INTERFACE = "network:router_interface"
 AUTO_DELETE_OWNERS = (DHCP_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
 WRITE_ATTEMPTS = 12
+MAC_DRAWS = 16  # draws of a random MAC (and rounds of checks against the store) before giving up
+# the NotFound of each kind, from an id
+NOT_FOUND: dict[str, Callable[[str], Exception]] = {
+    "network": lambda i: NetworkNotFound(net_id=i), "subnet": lambda i: SubnetNotFound(subnet_id=i),
+    "port": lambda i: PortNotFound(port_id=i), "router": lambda i: RouterNotFound(router_id=i),
+    "agent": lambda i: AgentNotFound(id=i), "instance": lambda i: InstanceNotFound(instance_id=i)}
 
 
 def _new_id() -> str:
@@ -89,13 +97,18 @@ class NeutronRegistry:
 
         A NeutronError from `fn` rolls everything back. After WRITE_ATTEMPTS races, `exhausted()` (or a
         generic Conflict) is raised: 409, nothing written."""
+        race = LostRace()
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return self.store.write(fn, changed)
-            except LostRace:
+            except LostRace as lost:
+                race = lost
                 self._lost_race(attempt)
-        raise (exhausted() if exhausted else
-               Conflict(message="The request conflicted with concurrent changes; try it again."))
+        if exhausted is not None and race.what != "mac_address":
+            raise exhausted()
+        what = {"mac_address": "a MAC address", "ip_address": "an IP address"}.get(race.what, "a unique value")
+        raise Conflict(message=f"The request conflicted with concurrent changes ({what} was taken "
+                               f"{WRITE_ATTEMPTS} times in a row); try it again.")
 
     def _lost_race(self, attempt: int) -> None:
         self.write_retries += 1
@@ -104,6 +117,13 @@ class NeutronRegistry:
     def _read(self, fn: Callable[[Tx], T]) -> T:
         with self.store.read() as tx:
             return fn(tx)
+
+    def _list(self, kind: str, filters: Filters | None, page: Page | None) -> list[Any]:
+        """One list, sorted and cut by the store when paged; a marker naming nothing is the kind's NotFound."""
+        found = self._read(lambda tx: tx.list(kind, filters, page))
+        if found is None:
+            raise NOT_FOUND[kind](page.marker if page else "")
+        return found
 
     @staticmethod
     def _storable(name: str, value: T) -> T:
@@ -204,10 +224,87 @@ class NeutronRegistry:
         prepared = [prepare(attrs) for attrs in items]
         if not prepared:
             return []
-        exhausted = None
         if kind == "port":
-            exhausted = lambda: IpAddressGenerationFailure(net_id=prepared[0]["network_id"])  # noqa: E731
-        return self._write(lambda tx: [insert(tx, p) for p in prepared], exhausted=exhausted)
+            return self._write(lambda tx: self._create_ports(tx, prepared))
+        return self._write(lambda tx: [insert(tx, p) for p in prepared])
+
+    def _create_ports(self, tx: Tx, cleans: Sequence[Mapping[str, Any]]) -> list[Port]:
+        """A bulk of ports in one transaction: each network read once, and the random MACs drawn distinct from
+        each other, from the bulk's requested ones and from the network's ports (one query per 500), so a bulk
+        of 20,000 does not trip the unique constraint on its own draws (12 expected clashes, every attempt)."""
+        networks: dict[str, tuple[Network, list[Subnet]]] = {}
+        for network_id in {c["network_id"] for c in cleans}:
+            found = tx.network_and_subnets(network_id)
+            if found is None:
+                raise NetworkNotFound(net_id=network_id)
+            networks[network_id] = found
+        macs: dict[int, str] = {}
+        for network_id in networks:
+            indexes = [i for i, c in enumerate(cleans) if c["network_id"] == network_id and c["mac_address"] is None]
+            used = {c["mac_address"] for c in cleans if c["network_id"] == network_id and c["mac_address"]}
+            for _round in range(MAC_DRAWS):
+                if not indexes:
+                    break
+                drawn: dict[str, int] = {}
+                for i in indexes:
+                    for _draw in range(MAC_DRAWS):
+                        mac = ipam.random_mac(self._rng)
+                        if mac not in used and mac not in drawn:
+                            break
+                    else:
+                        raise MacAddressGenerationFailure(net_id=network_id)
+                    drawn[mac] = i
+                taken = tx.macs_taken(network_id, list(drawn))
+                indexes = [i for mac, i in drawn.items() if mac in taken]
+                for mac, i in drawn.items():
+                    if mac not in taken:
+                        macs[i] = mac
+                        used.add(mac)
+            if indexes:
+                raise MacAddressGenerationFailure(net_id=network_id)
+        out: dict[int, Port] = {}
+        common: dict[str, list[int]] = {}  # network id -> the bulk's automatic, unbound ports on it
+        for i, clean in enumerate(cleans):
+            if clean["fixed_ips"] is None and not clean["binding:host_id"]:
+                common.setdefault(clean["network_id"], []).append(i)
+            else:  # first, so the batch below sees the addresses these asked for
+                out[i] = self._create_port(tx, clean, networks[clean["network_id"]], macs.get(i))
+        now = self.clock()
+        for network_id, indexes in common.items():
+            network, subnets = networks[network_id]
+            addresses = self._auto_ips(tx, subnets, len(indexes))
+            if len(addresses) < len(indexes):
+                raise IpAddressGenerationFailure(net_id=network_id)
+            ports = []
+            for i, fixed in zip(indexes, addresses, strict=True):
+                port = self._new_port(network_id, network.port_security_enabled, cleans[i])
+                port.mac_address = macs.get(i) or self._mac(tx, network_id, cleans[i]["mac_address"])
+                port.fixed_ips = [fixed]
+                port.binding_vif_type, port.binding_vif_details, port.binding_failure_reason = "unbound", {}, None
+                ports.append(port)
+                out[i] = port
+            # creation order kept within the one instant of the bulk (lists sort by creation time, then id)
+            tx.insert_ports(ports, [now + timedelta(microseconds=n) for n in range(len(ports))])
+            for port in ports:
+                tx.note_port("create", port)
+        return [out[i] for i in range(len(cleans))]
+
+    def _auto_ips(self, tx: Tx, subnets: Sequence[Subnet], count: int) -> list[FixedIP]:
+        """Up to `count` automatic addresses at once, from the first subnets (IPv4 first) with room: random
+        draws checked in batches, then the exhaustive way for what is left (a nearly full pool)."""
+        out: list[FixedIP] = []
+        for subnet in sorted(subnets, key=lambda s: s.ip_version):
+            need = count - len(out)
+            if need <= 0:
+                break
+            probes = ipam.probe_addresses(subnet, self._rng, need + need // 4 + ipam.PROBES)
+            taken = tx.taken(subnet.id, probes)
+            chosen = [ip for ip in probes if ip not in taken][:need]
+            if len(chosen) < need:
+                used = tx.used_ips(subnet.id) | set(chosen)
+                chosen += ipam.free_candidates(subnet, used, limit=need - len(chosen))
+            out += [FixedIP(subnet.id, ip) for ip in chosen]
+        return out
 
     # ---- networks ----------------------------------------------------------------------------------------------
 
@@ -238,8 +335,8 @@ class NeutronRegistry:
     def get_network(self, network_id: str) -> Network:
         return self._read(lambda tx: self._network(tx, network_id))
 
-    def list_networks(self, filters: Filters | None = None) -> list[Network]:
-        return self._read(lambda tx: tx.list("network", filters))
+    def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
+        return self._list("network", filters, page)
 
     def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
         changes = parse_update("network", attrs)
@@ -289,8 +386,8 @@ class NeutronRegistry:
     def get_subnet(self, subnet_id: str) -> Subnet:
         return self._read(lambda tx: self._subnet(tx, subnet_id))
 
-    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
-        return self._read(lambda tx: tx.list("subnet", filters))
+    def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
+        return self._list("subnet", filters, page)
 
     def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
         changes = parse_update("subnet", attrs)
@@ -416,13 +513,16 @@ class NeutronRegistry:
 
     # ---- ports -------------------------------------------------------------------------------------------------
 
-    def _create_port(self, tx: Tx, clean: Mapping[str, Any]) -> Port:
-        found = tx.network_and_subnets(clean["network_id"])
+    def _create_port(self, tx: Tx, clean: Mapping[str, Any],
+                     found: tuple[Network, list[Subnet]] | None = None, drawn_mac: str | None = None) -> Port:
+        """One port in `tx`; `found`: its network and subnets, already read; `drawn_mac`: a random MAC already
+        checked free on the network."""
+        found = found or tx.network_and_subnets(clean["network_id"])
         if found is None:
             raise NetworkNotFound(net_id=clean["network_id"])
         network, subnets = found
         port = self._new_port(network.id, network.port_security_enabled, clean)
-        port.mac_address = self._mac(tx, network.id, clean["mac_address"])
+        port.mac_address = drawn_mac or self._mac(tx, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(tx, network, subnets, clean["fixed_ips"])
         self._bind(tx, port, network)
         tx.insert("port", port, created_at=self.clock())
@@ -472,8 +572,8 @@ class NeutronRegistry:
     def get_port(self, port_id: str) -> Port:
         return self._read(lambda tx: self._port(tx, port_id))
 
-    def list_ports(self, filters: Filters | None = None) -> list[Port]:
-        return self._read(lambda tx: tx.list("port", filters))
+    def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
+        return self._list("port", filters, page)
 
     def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
         changes = parse_update("port", attrs)
@@ -529,8 +629,8 @@ class NeutronRegistry:
     def get_router(self, router_id: str) -> Router:
         return self._read(lambda tx: self._router(tx, router_id))
 
-    def list_routers(self, filters: Filters | None = None) -> list[Router]:
-        return self._read(lambda tx: tx.list("router", filters))
+    def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
+        return self._list("router", filters, page)
 
     def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
         changes = parse_update("router", attrs)
@@ -707,10 +807,10 @@ class NeutronRegistry:
     def get_agent(self, agent_id: str) -> Agent:
         return self._read(lambda tx: self._agent(tx, agent_id))
 
-    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
+    def list_agents(self, filters: Filters | None = None, page: Page | None = None) -> list[Agent]:
         filters = dict(filters or {})
         alive = filters.pop("alive", None)
-        agents = self._read(lambda tx: tx.list("agent", filters))
+        agents = self._list("agent", filters, page)
         if alive is not None:
             wanted = set()
             for value in alive if isinstance(alive, list | tuple) else [alive]:
@@ -795,8 +895,8 @@ class NeutronRegistry:
     def get_instance(self, instance_id: str) -> Instance:
         return self._read(lambda tx: self._instance(tx, instance_id))
 
-    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
-        return self._read(lambda tx: tx.list("instance", filters))
+    def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
+        return self._list("instance", filters, page)
 
     def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
         changes = parse_update("instance", attrs)

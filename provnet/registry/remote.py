@@ -18,7 +18,7 @@ from provnet.model.resources import (
     Router,
     Subnet,
 )
-from provnet.registry.base import Filters, ReservationRow
+from provnet.registry.base import Filters, Page, ReservationRow
 from provnet.registry.changes import ChangeBatch
 
 _BY_STATUS: dict[int, type[errors.NeutronError]] = {
@@ -56,6 +56,19 @@ def _query(filters: Filters | None, extra: Sequence[tuple[str, str]] = ()) -> st
             values = [values]
         pairs.extend((key, str(v)) for v in values if v is not None)
     return f"?{urllib.parse.urlencode(pairs)}" if pairs else ""
+
+
+def _page_params(page: Page | None) -> list[tuple[str, str]]:
+    if page is None:
+        return []
+    pairs = [("limit", str(page.limit))] if page.limit else []
+    if page.marker is not None:
+        pairs.append(("marker", page.marker))
+    for key, ascending in page.sort:
+        pairs += [("sort_key", key), ("sort_dir", "asc" if ascending else "desc")]
+    if page.reverse:
+        pairs.append(("page_reverse", "True"))
+    return pairs
 
 
 class RemoteRegistry:
@@ -135,8 +148,21 @@ class RemoteRegistry:
     def _get(self, collection: str, member: str, obj_id: str) -> dict:
         return self.request("GET", f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}")[member]
 
-    def _list(self, collection: str, filters: Filters | None, prefix: str = "/v2.0") -> list[dict]:
-        return self.request("GET", f"{prefix}/{collection}{_query(filters)}")[collection]
+    def _list(self, collection: str, filters: Filters | None, prefix: str = "/v2.0",
+              page: Page | None = None) -> list[dict]:
+        """One page when `page` is given; else the whole list, following the API's `next` links (its
+        pagination_max_limit caps each answer)."""
+        body = self.request("GET", f"{prefix}/{collection}{_query(filters, _page_params(page))}")
+        items = list(body[collection])
+        while page is None:
+            nxt = next((link["href"] for link in body.get(f"{collection}_links", []) if link.get("rel") == "next"),
+                       None)
+            if nxt is None or not body[collection]:
+                break
+            parts = urllib.parse.urlsplit(nxt)
+            body = self.request("GET", f"{parts.path}?{parts.query}")
+            items.extend(body[collection])
+        return items
 
     def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any]) -> dict:
         path = f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}"
@@ -162,8 +188,8 @@ class RemoteRegistry:
     def get_network(self, network_id: str) -> Network:
         return Network.from_api(self._get("networks", "network", network_id))
 
-    def list_networks(self, filters: Filters | None = None) -> list[Network]:
-        return [Network.from_api(d) for d in self._list("networks", filters)]
+    def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
+        return [Network.from_api(d) for d in self._list("networks", filters, page=page)]
 
     def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
         return Network.from_api(self._update("networks", "network", network_id, attrs))
@@ -178,8 +204,8 @@ class RemoteRegistry:
     def get_subnet(self, subnet_id: str) -> Subnet:
         return Subnet.from_api(self._get("subnets", "subnet", subnet_id))
 
-    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
-        return [Subnet.from_api(d) for d in self._list("subnets", filters)]
+    def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
+        return [Subnet.from_api(d) for d in self._list("subnets", filters, page=page)]
 
     def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
         return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs))
@@ -194,8 +220,8 @@ class RemoteRegistry:
     def get_port(self, port_id: str) -> Port:
         return Port.from_api(self._get("ports", "port", port_id))
 
-    def list_ports(self, filters: Filters | None = None) -> list[Port]:
-        return [Port.from_api(d) for d in self._list("ports", filters)]
+    def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
+        return [Port.from_api(d) for d in self._list("ports", filters, page=page)]
 
     def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
         return Port.from_api(self._update("ports", "port", port_id, attrs))
@@ -210,8 +236,8 @@ class RemoteRegistry:
     def get_router(self, router_id: str) -> Router:
         return Router.from_api(self._get("routers", "router", router_id))
 
-    def list_routers(self, filters: Filters | None = None) -> list[Router]:
-        return [Router.from_api(d) for d in self._list("routers", filters)]
+    def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
+        return [Router.from_api(d) for d in self._list("routers", filters, page=page)]
 
     def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
         return Router.from_api(self._update("routers", "router", router_id, attrs))
@@ -241,8 +267,8 @@ class RemoteRegistry:
     def get_agent(self, agent_id: str) -> Agent:
         return Agent.from_api(self._get("agents", "agent", agent_id))
 
-    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
-        return [Agent.from_api(d) for d in self._list("agents", filters)]
+    def list_agents(self, filters: Filters | None = None, page: Page | None = None) -> list[Agent]:
+        return [Agent.from_api(d) for d in self._list("agents", filters, page=page)]
 
     def update_agent(self, agent_id: str, attrs: Mapping[str, Any]) -> Agent:
         return Agent.from_api(self._update("agents", "agent", agent_id, attrs))
@@ -274,8 +300,8 @@ class RemoteRegistry:
         path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
         return Instance.from_api(self.request("GET", path)["instance"])
 
-    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
-        return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1")]
+    def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
+        return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1", page=page)]
 
     def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
         path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"

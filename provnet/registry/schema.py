@@ -67,6 +67,7 @@ ports = sa.Table(
     # one MAC per network, and the (MAC, network) lookup of the DHCP server
     sa.UniqueConstraint("mac_address", "network_id", name="uniq_ports_mac_network"),
     sa.Index("ix_ports_network_id", "network_id"),
+    sa.Index("ix_ports_created_at_id", "created_at", "id"),  # the list order: a page is an index walk
 )
 
 ip_allocations = sa.Table(

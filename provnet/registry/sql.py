@@ -19,7 +19,7 @@ from provnet.registry import sql_l3 as l3
 from provnet.registry import sql_pg_port as pg_port
 from provnet.registry import sql_reservations
 from provnet.registry import sql_rows as rows
-from provnet.registry.base import Clock, Filters, ReservationRow, utc_now
+from provnet.registry.base import Clock, Filters, Page, ReservationRow, utc_now
 from provnet.registry.changes import ChangeBatch, Pending
 from provnet.registry.core import NeutronRegistry
 from provnet.registry.sql_engine import WRITE_OPTION, make_engine, no_waiting, single_read_engine, upgrade
@@ -43,6 +43,16 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
     return isinstance(exc, sa.exc.IntegrityError) and "UNIQUE constraint failed" in str(exc.orig)
 
 
+def _contested(exc: sa.exc.DBAPIError) -> str:
+    """What a unique violation was about, from the constraint the database names."""
+    text = str(exc.orig)
+    if "uniq_ports_mac_network" in text or "ports.mac_address" in text:
+        return "mac_address"
+    if "ip_allocations" in text:
+        return "ip_address"
+    return ""
+
+
 def _lost_database(exc: sa.exc.DBAPIError) -> bool:
     """The database is down, unreachable or unusable right now (not a bug in a statement): worth a 503."""
     if isinstance(exc, sa.exc.InterfaceError) or exc.connection_invalidated:
@@ -57,17 +67,18 @@ def _lost_database(exc: sa.exc.DBAPIError) -> bool:
     return sqlstate is None or sqlstate.startswith(LOST_SQLSTATE_PREFIXES)
 
 
-def _port_query() -> sa.Select:
+def _port_query(order: Sequence[Any] = (t.ports.c.created_at, t.ports.c.id)) -> sa.Select:
+    """Ports LEFT JOIN their allocations, in `order` (then each port's addresses in their order)."""
     a = t.ip_allocations
     return (sa.select(t.ports, a.c.subnet_id.label("alloc_subnet_id"), a.c.ip_address.label("alloc_ip"))
             .select_from(t.ports.outerjoin(a, a.c.port_id == t.ports.c.id))
-            .order_by(t.ports.c.created_at, t.ports.c.id, a.c.position))
+            .order_by(*order, a.c.position))
 
 
-def _network_query() -> sa.Select:
+def _network_query(order: Sequence[Any] = (t.networks.c.created_at, t.networks.c.id)) -> sa.Select:
     return (sa.select(t.networks, t.subnets.c.id.label("subnet_id"))
             .select_from(t.networks.outerjoin(t.subnets, t.subnets.c.network_id == t.networks.c.id))
-            .order_by(t.networks.c.created_at, t.networks.c.id, t.subnets.c.created_at))
+            .order_by(*order, t.subnets.c.created_at))
 
 
 def _group_networks(result: Any) -> list[Network]:
@@ -202,7 +213,11 @@ class SqlTx:
             .limit(1)).first() is not None
 
     def taken(self, subnet_id: str, ips: Sequence[str]) -> set[str]:
-        return set(self.conn.execute(self.stmts.probe, {"subnet_id": subnet_id, "ips": list(ips)}).scalars())
+        taken: set[str] = set()
+        for start in range(0, len(ips), 500):  # (SQLite binds at most 32,766 parameters per statement)
+            chunk = list(ips[start:start + 500])
+            taken.update(self.conn.execute(self.stmts.probe, {"subnet_id": subnet_id, "ips": chunk}).scalars())
+        return taken
 
     def used_ips(self, subnet_id: str) -> set[str]:
         return set(self.conn.execute(sa.select(t.ip_allocations.c.ip_address)
@@ -214,6 +229,14 @@ class SqlTx:
 
     def mac_networks(self, mac: str) -> list[str]:
         return list(self.conn.execute(self.stmts.mac_networks, {"mac": mac}).scalars())
+
+    def macs_taken(self, network_id: str, macs: Sequence[str]) -> set[str]:
+        taken: set[str] = set()
+        for start in range(0, len(macs), 500):  # (SQLite binds at most 32,766 parameters per statement)
+            chunk = list(macs[start:start + 500])
+            taken.update(self.conn.execute(sa.select(t.ports.c.mac_address).where(
+                t.ports.c.mac_address.in_(chunk), t.ports.c.network_id == network_id)).scalars())
+        return taken
 
     def router(self, router_id: str, lock: bool = False) -> Router | None:
         """The router; `lock` holds its row (PostgreSQL) so interface changes and its delete serialise."""
@@ -232,16 +255,33 @@ class SqlTx:
         row = self.conn.execute(sa.select(t.instances).where(t.instances.c.id == instance_id)).first()
         return None if row is None else rows.MAPS["instance"].load(row)
 
-    def list(self, kind: str, filters: Filters | None) -> list[Any]:
+    def list(self, kind: str, filters: Filters | None, page: Page | None = None) -> list[Any] | None:
         rmap = rows.MAPS[kind]
-        where = rows.conditions(filters, rmap.filters, rows.SPECIAL_FILTERS.get(kind))
-        if kind == "port":
-            return self._ports(*where)
-        if kind == "network":
-            return _group_networks(self.conn.execute(_network_query().where(*where)))
         table = rmap.table
-        query = sa.select(table).where(*where).order_by(table.c.created_at, table.c.id)
-        return [rmap.load(r) for r in self.conn.execute(query)]
+        where = rows.conditions(filters, rmap.filters, rows.SPECIAL_FILTERS.get(kind))
+        order = rows.sort_order(kind, page.sort if page else ())
+        if page is not None:
+            if page.reverse:
+                order = [(column, not ascending) for column, ascending in order]
+            if page.marker is not None:
+                marker = self.conn.execute(sa.select(*[c for c, _ in order])
+                                           .where(table.c.id == page.marker)).first()
+                if marker is None:
+                    return None
+                where.append(rows.after(order, tuple(marker)))
+        by = [column.asc() if ascending else column.desc() for column, ascending in order]
+        if page is not None and page.limit is not None:
+            # the page's ids first (an index walk of `limit` rows), then their rows and joined addresses/subnets
+            where = [table.c.id.in_(sa.select(table.c.id).where(*where).order_by(*by).limit(page.limit))]
+        if kind == "port":
+            found = rows.ports_from_joined(self.conn.execute(_port_query(by).where(*where)))
+        elif kind == "network":
+            found = _group_networks(self.conn.execute(_network_query(by).where(*where)))
+        else:
+            found = [rmap.load(r) for r in self.conn.execute(sa.select(table).where(*where).order_by(*by))]
+        if page is not None and page.reverse:
+            found.reverse()
+        return found
 
     # ---- writes ------------------------------------------------------------------------------------------------
 
@@ -268,6 +308,15 @@ class SqlTx:
             self.conn.execute(self.stmts.insert_alloc, [
                 {"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": port.id,
                  "network_id": port.network_id, "position": i} for i, f in enumerate(port.fixed_ips)])
+
+    def insert_ports(self, ports: Sequence[Port], created_at: Sequence[Any]) -> None:
+        values = rows.MAPS["port"].values
+        self.conn.execute(self.stmts.insert_port, [{**values(p), "created_at": at}
+                                                   for p, at in zip(ports, created_at, strict=True)])
+        allocations = [{"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": p.id,
+                        "network_id": p.network_id, "position": i} for p in ports for i, f in enumerate(p.fixed_ips)]
+        if allocations:
+            self.conn.execute(self.stmts.insert_alloc, allocations)
 
     def delete_network_contents(self, network_id: str) -> None:
         self.conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.network_id == network_id))
@@ -389,7 +438,7 @@ class SqlStore:
             if _lost_database(exc):
                 raise self._unavailable(exc) from exc
             if _retryable(exc):
-                raise LostRace() from exc
+                raise LostRace(_contested(exc)) from exc
             raise
 
     def without_waiting(self, fn: Callable[..., T], *args: Any) -> T:
@@ -431,7 +480,7 @@ class SqlStore:
                                                     created_at)
         except sa.exc.DBAPIError as exc:
             if _retryable(exc):
-                raise LostRace() from exc
+                raise LostRace(_contested(exc)) from exc
             if getattr(exc.orig, "sqlstate", None) == "23503":  # the network or subnet was deleted
                 self._port_plans.pop(port.network_id, None)
                 return None

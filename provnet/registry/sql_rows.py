@@ -186,3 +186,48 @@ def network_subnets_condition(values: list) -> Column:
 SPECIAL_FILTERS: dict[str, dict[str, Callable[[list], Column]]] = {
     "network": {"subnets": network_subnets_condition}, "port": {"fixed_ips": fixed_ips_condition},
 }
+
+
+# ---- sorting and keyset pagination -----------------------------------------------------------------------------
+
+SORT_NULLS: dict[type, Any] = {sa.String: "", sa.Integer: -(2**31)}  # what a null sorts as (first, ascending)
+
+
+def _sortable(column: sa.Column) -> Column:
+    """The column as it sorts: a nullable one with nulls as the least value, so keyset comparisons hold."""
+    if not column.nullable:
+        return column
+    for kind, least in SORT_NULLS.items():
+        if isinstance(column.type, kind):
+            return sa.func.coalesce(column, sa.literal(least, column.type))
+    return column
+
+
+def sort_order(kind: str, sort: Sequence[tuple[str, bool]]) -> list[tuple[Column, bool]]:
+    """The ORDER BY of a list: the requested (attribute, ascending) keys, then the id (a total order); none
+    requested: creation order. A key that is not a sortable attribute is Neutron's 400."""
+    rmap = MAPS[kind]
+    unknown = [key for key, _ in sort if key not in rmap.filters]
+    if unknown:
+        raise HTTPBadRequest(msg=f"{unknown} is invalid attribute for sort_keys")
+    table = rmap.table
+    if not sort:
+        return [(table.c.created_at, True), (table.c.id, True)]
+    order = [(_sortable(rmap.filters[key][0]), ascending) for key, ascending in sort]  # type: ignore[arg-type]
+    if not any(key == "id" for key, _ in sort):
+        order.append((table.c.id, True))
+    return order
+
+
+def after(order: Sequence[tuple[Column, bool]], marker: tuple) -> Column:
+    """Rows that come after the marker row (its values of the order's columns) in `order`: one row-value
+    comparison when every key goes the same way (an index range), else Neutron's chain of ORs."""
+    params = [sa.bindparam(None, value, type_=column.type) for (column, _), value in zip(order, marker, strict=True)]
+    if len({ascending for _, ascending in order}) == 1:
+        left, right = sa.tuple_(*[c for c, _ in order]), sa.tuple_(*params)
+        return left > right if order[0][1] else left < right
+    alternatives = []
+    for i, (column, ascending) in enumerate(order):
+        equal = [c == p for (c, _), p in zip(order[:i], params[:i], strict=True)]
+        alternatives.append(sa.and_(*equal, column > params[i] if ascending else column < params[i]))
+    return sa.or_(*alternatives)
