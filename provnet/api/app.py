@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,6 +20,7 @@ from provnet.registry.base import Registry
 
 log = logging.getLogger("provnet.api")
 MAX_BODY = 8 * 1024 * 1024
+GIL_SWITCH_INTERVAL = 0.001
 BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
@@ -98,6 +100,9 @@ class ApiService:
                    pagination_max_limit=config.get("pagination_max_limit"))
 
     async def start(self) -> None:
+        # A thread wanting the GIL makes its holder drop it after this long: the event loop waits at most ~1 ms
+        # per turn behind a thread shaping a list or a bulk create, not Python's default 5 ms.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers, self.metadata,
                                               self.pagination_max_limit), access_log=None)
         await self._runner.setup()

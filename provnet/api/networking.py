@@ -1,6 +1,7 @@
 # The Neutron v2.0 subset: version documents, extensions, networks, subnets, ports, routers and agents.
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
 from provnet.model.resources import Agent
 
+# Lists rendered at once per app (the others wait their turn on the loop): each is Python work that holds the
+# GIL, and every thread wanting it delays the event loop's next turn by up to a switch interval
+LIST_LANES = 2
+LARGE_BODY = 64 * 1024  # create bodies past this size are handled wholly off the event loop
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
 ID = "{id:[^/]+?}"
 
@@ -46,7 +51,7 @@ def with_project(attrs: dict, ctx: RequestContext) -> dict:
 
 
 async def list_response(request: web.Request, backend: Backend, list_fn: Callable[..., Any], collection: str,
-                        to_api: Callable[[Any], dict], max_limit: int) -> web.Response:
+                        to_api: Callable[[Any], dict], max_limit: int, lanes: asyncio.Semaphore) -> web.Response:
     """A list as Neutron answers it: filtered, sorted and cut by the store (a page costs what it holds), at most
     `max_limit` items (pagination_max_limit; past it the client follows `<collection>_links` `next`)."""
     query = wire.parse_query(request.query.items())
@@ -56,15 +61,18 @@ async def list_response(request: web.Request, backend: Backend, list_fn: Callabl
     def render() -> bytes:
         """Read, shape and encode the answer in the registry's thread: the loop only sends bytes."""
         items = list_fn(query.filters, page)
-        body: dict[str, Any] = {collection: [wire.select_fields(to_api(i), query.fields) for i in items]}
+        extra = {}
         # links as Neutron builds them when the client pages (limit given); when only the cap applies, links
         # only when it cut the list, so a list that fits reads as it always did
         if page is not None and page.limit is not None and (query.limit or len(items) >= page.limit):
-            body[f"{collection}_links"] = wire.pagination_links(url, pairs, [i.id for i in items], page.limit,
-                                                                page.reverse)
-        return json.dumps(body).encode()
+            extra[f"{collection}_links"] = wire.pagination_links(url, pairs, [i.id for i in items], page.limit,
+                                                                 page.reverse)
+        return wire.encode_collection(collection, (wire.select_fields(to_api(i), query.fields) for i in items),
+                                      extra)
 
-    return web.Response(body=await backend.read_many(render), content_type="application/json")
+    async with lanes:  # (waiting here holds no thread and no GIL)
+        body = await backend.read_many(render)
+    return web.Response(body=body, content_type="application/json")
 
 
 class NetworkingApi:
@@ -73,11 +81,21 @@ class NetworkingApi:
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
         self.max_limit = max_limit
+        self.list_lanes = asyncio.Semaphore(LIST_LANES)
 
     def to_api(self, obj: Any) -> dict:
         if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
             return obj.to_api(self.agent_down_time, self.backend.now())
         return obj.to_api()
+
+    def _create_many(self, raw: bytes, kind: Kind, ctx: RequestContext) -> bytes:
+        """A large create body, whole: parse, create (one transaction), encode the answer (blocking)."""
+        items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
+        items = [with_project(attrs, ctx) for attrs in items]
+        if bulk:
+            created = self.registry.create_many(kind.member, items)
+            return wire.encode_collection(kind.collection, (self.to_api(o) for o in created))
+        return json.dumps({kind.member: self.to_api(kind.method(self.registry, "create")(items[0]))}).encode()
 
     # documents
     async def versions(self, request: web.Request) -> web.Response:
@@ -100,7 +118,7 @@ class NetworkingApi:
     def handlers(self, kind: Kind) -> dict[str, Callable]:
         async def list_(request: web.Request) -> web.Response:
             return await list_response(request, self.backend, kind.method(self.registry, "list"), kind.collection,
-                                       self.to_api, self.max_limit)
+                                       self.to_api, self.max_limit, self.list_lanes)
 
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
@@ -108,8 +126,11 @@ class NetworkingApi:
             return json_response({kind.member: wire.select_fields(self.to_api(obj), query.fields)})
 
         async def create(request: web.Request) -> web.Response:
-            items, bulk = wire.parse_create_body(await request.read(), kind.member, kind.collection)
-            ctx = request[CONTEXT_KEY]
+            raw, ctx = await request.read(), request[CONTEXT_KEY]
+            if len(raw) > LARGE_BODY:  # a bulk: parsed, created and encoded in the writer thread, not the loop
+                body = await self.backend.write(self._create_many, raw, kind, ctx, inline=False)
+                return web.Response(body=body, status=201, content_type="application/json")
+            items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
             items = [with_project(attrs, ctx) for attrs in items]
             if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
                 created = await self.backend.write(self.registry.create_many, kind.member, items, inline=False)

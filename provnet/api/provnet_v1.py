@@ -1,6 +1,7 @@
 # provnet's own API beside Neutron's (/provnet/v1): instances (Nova's side), passwords, agent reports, revision.
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import re
@@ -10,7 +11,7 @@ from aiohttp import web
 from provnet.api import wire
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, json_response
-from provnet.api.networking import EXT, ID, list_response, with_project
+from provnet.api.networking import EXT, ID, LIST_LANES, list_response, with_project
 from provnet.model.errors import HTTPBadRequest
 
 PREFIX = "/provnet/v1"
@@ -46,11 +47,12 @@ class ProvnetApi:
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
         self.max_limit = max_limit
+        self.list_lanes = asyncio.Semaphore(LIST_LANES)
 
     # instances: {"instance": {...}} like a Neutron resource; user_data is base64 on the wire
     async def list_instances(self, request: web.Request) -> web.Response:
         return await list_response(request, self.backend, self.registry.list_instances, "instances",
-                                   lambda i: i.to_api(), self.max_limit)
+                                   lambda i: i.to_api(), self.max_limit, self.list_lanes)
 
     async def show_instance(self, request: web.Request) -> web.Response:
         query = wire.parse_query(request.query.items())
