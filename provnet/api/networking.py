@@ -140,7 +140,12 @@ class NetworkingApi:
 
         async def update(request: web.Request) -> web.Response:
             attrs = wire.parse_member_body(await request.read(), kind.member)
-            obj = await self.backend.write(kind.method(self.registry, "update"), request.match_info["id"], attrs)
+            if_revision = wire.parse_if_match(request.headers.get("If-Match"))
+            update = kind.method(self.registry, "update")
+            if if_revision is None:  # (agents have no revision)
+                obj = await self.backend.write(update, request.match_info["id"], attrs)
+            else:
+                obj = await self.backend.write(update, request.match_info["id"], attrs, if_revision)
             return json_response({kind.member: self.to_api(obj)})
 
         async def delete(request: web.Request) -> web.Response:

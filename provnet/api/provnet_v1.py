@@ -67,7 +67,9 @@ class ProvnetApi:
 
     async def update_instance(self, request: web.Request) -> web.Response:
         attrs = wire.parse_member_body(await request.read(), "instance")
-        instance = await self.backend.write(self.registry.update_instance, request.match_info["id"], attrs)
+        if_revision = wire.parse_if_match(request.headers.get("If-Match"))
+        instance = await self.backend.write(self.registry.update_instance, request.match_info["id"], attrs,
+                                            if_revision)
         return json_response({"instance": instance.to_api()})
 
     async def delete_instance(self, request: web.Request) -> web.Response:

@@ -32,6 +32,14 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("standard-attr-description", "standard-attr-description",
      "Extension to add descriptions to standard attributes."),
     ("l3_agent_scheduler", "L3 Agent Scheduler", "Schedule routers among L3 agents."),
+    ("standard-attr-revisions", "Resource revision numbers",
+     "This extension will display the revision number of neutron resources."),
+    ("standard-attr-timestamp", "Resource timestamps",
+     "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
+    ("revision-if-match", "If-Match constraints based on revision_number",
+     "Extension indicating that If-Match based on revision_number is supported."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 networks "
      "(no external gateway: the physical router routes)."),
 )
@@ -192,6 +200,25 @@ def encode_collection(collection: str, items: Iterable[dict], extra: Mapping[str
         parts += [b", ", json.dumps(key).encode(), b": ", json.dumps(value).encode()]
     parts.append(b"}")
     return b"".join(parts)
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """`If-Match: revision_number=N` (Neutron's revision constraint on an update): N, or None without one.
+    Other entity tags are ignored, as Neutron does; two revision_number tags or a non-integer one are a 400."""
+    revision = None
+    for tag in (header or "").split(","):
+        tag = tag.strip()
+        tag = tag[2:] if tag.startswith("W/") else tag
+        tag = tag.strip('"')
+        if not tag.startswith("revision_number="):
+            continue
+        if revision is not None:
+            raise HTTPBadRequest(msg="Multiple revision_number etags are not supported.")
+        value = tag.split("=", 1)[1]
+        if not value.isascii() or not value.isdigit() or len(value) > 19:
+            raise HTTPBadRequest(msg="Revision number etag must be in the format of revision_number=<int>")
+        revision = int(value)
+    return revision
 
 
 def select_fields(item: Mapping[str, Any], fields: Sequence[str]) -> dict:

@@ -220,3 +220,10 @@ class NoNetworkAvailable(ServiceUnavailable):
 
 class MacAddressGenerationFailure(ServiceUnavailable):
     message_format = "Unable to generate unique mac on network %(net_id)s."
+
+
+class RevisionNumberConstraintFailed(NeutronError):
+    """An update's `If-Match: revision_number=N` did not hold: someone changed the resource since it was read."""
+
+    status = 412
+    message_format = "Constrained to %(expected)s, but current revision is %(current)s"

@@ -36,6 +36,9 @@ class Network:
     status: str = "ACTIVE"
     subnets: list[str] = field(default_factory=list)
     description: str = ""
+    created_at: datetime | None = None  # Neutron's standard attributes: set by the registry
+    updated_at: datetime | None = None
+    revision_number: int = 0
 
     @property
     def mtu(self) -> int:
@@ -63,6 +66,9 @@ class Subnet:
     host_routes: list[HostRoute] = field(default_factory=list)
     enable_dhcp: bool = True
     description: str = ""
+    created_at: datetime | None = None  # Neutron's standard attributes: set by the registry
+    updated_at: datetime | None = None
+    revision_number: int = 0
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -98,6 +104,9 @@ class Port:
     binding_vif_details: dict = field(default_factory=dict)
     binding_failure_reason: str | None = None
     description: str = ""
+    created_at: datetime | None = None  # Neutron's standard attributes: set by the registry
+    updated_at: datetime | None = None
+    revision_number: int = 0
 
     @property
     def is_router_interface(self) -> bool:
@@ -122,6 +131,9 @@ class Router:
     admin_state_up: bool = True
     status: str = "ACTIVE"
     description: str = ""
+    created_at: datetime | None = None  # Neutron's standard attributes: set by the registry
+    updated_at: datetime | None = None
+    revision_number: int = 0
 
     def to_api(self) -> dict:
         return FORMS["router"].dump(self)
@@ -183,6 +195,8 @@ class Instance:
     flavor: str = "m1.small"
     password: str | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
+    revision_number: int = 0
 
     def to_api(self) -> dict:
         return FORMS["instance"].dump(self)

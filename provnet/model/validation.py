@@ -30,6 +30,7 @@ from provnet.model.values import (
     HostRoute,
     KeyPair,
     agent_time,
+    api_time,
     parse_time,
 )
 
@@ -408,6 +409,12 @@ _ID = Attr(to_uuid, post=False, put=False, listed=True)
 _NAME = Attr(to_string(), default="", listed=True)
 _DESCRIPTION = Attr(to_string(255), default="")  # Neutron's standard attribute: a string of at most 255
 _STATUS = _output()
+# Neutron's standard attributes (the "standard-attr-timestamp" and "standard-attr-revisions" extensions)
+_STANDARD = {
+    "created_at": _output(dump=api_time, load=parse_time, filter=False),
+    "updated_at": _output(dump=api_time, load=parse_time, filter=False),
+    "revision_number": _output(),
+}
 
 
 def _pools(value: list) -> list[AllocationPool]:
@@ -460,7 +467,7 @@ NETWORK: dict[str, Attr] = _spec({
     "provider:network_type": Attr(to_string(allow_none=True), default=None, field="network_type"),
     "provider:physical_network": Attr(to_string(64, allow_none=True), default=None, field="physical_network"),
     "provider:segmentation_id": Attr(to_int_or_none, default=None, field="segmentation_id"),
-    "port_security_enabled": Attr(to_boolean, default=True),
+    "port_security_enabled": Attr(to_boolean, default=True),    **_STANDARD,
 })
 
 SUBNET: dict[str, Attr] = _spec({
@@ -480,7 +487,7 @@ SUBNET: dict[str, Attr] = _spec({
     # subnet pools and IPv6 RA/address modes are not implemented: taken as the API allows, shown as null
     "ipv6_ra_mode": replace(_const(None), convert=to_one_of(None, *IPV6_MODES), post=True, default=None),
     "ipv6_address_mode": replace(_const(None), convert=to_one_of(None, *IPV6_MODES), post=True, default=None),
-    "subnetpool_id": replace(_const(None), convert=to_one_of(None), post=True, default=None),
+    "subnetpool_id": replace(_const(None), convert=to_one_of(None), post=True, default=None),    **_STANDARD,
 })
 
 PORT: dict[str, Attr] = _spec({
@@ -505,7 +512,7 @@ PORT: dict[str, Attr] = _spec({
     "binding:profile": Attr(to_dict, default=dict, dump=dict),
     "binding:vif_type": _output(),
     "binding:vif_details": _output(dump=dict),
-    "binding:failure_reason": _output(),
+    "binding:failure_reason": _output(),    **_STANDARD,
 })
 
 ROUTER: dict[str, Attr] = _spec({
@@ -517,7 +524,7 @@ ROUTER: dict[str, Attr] = _spec({
     "admin_state_up": Attr(to_boolean, default=True),
     "status": _STATUS,
     "external_gateway_info": replace(_const(None), listed=True),  # no external gateway: the physical router routes
-    "routes": _const([]),
+    "routes": _const([]),    **_STANDARD,
 })
 
 AGENT: dict[str, Attr] = _spec({  # agents report themselves; an operator may only enable or disable one
@@ -550,6 +557,8 @@ INSTANCE: dict[str, Attr] = _spec({
     "flavor": Attr(to_string(), default="m1.small"),
     "has_password": _output(field=None, derive=lambda inst: inst.password is not None, filter=False),
     "created_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "updated_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "revision_number": _output(),
 })
 
 SPECS: dict[str, dict[str, Attr]] = {

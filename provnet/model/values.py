@@ -54,6 +54,11 @@ def agent_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else None
 
 
+def api_time(value: datetime | None) -> str | None:
+    """Neutron's standard attribute timestamps: `2016-03-08T20:19:41Z` (UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
 def parse_time(value: str | None) -> datetime | None:
     """Either of Neutron's timestamp forms (`2017-09-12 19:40:38`, `2017-09-12T19:40:38Z`), as UTC."""
     if not value:

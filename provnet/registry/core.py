@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from provnet import binding
@@ -29,6 +29,7 @@ from provnet.model.errors import (
     PortInUse,
     PortNotFound,
     PortSecurityPortHasSecurityGroup,
+    RevisionNumberConstraintFailed,
     RouterInterfaceNotFound,
     RouterInterfaceNotFoundForSubnet,
     RouterInUse,
@@ -124,6 +125,19 @@ class NeutronRegistry:
         if found is None:
             raise NOT_FOUND[kind](page.marker if page else "")
         return found
+
+    def _stamp(self, obj: Any, now: datetime | None = None) -> Any:
+        """A new resource's standard attributes: created and updated now, revision 1."""
+        obj.created_at = obj.updated_at = now or self.clock()
+        obj.revision_number = 1
+        return obj
+
+    def _bump(self, obj: Any, if_revision: int | None = None) -> None:
+        """An update of `obj`: the If-Match revision it was constrained to must hold; then updated now, revision+1."""
+        if if_revision is not None and obj.revision_number != if_revision:
+            raise RevisionNumberConstraintFailed(expected=if_revision, current=obj.revision_number)
+        obj.updated_at = self.clock()
+        obj.revision_number += 1
 
     @staticmethod
     def _storable(name: str, value: T) -> T:
@@ -284,7 +298,9 @@ class NeutronRegistry:
                 ports.append(port)
                 out[i] = port
             # creation order kept within the one instant of the bulk (lists sort by creation time, then id)
-            tx.insert_ports(ports, [now + timedelta(microseconds=n) for n in range(len(ports))])
+            for n, port in enumerate(ports):
+                self._stamp(port, now + timedelta(microseconds=n))
+            tx.insert_ports(ports)
             for port in ports:
                 tx.note_port("create", port)
         return [out[i] for i in range(len(cleans))]
@@ -324,7 +340,7 @@ class NeutronRegistry:
         if seg is not None:
             net.network_type, net.physical_network = seg.network_type, seg.physical_network
             net.segmentation_id = seg.segmentation_id
-        tx.insert("network", net, segment_key=seg.key if seg else None, created_at=self.clock())
+        tx.insert("network", self._stamp(net), segment_key=seg.key if seg else None)
         tx.note("network", net.id, "create", net.id)
         return net
 
@@ -338,7 +354,7 @@ class NeutronRegistry:
     def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
         return self._list("network", filters, page)
 
-    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
+    def update_network(self, network_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Network:
         changes = parse_update("network", attrs)
 
         def tx_(tx: Tx) -> Network:
@@ -348,6 +364,7 @@ class NeutronRegistry:
                 if key in changes and changes[key] != current[key]:
                     raise InvalidInput(error_message="Plugin does not support updating provider attributes")
             FORMS["network"].apply(net, changes)
+            self._bump(net, if_revision)
             tx.update("network", net)
             tx.note("network", network_id, "update", network_id)
             return net
@@ -374,8 +391,9 @@ class NeutronRegistry:
     def _insert_subnet(self, tx: Tx, clean: Mapping[str, Any]) -> Subnet:
         # lock the network row: two concurrent creates cannot both pass the overlap check
         self._network(tx, clean["network_id"], lock=True)
-        subnet = build_subnet(_new_id(), clean, tx.network_subnets(clean["network_id"]))
-        tx.insert("subnet", subnet, created_at=self.clock())
+        subnet = self._stamp(build_subnet(_new_id(), clean, tx.network_subnets(clean["network_id"])))
+        tx.insert("subnet", subnet)
+        tx.touch("network", subnet.network_id, subnet.updated_at)  # its subnets changed
         tx.note("subnet", subnet.id, "create", subnet.network_id)
         return subnet
 
@@ -389,11 +407,12 @@ class NeutronRegistry:
     def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
         return self._list("subnet", filters, page)
 
-    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Subnet:
         changes = parse_update("subnet", attrs)
 
         def tx_(tx: Tx) -> Subnet:
             subnet = updated_subnet(self._subnet(tx, subnet_id), changes)
+            self._bump(subnet, if_revision)
             tx.update("subnet", subnet)
             tx.note("subnet", subnet_id, "update", subnet.network_id)
             return subnet
@@ -405,9 +424,12 @@ class NeutronRegistry:
             subnet = self._subnet(tx, subnet_id)
             if tx.subnet_has_allocations(subnet_id, DHCP_OWNER):
                 raise SubnetInUse(subnet_id=subnet_id)
+            now = self.clock()
             for port in tx.ports_on_subnet(subnet_id):  # DHCP ports lose their address
                 tx.note_port("update", port)
+                tx.touch("port", port.id, now)
             tx.note("subnet", subnet_id, "delete", subnet.network_id)
+            tx.touch("network", subnet.network_id, now)
             tx.delete_subnet_allocations(subnet_id)
             tx.delete("subnet", subnet_id)
 
@@ -525,7 +547,7 @@ class NeutronRegistry:
         port.mac_address = drawn_mac or self._mac(tx, network.id, clean["mac_address"])
         port.fixed_ips = self._allocate(tx, network, subnets, clean["fixed_ips"])
         self._bind(tx, port, network)
-        tx.insert("port", port, created_at=self.clock())
+        tx.insert("port", self._stamp(port))
         tx.set_allocations(port, replace=False)
         tx.note_port("create", port)
         return port
@@ -551,7 +573,7 @@ class NeutronRegistry:
             port.mac_address = ipam.random_mac(self._rng)
             port.binding_vif_type, port.binding_vif_details, port.binding_failure_reason = "unbound", {}, None
             try:
-                ip = store.insert_planned_port(port, plan, probes, self.clock())
+                ip = store.insert_planned_port(self._stamp(port), plan, probes)
             except LostRace:
                 self._lost_race(attempt)
                 continue
@@ -575,7 +597,7 @@ class NeutronRegistry:
     def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
         return self._list("port", filters, page)
 
-    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
+    def update_port(self, port_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Port:
         changes = parse_update("port", attrs)
 
         def tx_(tx: Tx) -> Port:
@@ -596,6 +618,7 @@ class NeutronRegistry:
             self._bind(tx, port, network)
             if port.binding_vif_type == binding.VIF_TYPE_OVS:  # a bound port is up exactly when enabled
                 port.status = "ACTIVE" if port.admin_state_up else "DOWN"
+            self._bump(port, if_revision)
             tx.update("port", port)
             tx.note_port("update", before, port)
             return port
@@ -618,7 +641,7 @@ class NeutronRegistry:
     def _insert_router(self, tx: Tx, clean: Mapping[str, Any]) -> Router:
         router = Router(id=_new_id(), status="ACTIVE")
         FORMS["router"].apply(router, clean)
-        tx.insert("router", router, created_at=self.clock())
+        tx.insert("router", self._stamp(router))
         tx.note("router", router.id, "create")
         return router
 
@@ -632,12 +655,13 @@ class NeutronRegistry:
     def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
         return self._list("router", filters, page)
 
-    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
+    def update_router(self, router_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Router:
         changes = parse_update("router", attrs)
 
         def tx_(tx: Tx) -> Router:
             router = self._router(tx, router_id)
             FORMS["router"].apply(router, changes)
+            self._bump(router, if_revision)
             tx.update("router", router)
             tx.note("router", router_id, "update")
             return router
@@ -692,7 +716,9 @@ class NeutronRegistry:
                 self._check_interface_subnets(tx, router, [self._subnet(tx, f.subnet_id) for f in port.fixed_ips])
                 after = copy.copy(port)
                 after.device_id, after.device_owner = router.id, ROUTER_INTERFACE
+                self._bump(after)
                 tx.update("port", after)
+                tx.touch("router", router.id, after.updated_at)
                 tx.note_port("update", port, after)
                 tx.note("router", router.id, "update")
                 tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
@@ -706,6 +732,7 @@ class NeutronRegistry:
                 "device_owner": ROUTER_INTERFACE,
                 "fixed_ips": [{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}]})
             port = self._create_port(tx, clean)
+            tx.touch("router", router.id, port.updated_at)
             tx.note("router", router.id, "update")
             tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
             return self._interface_body(router, port, subnet.id)
@@ -734,9 +761,12 @@ class NeutronRegistry:
             body = self._interface_body(router, port, subnet_id)
             remaining = [f for f in port.fixed_ips if subnet_id and not port_id and f.subnet_id != subnet_id]
             tx.note("router", router_id, "update")
+            tx.touch("router", router_id, self.clock())
             if remaining:
                 before = copy.deepcopy(port)
                 port.fixed_ips = remaining
+                self._bump(port)
+                tx.update("port", port)
                 tx.set_allocations(port)
                 tx.note_port("update", before, port)
             else:
@@ -800,6 +830,7 @@ class NeutronRegistry:
             if after == before:
                 continue
             changed = True
+            self._bump(port)
             tx.note_port("update", port)
             tx.update("port", port)
         return changed
@@ -884,7 +915,7 @@ class NeutronRegistry:
         def tx_(tx: Tx) -> Instance:
             if tx.instance(clean["id"]) is not None:
                 raise InstanceExists(instance_id=clean["id"])
-            instance = Instance(id=clean["id"], created_at=self.clock())
+            instance = self._stamp(Instance(id=clean["id"]))
             FORMS["instance"].apply(instance, clean)
             tx.insert("instance", instance)
             tx.note("instance", instance.id, "create")
@@ -898,7 +929,8 @@ class NeutronRegistry:
     def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
         return self._list("instance", filters, page)
 
-    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any],
+                        if_revision: int | None = None) -> Instance:
         changes = parse_update("instance", attrs)
 
         def tx_(tx: Tx) -> Instance:
@@ -906,6 +938,7 @@ class NeutronRegistry:
             if "hostname" in changes and not changes["hostname"]:  # "" means: derive it from the name again
                 changes["hostname"] = hostname_from_name(changes.get("name", instance.name), instance_id)
             FORMS["instance"].apply(instance, changes)
+            self._bump(instance, if_revision)
             tx.update("instance", instance)
             tx.note("instance", instance_id, "update")
             return instance

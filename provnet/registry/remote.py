@@ -106,7 +106,8 @@ class RemoteRegistry:
             self._all.append(conn)
         return conn, False
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                headers: Mapping[str, str] | None = None) -> Any:
         """One API call; the decoded JSON answer (None for 204), or the NeutronError the API answered."""
         payload = json.dumps(body).encode() if body is not None else None
         conn, reused = self._connection()
@@ -116,7 +117,7 @@ class RemoteRegistry:
                     conn.timeout = timeout
                     if conn.sock is not None:
                         conn.sock.settimeout(timeout)
-                conn.request(method, path, body=payload, headers=self._headers)
+                conn.request(method, path, body=payload, headers={**self._headers, **(headers or {})})
                 response = conn.getresponse()
                 data = response.read()
                 break
@@ -164,9 +165,11 @@ class RemoteRegistry:
             items.extend(body[collection])
         return items
 
-    def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any]) -> dict:
-        path = f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}"
-        return self.request("PUT", path, {member: dict(attrs)})[member]
+    def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any],
+                if_revision: int | None = None, prefix: str = "/v2.0") -> dict:
+        path = f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}"
+        headers = {"If-Match": f"revision_number={int(if_revision)}"} if if_revision is not None else None
+        return self.request("PUT", path, {member: dict(attrs)}, headers=headers)[member]
 
     def _delete(self, collection: str, obj_id: str, prefix: str = "/v2.0") -> None:
         self.request("DELETE", f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}")
@@ -191,8 +194,8 @@ class RemoteRegistry:
     def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
         return [Network.from_api(d) for d in self._list("networks", filters, page=page)]
 
-    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
-        return Network.from_api(self._update("networks", "network", network_id, attrs))
+    def update_network(self, network_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Network:
+        return Network.from_api(self._update("networks", "network", network_id, attrs, if_revision))
 
     def delete_network(self, network_id: str) -> None:
         self._delete("networks", network_id)
@@ -207,8 +210,8 @@ class RemoteRegistry:
     def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
         return [Subnet.from_api(d) for d in self._list("subnets", filters, page=page)]
 
-    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
-        return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs))
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Subnet:
+        return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs, if_revision))
 
     def delete_subnet(self, subnet_id: str) -> None:
         self._delete("subnets", subnet_id)
@@ -223,8 +226,8 @@ class RemoteRegistry:
     def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
         return [Port.from_api(d) for d in self._list("ports", filters, page=page)]
 
-    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
-        return Port.from_api(self._update("ports", "port", port_id, attrs))
+    def update_port(self, port_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Port:
+        return Port.from_api(self._update("ports", "port", port_id, attrs, if_revision))
 
     def delete_port(self, port_id: str) -> None:
         self._delete("ports", port_id)
@@ -239,8 +242,8 @@ class RemoteRegistry:
     def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
         return [Router.from_api(d) for d in self._list("routers", filters, page=page)]
 
-    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
-        return Router.from_api(self._update("routers", "router", router_id, attrs))
+    def update_router(self, router_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Router:
+        return Router.from_api(self._update("routers", "router", router_id, attrs, if_revision))
 
     def delete_router(self, router_id: str) -> None:
         self._delete("routers", router_id)
@@ -303,9 +306,10 @@ class RemoteRegistry:
     def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
         return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1", page=page)]
 
-    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
-        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
-        return Instance.from_api(self.request("PUT", path, {"instance": dict(attrs)})["instance"])
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any],
+                        if_revision: int | None = None) -> Instance:
+        return Instance.from_api(self._update("instances", "instance", instance_id, attrs, if_revision,
+                                              prefix="/provnet/v1"))
 
     def delete_instance(self, instance_id: str) -> None:
         self._delete("instances", instance_id, prefix="/provnet/v1")

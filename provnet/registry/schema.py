@@ -22,6 +22,8 @@ networks = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 subnets = sa.Table(
@@ -40,6 +42,8 @@ subnets = sa.Table(
     sa.Column("enable_dhcp", sa.Boolean, nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 ports = sa.Table(
@@ -64,6 +68,8 @@ ports = sa.Table(
     sa.Column("binding_failure_reason", sa.Text),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
     # one MAC per network, and the (MAC, network) lookup of the DHCP server
     sa.UniqueConstraint("mac_address", "network_id", name="uniq_ports_mac_network"),
     sa.Index("ix_ports_network_id", "network_id"),
@@ -91,6 +97,8 @@ routers = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 agents = sa.Table(
@@ -123,6 +131,8 @@ instances = sa.Table(
     sa.Column("flavor", sa.String(255), nullable=False),
     sa.Column("password", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 # one row (id 1) whose value every write increments in its own transaction: revision() reads it. `floor`: the

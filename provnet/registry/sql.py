@@ -309,14 +309,18 @@ class SqlTx:
                 {"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": port.id,
                  "network_id": port.network_id, "position": i} for i, f in enumerate(port.fixed_ips)])
 
-    def insert_ports(self, ports: Sequence[Port], created_at: Sequence[Any]) -> None:
+    def insert_ports(self, ports: Sequence[Port]) -> None:
         values = rows.MAPS["port"].values
-        self.conn.execute(self.stmts.insert_port, [{**values(p), "created_at": at}
-                                                   for p, at in zip(ports, created_at, strict=True)])
+        self.conn.execute(self.stmts.insert_port, [values(p) for p in ports])
         allocations = [{"subnet_id": f.subnet_id, "ip_address": f.ip_address, "port_id": p.id,
                         "network_id": p.network_id, "position": i} for p in ports for i, f in enumerate(p.fixed_ips)]
         if allocations:
             self.conn.execute(self.stmts.insert_alloc, allocations)
+
+    def touch(self, kind: str, resource_id: str, now: datetime) -> None:
+        table = rows.TABLES[kind]
+        self.conn.execute(sa.update(table).where(table.c.id == resource_id).values(
+            updated_at=now, revision_number=table.c.revision_number + 1))
 
     def delete_network_contents(self, network_id: str) -> None:
         self.conn.execute(sa.delete(t.ip_allocations).where(t.ip_allocations.c.network_id == network_id))
@@ -469,15 +473,13 @@ class SqlStore:
             self._port_plans[network_id] = plan
         return plan
 
-    def insert_planned_port(self, port: Port, plan: pg_port.Plan, probes: Sequence[str],
-                            created_at: datetime) -> str | None:
+    def insert_planned_port(self, port: Port, plan: pg_port.Plan, probes: Sequence[str]) -> str | None:
         """Insert `port` with the first free probe, its change record and NOTIFY, in one autocommit statement:
         that address, or None (the plan is dropped) when the plan went stale, every probe is taken or the
         network is gone. LostRace when a concurrent writer took the address or MAC first."""
         try:
             with self.read() as tx:
-                ip = pg_port.insert_port_with_probe(tx.conn, rows.MAPS["port"].values(port), plan, probes,
-                                                    created_at)
+                ip = pg_port.insert_port_with_probe(tx.conn, rows.MAPS["port"].values(port), plan, probes)
         except sa.exc.DBAPIError as exc:
             if _retryable(exc):
                 raise LostRace(_contested(exc)) from exc
