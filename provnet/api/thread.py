@@ -16,7 +16,7 @@ class ApiThread:
                  agent_down_time: float = 75.0, writers: int | None = None,
                  pagination_max_limit: int = PAGINATION_MAX_LIMIT) -> None:
         self.service = ApiService(registry, host, port, agent_down_time, writers,
-                                  pagination_max_limit=pagination_max_limit)
+                                  pagination_max_limit=pagination_max_limit, tune_runtime=False)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="provnet-api", daemon=True)
 
