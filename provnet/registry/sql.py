@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.sql.util import ClauseAdapter
 
 from provnet.model.errors import InvalidInput, ServiceUnavailable
-from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
+from provnet.model.resources import Agent, FixedIP, Instance, Network, Port, Router, Subnet
 from provnet.registry import schema as t
 from provnet.registry import sql_changes as feed
 from provnet.registry import sql_l3 as l3
@@ -270,15 +271,34 @@ class SqlTx:
                     return None
                 where.append(rows.after(order, tuple(marker)))
         by = [column.asc() if ascending else column.desc() for column, ascending in order]
-        if page is not None and page.limit is not None:
-            # the page's ids first (an index walk of `limit` rows), then their rows and joined addresses/subnets
-            where = [table.c.id.in_(sa.select(table.c.id).where(*where).order_by(*by).limit(page.limit))]
-        if kind == "port":
+        if page is not None and page.limit is not None and kind == "port":
+            # the page's rows (an index walk of `limit` rows), then their addresses by port id (index lookups):
+            # joined as `id IN (page)`, PostgreSQL hash-joined the page against every port and every allocation
+            # (74 ms a page at 100,000 ports)
+            load = rmap.load
+            found = [load(r, fixed_ips=[]) for r in self.conn.execute(
+                sa.select(table).where(*where).order_by(*by).limit(page.limit))]
+            by_id = {p.id: p for p in found}
+            a = t.ip_allocations
+            for row in self.conn.execute(sa.select(a.c.port_id, a.c.subnet_id, a.c.ip_address)
+                                         .where(a.c.port_id.in_(list(by_id))).order_by(a.c.port_id, a.c.position)):
+                by_id[row.port_id].fixed_ips.append(FixedIP(row.subnet_id, row.ip_address))
+        elif page is not None and page.limit is not None and kind == "network":
+            paged = sa.select(table).where(*where).order_by(*by).limit(page.limit).subquery("page")
+            adapt = ClauseAdapter(paged).traverse
+            query = (sa.select(paged, t.subnets.c.id.label("subnet_id"))
+                     .select_from(paged.outerjoin(t.subnets, t.subnets.c.network_id == paged.c.id))
+                     .order_by(*[adapt(b) for b in by], t.subnets.c.created_at))
+            found = _group_networks(self.conn.execute(query))
+        elif kind == "port":
             found = rows.ports_from_joined(self.conn.execute(_port_query(by).where(*where)))
         elif kind == "network":
             found = _group_networks(self.conn.execute(_network_query(by).where(*where)))
         else:
-            found = [rmap.load(r) for r in self.conn.execute(sa.select(table).where(*where).order_by(*by))]
+            query = sa.select(table).where(*where).order_by(*by)
+            if page is not None and page.limit is not None:
+                query = query.limit(page.limit)
+            found = [rmap.load(r) for r in self.conn.execute(query)]
         if page is not None and page.reverse:
             found.reverse()
         return found
