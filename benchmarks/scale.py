@@ -253,11 +253,13 @@ async def storm(ports: list[int], first: int, vms: int, concurrency: int, instan
         while queue:
             i = queue.pop()
             try:
-                found = await bs.one_boot(ports[i % len(ports)], bs.vm_ip(i), instances[i], latencies)
+                found = await bs.one_boot(ports[i % len(ports)], bs.vm_ip(i), instances[i], latencies,
+                                          failures=failures)
                 errors += found  # not `errors += await ...` (that loses counts between coroutines)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 failed += 1
 
+    failures: list[tuple[str, str, str]] = []
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -267,7 +269,8 @@ async def storm(ports: list[int], first: int, vms: int, concurrency: int, instan
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2) if latencies else -1
 
     return {"boots": vms, "failed": failed, "errors": errors, "rps": round(len(latencies) / elapsed),
-            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "seconds": round(elapsed, 1)}
+            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "seconds": round(elapsed, 1),
+            "failures": sorted({f"{status} {path}: {body[:80]}" for path, status, body in failures})[:5]}
 
 
 def cache_line(metrics: str, service: str) -> tuple[float, float]:
