@@ -4,9 +4,8 @@
 `bind_port` is called by the registry inside port create/update when `binding:host_id` is set and the
 port is unbound or failed, and again for a host's failed ports whenever that host's agent reports.
 
-Status choice: provnet has no L2 agent that later reports "port is wired" (ML2 leaves a bound port DOWN
-until the OVS agent does), so a successful binding to an alive agent with the network's physical network
-mapped is taken as the port being up: status ACTIVE (DOWN if the port's admin_state_up is False).
+Status, as ML2: a bound port stays DOWN until the L2 agent on its host (`provnet agent`) sees its device up on
+the bridge and reports it ACTIVE (`Registry.update_port_status`), and DOWN again when the device goes.
 A failed binding is always DOWN with `binding:vif_type` "binding_failed" and a reason, in
 `binding:failure_reason` and, for clients that show only Neutron's fields, in `binding:vif_details`.
 
@@ -90,9 +89,8 @@ def bind_port(port: Port, network: Network, agents: list[Agent], *, agent_down_t
     for agent in candidates:
         reason = _refusal(agent, network, host, agent_down_time=agent_down_time,
                           report_interval=report_interval, now=now)
-        if not reason:
-            status = "ACTIVE" if port.admin_state_up else "DOWN"
-            return Binding(vif_type=VIF_TYPE_OVS, vif_details=ovs_vif_details(agent), status=status,
+        if not reason:  # up once the agent sees the device (update_port_status)
+            return Binding(vif_type=VIF_TYPE_OVS, vif_details=ovs_vif_details(agent), status=port.status,
                            failure_reason=None, agent_id=agent.id)
     return _failed(reason)
 

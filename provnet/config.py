@@ -241,6 +241,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("bridge_mappings", "ovs", "", "physical_network:bridge pairs this host's agent reports, e.g. "
            "physnet1:br-phy. Flat and VLAN ports bind only where their physical network is mapped.", to_mapping),
     Option("report_interval", "agent", 30.0, "Seconds between agent heartbeats.", to_positive),
+    Option("resync_interval", "agent", 300.0, "Seconds between full resyncs of the L2 agent (`provnet agent`: "
+           "every port and device looked at again, the port firewall rewritten); devices and ports are followed "
+           "as they change, not by this timer.", to_positive),
     Option("host", "DEFAULT", os.uname().nodename, "This host's name, as ports' binding:host_id name it."),
     # L3 agent (neutron-l3-agent's counterpart)
     Option("resync_interval", "l3_agent", 300.0, "Seconds between full resyncs of the L3 agent (which repair "

@@ -151,20 +151,22 @@ class World:
                  f"metadata_proxy_socket = {self.chain.socket_path}", f"agent_down_time = {self.down_time}",
                  "[database]", f"connection = {self.agent_db_url()}", "[ovs]", "bridge_mappings = physnet1:br-phy",
                  "[agent]", f"report_interval = {extra.pop('report_interval', '1')}",
+                 f"resync_interval = {extra.pop('agent_resync_interval', '300')}",
                  "[l3_agent]", f"namespace_suffix = {self.ns_suffix(host)}",
                  f"resync_interval = {extra.pop('resync_interval', '300')}"]
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
-    def start_agent(self, host: str, **extra: str) -> Agent:
-        """The agent in the host's network namespace only (nsenter --net), sharing the machine's mount namespace
-        as on a real host: `ip netns exec` would give it a private /run/netns, hiding what it creates."""
+    def start_agent(self, host: str, verb: str = "l3-agent", **extra: str) -> Agent:
+        """The agent (`provnet l3-agent`, or `provnet agent`) in the host's network namespace only (nsenter --net),
+        sharing the machine's mount namespace as on a real host: `ip netns exec` would give it a private
+        /run/netns, hiding what it creates."""
         conf = self.conf_of(host) or self.config(host, **extra)
-        log = self.tmp / f"{host}-l3-agent.log"
+        log = self.tmp / f"{host}-{verb}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVNET_")}
         with open(log, "ab") as out:
             proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{self.hosts[host]}", PYTHON, "-m", "provnet.cli",
-                                     "--config-file", str(conf), "--debug", "l3-agent"],
+                                     "--config-file", str(conf), "--debug", verb],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         agent = Agent(host, conf, proc, log)
         self.agents.append(agent)

@@ -216,3 +216,30 @@ def test_reservations_query_answers_rows_and_refuses_bad_bodies(api: Client) -> 
         assert status == 400 and "NeutronError" in body, bad
     status, _ = api.post("/provnet/v1/reservations/query", raw=b"{not json")
     assert status == 400
+
+
+def test_port_status_reports_and_their_bad_input(api: Client) -> None:
+    """What an L2 agent on another host calls (RemoteRegistry.update_port_status): its device up or gone."""
+    net, _subnet = api.seed()
+    port = api.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "binding:host_id": "h1"}}, 201)["port"]
+    path = f"/provnet/v1/ports/{port['id']}/status"
+    assert api.ok("POST", path, {"port": {"status": "ACTIVE", "host": "h1"}})["port"]["status"] == "ACTIVE"
+    assert api.ok("POST", path, {"port": {"status": "DOWN", "host": "h2"}})["port"]["status"] == "ACTIVE"  # not h2's
+    remote = RemoteRegistry(api.url)
+    try:
+        assert remote.update_port_status(port["id"], "DOWN", "h1").status == "DOWN"
+    finally:
+        remote.close()
+    before = api.snapshot()
+    for bad, message in [({"port": {"status": "UP", "host": "h1"}}, "'UP' is not one of ACTIVE, DOWN"),
+                         ({"port": {"host": "h1"}}, "Required attribute 'status'"),
+                         ({"port": {"status": 1}}, "Required attribute 'status'"),
+                         ({"port": {"status": "ACTIVE", "host": ["h1"]}}, "host"),
+                         ({"port": {"status": "ACTIVE", "admin_state_up": False}}, "Unrecognized attribute"),
+                         ({"status": "ACTIVE"}, "Unable to find 'port'"),
+                         ({"port": "ACTIVE"}, "must be a JSON object")]:
+        status, body = api.post(path, bad)
+        assert status == 400 and message in body["NeutronError"]["message"], (bad, body)
+    status, body = api.post(f"/provnet/v1/ports/{'0' * 32}/status", {"port": {"status": "ACTIVE"}})
+    assert status == 404 and body["NeutronError"]["type"] == "PortNotFound"
+    assert api.snapshot() == before

@@ -31,7 +31,7 @@ def bind(p: Port, net: Network, agents: list[Agent], down: float = 75, interval:
 def test_flat_port_binds_to_alive_agent_with_mapping():
     b = bind(port(), FLAT, [agent()])
     assert b.vif_type == "ovs" and b.bound
-    assert b.status == "ACTIVE"
+    assert b.status == "DOWN"  # as ML2: ACTIVE once the host's L2 agent sees the device (update_port_status)
     assert b.failure_reason is None
     assert b.agent_id == "agent-compute1"
     assert b.vif_details == {"connectivity": "l2", "port_filter": True, "ovs_hybrid_plug": False,

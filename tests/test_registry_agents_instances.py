@@ -65,7 +65,7 @@ def test_port_binding_fails_then_rebinds_when_the_agent_reports(reg: SqlRegistry
     assert still.binding_vif_type == "binding_failed" and "bridge_mappings" in still.binding_failure_reason
     reg.report_agent_state("compute1", OVS_AGENT_TYPE, "neutron-openvswitch-agent", MAPPED)
     bound = reg.get_port(port.id)
-    assert (bound.binding_vif_type, bound.status, bound.binding_failure_reason) == ("ovs", "ACTIVE", None)
+    assert (bound.binding_vif_type, bound.status, bound.binding_failure_reason) == ("ovs", "DOWN", None)
     assert bound.binding_vif_details["bridge_name"] == "br-int"
 
 
@@ -73,9 +73,12 @@ def test_binding_on_create_and_host_change(reg: SqlRegistry) -> None:
     net = reg.create_network(SEED_NETWORK)
     reg.report_agent_state("compute1", OVS_AGENT_TYPE, "neutron-openvswitch-agent", MAPPED)
     port = reg.create_port({"network_id": net.id, "binding:host_id": "compute1"})
-    assert (port.binding_vif_type, port.status) == ("ovs", "ACTIVE")
+    assert (port.binding_vif_type, port.status) == ("ovs", "DOWN")  # until its L2 agent sees the device
+    assert reg.update_port_status(port.id, "ACTIVE", "compute1").status == "ACTIVE"
     assert reg.update_port(port.id, {"admin_state_up": False}).status == "DOWN"
-    assert reg.update_port(port.id, {"admin_state_up": True}).status == "ACTIVE"
+    assert reg.update_port_status(port.id, "ACTIVE", "compute1").status == "DOWN"  # disabled: never up
+    assert reg.update_port(port.id, {"admin_state_up": True}).status == "DOWN"  # up when the agent says so
+    assert reg.update_port_status(port.id, "ACTIVE", "compute1").status == "ACTIVE"
     moved = reg.update_port(port.id, {"binding:host_id": "compute2"})
     assert moved.binding_vif_type == "binding_failed" and "compute2" in moved.binding_failure_reason
     cleared = reg.update_port(port.id, {"binding:host_id": ""})
@@ -84,6 +87,30 @@ def test_binding_on_create_and_host_change(reg: SqlRegistry) -> None:
     _age_heartbeat(reg, dead.id, 200)
     refused = reg.update_port(port.id, {"binding:host_id": "compute3"})
     assert refused.binding_vif_type == "binding_failed" and "dead" in refused.binding_failure_reason
+
+
+def test_l2_agent_reports_port_status(reg: SqlRegistry) -> None:
+    """update_port_status: what `provnet agent` calls when a port's device comes up or goes (ML2's RPC)."""
+    net = reg.create_network(SEED_NETWORK)
+    reg.create_subnet(seed_subnet(net.id))
+    reg.report_agent_state("compute1", OVS_AGENT_TYPE, "provnet-agent", MAPPED)
+    port = reg.create_port({"network_id": net.id, "binding:host_id": "compute1"})
+    unbound = reg.create_port({"network_id": net.id, "device_owner": "network:router_interface"})
+    rev = reg.revision()
+    assert reg.update_port_status(port.id, "DOWN", "compute1").status == "DOWN"
+    assert reg.revision() == rev  # nothing changed: nothing written, nothing in the feed
+    assert reg.update_port_status(port.id, "ACTIVE", "compute2").status == "DOWN"  # not where it is bound
+    assert reg.revision() == rev
+    assert reg.update_port_status(port.id, "ACTIVE", "compute1").status == "ACTIVE"
+    assert reg.get_port(port.id).status == "ACTIVE" and reg.revision() == rev + 1
+    [change] = reg.changes_since(rev).changes
+    assert (change.kind, change.id, change.op) == ("port", port.id, "update")
+    assert reg.update_port_status(unbound.id, "ACTIVE", "compute2").status == "ACTIVE"  # unbound: any host
+    assert reg.update_port_status(port.id, "DOWN", "compute1").status == "DOWN"
+    for bad in ("UP", "active", "", "ACTIVE\x00"):
+        expect("InvalidInput", 400, None, reg.update_port_status, port.id, bad, "compute1")
+    expect("PortNotFound", 404, None, reg.update_port_status, "0" * 32, "ACTIVE", "compute1")
+    assert reg.get_port(port.id).status == "DOWN"
 
 
 def test_instances(reg: SqlRegistry) -> None:

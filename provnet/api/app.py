@@ -41,11 +41,14 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     async def start_backend(app: web.Application) -> None:
         await backend.start()
 
+    async def stop_backend(app: web.Application) -> None:
+        await backend.stop()  # on shutdown, before aiohttp waits for handlers: long-polls answer now
+
     async def close_backend(app: web.Application) -> None:
-        await backend.stop()
         backend.close()
 
     app.on_startup.append(start_backend)
+    app.on_shutdown.append(stop_backend)
     app.on_cleanup.append(close_backend)
     NetworkingApi(backend, agent_down_time, pagination_max_limit).add_routes(app)
     ProvnetApi(backend, agent_down_time, pagination_max_limit).add_routes(app)

@@ -109,6 +109,20 @@ class ProvnetApi:
                                          body["binary"], configurations)
         return json_response({"agent": agent.to_api(self.agent_down_time, self.backend.now())})
 
+    # an L2 agent reports a port's device up or gone (Neutron: update_device_up/down over RPC)
+    async def port_status(self, request: web.Request) -> web.Response:
+        body = wire.parse_member_body(await request.read(), "port")
+        unknown = sorted(set(body) - {"status", "host"})
+        if unknown:
+            raise HTTPBadRequest(msg=f"Unrecognized attribute(s) '{', '.join(unknown)}'")
+        status, host = body.get("status"), body.get("host", "")
+        if not isinstance(status, str) or not status:
+            raise HTTPBadRequest(msg="Failed to parse request. Required attribute 'status' not specified")
+        if not isinstance(host, str):
+            raise HTTPBadRequest(msg="Invalid input for host. Reason: not a string.")
+        port = await self.backend.write(self.registry.update_port_status, request.match_info["id"], status, host)
+        return json_response({"port": port.to_api()})
+
     # the Registry's indexed hot-path lookups, for agents on other hosts (RemoteRegistry): one call, one answer
     async def ports_by_ip(self, request: web.Request) -> web.Response:
         ip_address = _one(request, "ip_address")
@@ -178,6 +192,7 @@ class ProvnetApi:
         r.add_get(PREFIX + "/instances/{id}/password", self.get_password)
         r.add_post(PREFIX + "/instances/{id}/password", self.set_password)
         r.add_post(f"{PREFIX}/agents/report", self.report_agent)
+        r.add_post(PREFIX + "/ports/{id}/status", self.port_status)
         r.add_get(f"{PREFIX}/ports/by-ip", self.ports_by_ip)
         r.add_get(f"{PREFIX}/ports/by-mac", self.ports_by_mac)
         r.add_get(PREFIX + "/routers/{id}/network_ids", self.router_network_ids)

@@ -1,4 +1,4 @@
-# `provnet agent`: this host's Open vSwitch-type agent, reporting its state (heartbeat, bridge_mappings) in a loop.
+# `provnet agent`: this host's L2 agent (state reports, port status and firewall of the devices on its bridges).
 from __future__ import annotations
 
 import asyncio
@@ -6,13 +6,14 @@ import logging
 
 import click
 
+from provnet.agents.l2 import BINARY
 from provnet.agents.report import StateReporter, ovs_configurations
 from provnet.cli.serve import run
 from provnet.model.resources import OVS_AGENT_TYPE
+from provnet.runtime import compose
 from provnet.runtime.process import StoreError, open_store
 
 log = logging.getLogger("provnet.agent")
-BINARY = "provnet-agent"
 
 
 def register(group: click.Group) -> None:
@@ -24,11 +25,19 @@ def register(group: click.Group) -> None:
     @click.option("--once", is_flag=True, help="Report once and exit (exit status 1 if the report failed).")
     @click.pass_obj
     def agent(app, host: str | None, once: bool) -> None:
-        """Report this host's agent state to the registry every [agent] report_interval seconds.
+        """This host's L2 agent (root; run on each host with the provider bridge), as neutron-openvswitch-agent
+        is for the seed.
 
-        The agent is what port binding looks for: a port with binding:host_id H binds (vif_type ovs) only
-        while an agent on H has reported within agent_down_time, and for flat/vlan networks only if the
-        network's physical network is in the agent's bridge_mappings, set in provnet's configuration:
+        It reports the agent's state every [agent] report_interval seconds: port binding looks for it (a port
+        with binding:host_id H binds only while an agent on H is alive and maps the network's physical
+        network). It watches the bridges of [ovs] bridge_mappings for the devices Nova plugs (tap + the first
+        11 characters of the port id): a port bound to this host is ACTIVE while its device is up and DOWN when
+        it goes, and gets Neutron's port firewall on this host (anti-spoofing by MAC and fixed IPs, DHCP
+        replies from the external server allowed, DHCP serving from the VM dropped), removed when the device
+        or the port goes. Router interfaces plugged by `provnet l3-agent` are marked too, never filtered; any
+        other tap on the bridge is dropped. Devices are followed by netlink events and ports by the change feed,
+        so a change converges in well under a second; a full resync every [agent] resync_interval repairs rules
+        changed by hand.
 
         \b
             [ovs]
@@ -36,27 +45,21 @@ def register(group: click.Group) -> None:
             [agent]
             report_interval = 30
 
-        Every report also binds again this host's ports whose binding failed. Use the local database
-        (--db / --state-path) or a remote API (--url http://controller:9696). Stops cleanly on SIGTERM/SIGINT.
+        Use the local database (--db / --state-path) or a remote API (--url http://controller:9696). Stops
+        cleanly on SIGTERM/SIGINT, leaving statuses and rules as they are.
         """
         config = app.config
         host = host or config.host
-        configurations = ovs_configurations(config.get("ovs.bridge_mappings"))
-        if not configurations["bridge_mappings"]:
+        if not config.get("ovs.bridge_mappings"):
             log.warning("[ovs] bridge_mappings is empty: ports on flat and vlan networks will not bind on host %s",
                         host)
-
-        def build(c, registry):
-            return [StateReporter(registry, host, OVS_AGENT_TYPE, BINARY, lambda: configurations,
-                                  float(c.get("agent.report_interval")))]
-
         if once:
-            _report_once(app, build)
+            _report_once(app, host)
         else:
-            run(config, build, api_url=app.api_url)
+            run(config, lambda c, registry: compose.l2_agent_services(c, registry, host), api_url=app.api_url)
 
 
-def _report_once(app, build) -> None:
+def _report_once(app, host: str) -> None:
     """One heartbeat (e.g. from a health check): exit status 1 if it failed."""
     try:
         registry = open_store(app.config, app.api_url)
@@ -64,7 +67,9 @@ def _report_once(app, build) -> None:
         raise click.ClickException(str(exc)) from None
 
     async def once() -> bool:
-        reporter = build(app.config, registry)[0]
+        configurations = ovs_configurations(app.config.get("ovs.bridge_mappings"))
+        reporter = StateReporter(registry, host, OVS_AGENT_TYPE, BINARY, lambda: configurations,
+                                 float(app.config.get("agent.report_interval")))
         ok = await reporter.report()
         reporter.areg.close()
         return ok

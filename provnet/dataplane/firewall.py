@@ -78,9 +78,15 @@ def port_chains(port: PortFilter) -> list[Chain]:
     return [Chain("filter", i, tuple(ingress)), Chain("filter", o, tuple(egress)), Chain("filter", s, tuple(spoof))]
 
 
-def firewall_ruleset(ports: Sequence[PortFilter]) -> Ruleset:
-    """The whole bridge's rule set for `ports` (a full sync: ports not listed lose their chains on apply)."""
+def firewall_ruleset(ports: Sequence[PortFilter], blocked: Sequence[str] = ()) -> Ruleset:
+    """The whole bridge's rule set for `ports` (a full sync: ports not listed lose their chains on apply).
+
+    `blocked` devices are on the bridge but wired to no port here (no port yet, bound elsewhere, disabled):
+    everything to and from them is dropped, as Neutron's agent parks such a device on its dead VLAN.
+    """
     devices = [p.device for p in ports]
+    if set(devices) & set(blocked):
+        raise ValueError("a device is both filtered and blocked")
     if len(set(devices)) != len(devices):
         raise ValueError("a device is listed twice")
     suffixes = [device_chain_suffix(d) for d in devices]
@@ -90,6 +96,10 @@ def firewall_ruleset(ports: Sequence[PortFilter]) -> Ruleset:
     inbound: list[str] = []
     sg: list[str] = []
     chains: list[Chain] = []
+    for device in sorted(set(blocked)):
+        forward.append(f"{_physdev('out', device)} {_comment('No port is wired to this device here.')} -j DROP")
+        forward.append(f"{_physdev('in', device)} -j DROP")
+        inbound.append(f"{_physdev('in', device)} -j DROP")
     for port in ports:
         if not port.port_security:
             forward.append(f"{_physdev('out', port.device)} "

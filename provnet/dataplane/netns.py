@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
@@ -56,6 +58,41 @@ def _netlink_socket(name: str) -> socket.socket:
     finally:
         os.close(target)
         os.close(own)
+
+
+RTMGRP_LINK = 0x1
+
+
+def link_events(namespace: str | None = None) -> socket.socket:
+    """A non-blocking rtnetlink socket that receives a message whenever a link in `namespace` (None: this
+    process's own) is added, removed or changes state: readable means "look again" (the agent drains it and
+    dumps the links once, so a burst of events costs one dump)."""
+    if namespace is None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+    else:
+        sock = _netlink_socket(namespace)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def drain(sock: socket.socket) -> int:
+    """Read every pending message of a link_events socket; how many reads (an overrun counts: look again)."""
+    reads = 0
+    while True:
+        try:
+            sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return reads
+        except OSError as exc:  # ENOBUFS: events were lost; the caller dumps the links anyway
+            if exc.errno != errno.ENOBUFS:
+                raise
+        reads += 1
 
 
 @contextmanager
@@ -130,6 +167,36 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 def link_names(namespace: str | None) -> list[str]:
     with _ns(namespace) as ipr:
         return sorted(link.get("ifname") for link in ipr.get_links())
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    """A link enslaved to a bridge: its name, the bridge's, its MAC, and whether it is administratively up."""
+
+    name: str
+    bridge: str
+    mac: str
+    up: bool
+
+
+IFF_UP = 0x1
+
+
+def bridge_ports(namespace: str | None, bridges: Iterable[str]) -> tuple[dict[str, BridgePort], list[str]]:
+    """The links on each of `bridges` (one netlink dump), and which of the bridges do not exist."""
+    wanted = set(bridges)
+    with _ns(namespace) as ipr:
+        links = list(ipr.get_links())
+    by_index = {link["index"]: link.get("ifname") for link in links}
+    present = {name for name in by_index.values() if name in wanted}
+    out = {}
+    for link in links:
+        bridge = by_index.get(link.get("IFLA_MASTER"))
+        if bridge in wanted:
+            name = link.get("ifname")
+            out[name] = BridgePort(name, bridge, (link.get("IFLA_ADDRESS") or "").lower(),
+                                   bool(link["flags"] & IFF_UP))
+    return out, sorted(wanted - present)
 
 
 def link_exists(namespace: str | None, ifname: str) -> bool:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from provnet.model.forms import FORMS
 from provnet.model.values import DEFAULT_PROJECT_ID, AllocationPool, FixedIP, HostRoute, KeyPair
 
-__all__ = ["DEFAULT_PROJECT_ID", "L3_AGENT_TYPE", "MTU_BY_TYPE", "OVS_AGENT_TYPE", "ROUTER_INTERFACE_OWNERS", "Agent",
+__all__ = ["DEFAULT_PROJECT_ID", "L3_AGENT_TYPE", "MTU_BY_TYPE", "OVS_AGENT_TYPE", "PORT_STATUSES",
+           "ROUTER_INTERFACE_OWNERS", "Agent",
            "AllocationPool", "FixedIP", "HostRoute", "Instance", "KeyPair", "Network", "Port", "Router", "Subnet"]
 
 ROUTER_INTERFACE_OWNERS = (
@@ -18,6 +19,7 @@ ROUTER_INTERFACE_OWNERS = (
 )
 OVS_AGENT_TYPE = "Open vSwitch agent"
 L3_AGENT_TYPE = "L3 agent"  # neutron-lib constants.AGENT_TYPE_L3
+PORT_STATUSES = ("ACTIVE", "DOWN", "BUILD", "ERROR")  # what an L2 agent may report (neutron-lib PORT_STATUS_*)
 MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
 
 

@@ -42,6 +42,7 @@ from provnet.model.forms import FORMS
 from provnet.model.network_rules import PROVIDER_KEYS, allocate_segment, check_segment, in_use_error, parse_vlan_ranges
 from provnet.model.resources import (
     L3_AGENT_TYPE,
+    PORT_STATUSES,
     ROUTER_INTERFACE_OWNERS,
     Agent,
     FixedIP,
@@ -616,8 +617,8 @@ class NeutronRegistry:
                 port.binding_host_id = changes["binding:host_id"]
                 port.binding_vif_type, port.binding_vif_details, port.status = "unbound", {}, "DOWN"
             self._bind(tx, port, network)
-            if port.binding_vif_type == binding.VIF_TYPE_OVS:  # a bound port is up exactly when enabled
-                port.status = "ACTIVE" if port.admin_state_up else "DOWN"
+            if not port.admin_state_up:  # up again when its agent says so (update_port_status)
+                port.status = "DOWN"
             self._bump(port, if_revision)
             tx.update("port", port)
             tx.note_port("update", before, port)
@@ -635,6 +636,32 @@ class NeutronRegistry:
             tx.delete("port", port_id)
 
         self._write(tx_)
+
+    def update_port_status(self, port_id: str, status: str, host: str = "") -> Port:
+        """ML2's update_port_status, for the L2 agent on `host`: its device is up (ACTIVE) or gone (DOWN).
+
+        A port bound to another host is left as it is (the report comes from where the port is not wired, e.g.
+        a host the VM left); ACTIVE on a port whose admin_state_up is False is DOWN. A report that changes
+        nothing writes nothing (no revision, no change in the feed).
+        """
+        if status not in PORT_STATUSES:
+            raise InvalidInput(error_message=f"port status {status!r} is not one of {', '.join(PORT_STATUSES)}")
+
+        def tx_(tx: Tx) -> tuple[Port, bool]:
+            port = self._port(tx, port_id)
+            if host and port.binding_host_id and port.binding_host_id != host:
+                return port, False
+            wanted = "DOWN" if status == "ACTIVE" and not port.admin_state_up else status
+            if wanted == port.status:
+                return port, False
+            before = copy.deepcopy(port)
+            port.status = wanted
+            self._bump(port)
+            tx.update("port", port)
+            tx.note_port("update", before, port)
+            return port, True
+
+        return self._write(tx_, changed=lambda result: result[1])[0]
 
     # ---- routers -----------------------------------------------------------------------------------------------
 

@@ -232,6 +232,10 @@ class RemoteRegistry:
     def delete_port(self, port_id: str) -> None:
         self._delete("ports", port_id)
 
+    def update_port_status(self, port_id: str, status: str, host: str = "") -> Port:
+        body = {"port": {"status": status, "host": host}}
+        return Port.from_api(self.request("POST", f"/provnet/v1/ports/{_q(port_id)}/status", body)["port"])
+
     # routers
     def create_router(self, attrs: Mapping[str, Any]) -> Router:
         return Router.from_api(self._create("routers", "router", attrs))

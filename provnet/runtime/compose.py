@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from provnet.agents.l2 import l2_agent_from_config
 from provnet.agents.l3 import l3_agent_from_config
 from provnet.api.app import ApiService
 from provnet.config import Config, ConfigError
@@ -143,6 +144,11 @@ def bind_agent_socket(config: Config) -> socket.socket:
 def l3_agent_services(config: Config, registry: Registry | None, host: str = "") -> list[Service]:
     assert registry is not None
     return [l3_agent_from_config(config, registry, host or config.host)]
+
+
+def l2_agent_services(config: Config, registry: Registry | None, host: str = "") -> list[Service]:
+    assert registry is not None
+    return [l2_agent_from_config(config, registry, host or config.host)]
 
 
 def no_services(config: Config, registry: Registry | None) -> Sequence[Service]:
