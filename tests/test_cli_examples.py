@@ -147,7 +147,7 @@ def test_there_are_hints_and_examples_to_check():
     hints = source_hints()
     assert "provnet --state-path X lab up" not in hints  # provnetX was read as the optional state path
     assert any(h.startswith("provnet lab down") for h in hints)
-    assert any("--config-file X/provnet.conf port-list" in h for h in hints)
+    assert any("--config-file X/controller/provnet.conf port-list" in h for h in hints)
     assert len(help_examples()) > 40
 
 

@@ -80,3 +80,14 @@ def test_ipv6_addresses_do_not_break_the_ipv4_firewall() -> None:
                 fixed_ips=[FixedIP("s4", "172.16.1.121"), FixedIP("s6", "2001:db8::5")], binding_host_id="h1")
     plan = plan_host(dict([dev(dual)]), {dual.id: dual}, "h1")
     assert plan.filters[0].ips == ("172.16.1.121",)
+
+
+def test_a_port_that_moved_to_another_host_is_reported_down_once_not_forever() -> None:
+    """Two hosts' agents must not overwrite each other's report: the host the router's device left says DOWN in
+    the round it notices, and nothing after that, while the new host says ACTIVE."""
+    first = plan_host(dict([dev(ROUTER)]), PORTS, "h1")
+    assert first.status[ROUTER.id] == "ACTIVE"
+    gone = plan_host({}, PORTS, "h1", previously=first.wired.values())
+    assert gone.status[ROUTER.id] == "DOWN"
+    later = plan_host({}, PORTS, "h1", previously=gone.wired.values())
+    assert ROUTER.id not in later.status

@@ -1,5 +1,6 @@
-# The whole lab end to end, with udhcpc and with dhclient: `lab up --vms 3`, `lab check`, attacks from a VM, and
-# `lab down` leaving nothing of ours (namespaces, links, iptables rules, processes). Everything here is real.
+# The whole lab end to end, with udhcpc and with dhclient: `lab up --hosts 2 --vms 3` (the agents build the
+# dataplane), `lab check`, attacks from a VM, a kill -9 under the supervisor, `lab failover`, and `lab down` leaving
+# nothing of ours (namespaces, links, iptables rules, processes). Everything here is real.
 from __future__ import annotations
 
 import json
@@ -72,32 +73,79 @@ def lab(request, tmp_path_factory):
         for s in snapshot:  # belt and braces: never leave a namespace on the machine
             for ns in s.namespaces:
                 netns.delete_namespace(ns)
+            for ns in netns.list_namespaces():
+                if s.suffix in ns:
+                    netns.delete_namespace(ns)
 
     request.addfinalizer(cleanup)
-    up = provnet(path, "lab", "up", "--vms", "3", "--dhcp-client", client)
+    up = provnet(path, "lab", "up", "--hosts", "2", "--vms", "3", "--dhcp-client", client)
     st = lab_state.load(str(path))
     if st is not None:
         snapshot.append(st)
     assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
-    assert "[1/" in up.stderr and "phy_subnet_without_dhcp" in up.stderr  # progress shown, seed's commands run
+    assert "[1/" in up.stderr and "phy_subnet_without_dhcp" in up.stderr  # progress shown, the seed's calls
     return {"path": path, "state": st, "client": client}
+
+
+def services(lab) -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads((lab["path"] / "lab" / "services.json").read_text())["services"]}
+
+
+def ctl_cli(lab, *args: str) -> subprocess.CompletedProcess:
+    """The provnet CLI run on the controller against its API, as an operator there would."""
+    st = lab["state"]
+    return in_ns(st.controller, *PROVNET, "--url", st.api_url, *args, timeout=60)
 
 
 def test_check_passes(lab):
     res = provnet(lab["path"], "lab", "check")
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["VM", "IP", "lease", "routes", "metadata", "upstream", "cloud-init"]
-    assert all(line.split()[2:] == ["ok"] * 5 for line in lines[1:4])
+    assert lines[0].split() == ["VM", "IP", "lease", "routes", "port", "metadata", "upstream", "cloud-init",
+                                "l3-agent"]
+    assert all(line.split()[2:] == ["ok"] * 7 for line in lines[1:4])
     for vm in lab["state"].vms:
         assert f"{vm.ip} from 172.16.1.99 ({lab['client']})" in res.stdout
+        assert f"{vm.name}  port        ok    ACTIVE on {vm.host}" in res.stdout
+    assert res.stdout.count("host1's L3 agent (qrouter-") == 3  # equal load: the first host by name
+
+
+def test_vms_spread_over_the_hosts_and_active_in_port_list(lab):
+    st = lab["state"]
+    assert [vm.host for vm in st.vms] == ["host1", "host2", "host1"]
+    listed = ctl_cli(lab, "port-list", "-f", "json", "-c", "id", "-c", "status", "-c", "binding:host_id",
+                     "-c", "device_owner")
+    assert listed.returncode == 0, listed.stderr
+    ports = {p["id"]: p for p in json.loads(listed.stdout)}
+    for vm in st.vms:
+        assert (ports[vm.port_id]["status"], ports[vm.port_id]["binding:host_id"]) == ("ACTIVE", vm.host)
+    assert ports[st.router_port_id]["status"] == "ACTIVE"  # the router's device, wired by host1's L2 agent
+    agents = json.loads(ctl_cli(lab, "agent-list", "-f", "json").stdout)
+    assert sorted((a["host"], a["agent_type"], a["alive"]) for a in agents) == [
+        ("host1", "L3 agent", True), ("host1", "Open vSwitch agent", True),
+        ("host2", "L3 agent", True), ("host2", "Open vSwitch agent", True)]
+
+
+def test_the_agents_built_the_dataplane_not_the_lab(lab):
+    st = lab["state"]
+    assert not [ns for ns in st.namespaces if ns.startswith("qrouter-")]  # none of the lab's own making
+    router_ns = f"qrouter-{st.router_id}{st.host('host1').namespace_suffix}"
+    assert netns.namespace_exists(router_ns)
+    logs = lab["path"] / "lab" / "logs"
+    assert f"router {st.router_id}: namespace {router_ns}" in (logs / "host1-l3-agent.log").read_text()
+    for vm in st.vms:
+        assert f"device {vm.device} is port {vm.port_id}: ACTIVE" in (logs / f"{vm.host}-agent.log").read_text()
+        rules = in_ns(st.host(vm.host).namespace, "iptables-save", "-t", "filter").stdout
+        assert f"-s {vm.ip}/32 -m mac --mac-source {vm.mac}" in rules.lower()
 
 
 def test_status_lists_what_runs(lab):
     res = provnet(lab["path"], "lab", "status")
-    assert res.returncode == 0
-    assert "GONE" not in res.stdout and "STOPPED" not in res.stdout
-    assert f"qrouter-{lab['state'].router_id}" in res.stdout
+    assert res.returncode == 0, res.stderr
+    assert "GONE" not in res.stdout and "STOPPED" not in res.stdout and "NOT ANSWERING" not in res.stdout
+    assert f"qrouter-{lab['state'].router_id}" in res.stdout and "router1 hosted by host1" in res.stdout
+    for name in ("controller-serve", "host1-agent", "host2-l3-agent", "dhcp-server", "host1 metadata proxy"):
+        assert name in res.stdout
 
 
 def test_each_vm_gets_only_its_own_metadata(lab):
@@ -113,7 +161,7 @@ def test_each_vm_gets_only_its_own_metadata(lab):
 
 
 def test_direct_connection_to_proxy_port_is_dropped(lab):
-    vm = lab["state"].vms[0]
+    vm = lab["state"].vms[1]  # on host2: crosses the provider segment to the router on host1
     rc, _, _ = curl(vm.namespace, "http://172.16.1.2:9697/openstack/latest/meta_data.json")
     assert rc == 28, "must time out (dropped by filter INPUT), not be answered or refused"
 
@@ -141,7 +189,7 @@ def test_no_header_gets_another_vms_metadata(lab):
 
 def test_vm_with_an_address_not_its_ports_gets_no_metadata(lab):
     vm = lab["state"].vms[2]
-    # the VM adds an address that is no port's: anti-spoofing drops what it sends from it
+    # the VM adds an address that is no port's: its host's L2 agent's anti-spoofing drops what it sends from it
     assert in_ns(vm.namespace, "ip", "addr", "add", "172.16.1.60/24", "dev", "eth0").returncode == 0
     try:
         rc, _, status = curl(vm.namespace, "http://169.254.169.254/openstack/latest/meta_data.json",
@@ -149,28 +197,70 @@ def test_vm_with_an_address_not_its_ports_gets_no_metadata(lab):
         assert rc == 28 and status == 0
     finally:
         in_ns(vm.namespace, "ip", "addr", "del", "172.16.1.60/24", "dev", "eth0")
-    # a host on the segment without a port (so no port firewall) at an unknown address: the agent's 404
+    # a box on the provider segment without a port (so no port firewall) at an unknown address: the agent's 404
     st = lab["state"]
     intruder, dev = unique("pn"), "pn" + uuid.uuid4().hex[:10]
-    fabric = f"{st.suffix}-fab"
+    switch = f"{st.suffix}-sw"
     try:
         netns.ensure_namespace(intruder)
-        netns.ensure_veth(fabric, dev, intruder, "eth0")
-        netns.attach_to_bridge(fabric, dev, "br-phy")
+        netns.ensure_veth(switch, dev, intruder, "eth0")
+        netns.attach_to_bridge(switch, dev, "provider")
         netns.ensure_address(intruder, "eth0", "172.16.1.61", 24)
         netns.ensure_route(intruder, "169.254.169.254/32", "172.16.1.2")
         rc, body, status = curl(intruder, "http://169.254.169.254/openstack/latest/meta_data.json")
         assert status == 404
         assert all(v.instance_id not in body for v in st.vms)
     finally:
-        netns.delete_link(fabric, dev)
+        netns.delete_link(switch, dev)
         netns.delete_namespace(intruder)
 
 
+def _wait(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_status_tells_the_truth_after_a_kill_9(lab):
+    before = services(lab)
+    victim = before["host2-agent"]
+    os.kill(victim["pid"], signal.SIGKILL)
+    _wait(lambda: services(lab)["host2-agent"]["pid"] not in (None, victim["pid"]) and
+          services(lab)["host2-agent"]["ready"], 60, "the L2 agent restarted by the supervisor")
+    now = services(lab)["host2-agent"]
+    res = provnet(lab["path"], "lab", "status")
+    line = next(x for x in res.stdout.splitlines() if x.strip().startswith("host2-agent "))
+    assert f"pid {now['pid']}" in line and "running" in line and "1 restart(s)" in line, line
+    assert "STOPPED" not in res.stdout
+    assert provnet(lab["path"], "lab", "check").returncode == 0  # nothing flipped while it was away
+
+
+def test_failover_moves_the_router_and_every_vm_is_served_again(lab):
+    res = provnet(lab["path"], "lab", "failover", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "router1 moved from host1 to host2" in res.stdout
+    seconds = float(res.stdout.split("every VM served again after ")[1].split(" s")[0])
+    print(f"lab failover ({lab['client']}): every VM served again after {seconds:.1f} s "
+          "(agent_down_time 10 s, report_interval 3 s)")
+    checked = provnet(lab["path"], "lab", "check")
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.count("host2's L3 agent (qrouter-") == 3
+    st = lab["state"]
+    assert not netns.namespace_exists(f"qrouter-{st.router_id}{st.host('host1').namespace_suffix}")
+    assert services(lab)["host1-l3-agent"]["state"] == "running"  # started again after the failure
+
+
 def test_down_removes_everything(lab):
+    pids = [s["pid"] for s in services(lab).values() if s.get("pid")]
     res = provnet(lab["path"], "lab", "down")
     assert res.returncode == 0, res.stderr
     assert_nothing_left(lab["state"])
+    assert not [ns for ns in netns.list_namespaces() if lab["state"].suffix in ns]  # the agents' too
+    assert not [p for p in pids if Path(f"/proc/{p}").exists() and
+                Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     again = provnet(lab["path"], "lab", "down")
     assert again.returncode == 0 and "no lab" in again.stdout
 
@@ -211,6 +301,8 @@ def test_up_after_a_crash_cleans_up_first(tmp_path):
 def test_bad_input_is_refused_clearly(tmp_path):
     res = provnet(tmp_path, "lab", "up", "--vms", "0")
     assert res.returncode == 2 and "--vms must be 1..25" in res.stderr
+    res = provnet(tmp_path, "lab", "up", "--hosts", "9")
+    assert res.returncode == 2 and "--hosts must be 1..8" in res.stderr
     res = provnet(tmp_path, "lab", "up", "--dhcp-client", "pump")
     assert res.returncode == 2 and "pump" in res.stderr
     res = provnet(tmp_path, "lab", "check")

@@ -16,9 +16,22 @@ VM = Vm("vm1", "pnabc-vm1", "3f1c7e0e-1111-4a4a-9b9b-000000000001", "59bbcb56-86
 
 def test_names_fit_linux_limits_and_carry_our_prefix():
     n = Names("pn1a2b3c")
-    for link in (n.external_port, n.dhcp_port, Names.vm_port(VM.port_id), Names.router_port(VM.port_id)):
-        assert link.startswith("pn") and len(link) <= 15
-    assert n.fabric == "pn1a2b3c-fab" and n.vm(2) == "pn1a2b3c-vm2"
+    links = (n.external_port, n.dhcp_port, n.dhcp_mgmt, n.controller_mgmt, n.host_uplink(8), n.host_mgmt(8),
+             Names.tap(VM.port_id))
+    for link in links:
+        assert len(link) <= 15
+        assert link.startswith("pn") or link == "tap59bbcb56-86"
+    assert n.switch == "pn1a2b3c-sw" and n.vm(2) == "pn1a2b3c-vm2" and n.host_ns(1) == "pn1a2b3c-h1"
+    assert Names.host(2) == "host2" and n.namespace_suffix(2) == "@pn1a2b3c-h2"
+
+
+def test_hosts_and_the_spread_of_vms():
+    assert [plan.vm_host(i, 2) for i in range(1, 6)] == [1, 2, 1, 2, 1]
+    assert [plan.vm_host(i, 1) for i in range(1, 4)] == [1, 1, 1]
+    for bad in (0, -1, 9):
+        with pytest.raises(ValueError, match="--hosts must be 1..8"):
+            plan.parse_hosts(bad)
+    assert plan.api_url() == "http://10.0.0.10:9696" and plan.host_mgmt_ip(2) == "10.0.0.12"
 
 
 @pytest.mark.parametrize("bad", ["", "xx1234", "pn1234567", "pn-abc", "pn12 4"])
@@ -102,21 +115,85 @@ def test_state_round_trip_and_corrupt_file(tmp_path):
     assert state.load(str(tmp_path)) is None
 
 
-def test_a_failing_provnet_verb_stops_the_lab_with_its_message(tmp_path):
-    """The lab runs the real verbs on its own SQLite store; a refused one surfaces with the verb's own words."""
-    from provnet.lab.build import Builder, LabError, write_config
+def test_configs_are_what_deploy_md_writes(tmp_path):
+    from provnet.config import load_config
+    from provnet.lab.build import write_configs
 
-    b = Builder(str(tmp_path), 1, "udhcpc", lambda line: None)
-    b.dir.mkdir(parents=True)
-    write_config(str(tmp_path), 8775)
-    assert b.provnet_json("net-create", "n1")["name"] == "n1"
-    with pytest.raises(LabError, match="missing argument NAME"):
-        b.provnet("net-create")
-    with pytest.raises(LabError, match="Unable to find network"):
-        b.provnet("port-create", "nonexistent")
-    with pytest.raises(LabError, match="not a valid IP subnet"):
-        b.provnet("subnet-create", "n1", "300.1.1.0/24")
-    assert (tmp_path / "lab" / "provnet.sqlite").exists()  # the lab's own store, never a real one
+    confs = write_configs(tmp_path, 2, Names("pnabc"))
+    assert sorted(confs) == ["controller", "dhcp", "host1", "host2"]
+    loaded = {name: load_config([str(path)]) for name, path in confs.items()}
+    secrets = {c.get("metadata_proxy_shared_secret") for c in loaded.values() if c.get("metadata_proxy_shared_secret")}
+    assert len(secrets) == 1 and len(secrets.pop()) == 32  # one random secret, the same on every machine
+    ctl, h2 = loaded["controller"], loaded["host2"]
+    assert (ctl.get("bind_host"), ctl.get("bind_port"), ctl.get("metadata_listen")) == ("10.0.0.10", 9696, "10.0.0.10")
+    assert ctl.db_url == f"sqlite:///{tmp_path}/controller/provnet.sqlite"
+    assert (h2.get("host"), h2.get("ovs.bridge_mappings"), h2.get("l3_agent.namespace_suffix")) == (
+        "host2", {"physnet1": "br-phy"}, "@pnabc-h2")
+    assert (h2.get("nova_metadata_host"), h2.state_path) == ("10.0.0.10", str(tmp_path / "hosts" / "host2"))
+    assert all(path.stat().st_mode & 0o077 == 0 for path in confs.values())  # they hold the secret
+
+
+def test_judge_port_and_l3():
+    from provnet.model.resources import Agent, Port
+
+    vm = Vm(**{**VM.__dict__, "host": "host1"})
+    port = Port(id=vm.port_id, network_id="n", mac_address=vm.mac, binding_host_id="host1", status="ACTIVE")
+    assert check.judge_port(vm, port).ok
+    assert "DOWN" in check.judge_port(vm, Port(**{**port.__dict__, "status": "DOWN"})).detail
+    assert "bound to host2" in check.judge_port(vm, Port(**{**port.__dict__, "binding_host_id": "host2"})).detail
+    assert not check.judge_port(vm, None).ok
+    a1, a2 = Agent(id="a1", host="host1", agent_type="L3 agent"), Agent(id="a2", host="host2", agent_type="L3 agent")
+    where = {"host1": "qrouter-r@pnabc-h1", "host2": "qrouter-r@pnabc-h2"}
+    ok = check.judge_l3([a1], where, {"qrouter-r@pnabc-h1"}, {"a1", "a2"})
+    assert ok.ok and ok.detail == "host1's L3 agent (qrouter-r@pnabc-h1)"
+    assert "dead" in check.judge_l3([a1], where, {"qrouter-r@pnabc-h1"}, {"a2"}).detail
+    assert "does not exist" in check.judge_l3([a1], where, set(), {"a1"}).detail
+    assert "no L3 agent" in check.judge_l3([], where, set(), set()).detail
+    assert "2 L3 agents" in check.judge_l3([a1, a2], where, set(), {"a1", "a2"}).detail
+
+
+def test_an_older_labs_state_file_still_loads(tmp_path):
+    old = {"suffix": "pnabc", "namespaces": ["pnabc-fab"], "processes": [], "vms": [{**VM.__dict__, "host": "h"}],
+           "router_id": "r", "router_port_id": "p", "metadata_api_port": 1, "complete": True, "gone_field": 1}
+    del old["vms"][0]["host"]
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "state.json").write_text(json.dumps(old))
+    loaded = state.load(str(tmp_path))
+    assert loaded is not None and loaded.namespaces == ["pnabc-fab"] and loaded.hosts == []
+
+
+def test_supervisor_services_are_checked_and_die_with_it():
+    from provnet.lab.supervisor import ControlError, Service
+
+    s = Service.from_json({"name": "host1-agent", "argv": ["provnet", "agent"], "namespace": "pnabc-h1"})
+    assert s.command() == ["setpriv", "--pdeathsig", "TERM", "--", "nsenter", "--net=/var/run/netns/pnabc-h1",
+                           "provnet", "agent"]
+    assert Service("x", ["true"]).command() == ["setpriv", "--pdeathsig", "TERM", "--", "true"]
+    for bad in (None, [], {"name": "x"}, {"name": "", "argv": ["a"]}, {"name": "x", "argv": []},
+                {"name": "x", "argv": [1]}, {"name": "../x", "argv": ["a"]}, {"name": "x", "argv": ["a"],
+                                                                              "namespace": 3},
+                {"name": "x", "argv": ["a"], "notify": "yes"}):
+        with pytest.raises(ControlError):
+            Service.from_json(bad)
+
+
+def test_the_lab_builds_no_dataplane_of_its_own():
+    """The lab never makes a qrouter namespace, a qr- device, a metadata rule, a port firewall rule or a proxy:
+    no module of it imports the code that does (the agents run it, as on real hosts)."""
+    import ast
+    from pathlib import Path
+
+    import provnet.lab
+
+    forbidden = {"provnet.dataplane.l3", "provnet.dataplane.firewall", "provnet.dataplane.iptables",
+                 "provnet.agents"}
+    for path in Path(provnet.lab.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module \
+                else []
+            for name in names:
+                assert not any(name == f or name.startswith(f + ".") for f in forbidden), (path.name, name)
 
 
 def test_builder_rejects_bad_arguments(tmp_path):
@@ -126,3 +203,5 @@ def test_builder_rejects_bad_arguments(tmp_path):
         Builder(str(tmp_path), 1, "pump", print)
     with pytest.raises(ValueError, match="--vms"):
         Builder(str(tmp_path), 99, "udhcpc", print)
+    with pytest.raises(ValueError, match="--hosts"):
+        Builder(str(tmp_path), 1, "udhcpc", print, hosts=0)

@@ -86,7 +86,7 @@ def plan_host(devices: Mapping[str, BridgePort], ports: Mapping[str, Port], host
     L3 agent plugged here). A wired port is ACTIVE while its device is up, DOWN otherwise; it gets the firewall
     (anti-spoofing by MAC and fixed IPs, DHCP from the server allowed, DHCP serving dropped) unless it is
     network-owned. Any other tap on the bridge is blocked. A port bound here without a device, or wired here
-    before (`previously`) and gone now, is DOWN.
+    in the previous round (`previously`: port ids) and gone now, is DOWN.
     """
     by_prefix = {p.id[:PORT_ID_CHARS]: p for p in ports.values()}
     members = _members(ports.values())
@@ -324,7 +324,9 @@ class L2Agent:
                 self.missing_bridges = missing
                 self.reporter.report_soon()
         previous = self.plan
-        plan = plan_host(devices, self.ports, self.host, previous.status if previous else ())
+        # "previously": the ports wired here last round (not every port given a status: a port that left this
+        # host is reported DOWN once, never again, or two hosts would overwrite each other's report forever)
+        plan = plan_host(devices, self.ports, self.host, previous.wired.values() if previous else ())
         self.plan = plan
         await self._firewall(plan, repair)
         await self._statuses(plan)

@@ -7,26 +7,31 @@ import click
 
 from provnet.lab import plan
 
-LAB_HELP = f"""The seed's topology, live, in network namespaces on this machine (root).
+LAB_HELP = f"""The seed's deployment, live, in network namespaces on this machine (root).
 
 \b
-  fabric namespace        bridge {plan.BRIDGE}: everything below is plugged into it
+The physical world, and only that, is built by the lab:
+  hosts host1..N          each with {plan.BRIDGE} and its uplink to the provider segment, and an address on
+                          the management network ({plan.MGMT_CIDR})
+  controller              {plan.CONTROLLER_IP}, running `provnet serve` (networking API :{plan.API_PORT},
+                          metadata API :{plan.METADATA_API_PORT})
   external router         {plan.EXTERNAL_ROUTER_IP}, with {plan.UPSTREAM_CIDR} behind it
-  qrouter-<router id>     qr- port 172.16.1.2 (the subnet's gateway_ip), the L3 agent's redirect of
-                          169.254.169.254:80 to the metadata proxy on {plan.METADATA_PORT}
-  DHCP server             provnet dhcp at {plan.DHCP_SERVER_IP}, one reservation per port, routes 121/249
-  VMs                     one namespace per instance, its port's MAC, a real DHCP client, Neutron's
-                          port firewall (anti-spoofing, DHCP) where it meets the bridge
-  metadata agent and API  on this host, loopback and a unix socket
+  DHCP server's host      {plan.DHCP_SERVER_IP}, running `provnet dhcp` (a reservation per port, 121/249)
 
-The registry is made with the seed's own commands (net-create phy_net ..., subnet-create ...).
-State, config, store and logs live in <state-path>/lab (default state path {{default}}).
+On each host it runs what docs/deploy.md tells an operator to run: `provnet agent` (the L2 agent: port
+status, port firewall), `provnet metadata-agent` and `provnet l3-agent` (the qrouter- namespace, qr- port
+172.16.1.2, the metadata rules and proxy, on whichever host the router is scheduled to). It creates the
+seed's network, subnet, router, instances and ports through the API, and plugs each VM as Nova would (a
+tap device on its host's bridge), spread over the hosts. Every service runs under one supervisor that
+restarts it when it dies. State, configs, stores and logs live in <state-path>/lab (default state path
+{{default}}).
 
 \b
 Typical session:
-  provnet lab up --vms 3            # build (cleans up an earlier or crashed lab first)
-  provnet lab check                 # lease, routes, metadata, upstream, cloud-init per VM
-  provnet lab status                # what exists, what runs, how to enter a VM
+  provnet lab up --hosts 2 --vms 3  # build (cleans up an earlier or crashed lab first)
+  provnet lab check                 # per VM: lease, routes, port, metadata, upstream, cloud-init, L3 agent
+  provnet lab status                # what exists and runs now, from the machine and the live registry
+  provnet lab failover              # the router's host fails: seconds until every VM is served again
   provnet lab down                  # remove every namespace, link, rule and process
 """
 
@@ -58,35 +63,41 @@ def register(group: click.Group) -> None:
         pass
 
     @lab.command("up")
+    @click.option("--hosts", default=2, show_default=True, type=int,
+                  help=f"Number of hosts with the provider bridge, 1..{plan.MAX_HOSTS}; the VMs are spread over "
+                       "them.")
     @click.option("--vms", default=3, show_default=True, type=int,
                   help=f"Number of VMs (instances with a port each), 1..{plan.MAX_VMS}.")
     @click.option("--dhcp-client", type=click.Choice(plan.DHCP_CLIENTS), default="udhcpc", show_default=True,
                   help="DHCP client in the VMs: busybox udhcpc (as cirros) or ISC dhclient.")
     @click.pass_context
-    def up(ctx: click.Context, vms: int, dhcp_client: str) -> None:
-        """Build the lab: registry, namespaces, bridge, rules, services, VMs with leases.
+    def up(ctx: click.Context, hosts: int, vms: int, dhcp_client: str) -> None:
+        """Build the lab: the physical world, the services each machine runs, the seed through the API, VMs
+        plugged on their hosts, their leases.
 
         An earlier lab in the same state path (also one left by a crash) is removed first. Progress goes to
         stderr; on failure the message names the failed step and its log, and `provnet lab down` cleans up.
 
         \b
         Example:
-          provnet lab up --vms 3 --dhcp-client dhclient
+          provnet lab up --hosts 2 --vms 3 --dhcp-client dhclient
         """
         from provnet.lab import build
 
         _need_root()
-        try:
-            plan.parse_vms(vms)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--vms") from None
+        for value, parse, hint in ((vms, plan.parse_vms, "--vms"), (hosts, plan.parse_hosts, "--hosts")):
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from None
         path = lab_state_path(ctx)
         try:
-            state = build.up(path, vms, dhcp_client, _progress)
+            state = build.up(path, vms, dhcp_client, _progress, hosts)
         except (build.LabError, OSError, ValueError, RuntimeError) as exc:
             raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet{_sp(ctx)} lab down` "
                                        "removes what was built)") from None
-        click.echo(f"lab {state.suffix} is up: {len(state.vms)} VMs, router {state.router_id}")
+        click.echo(f"lab {state.suffix} is up: {len(state.hosts)} host(s), {len(state.vms)} VM(s), router "
+                   f"{state.router_id}")
         click.echo(f"next: provnet{_sp(ctx)} lab check")
 
     @lab.command("check")
@@ -94,7 +105,9 @@ def register(group: click.Group) -> None:
     def check(ctx: click.Context) -> None:
         """From inside each VM: its lease is its port's IP, its routes are the seed's, curl 169.254.169.254
         returns its own metadata (redirect -> proxy -> agent -> API), upstream goes via 172.16.1.1, and
-        cloud-init's OpenStack reader (/usr/bin/python3) reads it. Exits 1 if any cell fails."""
+        cloud-init's OpenStack reader (/usr/bin/python3) reads it. From the API: its port is ACTIVE on its
+        host (the L2 agent saw its device), and which host's L3 agent serves its router (alive, with the
+        router's namespace). Exits 1 if any cell fails."""
         from provnet.lab import check as lab_check
         from provnet.lab.state import load
 
@@ -115,33 +128,45 @@ def register(group: click.Group) -> None:
     @lab.command("status")
     @click.pass_context
     def status(ctx: click.Context) -> None:
-        """What the lab made: namespaces (present or gone), processes (running or not), VMs, and how to look
-        inside (`ip netns exec <vm> ip route`, the lab's provnet.conf for `provnet port-list`)."""
-        from provnet.dataplane import netns
-        from provnet.lab import procs
-        from provnet.lab.state import lab_dir, load
+        """What stands now: the lab's namespaces (the agents' qrouter- ones too) present or GONE, every
+        service under the supervisor (pid, running or STOPPED, restarts), the router's proxy, the agents and
+        the VMs' ports as the live registry has them, which host's L3 agent hosts the router, and how to look
+        inside. Read from the machine and the API, so it is true after a kill -9."""
+        from provnet.lab import status as lab_status
+        from provnet.lab.state import load
 
+        _need_root()
         path = lab_state_path(ctx)
         state = _load(load, path, _sp(ctx))
-        click.echo(f"lab {state.suffix} in {lab_dir(path)} ({'complete' if state.complete else 'INCOMPLETE'}), "
-                   f"DHCP client {state.dhcp_client}, router {state.router_id}")
-        click.echo("namespaces:")
-        for ns in state.namespaces:
-            click.echo(f"  {ns:<48} {'present' if netns.namespace_exists(ns) else 'GONE'}")
-        click.echo("processes:")
-        for p in state.processes:
-            click.echo(f"  {p.name:<24} pid {p.pid:<8} {'running' if procs.is_running(p) else 'STOPPED':<8} "
-                       f"{p.namespace or '(host)'}")
-        click.echo("VMs:")
-        for vm in state.vms:
-            click.echo(f"  {vm.name:<12} {vm.ip:<14} {vm.mac}  instance {vm.instance_id}")
-        click.echo("look inside:")
-        if state.vms:
-            click.echo(f"  ip netns exec {state.vms[0].namespace} ip route")
-            click.echo(f"  ip netns exec {state.vms[0].namespace} curl http://169.254.169.254/openstack/latest/"
-                       "meta_data.json")
-        click.echo(f"  provnet --config-file {lab_dir(path)}/provnet.conf port-list")
-        click.echo(f"  logs: {lab_dir(path)}/logs")
+        click.echo(lab_status.render_text(path, state, lab_status.snapshot(path, state)))
+
+    @lab.command("failover")
+    @click.pass_context
+    def failover(ctx: click.Context) -> None:
+        """The host whose L3 agent serves the router fails: its L3 agent is killed and its router namespace
+        goes with its proxy. Prints how long until every VM gets its own metadata again from another host
+        (agent_down_time plus at most a report interval, then the new host builds the router), then starts
+        the failed host's L3 agent again. Needs --hosts 2 or more; exits 1 if the VMs are not served again.
+
+        \b
+        Example:
+          provnet lab failover
+        """
+        from provnet.lab import failover as lab_failover
+        from provnet.lab.state import load
+        from provnet.lab.supervisor import ControlError
+
+        _need_root()
+        path = lab_state_path(ctx)
+        state = _load(load, path, _sp(ctx))
+        if not state.complete:
+            raise click.ClickException(f"the lab in {path}/lab is incomplete: run `provnet{_sp(ctx)} lab up` again")
+        try:
+            outcome = lab_failover.failover(path, state, _progress)
+        except (lab_failover.FailoverError, ControlError) as exc:
+            raise click.ClickException(f"failover: {exc}") from None
+        click.echo(f"router1 moved from {outcome.from_host} to {outcome.to_host}; every VM served again after "
+                   f"{outcome.seconds:.1f} s (the API named the new host after {outcome.router_moved_after:.1f} s)")
 
     @lab.command("down")
     @click.pass_context

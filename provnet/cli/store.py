@@ -40,8 +40,10 @@ def lab_hint(state_path: str, verb: str) -> str:
     lab = lab_dir_of(state_path)
     if lab is None:
         return ""
+    conf = lab / "controller" / "provnet.conf"  # the lab's controller holds its store
+    conf = conf if conf.exists() else lab / "provnet.conf"
     return (f"; {state_path} holds a lab, whose store, journal and sockets are in {lab}: "
-            f"provnet --config-file {lab}/provnet.conf {verb}")
+            f"provnet --config-file {conf} {verb}")
 
 
 def describe(config: Config, api_url: str | None) -> str:

@@ -38,6 +38,18 @@ def _setns(fd: int, what: str) -> None:
         raise DataplaneError(f"setns into {what}: {os.strerror(err)}")
 
 
+def enter(name: str) -> None:
+    """Move the calling thread into namespace `name` for good (a worker thread that makes its sockets there)."""
+    try:
+        target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DataplaneError(f"network namespace {name} does not exist") from None
+    try:
+        _setns(target, name)
+    finally:
+        os.close(target)
+
+
 def _netlink_socket(name: str) -> socket.socket:
     """A rtnetlink socket bound in namespace `name`: this thread enters it, opens the socket, comes back.
 

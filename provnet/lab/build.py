@@ -1,25 +1,31 @@
-# `provnet lab up`: the seed's topology in namespaces, its registry made with the seed's commands, provnet's services.
+# `provnet lab up`: the physical world of the seed in namespaces (hosts, switches, external router, DHCP server's
+# host, controller), the commands docs/deploy.md gives an operator on each of them, the seed made through the API,
+# and VMs plugged as Nova plugs them. Routers' namespaces, qr- devices, rules, firewall and proxies are the agents'.
 from __future__ import annotations
 
-import json
+import base64
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from provnet.dataplane import firewall, iptables, l3, netns
-from provnet.lab import clients, plan, procs, teardown
+from provnet.dataplane import netns
+from provnet.lab import clients, plan, supervisor, teardown
+from provnet.lab.api import ControllerApi
 from provnet.lab.plan import Names
-from provnet.lab.state import LabState, Vm, lab_dir, save
+from provnet.lab.procs import Proc, is_running, spawn
+from provnet.lab.state import Host, LabState, Vm, lab_dir, save
+from provnet.lab.supervisor import Service
+from provnet.model.resources import L3_AGENT_TYPE, OVS_AGENT_TYPE
 
 Progress = Callable[[str], None]
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+TOOLS = ("ip", "iptables-restore", "curl", "busybox", "ss", "nsenter", "setpriv")
 
 
 class LabError(RuntimeError):
@@ -34,50 +40,61 @@ def provnet_argv() -> list[str]:
     return [sys.executable, "-m", "provnet.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(state_path: str, api_port: int) -> Path:
-    """The lab's provnet.conf: its own SQLite store, socket, secret and metadata API port (loopback only).
-
-    Everything of the lab's provnet lives in <state_path>/lab, so a lab never touches a real store.
-    """
-    root = lab_dir(state_path)
-    path = root / "provnet.conf"
-    path.write_text(
-        "# Written by `provnet lab up`; every lab process reads it.\n"
-        "[DEFAULT]\n"
-        f"state_path = {root}\n"
-        f"metadata_proxy_shared_secret = {secrets.token_hex(16)}\n"
-        "metadata_listen = 127.0.0.1\n"
-        f"metadata_listen_port = {api_port}\n"
-        "nova_metadata_host = 127.0.0.1\n"
-        f"nova_metadata_port = {api_port}\n"
-        f"metadata_port = {plan.METADATA_PORT}\n"
-        "[database]\n"
-        f"connection = sqlite:///{root}/provnet.sqlite\n"
-        "[ovs]\n"
-        f"bridge_mappings = physnet1:{plan.BRIDGE}\n"
-    )
+def _conf(path: Path, sections: dict[str, dict[str, Any]], what: str) -> Path:
+    lines = [f"# Written by `provnet lab up`: {what}."]
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+    path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
 
 
+def write_configs(root: Path, hosts: int, names: Names) -> dict[str, Path]:
+    """The lab's configuration files, one per machine, as docs/deploy.md writes them (a random shared secret,
+    the controller at 10.0.0.10, short agent_down_time so a failover is quick to watch)."""
+    secret = secrets.token_hex(16)
+    common = {"metadata_proxy_shared_secret": secret, "agent_down_time": plan.AGENT_DOWN_TIME}
+    ctl = root / "controller"
+    ctl.mkdir(parents=True, exist_ok=True)
+    out = {"controller": _conf(root / "controller" / "provnet.conf", {
+        "DEFAULT": {"state_path": ctl, **common, "bind_host": plan.CONTROLLER_IP, "bind_port": plan.API_PORT,
+                    "metadata_listen": plan.CONTROLLER_IP, "metadata_listen_port": plan.METADATA_API_PORT},
+        "database": {"connection": f"sqlite:///{ctl}/provnet.sqlite"},
+    }, "the controller (provnet serve)")}
+    for i in range(1, hosts + 1):
+        name = Names.host(i)
+        state = root / "hosts" / name
+        state.mkdir(parents=True, exist_ok=True)
+        out[name] = _conf(state / "provnet.conf", {
+            "DEFAULT": {"state_path": state, "host": name, **common, "nova_metadata_host": plan.CONTROLLER_IP,
+                        "nova_metadata_port": plan.METADATA_API_PORT, "metadata_port": plan.METADATA_PORT},
+            "ovs": {"bridge_mappings": f"{plan.PHYSNET}:{plan.BRIDGE}"},
+            "agent": {"report_interval": plan.REPORT_INTERVAL},
+            "l3_agent": {"namespace_suffix": names.namespace_suffix(i)},
+        }, f"{name} (provnet agent, provnet metadata-agent, provnet l3-agent)")
+    dhcp = root / "dhcp"
+    dhcp.mkdir(parents=True, exist_ok=True)
+    out["dhcp"] = _conf(dhcp / "provnet.conf", {"DEFAULT": {"state_path": dhcp}},
+                        "the DHCP server's host (provnet dhcp)")
+    return out
+
+
 class Builder:
-    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress) -> None:
+    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2) -> None:
         self.state_path = state_path
         self.dir = lab_dir(state_path)
         self.vms = plan.parse_vms(vms)
+        self.host_count = plan.parse_hosts(hosts)
         if dhcp_client not in plan.DHCP_CLIENTS:
             raise ValueError(f"--dhcp-client must be one of {', '.join(plan.DHCP_CLIENTS)}, got {dhcp_client!r}")
         self.progress = progress
         self.names = Names("pn" + secrets.token_hex(3))
-        self.state = LabState(suffix=self.names.suffix, dhcp_client=dhcp_client)
-        self.conf = self.dir / "provnet.conf"
-        longest = self.dir / "proxy-status.sock"
+        self.state = LabState(suffix=self.names.suffix, dhcp_client=dhcp_client, controller=self.names.controller,
+                              api_url=plan.api_url(), metadata_api_port=plan.METADATA_API_PORT)
+        self.confs: dict[str, Path] = {}
+        self.api: ControllerApi | None = None
+        longest = self.dir / "hosts" / Names.host(plan.MAX_HOSTS) / "metadata_proxy"
         if len(str(longest).encode()) > MAX_UNIX_PATH:
             raise ValueError(f"state path too long for unix sockets ({longest} is over {MAX_UNIX_PATH} bytes): "
                              "give a shorter --state-path")
@@ -92,51 +109,47 @@ class Builder:
             self._save()  # recorded before it exists: a crash right after still cleans it up
         netns.ensure_namespace(name)
 
-    def _spawn(self, name: str, argv: Sequence[str], namespace: str | None = None) -> procs.Proc:
-        proc = procs.spawn(name, argv, self.dir / "logs", namespace)
-        self.state.processes.append(proc)
-        self._save()
-        return proc
+    def service(self, name: str, argv: list[str], namespace: str | None, notify: bool = True) -> None:
+        supervisor.request(self.dir, {"op": "add", "service": Service(name, argv, namespace, notify).to_json()})
 
-    def provnet(self, *args: str) -> str:
-        """Run one `provnet` verb against the lab's store, as an operator's shell would, and return its stdout."""
-        self.progress("  $ provnet " + " ".join(args))
-        done = subprocess.run([*provnet_argv(), "--config-file", str(self.conf), *args], capture_output=True,
-                              text=True, env=procs.inherited_env(), timeout=120)
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise LabError(f"`provnet {' '.join(args)}` failed: {reason}")
-        return done.stdout
-
-    def provnet_json(self, *args: str) -> dict:
-        out = self.provnet(*args, "-f", "json")
-        return json.loads(out[out.index("{"):])
+    def provnet(self, conf: Path, *verb: str) -> list[str]:
+        return [*provnet_argv(), "--config-file", str(conf), *verb]
 
     # ---- steps ----
     def run(self) -> LabState:
+        n = self.host_count
         steps: list[tuple[str, Callable[[], None]]] = [
             ("clean up a previous lab", self.clean),
-            ("write config and DHCP client script", self.files),
-            ("create the registry with the seed's commands", self.registry),
-            (f"fabric namespace {self.names.fabric} with bridge {plan.BRIDGE}", self.fabric),
-            (f"external router {plan.EXTERNAL_ROUTER_IP} ({self.names.external}), upstream host {plan.UPSTREAM_IP}",
-             self.external),
-            ("router namespace, qr- port 172.16.1.2, metadata rules", self.router),
-            ("metadata API, metadata agent, metadata proxy", self.metadata),
-            (f"DHCP server {plan.DHCP_SERVER_IP} ({self.names.dhcp})", self.dhcp),
-            (f"{self.vms} VM namespaces with port firewall rules", self.vm_namespaces),
+            ("configuration files (controller, hosts, DHCP server's host) and the DHCP client script", self.files),
+            (f"the physical world: provider segment and management network, controller, {n} host(s) with "
+             f"{plan.BRIDGE}, external router {plan.EXTERNAL_ROUTER_IP}, upstream {plan.UPSTREAM_IP}, the DHCP "
+             "server's host", self.world),
+            ("the lab's supervisor (every service below runs under it)", self.supervise),
+            (f"controller: `provnet serve` (networking API {plan.api_url()}, metadata API "
+             f"{plan.CONTROLLER_IP}:{plan.METADATA_API_PORT})", self.controller),
+            ("each host: `provnet agent`, `provnet metadata-agent`, `provnet l3-agent` (docs/deploy.md)",
+             self.agents),
+            (f"the seed through the API: phy_net, its subnet, router1 and {self.vms} instance(s) with ports",
+             self.registry),
+            (f"the DHCP server {plan.DHCP_SERVER_IP} on its host, the upstream web server", self.dhcp),
+            (f"{self.vms} VM(s) plugged as Nova plugs them (tap devices on their hosts' bridges)", self.plug),
+            ("the router's L3 agent serving metadata", self.router),
             (f"DHCP clients ({self.state.dhcp_client}) and leases", self.leases),
         ]
-        for i, (title, step) in enumerate(steps, 1):
-            started = time.monotonic()
-            self.progress(f"[{i}/{len(steps)}] {title}")
-            try:
-                step()
-            except LabError:
-                raise
-            except Exception as exc:  # netlink, iptables, a tool: name the step, keep the tool's words
-                raise LabError(f"step {i} ({title}): {type(exc).__name__}: {exc}") from exc
-            self.progress(f"      done in {time.monotonic() - started:.1f}s")
+        try:
+            for i, (title, step) in enumerate(steps, 1):
+                started = time.monotonic()
+                self.progress(f"[{i}/{len(steps)}] {title}")
+                try:
+                    step()
+                except LabError:
+                    raise
+                except Exception as exc:  # netlink, the API, a tool: name the step, keep the tool's words
+                    raise LabError(f"step {i} ({title}): {type(exc).__name__}: {exc}") from exc
+                self.progress(f"      done in {time.monotonic() - started:.1f}s")
+        finally:
+            if self.api is not None:
+                self.api.close()
         self.state.complete = True
         self._save()
         return self.state
@@ -157,107 +170,163 @@ class Builder:
         self._save()
 
     def files(self) -> None:
-        self.state.metadata_api_port = free_port()
-        write_config(self.state_path, self.state.metadata_api_port)
+        self.confs = write_configs(self.dir, self.host_count, self.names)
+        for i in range(1, self.host_count + 1):
+            name = Names.host(i)
+            self.state.hosts.append(Host(name, self.names.host_ns(i), plan.host_mgmt_ip(i),
+                                         self.names.namespace_suffix(i), str(self.dir / "hosts" / name)))
         clients.write_client_files(self.dir)
         (self.dir / "www" / "index.html").write_text("upstream ok: you came through the external router\n")
         self._save()
 
-    def registry(self) -> None:
-        self.provnet(*plan.SEED_NET)
-        self.provnet(*plan.SEED_SUBNET)
-        self.provnet(*plan.SEED_HOST_ROUTE)
-        self.state.router_id = self.provnet_json(*plan.SEED_ROUTER)["id"]
-        self.provnet(*plan.SEED_INTERFACE)
-        router_ports = json.loads(self.provnet("port-list", "--device_id", self.state.router_id, "-f", "json"))
-        if len(router_ports) != 1:
-            raise LabError(f"expected one router interface port, found {len(router_ports)}")
-        self.state.router_port_id = router_ports[0]["id"]
-        for i in range(1, self.vms + 1):
-            vm = self.names.vm(i)
-            port = self.provnet_json("port-create", "phy_net", "--name", f"{vm}-port")
-            user_data = f"#!/bin/sh\necho 'hello from {vm}, user data {secrets.token_hex(4)}'\n"
-            ud_file = self.dir / "user-data" / f"{vm}.sh"
-            ud_file.write_text(user_data)
-            instance = self.provnet_json("instance-create", vm, "--user-data", str(ud_file),
-                                         "--port", port["id"], "--property", f"lab={self.names.suffix}")
-            self.state.vms.append(Vm(vm, vm, instance["id"], port["id"], port["mac_address"],
-                                     port["fixed_ips"][0]["ip_address"], Names.vm_port(port["id"]), user_data))
-        self._save()
-
-    def fabric(self) -> None:
-        self._namespace(self.names.fabric)
-        netns.ensure_bridge(self.names.fabric, plan.BRIDGE)
-        netns.set_sysctl(self.names.fabric, "net.bridge.bridge-nf-call-iptables", "1")
-
-    def external(self) -> None:
-        """The external router (172.16.1.1, forwarding) and an upstream host behind it on 198.51.100.0/24."""
-        ns, up = self.names.external, self.names.upstream
-        self._namespace(ns)
-        netns.ensure_veth(self.names.fabric, self.names.external_port, ns, "eth0")
-        netns.attach_to_bridge(self.names.fabric, self.names.external_port, plan.BRIDGE)
-        netns.ensure_address(ns, "eth0", plan.EXTERNAL_ROUTER_IP, 24)
-        netns.set_sysctl(ns, "net.ipv4.ip_forward", "1")
+    def world(self) -> None:
+        sw = self.names.switch
+        self._namespace(sw)
+        netns.ensure_bridge(sw, plan.PROVIDER_SWITCH)
+        netns.ensure_bridge(sw, plan.MGMT_SWITCH)
+        # the controller, on the management network only
+        ctl = self.names.controller
+        self._namespace(ctl)
+        self._cable(ctl, "eth0", self.names.controller_mgmt, plan.MGMT_SWITCH)
+        netns.ensure_address(ctl, "eth0", plan.CONTROLLER_IP, 24)
+        # the hosts: management on eth0, the provider bridge with its uplink eth1 to the provider segment
+        for i, host in enumerate(self.state.hosts, 1):
+            self._namespace(host.namespace)
+            self._cable(host.namespace, "eth0", self.names.host_mgmt(i), plan.MGMT_SWITCH)
+            netns.ensure_address(host.namespace, "eth0", host.mgmt_ip, 24)
+            netns.ensure_bridge(host.namespace, plan.BRIDGE)
+            self._cable(host.namespace, "eth1", self.names.host_uplink(i), plan.PROVIDER_SWITCH)
+            netns.attach_to_bridge(host.namespace, "eth1", plan.BRIDGE)
+        # the external router (forwards between the segment and the upstream network) and a host behind it
+        ext, up = self.names.external, self.names.upstream
+        self._namespace(ext)
+        self._cable(ext, "eth0", self.names.external_port, plan.PROVIDER_SWITCH)
+        netns.ensure_address(ext, "eth0", plan.EXTERNAL_ROUTER_IP, 24)
+        netns.set_sysctl(ext, "net.ipv4.ip_forward", "1")
         self._namespace(up)
-        netns.ensure_veth(ns, "upstream0", up, "eth0")
-        netns.ensure_address(ns, "upstream0", plan.UPSTREAM_ROUTER_IP, 24)
+        netns.ensure_veth(ext, "upstream0", up, "eth0")
+        netns.ensure_address(ext, "upstream0", plan.UPSTREAM_ROUTER_IP, 24)
         netns.ensure_address(up, "eth0", plan.UPSTREAM_IP, 24)
         netns.ensure_route(up, "0.0.0.0/0", plan.UPSTREAM_ROUTER_IP)
-        self._spawn("upstream-httpd", ["busybox", "httpd", "-f", "-v", "-p", f"{plan.UPSTREAM_IP}:80",
-                                       "-h", str(self.dir / "www")], up)
+        # the DHCP server's host: on the segment at .99, and on the management network to reach the API
+        dhcp = self.names.dhcp
+        self._namespace(dhcp)
+        self._cable(dhcp, "eth0", self.names.dhcp_port, plan.PROVIDER_SWITCH)
+        netns.ensure_address(dhcp, "eth0", plan.DHCP_SERVER_IP, 24)
+        self._cable(dhcp, "eth1", self.names.dhcp_mgmt, plan.MGMT_SWITCH)
+        netns.ensure_address(dhcp, "eth1", plan.DHCP_HOST_MGMT_IP, 24)
 
-    def router(self) -> None:
-        port = json.loads(self.provnet("port-show", self.state.router_port_id, "-f", "json"))
-        ns = l3.router_namespace(self.state.router_id)
-        if ns not in self.state.namespaces:
-            self.state.namespaces.append(ns)
-            self._save()
-        l3.plug_router_port(self.state.router_id, port["id"], port["mac_address"], plan.CIDR,
-                            port["fixed_ips"][0]["ip_address"], self.names.fabric, plan.BRIDGE,
-                            Names.router_port(port["id"]), plan.METADATA_PORT)
-        # metadata only, as in the seed: L3 goes through the external router, so this namespace never forwards
-        # (explicit, in case the host makes new namespaces inherit its own forwarding setting)
-        netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
+    def _cable(self, namespace: str, ifname: str, switch_port: str, switch: str) -> None:
+        netns.ensure_veth(self.names.switch, switch_port, namespace, ifname)
+        netns.attach_to_bridge(self.names.switch, switch_port, switch)
 
-    def metadata(self) -> None:
-        api = self._spawn("metadata-api", [*provnet_argv(), "--config-file", str(self.conf), "metadata-api"])
-        agent = self._spawn("metadata-agent", [*provnet_argv(), "--config-file", str(self.conf), "metadata-agent"])
-        ns = l3.router_namespace(self.state.router_id)
-        proxy = self._spawn("metadata-proxy", [
-            *provnet_argv(), "--config-file", str(self.conf), "metadata-proxy", "--router-id",
-            self.state.router_id, "--port", str(plan.METADATA_PORT),
-            "--socket", str(self.dir / "metadata_proxy"), "--status-socket", str(self.dir / "proxy-status.sock")], ns)
-        self._wait(api, lambda: _http_ok(f"http://127.0.0.1:{self.state.metadata_api_port}/healthz"))
-        self._wait(agent, lambda: (self.dir / "metadata_proxy").exists())
-        self._wait(proxy, lambda: _listening(ns, "tcp", plan.METADATA_PORT))
+    def supervise(self) -> None:
+        proc = spawn("supervisor", [sys.executable, "-m", "provnet.lab.supervisor", str(self.dir)],
+                     self.dir / "logs")
+        self.state.processes.append(proc)
+        self._save()
+        self._wait(lambda: (self.dir / supervisor.CONTROL).exists(), proc, "the lab's supervisor", 30)
+
+    def controller(self) -> None:
+        self.service("controller-serve", self.provnet(self.confs["controller"], "serve"), self.names.controller)
+        self.api = ControllerApi(self.names.controller, plan.api_url())
+        self._wait_service("controller-serve")
+        self._wait(lambda: _answers(self.api), None, "the networking API", 30)
+
+    def agents(self) -> None:
+        url = ["--url", plan.api_url()]
+        for host in self.state.hosts:
+            conf = self.confs[host.name]
+            for verb in ("agent", "metadata-agent", "l3-agent"):
+                self.service(f"{host.name}-{verb}", [*self.provnet(conf, *url, verb)], host.namespace)
+        for host in self.state.hosts:
+            for verb in ("agent", "metadata-agent", "l3-agent"):
+                self._wait_service(f"{host.name}-{verb}")
+        api = self.api
+        assert api is not None
+        want = {(h.name, t) for h in self.state.hosts for t in (OVS_AGENT_TYPE, L3_AGENT_TYPE)}
+        self._wait(lambda: want <= {(a.host, a.agent_type) for a in api.list_agents({"alive": ["true"]})}, None,
+                   "every host's L2 and L3 agent reporting", 60)
+        self.progress(f"      agents alive: {len(want)} ({', '.join(sorted(h.name for h in self.state.hosts))})")
+
+    def _api(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        self.progress(f"  API: {what}")
+        return fn(*args)
+
+    def registry(self) -> None:
+        api = self.api
+        assert api is not None
+        net = self._api(f"create network phy_net (the seed's `{' '.join(plan.SEED_NET)}`)", api.create_network,
+                        plan.SEED_NETWORK_BODY)
+        subnet = self._api(f"create subnet phy_subnet_without_dhcp (`{' '.join(plan.SEED_SUBNET)}`)",
+                           api.create_subnet, {**plan.SEED_SUBNET_BODY, "network_id": net.id})
+        self._api(f"add the host route 0.0.0.0/0 via {plan.EXTERNAL_ROUTER_IP}", api.update_subnet, subnet.id,
+                  plan.SEED_HOST_ROUTES)
+        router = self._api("create router1", api.create_router, plan.SEED_ROUTER_BODY)
+        body = self._api("add router1's interface on phy_subnet_without_dhcp (scheduled to an L3 agent)",
+                         api.add_router_interface, router.id, subnet.id)
+        self.state.router_id, self.state.router_port_id = router.id, body["port_id"]
+        for i in range(1, self.vms + 1):
+            vm = self.names.vm(i)
+            host = Names.host(plan.vm_host(i, self.host_count))
+            user_data = f"#!/bin/sh\necho 'hello from {vm}, user data {secrets.token_hex(4)}'\n"
+            (self.dir / "user-data" / f"{vm}.sh").write_text(user_data)
+            instance = self._api(f"create instance {vm}", api.create_instance, {
+                "name": vm, "user_data": base64.b64encode(user_data.encode()).decode(),
+                "metadata": {"lab": self.names.suffix}})
+            port = self._api(f"create {vm}'s port on {host} (device_id {instance.id[:8]}..., binding:host_id {host})",
+                             api.create_port, {"network_id": net.id, "name": f"{vm}-port", "device_id": instance.id,
+                                               "device_owner": "compute:nova", "binding:host_id": host})
+            if port.binding_vif_type != "ovs":
+                raise LabError(f"{vm}'s port did not bind on {host}: {port.binding_failure_reason}")
+            self.state.vms.append(Vm(vm, vm, instance.id, port.id, port.mac_address, port.fixed_ips[0].ip_address,
+                                     Names.tap(port.id), user_data, host))
+        self._save()
 
     def dhcp(self) -> None:
-        ns = self.names.dhcp
-        self._namespace(ns)
-        netns.ensure_veth(self.names.fabric, self.names.dhcp_port, ns, "eth0")
-        netns.attach_to_bridge(self.names.fabric, self.names.dhcp_port, plan.BRIDGE)
-        netns.ensure_address(ns, "eth0", plan.DHCP_SERVER_IP, 24)
-        server = self._spawn("dhcp-server", [*provnet_argv(), "--config-file", str(self.conf), "dhcp",
-                                             "--interface", "eth0", "--network", "phy_net"], ns)
-        self._wait(server, lambda: _listening(ns, "udp", 67))
+        self.service("dhcp-server", self.provnet(self.confs["dhcp"], "--url", plan.api_url(), "dhcp", "--interface",
+                                                 "eth0", "--network", "phy_net"), self.names.dhcp)
+        self.service("upstream-httpd", ["busybox", "httpd", "-f", "-v", "-p", f"{plan.UPSTREAM_IP}:80", "-h",
+                                        str(self.dir / "www")], self.names.upstream, notify=False)
+        self._wait_service("dhcp-server")
+        self._wait(lambda: _listening(self.names.dhcp, "udp", 67), None, "the DHCP server on udp 67", 20)
 
-    def vm_namespaces(self) -> None:
+    def plug(self) -> None:
+        """What Nova's libvirt driver does on each VM's host: the guest's device, `tap<port id>` with the port's
+        MAC on the guest side, plugged into the host's bridge. Nothing else: the L2 agent does the rest."""
         for vm in self.state.vms:
+            host = self.state.host(vm.host)
             self._namespace(vm.namespace)
-            netns.ensure_veth(self.names.fabric, vm.device, vm.namespace, "eth0", mac=vm.mac)
-        self.apply_firewall()
+            netns.ensure_veth(host.namespace, vm.device, vm.namespace, "eth0", mac=vm.mac)
+            netns.attach_to_bridge(host.namespace, vm.device, plan.BRIDGE)
+        api = self.api
+        assert api is not None
+        ids = [vm.port_id for vm in self.state.vms]
+        self._wait(lambda: all(p.status == "ACTIVE" for p in api.list_ports({"id": ids})) and
+                   len(api.list_ports({"id": ids})) == len(ids), None, "every VM's port ACTIVE (the L2 agents)", 30)
         for vm in self.state.vms:
-            netns.attach_to_bridge(self.names.fabric, vm.device, plan.BRIDGE)
+            self.progress(f"      {vm.name} on {vm.host}: {vm.device}, port ACTIVE")
 
-    def apply_firewall(self) -> None:
-        members = tuple(vm.ip for vm in self.state.vms)
-        ports = [firewall.PortFilter(vm.device, vm.mac, (vm.ip,), members) for vm in self.state.vms]
-        iptables.apply(self.names.fabric, firewall.firewall_ruleset(ports))
+    def router(self) -> None:
+        api = self.api
+        assert api is not None
+        hosting: list = []
+
+        def served() -> bool:
+            hosting[:] = api.list_l3_agents_hosting_router(self.state.router_id)
+            if not hosting:
+                return False
+            host = self.state.host(hosting[0].host)
+            ns = f"qrouter-{self.state.router_id}{host.namespace_suffix}"
+            return netns.namespace_exists(ns) and _listening(ns, "tcp", plan.METADATA_PORT)
+
+        self._wait(served, None, "the router's namespace and metadata proxy (the L3 agent)", 60)
+        self.progress(f"      router1 hosted by the L3 agent on {hosting[0].host}")
 
     def leases(self) -> None:
         for vm in self.state.vms:
             argv = clients.client_argv(self.state.dhcp_client, self.dir, vm.name)
-            self._spawn(f"{vm.name}-{self.state.dhcp_client}", argv, vm.namespace)
+            self.service(f"{vm.name}-{self.state.dhcp_client}", argv, vm.namespace, notify=False)
         deadline = time.monotonic() + 30
         waiting = list(self.state.vms)
         while waiting and time.monotonic() < deadline:
@@ -272,25 +341,45 @@ class Builder:
             self.progress(f"      {vm.name}: {lease.get('ip')} from {lease.get('server') or '?'} "
                           f"(port {vm.ip}, mac {vm.mac})")
 
-    def _wait(self, proc: procs.Proc, ready: Callable[[], bool], timeout: float = 20) -> None:
+    # ---- waiting ----
+    def _wait_service(self, name: str, timeout: float = 60) -> None:
+        def ready() -> bool:
+            row = next((s for s in supervisor.request(self.dir, {"op": "status"})["services"] if s["name"] == name),
+                       None)
+            if row is None:
+                return False
+            if row["state"] == "failed":
+                raise LabError(f"{name} could not start ({row['failed']}); its log "
+                               f"{self.dir / 'logs' / (name + '.log')}:\n{_tail(self.dir / 'logs' / (name + '.log'))}")
+            return bool(row["ready"])
+
+        self._wait(ready, None, name, timeout, log=self.dir / "logs" / f"{name}.log")
+
+    def _wait(self, ready: Callable[[], bool], proc: Proc | None, what: str, timeout: float,
+              log: Path | None = None) -> None:
         deadline = time.monotonic() + timeout
+        last: Exception | None = None
         while time.monotonic() < deadline:
-            if ready():
-                return
-            if not procs.is_running(proc):
+            try:
+                if ready():
+                    return
+            except LabError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - not there yet (the API starting...): try again
+                last = exc
+            if proc is not None and not is_running(proc):
                 break
             time.sleep(0.1)
-        tail = _tail(Path(proc.log))
-        state = "exited" if not procs.is_running(proc) else f"not ready after {timeout:.0f}s"
-        raise LabError(f"{proc.name} {state}; {proc.log}:\n{tail}")
+        log = log or (Path(proc.log) if proc is not None else None)
+        detail = f"; last error: {last}" if last else ""
+        where = f"; {log}:\n{_tail(log)}" if log else f" (logs in {self.dir / 'logs'})"
+        raise LabError(f"{what}: not ready after {timeout:.0f}s{detail}{where}")
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+def _answers(api: ControllerApi | None) -> bool:
+    assert api is not None
+    api.revision()
+    return True
 
 
 def _listening(namespace: str, proto: str, port: int) -> bool:
@@ -307,11 +396,11 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def up(state_path: str, vms: int, dhcp_client: str, progress: Progress) -> LabState:
+def up(state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2) -> LabState:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
-    missing = [t for t in ("ip", "iptables-restore", "curl", "busybox", "ss",
-                           *(("dhclient",) if dhcp_client == "dhclient" else ())) if shutil.which(t) is None]
+    missing = [t for t in (*TOOLS, *(("dhclient",) if dhcp_client == "dhclient" else ()))
+               if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    return Builder(state_path, vms, dhcp_client, progress).run()
+    return Builder(state_path, vms, dhcp_client, progress, hosts).run()

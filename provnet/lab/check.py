@@ -1,4 +1,5 @@
-# `provnet lab check`: from inside each VM namespace, prove lease, routes, own metadata, upstream and cloud-init.
+# `provnet lab check`: from inside each VM namespace, prove lease, routes, own metadata, upstream and cloud-init; from
+# the controller's API, that each VM's port is ACTIVE on its host and which host's L3 agent serves its router.
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ from pathlib import Path
 
 from provnet.dataplane import netns
 from provnet.lab import clients, plan
+from provnet.lab.api import ControllerApi
 from provnet.lab.state import LabState, Vm, lab_dir
+from provnet.model.resources import Agent, Port
 
 METADATA = "http://169.254.169.254"
-COLUMNS = ("lease", "routes", "metadata", "upstream", "cloud-init")
+COLUMNS = ("lease", "routes", "port", "metadata", "upstream", "cloud-init", "l3-agent")
 
 # Run by /usr/bin/python3 (where Debian's cloud-init lives) inside the VM namespace: cloud-init's own
 # OpenStack reader, the code a real VM runs at boot, reads the metadata and prints what it found.
@@ -97,6 +100,31 @@ def judge_upstream(http: tuple[int, str], route_get: str) -> Result:
     return Result(True, f"{plan.UPSTREAM_IP} via {plan.EXTERNAL_ROUTER_IP}")
 
 
+def judge_port(vm: Vm, port: Port | None) -> Result:
+    if port is None:
+        return Result(False, f"port {vm.port_id} is gone")
+    if port.binding_host_id != vm.host:
+        return Result(False, f"port bound to {port.binding_host_id or 'no host'}, the VM runs on {vm.host}")
+    if port.status != "ACTIVE":
+        return Result(False, f"port {port.status} (its host's L2 agent has not seen {vm.device} up)")
+    return Result(True, f"ACTIVE on {vm.host} ({vm.device})")
+
+
+def judge_l3(agents: list[Agent], namespace_of: dict[str, str], present: set[str], alive: set[str]) -> Result:
+    """Which host's L3 agent serves the router: exactly one, alive, with the router's namespace on its host."""
+    if not agents:
+        return Result(False, "no L3 agent hosts the router")
+    if len(agents) > 1:
+        return Result(False, f"hosted by {len(agents)} L3 agents: {', '.join(a.host for a in agents)}")
+    host = agents[0].host
+    if agents[0].id not in alive:
+        return Result(False, f"hosted by {host}'s L3 agent, which is dead")
+    ns = namespace_of.get(host, "")
+    if ns not in present:
+        return Result(False, f"hosted by {host}'s L3 agent, but {ns or 'its namespace'} does not exist")
+    return Result(True, f"{host}'s L3 agent ({ns})")
+
+
 def judge_cloud_init(vm: Vm, proc: subprocess.CompletedProcess) -> Result:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -112,7 +140,7 @@ def judge_cloud_init(vm: Vm, proc: subprocess.CompletedProcess) -> Result:
 
 # ---- the shell: gather from the namespaces ----
 
-def check_vm(state_path: str, vm: Vm) -> dict[str, Result]:
+def check_vm(state_path: str, vm: Vm, port: Result, l3: Result) -> dict[str, Result]:
     lease_file = lab_dir(state_path) / "leases" / f"{vm.namespace}.lease"
     if not netns.namespace_exists(vm.namespace):
         gone = Result(False, f"namespace {vm.namespace} missing")
@@ -120,6 +148,7 @@ def check_vm(state_path: str, vm: Vm) -> dict[str, Result]:
     out: dict[str, Result] = {}
     out["lease"] = judge_lease(vm, clients.read_lease(lease_file), netns.ipv4_addresses(vm.namespace, "eth0"))
     out["routes"] = judge_routes(vm, netns.ipv4_routes(vm.namespace))
+    out["port"] = port
     out["metadata"] = judge_metadata(vm, curl(vm.namespace, f"{METADATA}/openstack/latest/meta_data.json"),
                                      curl(vm.namespace, f"{METADATA}/openstack/latest/user_data"),
                                      curl(vm.namespace, f"{METADATA}/latest/meta-data/instance-id"))
@@ -127,12 +156,32 @@ def check_vm(state_path: str, vm: Vm) -> dict[str, Result]:
     out["upstream"] = judge_upstream(curl(vm.namespace, f"http://{plan.UPSTREAM_IP}/"), route_get)
     out["cloud-init"] = judge_cloud_init(vm, run_in(vm.namespace, ["/usr/bin/python3", "-c", CLOUD_INIT_READER],
                                                     timeout=40))
+    out["l3-agent"] = l3
     return out
+
+
+def hosting(api: ControllerApi, state: LabState) -> Result:
+    """The router's L3 agent, judged from the API and the namespaces on this machine."""
+    agents = api.list_l3_agents_hosting_router(state.router_id)
+    alive = {a.id for a in api.list_agents({"alive": ["true"]})}
+    namespace_of = {h.name: f"qrouter-{state.router_id}{h.namespace_suffix}" for h in state.hosts}
+    return judge_l3(agents, namespace_of, set(netns.list_namespaces()), alive)
 
 
 def check(state_path: str, state: LabState) -> tuple[bool, str]:
     """All VMs' results as a table, and whether every cell passed."""
-    rows = [(vm, check_vm(state_path, vm)) for vm in state.vms]
+    api = ControllerApi(state.controller, state.api_url)
+    try:
+        try:
+            ports = {p.id: p for p in api.list_ports({"id": [vm.port_id for vm in state.vms]})}
+            port_of = {vm.name: judge_port(vm, ports.get(vm.port_id)) for vm in state.vms}
+            l3 = hosting(api, state)
+        except Exception as exc:  # noqa: BLE001 - the API is down: every cell that needs it says so
+            l3 = Result(False, f"the API at {state.api_url} does not answer: {exc}")
+            port_of = {vm.name: l3 for vm in state.vms}
+        rows = [(vm, check_vm(state_path, vm, port_of[vm.name], l3)) for vm in state.vms]
+    finally:
+        api.close()
     return all(r.ok for _, res in rows for r in res.values()), render(rows)
 
 

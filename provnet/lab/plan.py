@@ -26,6 +26,35 @@ SEED_HOST_ROUTE = ["subnet-update", "phy_subnet_without_dhcp", "--host-route",
 SEED_ROUTER = ["router-create", "router1"]
 SEED_INTERFACE = ["router-interface-add", "router1", "phy_subnet_without_dhcp"]
 
+# The same, as the API calls the lab makes (the controller's networking API, as an operator's client would).
+SEED_NETWORK_BODY = {"name": "phy_net", "router:external": True, "provider:network_type": "flat",
+                     "provider:physical_network": "physnet1"}
+SEED_SUBNET_BODY = {"name": "phy_subnet_without_dhcp", "cidr": "172.16.1.101/24", "ip_version": 4,
+                    "gateway_ip": "172.16.1.2", "enable_dhcp": False,
+                    "allocation_pools": [{"start": "172.16.1.102", "end": "172.16.1.126"}]}
+SEED_HOST_ROUTES = {"host_routes": [{"destination": "0.0.0.0/0", "nexthop": EXTERNAL_ROUTER_IP}]}
+SEED_ROUTER_BODY = {"name": "router1"}
+
+
+# The management network (the controller's API and metadata API; hosts and the DHCP server's host reach them there).
+MGMT_CIDR = "10.0.0.0/24"
+CONTROLLER_IP = "10.0.0.10"
+DHCP_HOST_MGMT_IP = "10.0.0.9"
+API_PORT = 9696
+METADATA_API_PORT = 8775
+MAX_HOSTS = 8
+PHYSNET = "physnet1"
+AGENT_DOWN_TIME = 10.0  # seconds: short, so `lab failover` shows a router moving in the time of a demo
+REPORT_INTERVAL = 3.0
+
+
+def host_mgmt_ip(index: int) -> str:
+    return f"10.0.0.{10 + index}"
+
+
+def api_url() -> str:
+    return f"http://{CONTROLLER_IP}:{API_PORT}"
+
 
 @dataclass(frozen=True)
 class Names:
@@ -37,9 +66,15 @@ class Names:
         if not (self.suffix.startswith("pn") and 3 <= len(self.suffix) <= 8 and self.suffix.isalnum()):
             raise ValueError(f"lab suffix must be 'pn' + up to 6 letters/digits, got {self.suffix!r}")
 
+    # namespaces: the physical world
     @property
-    def fabric(self) -> str:
-        return f"{self.suffix}-fab"
+    def switch(self) -> str:
+        """The switches: `provider` (the provider segment) and `mgmt` (the management network)."""
+        return f"{self.suffix}-sw"
+
+    @property
+    def controller(self) -> str:
+        return f"{self.suffix}-ctl"
 
     @property
     def external(self) -> str:
@@ -53,26 +88,63 @@ class Names:
     def dhcp(self) -> str:
         return f"{self.suffix}-dhcp"
 
+    def host_ns(self, index: int) -> str:
+        return f"{self.suffix}-h{index}"
+
+    @staticmethod
+    def host(index: int) -> str:
+        """The host's name (its agents' `host`, ports' binding:host_id)."""
+        return f"host{index}"
+
+    def namespace_suffix(self, index: int) -> str:
+        """[l3_agent] namespace_suffix of host `index`: several hosts' agents share this machine."""
+        return f"@{self.suffix}-h{index}"
+
     def vm(self, index: int) -> str:
         return f"{self.suffix}-vm{index}"
 
-    # bridge-side veth ends in the fabric namespace (<= 15 characters)
+    # switch-side veth ends (<= 15 characters)
+    def host_uplink(self, index: int) -> str:
+        return f"{self.suffix}p{index}"
+
+    def host_mgmt(self, index: int) -> str:
+        return f"{self.suffix}m{index}"
+
+    @property
+    def controller_mgmt(self) -> str:
+        return f"{self.suffix}mc"
+
     @property
     def external_port(self) -> str:
-        return f"{self.suffix}e"
+        return f"{self.suffix}pe"
 
     @property
     def dhcp_port(self) -> str:
-        return f"{self.suffix}d"
+        return f"{self.suffix}pd"
+
+    @property
+    def dhcp_mgmt(self) -> str:
+        return f"{self.suffix}md"
 
     @staticmethod
-    def vm_port(port_id: str) -> str:
-        """Where the VM's port meets the bridge; the firewall's physdev device (`pnt` + 11 of the port id)."""
-        return f"pnt{port_id[:11]}"
+    def tap(port_id: str) -> str:
+        """Where a VM's port meets its host's bridge, named as Nova names it: `tap` + 11 of the port id."""
+        return f"tap{port_id[:11]}"
 
-    @staticmethod
-    def router_port(port_id: str) -> str:
-        return f"pnr{port_id[:11]}"
+
+PROVIDER_SWITCH = "provider"
+MGMT_SWITCH = "mgmt"
+
+
+def parse_hosts(value: int) -> int:
+    if not 1 <= value <= MAX_HOSTS:
+        raise ValueError(f"--hosts must be 1..{MAX_HOSTS}, got {value}")
+    return value
+
+
+def vm_host(vm_index: int, hosts: int) -> int:
+    """VMs spread over the hosts in turn: vm1 on host1, vm2 on host2, ..."""
+    return (vm_index - 1) % hosts + 1
 
 
 def parse_vms(value: int) -> int:

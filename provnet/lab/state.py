@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from provnet.lab.procs import Proc
@@ -19,8 +19,18 @@ class Vm:
     port_id: str
     mac: str
     ip: str
-    device: str  # bridge-side veth end in the fabric namespace
+    device: str  # the tap device on its host's bridge
     user_data: str
+    host: str = ""  # the host it runs on (its port's binding:host_id)
+
+
+@dataclass
+class Host:
+    name: str  # as its agents report it (host1, ...)
+    namespace: str
+    mgmt_ip: str
+    namespace_suffix: str  # its L3 agent's [l3_agent] namespace_suffix
+    state_path: str  # its provnet.conf's state_path (proxies' pid files, the metadata agent's socket)
 
 
 @dataclass
@@ -28,8 +38,11 @@ class LabState:
     suffix: str
     dhcp_client: str = "udhcpc"
     namespaces: list[str] = field(default_factory=list)  # in creation order; removed in reverse
-    processes: list[Proc] = field(default_factory=list)
+    processes: list[Proc] = field(default_factory=list)  # what the lab started itself (its supervisor)
     vms: list[Vm] = field(default_factory=list)
+    hosts: list[Host] = field(default_factory=list)
+    controller: str = ""  # the controller's namespace
+    api_url: str = ""  # the controller's networking API (reached from inside the controller's namespace)
     router_id: str = ""
     router_port_id: str = ""
     metadata_api_port: int = 0
@@ -42,10 +55,20 @@ class LabState:
 
     @classmethod
     def from_json(cls, d: dict) -> LabState:
-        d = dict(d)
+        if not isinstance(d, dict):
+            raise TypeError("not a JSON object")
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}  # an older lab's file still loads
         d["processes"] = [Proc.from_json(p) for p in d.get("processes", [])]
-        d["vms"] = [Vm(**v) for v in d.get("vms", [])]
+        d["vms"] = [Vm(**{k: v for k, v in vm.items() if k in {f.name for f in fields(Vm)}})
+                    for vm in d.get("vms", [])]
+        d["hosts"] = [Host(**h) for h in d.get("hosts", [])]
         return cls(**d)
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"no host {name} in this lab")
 
 
 def lab_dir(state_path: str) -> Path:

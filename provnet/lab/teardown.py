@@ -1,12 +1,23 @@
-# `provnet lab down`: stop every process, remove every rule and namespace (and with them every link) the lab made.
+# `provnet lab down`: stop the lab's supervisor (and with it every service), whatever still runs in the lab's
+# namespaces (the L3 agents' proxies), and remove every namespace of the lab, the agents' qrouter ones included.
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
 
-from provnet.dataplane import firewall, iptables, l3, netns
+from provnet.dataplane import netns
 from provnet.lab import procs
-from provnet.lab.state import forget, lab_dir, load
+from provnet.lab.state import LabState, forget, lab_dir, load
+
+SUPERVISOR_GRACE = 30.0  # seconds for the supervisor to stop its services (each gets SIGTERM, then SIGKILL)
+
+
+def lab_namespaces(state: LabState) -> list[str]:
+    """The namespaces the lab made, then the ones its hosts' agents made (their names carry the lab's suffix)."""
+    made = list(state.namespaces)
+    agents = [ns for ns in netns.list_namespaces() if ns not in made and any(
+        ns.endswith(h.namespace_suffix) for h in state.hosts)]
+    return agents + list(reversed(made))
 
 
 def down(state_path: str, progress: Callable[[str], None]) -> bool:
@@ -15,25 +26,20 @@ def down(state_path: str, progress: Callable[[str], None]) -> bool:
     if state is None:
         return False
     for proc in reversed(state.processes):
-        if procs.stop(proc):
+        if procs.stop_pid(proc.pid, proc.start_time, grace=SUPERVISOR_GRACE):
             progress(f"      stopped {proc.name} (pid {proc.pid})")
-    for ns in reversed(state.namespaces):
-        # whatever still runs inside one of our namespaces was started by the lab (a DHCP client's child...)
+    namespaces = lab_namespaces(state)
+    for ns in namespaces:
+        # whatever still runs inside one of our namespaces was started by the lab or its agents (a proxy...)
         for pid in netns.pids_in_namespace(ns):
             if procs.stop_pid(pid, None):
                 progress(f"      stopped pid {pid} left in {ns}")
-    for ns in reversed(state.namespaces):
-        if not netns.namespace_exists(ns):
-            continue
-        for prefix in (l3.PREFIX, firewall.PREFIX):
-            try:
-                iptables.remove(ns, prefix)
-            except iptables.IptablesError as exc:
-                progress(f"      warning: {exc}")
-        netns.delete_namespace(ns)
-        progress(f"      removed namespace {ns}")
+    for ns in namespaces:
+        if netns.namespace_exists(ns):
+            netns.delete_namespace(ns)  # its links and its iptables go with it
+            progress(f"      removed namespace {ns}")
     forget(state_path)
-    # the lab's store, socket, config and leases live only in <state_path>/lab; its logs stay for reading
+    # the lab's stores, sockets, configs and leases live only in <state_path>/lab; its logs stay for reading
     d = lab_dir(state_path)
     for path in d.iterdir():
         if path.name == "logs":

@@ -35,6 +35,8 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     pass_fds: Sequence[int] = ()  # file descriptors the child inherits (a listening socket it shares)
+    notify: bool = True  # speaks the notify protocol; False (a program of someone else's): ready once started
+    log: str | None = None  # append the child's stdout and stderr to this file (default: the parent's)
 
 
 @dataclass
@@ -49,6 +51,8 @@ class _Child:
     failures_in_row: int = 0
     restarts: int = 0
     restart_timer: asyncio.TimerHandle | None = None
+    held: bool = False  # stopped on purpose (hold): not restarted until released
+    failed: str | None = None  # why it stopped for good (exited before it was ever ready)
 
 
 class Supervisor:
@@ -65,13 +69,16 @@ class Supervisor:
     name = "supervisor"
 
     def __init__(self, children: Sequence[ChildSpec], *, watchdog: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, notify_path: str | None = None) -> None:
         self.children = [_Child(spec) for spec in children]
         self.watchdog = watchdog
         self.clock = clock
+        self.notify_path = notify_path  # a socket file instead of an abstract name: children in other network
+        # namespaces (abstract unix names are per namespace) reach a file
         self.failed: StartupError | None = None
         self.on_fatal: Callable[[], None] = lambda: None
         self.on_restart: Callable[[str], None] = lambda name: None
+        self.on_change: Callable[[], None] = lambda: None  # a child started, stopped, got ready, was held
         self.all_ready = asyncio.Event()
         self._sock: socket.socket | None = None
         self._address = ""
@@ -87,15 +94,23 @@ class Supervisor:
     # --- life -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._address = f"@provnet-supervisor-{os.getpid()}-{secrets.token_hex(4)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        sock.bind("\0" + self._address[1:])
+        if self.notify_path:
+            self._address = self.notify_path
+            if os.path.exists(self.notify_path):
+                os.unlink(self.notify_path)
+            sock.bind(self.notify_path)
+        else:
+            self._address = f"@provnet-supervisor-{os.getpid()}-{secrets.token_hex(4)}"
+            sock.bind("\0" + self._address[1:])
         self._sock = sock
         loop.add_reader(sock.fileno(), self._on_datagram)
         for child in self.children:
             self._spawn(child)
         self._tick()
+        if all(c.ever_ready for c in self.children):
+            self.all_ready.set()
         # the parent is ready once every child is (or one failed to start, which stops everything)
         waiter = asyncio.ensure_future(self.all_ready.wait())
         fatal = asyncio.Event()
@@ -143,19 +158,70 @@ class Supervisor:
             loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+            if self.notify_path and os.path.exists(self.notify_path):
+                os.unlink(self.notify_path)
+        self.on_change()
+
+    # --- children added and held while running (the lab's supervisor) -------------------------------------------
+    def add(self, spec: ChildSpec) -> None:
+        """Start another child now and keep it running like the others."""
+        if any(c.spec.name == spec.name for c in self.children):
+            raise ValueError(f"a child named {spec.name!r} exists already")
+        child = _Child(spec)
+        self.children.append(child)
+        self.all_ready.clear()
+        self._spawn(child)
+
+    def child(self, name: str) -> _Child:
+        for child in self.children:
+            if child.spec.name == name:
+                return child
+        raise KeyError(name)
+
+    def hold(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop a child on purpose (`sig`: SIGKILL to make it fail as a crashed host would) and do not restart it
+        until `release`."""
+        child = self.child(name)
+        child.held = True
+        if child.restart_timer is not None:
+            child.restart_timer.cancel()
+            child.restart_timer = None
+        if child.proc is not None and child.proc.poll() is None:
+            child.proc.send_signal(sig)
+        log.info("%s held (signal %d): not restarted until released", name, sig)
+        self.on_change()
+
+    def release(self, name: str) -> None:
+        """Start a held (or failed) child again."""
+        child = self.child(name)
+        child.held, child.failed = False, None
+        if child.proc is None or child.proc.poll() is not None:
+            child.failures_in_row = 0
+            self._spawn(child)
+        self.on_change()
 
     # --- children ---------------------------------------------------------------------------------------------
     def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env, "NOTIFY_SOCKET": self._address,
                "WATCHDOG_USEC": str(int(self.watchdog * 1e6)), DIE_WITH_PARENT: str(os.getpid())}
         env.pop("WATCHDOG_PID", None)
-        child.proc = subprocess.Popen(list(child.spec.argv), env=env, stdin=subprocess.DEVNULL,
-                                      pass_fds=tuple(child.spec.pass_fds))
-        child.ready = False
+        out = open(child.spec.log, "ab") if child.spec.log else None  # noqa: SIM115 - the child holds it
+        try:
+            child.proc = subprocess.Popen(list(child.spec.argv), env=env, stdin=subprocess.DEVNULL,
+                                          stdout=out, stderr=subprocess.STDOUT if out else None,
+                                          pass_fds=tuple(child.spec.pass_fds))
+        finally:
+            if out is not None:
+                out.close()
+        child.ready = not child.spec.notify
+        child.ever_ready = child.ever_ready or not child.spec.notify
         child.started_at = child.last_ping = self.clock()
         child.pidfd = os.pidfd_open(child.proc.pid)
         asyncio.get_running_loop().add_reader(child.pidfd, self._on_exit, child)
         log.debug("%s runs in process %d", child.spec.name, child.proc.pid)  # its own start line has the pid
+        if all(c.ever_ready for c in self.children):
+            self.all_ready.set()
+        self.on_change()
 
     def _forget_pidfd(self, child: _Child) -> None:
         if child.pidfd is not None:
@@ -173,13 +239,20 @@ class Supervisor:
         if status is None:
             return
         self._forget_pidfd(child)
+        child.ready = False
         if self._stopping:
             return
         code = f"signal {-status}" if status < 0 else f"status {status}"
+        if child.held:
+            log.info("%s (process %d) stopped with %s; held", child.spec.name, proc.pid, code)
+            self.on_change()
+            return
         if not child.ever_ready:
             self.failed = StartupError(f"the {child.spec.name} (process {proc.pid}) exited with {code} before it "
                                        "was ready; see its message above")
+            child.failed = str(self.failed)
             log.error("%s", self.failed)
+            self.on_change()
             self.on_fatal()
             return
         uptime = self.clock() - child.started_at
@@ -190,10 +263,11 @@ class Supervisor:
                   child.spec.name, proc.pid, code, uptime, delay, child.restarts)
         self.on_restart(child.spec.name)
         child.restart_timer = asyncio.get_running_loop().call_later(delay, self._restart, child)
+        self.on_change()
 
     def _restart(self, child: _Child) -> None:
         child.restart_timer = None
-        if not self._stopping:
+        if not self._stopping and not child.held:
             self._spawn(child)
 
     def _on_datagram(self) -> None:
@@ -223,13 +297,14 @@ class Supervisor:
                 child.ever_ready = True
                 if all(c.ever_ready for c in self.children):
                     self.all_ready.set()
+                self.on_change()
 
     def _tick(self) -> None:
         """Kill a ready child whose watchdog pings stopped (its loop is wedged); its exit restarts it."""
         now = self.clock()
         for child in self.children:
             proc = child.proc
-            if proc is None or proc.poll() is not None or not child.ready:
+            if proc is None or proc.poll() is not None or not child.ready or not child.spec.notify:
                 continue
             if now - child.last_ping > self.watchdog:
                 log.error("%s (process %d) sent no watchdog ping for %.0f s: its event loop is stuck; killing it",
@@ -239,5 +314,11 @@ class Supervisor:
         self._watch = asyncio.get_running_loop().call_later(min(1.0, self.watchdog / 4), self._tick)
 
     def status(self) -> list[dict]:
-        return [{"name": c.spec.name, "pid": c.proc.pid if c.proc else None, "ready": c.ready,
-                 "restarts": c.restarts} for c in self.children]
+        out = []
+        for c in self.children:
+            running = c.proc is not None and c.proc.poll() is None
+            state = ("failed" if c.failed else "held" if c.held else "running" if running and c.ready else
+                     "starting" if running else "restarting")
+            out.append({"name": c.spec.name, "pid": c.proc.pid if c.proc else None, "ready": c.ready,
+                        "restarts": c.restarts, "state": state, "failed": c.failed})
+        return out
