@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import need_root, need_tool
-from l3_world import make_world, wait_for
+from l3_world import make_world, seed, wait_for
 from metadata_chain import PROJECT
 from registry_support import open_registry
 
@@ -265,3 +265,16 @@ def test_missing_bridge_is_reported_then_used_when_it_appears(world) -> None:
     wait_for(lambda: "missing_bridges" not in world.registry.list_agents(
         {"host": ["h1"], "agent_type": [OVS_AGENT_TYPE]})[0].configurations, 10, "the report cleared")
     assert world.agent_log(agent).count("do not exist on this host") == 1
+
+
+def test_port_on_a_network_created_after_the_agent_started(world) -> None:
+    """The network's change and its ports' arrive together (one batch, or while the network is being read): the
+    ports must not be lost (they were, until ports on networks not known yet were read too)."""
+    world.add_host("h1")
+    add_peer(world, "h1")
+    start_l2(world)
+    world.registry.delete_network(world.network_id)
+    seed(world)  # the seed's network and subnet again, new ids, right away
+    port = new_port(world, "vm1", "172.16.1.110")
+    plug(world, "h1", port, "vm1")
+    wait_for(lambda: status(world, port) == "ACTIVE" and port_chains(world, "h1", port), 10, "wired")

@@ -153,6 +153,7 @@ class L2Agent:
         self.feed = ChangeFeed(registry, "agent feed")
         self.ports: dict[str, Port] = {}  # every port on a network whose physical network is mapped here
         self.networks: dict[str, Network] = {}  # the mapped networks
+        self.unmapped: set[str] = set()  # networks known not to be mapped here (their ports' changes are skipped)
         self.plan: HostPlan | None = None
         self.applied: iptables.Ruleset | None = None
         self.missing_bridges: list[str] = []
@@ -218,7 +219,9 @@ class L2Agent:
 
     def apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            if change.kind == "port" and (change.network_id in self.networks or change.id in self.ports):
+            # a port on a network not known yet is read too: the network's own change may be in this very batch,
+            # or still being read, and its ports must not be lost meanwhile
+            if change.kind == "port" and (change.network_id not in self.unmapped or change.id in self.ports):
                 self._dirty_ports.add(change.id)
             elif change.kind == "network":
                 self._dirty_networks.add(change.id)
@@ -274,6 +277,7 @@ class L2Agent:
         networks = await self.areg(self.registry.list_networks)
         physnets = set(self.bridge_mappings)
         self.networks = {n.id: n for n in networks if n.physical_network in physnets}
+        self.unmapped = {n.id for n in networks if n.id not in self.networks}
         ports: dict[str, Port] = {}
         if self.networks:
             for port in await self.areg(self.registry.list_ports, {"network_id": sorted(self.networks)}):
@@ -288,11 +292,14 @@ class L2Agent:
                 network = await self.areg(self.registry.get_network, network_id)
             except NotFound:
                 self.networks.pop(network_id, None)
+                self.unmapped.discard(network_id)
                 continue
             if network.physical_network in self.bridge_mappings:
                 self.networks[network.id] = network
+                self.unmapped.discard(network.id)
             else:
                 self.networks.pop(network.id, None)
+                self.unmapped.add(network.id)
         ids, self._dirty_ports = sorted(self._dirty_ports), set()
         for i in range(0, len(ids), READ_CHUNK):
             chunk = ids[i:i + READ_CHUNK]
