@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,30 @@ def test_status_lists_what_runs(lab):
     assert f"qrouter-{lab['state'].router_id}" in res.stdout and "router1 hosted by host1" in res.stdout
     for name in ("controller-serve", "host1-agent", "host2-l3-agent", "dhcp-server", "host1 metadata proxy"):
         assert name in res.stdout
+
+
+def test_status_svg_draws_every_namespace_with_its_devices(lab, tmp_path):
+    out = tmp_path / "lab.svg"
+    res = provnet(lab["path"], "lab", "status", "--format", "svg", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    root = ET.parse(out).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    drawn = {g.get("data-namespace") for g in root.iter("{http://www.w3.org/2000/svg}g")}
+    st = lab["state"]
+    ours = [ns for ns in netns.list_namespaces() if st.suffix in ns]
+    assert len(ours) >= 11 and any(ns.startswith("qrouter-") for ns in ours)
+    for ns in ours:  # every namespace of the lab, the agents' qrouter- one too, drawn and named
+        assert ns in drawn, ns
+        assert any(ns in t for t in texts), ns
+    for vm in st.vms:
+        assert any(t.startswith(f"eth0 {vm.mac} {vm.ip}/24") for t in texts), vm.name
+        assert any(t.startswith(f"port {vm.port_id[:8]}... ACTIVE (binding:host_id {vm.host})") for t in texts)
+        assert any(t.startswith(f"{vm.device} ") and t.endswith(" on br-phy") for t in texts), vm.device
+    assert "route 169.254.169.254/32 via 172.16.1.2 dev eth0" in texts
+    assert "router1 hosted here by host1's L3 agent" in texts
+    assert any(t.startswith("qr-") and "172.16.1.2/24" in t for t in texts)
+    assert not [t for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("fill") == "#c62828"]  # all up
 
 
 def test_each_vm_gets_only_its_own_metadata(lab):

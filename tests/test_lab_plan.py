@@ -205,3 +205,24 @@ def test_builder_rejects_bad_arguments(tmp_path):
         Builder(str(tmp_path), 99, "udhcpc", print)
     with pytest.raises(ValueError, match="--hosts"):
         Builder(str(tmp_path), 1, "udhcpc", print, hosts=0)
+
+
+def test_the_drawing_marks_what_is_down_in_red():
+    import xml.etree.ElementTree as ET
+
+    from provnet.lab.draw import Box, Line, Topology, render_svg
+
+    boxes = [Box("pnabc-h1", "host1 (pnabc-h1)", "host", True, [Line("eth1 aa:bb on br-phy"),
+                                                                  Line("[host1-agent] pid - STOPPED", bad=True)]),
+             Box("pnabc-vm1", "pnabc-vm1 on host1", "vm", False, [Line("namespace GONE", bad=True)], via_host="host1"),
+             Box("pnabc-ctl", "controller <&> \"x\"", "controller", True, [Line("x" * 200)], column=1, mgmt=True)]
+    svg = render_svg(Topology("provnet lab pnabc", "sub", boxes, ["host1", "rest"], "pnabc-sw", False))
+    root = ET.fromstring(svg.split("?>", 1)[1])  # well-formed, whatever the text holds
+    ns = "{http://www.w3.org/2000/svg}"
+    red = [t.text for t in root.iter(f"{ns}text") if t.get("fill") == "#c62828"]
+    assert red == ["[host1-agent] pid - STOPPED", "namespace GONE"]
+    gone = next(g for g in root.iter(f"{ns}g") if g.get("data-namespace") == "pnabc-vm1")
+    assert gone.find(f"{ns}rect").get("stroke") == "#c62828"
+    assert any("controller <&> \"x\"" == t.text for t in root.iter(f"{ns}text"))
+    assert max(len(t.text or "") for t in root.iter(f"{ns}text") if t.text and t.text.startswith("x")) == 72
+    assert any("pnabc-sw: namespace GONE" in (t.text or "") for t in root.iter(f"{ns}text"))

@@ -125,20 +125,38 @@ def register(group: click.Group) -> None:
             sys.exit(1)
         click.echo("lab check: all ok")
 
-    @lab.command("status")
+    @lab.command("status", epilog="\b\nExamples:\n  provnet lab status\n"
+                 "  provnet lab status --format svg -o lab.svg    # the topology as it stands, drawn")
+    @click.option("--format", "fmt", type=click.Choice(["text", "svg"]), default="text", show_default=True,
+                  help="text: a report; svg: the topology drawn (machines, devices with MACs and addresses, the "
+                       "VMs' routes, services, which L3 agent hosts the router, what is down in red).")
+    @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Write to this file instead of stdout.")
     @click.pass_context
-    def status(ctx: click.Context) -> None:
+    def status(ctx: click.Context, fmt: str, output: str | None) -> None:
         """What stands now: the lab's namespaces (the agents' qrouter- ones too) present or GONE, every
         service under the supervisor (pid, running or STOPPED, restarts), the router's proxy, the agents and
         the VMs' ports as the live registry has them, which host's L3 agent hosts the router, and how to look
         inside. Read from the machine and the API, so it is true after a kill -9."""
+        from provnet.lab import draw
         from provnet.lab import status as lab_status
         from provnet.lab.state import load
 
         _need_root()
         path = lab_state_path(ctx)
         state = _load(load, path, _sp(ctx))
-        click.echo(lab_status.render_text(path, state, lab_status.snapshot(path, state)))
+        snap = lab_status.snapshot(path, state)
+        text = draw.render_svg(draw.gather(state, snap)) if fmt == "svg" else \
+            lab_status.render_text(path, state, snap) + "\n"
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"wrote {output}", err=True)
 
     @lab.command("failover")
     @click.pass_context

@@ -211,6 +211,30 @@ def bridge_ports(namespace: str | None, bridges: Iterable[str]) -> tuple[dict[st
     return out, sorted(wanted - present)
 
 
+@dataclass(frozen=True)
+class LinkInfo:
+    """One link as `ip addr` shows it: name, MAC, administratively up, its bridge (master), IPv4 addresses."""
+
+    name: str
+    mac: str
+    up: bool
+    master: str | None
+    addresses: tuple[str, ...]
+
+
+def links(namespace: str | None) -> list[LinkInfo]:
+    """Every link of the namespace with its MAC, state, bridge and IPv4 addresses (two netlink dumps)."""
+    with _ns(namespace) as ipr:
+        dumped = list(ipr.get_links())
+        addrs: dict[int, list[str]] = {}
+        for a in ipr.get_addr(family=2):
+            addrs.setdefault(a["index"], []).append(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+    names = {link["index"]: link.get("ifname") for link in dumped}
+    return sorted((LinkInfo(link.get("ifname"), (link.get("IFLA_ADDRESS") or "").lower(), bool(link["flags"] & IFF_UP),
+                            names.get(link.get("IFLA_MASTER")), tuple(addrs.get(link["index"], ())))
+                   for link in dumped), key=lambda info: info.name)
+
+
 def link_exists(namespace: str | None, ifname: str) -> bool:
     if not namespace_exists(namespace):
         return False
