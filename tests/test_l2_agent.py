@@ -229,7 +229,7 @@ def test_ip_change_and_port_delete_follow_the_registry(world) -> None:
 def test_network_owned_port_is_wired_unfiltered_and_drift_is_repaired_across_a_restart(world) -> None:
     world.add_host("h1")
     add_peer(world, "h1")
-    agent = start_l2(world, agent_resync_interval="1")
+    agent = start_l2(world)
     port = new_port(world, "vm1", "172.16.1.110")
     router_like = world.registry.create_port({"network_id": world.network_id, "device_owner": "network:dhcp",
                                               "fixed_ips": [{"subnet_id": world.subnet_id,
@@ -242,14 +242,18 @@ def test_network_owned_port_is_wired_unfiltered_and_drift_is_repaired_across_a_r
     # kill -9 and start again: nothing is rewired, nothing flips
     world.stop_agent(agent, signal.SIGKILL)
     rev = world.registry.revision()
+    seen = len(world.agent_log(agent))  # the same log file: look only at what the new agent writes
     again = world.start_agent("h1", "agent")
-    wait_for(lambda: "L2 agent on host h1" in world.agent_log(again), 20, "the new agent")
-    wait_for(lambda: "device tap" in world.agent_log(again), 20, "the new agent's first round")
+    wait_for(lambda: "L2 agent on host h1" in world.agent_log(again)[seen:], 20, "the new agent")
+    wait_for(lambda: "device tap" in world.agent_log(again)[seen:], 20, "the new agent's first round")
     assert status(world, port) == "ACTIVE" and len(port_chains(world, "h1", port)) == 3
     assert not [c for c in world.registry.changes_since(rev).changes if c.kind == "port"]  # no status written
-    # rules removed by hand come back at the next resync
+    # rules removed by hand stay gone until the next resync (the timer's is 300 s), which SIGHUP runs now
     iptables.remove(world.hosts["h1"], "provnet-fw-")
+    assert not port_chains(world, "h1", port)
+    again.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: len(port_chains(world, "h1", port)) == 3, 10, "rules restored by the resync")
+    assert again.proc.poll() is None and "SIGHUP: resyncing every port now" in world.agent_log(again)[seen:]
 
 
 def test_missing_bridge_is_reported_then_used_when_it_appears(world) -> None:

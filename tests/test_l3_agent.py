@@ -102,7 +102,7 @@ def test_restart_adopts_namespace_and_proxy_without_a_failed_request(world) -> N
 def test_killed_proxy_serves_again_within_a_second_and_drift_is_repaired(world) -> None:
     world.add_host("h1")
     world.add_vm("h1", "vm1", "172.16.1.110")
-    world.start_agent("h1", resync_interval="1")
+    agent = world.start_agent("h1")  # resync_interval 300 s: the resync below is SIGHUP's, not the timer's
     wait_for(lambda: world.registry.list_agents({"agent_type": ["L3 agent"]}), 20, "agent report")
     router = world.registry.create_router({"name": "r1"})
     world.router_id = router.id
@@ -113,15 +113,19 @@ def test_killed_proxy_serves_again_within_a_second_and_drift_is_repaired(world) 
     took = wait_for(lambda: world.proxy_pid("h1") not in (None, pid) and _serves(world, "vm1"), 10,
                     "a new proxy serving")
     print(f"proxy killed -> serving again in {took:.2f} s")
-    # a rule removed by hand comes back at the next resync
+    # a rule removed by hand stays gone until a resync (nothing polls), and comes back with it
     ns = world.router_ns("h1")
     iptables.remove(ns, l3.PREFIX)
-    assert not _serves(world, "vm1")
+    assert not _serves(world, "vm1") and not _rules_present(ns)
+    agent.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: _rules_present(ns) and _serves(world, "vm1"), 10, "rules restored by the resync")
     # so does a qr- device deleted by hand
     [dev] = [n for n in netns.link_names(ns) if n.startswith("qr-")]
     netns.delete_link(ns, dev)
+    assert not _serves(world, "vm1")
+    agent.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: _serves(world, "vm1"), 10, "qr- device restored by the resync")
+    assert agent.proc.poll() is None and world.agent_log(agent).count("SIGHUP: bridges physnet1:br-phy") == 2
 
 
 def test_missing_bridge_is_reported_and_retried(world) -> None:

@@ -225,14 +225,18 @@ class L2Agent:
                 self._dirty_ports.add(change.id)
             elif change.kind == "network":
                 self._dirty_networks.add(change.id)
-            elif change.kind == "agent" and self.reporter.agent is not None and change.id == self.reporter.agent.id:
-                self._full = True  # e.g. re-enabled: look at everything again
+            # not "agent": this agent's own reports (its device count) are changes too; nothing to redo for them
         if self._dirty_ports or self._dirty_networks or self._full:
             self._kick()
 
     def resync(self) -> None:
         self._full = True
         self._kick()
+
+    def reload(self, config: Any) -> None:
+        """SIGHUP: resync now (every port's status and rules checked against the registry and the devices)."""
+        log.info("SIGHUP: resyncing every port now")
+        self.resync()
 
     def _kick(self) -> None:
         self._idle.clear()

@@ -155,18 +155,26 @@ class L3Agent:
         for change in changes:
             if change.kind == "router":
                 self._dirty.add(change.id)
-            elif change.kind == "port":
+            elif change.kind == "port":  # a router's interface port names the router (device_id, before and after)
                 self._dirty.update(d for d in change.devices if d)
-                self._dirty.update(self._routers_on(change.network_id))
             elif change.kind in ("network", "subnet"):
                 self._dirty.update(self._routers_on(change.network_id))
-            elif change.kind == "agent" and self.reporter.agent is not None and change.id == self.reporter.agent.id:
-                self._full = True
+            # not "agent": this agent's own reports change its configurations (the routers it hosts), and a
+            # router moved to or from it is a router change; a resync per report made a burst quadratic
         self._kick()
 
     def resync(self) -> None:
         self._full = True
         self._kick()
+
+    def reload(self, config: Any) -> None:
+        """SIGHUP: take [ovs] bridge_mappings and [l3_agent] resync_interval again, and resync now (what an
+        operator does after fixing a host by hand, rather than wait for the timer)."""
+        self.bridge_mappings = dict(config.get("ovs.bridge_mappings"))
+        self.resync_interval = float(config.get("l3_agent.resync_interval"))
+        log.info("SIGHUP: bridges %s; resyncing every router now",
+                 ", ".join(f"{k}:{v}" for k, v in sorted(self.bridge_mappings.items())) or "none")
+        self.resync()
 
     def _routers_on(self, network_id: str | None) -> list[str]:
         return [r for r, h in self.hosted.items() if network_id in h.networks] if network_id else []

@@ -8,7 +8,7 @@ import click
 
 from provnet.agents.l2 import BINARY
 from provnet.agents.report import StateReporter, ovs_configurations
-from provnet.cli.serve import run
+from provnet.cli.serve import rereader, run
 from provnet.model.resources import OVS_AGENT_TYPE
 from provnet.runtime import compose
 from provnet.runtime.process import StoreError, open_store
@@ -46,7 +46,7 @@ def register(group: click.Group) -> None:
             report_interval = 30
 
         Use the local database (--db / --state-path) or a remote API (--url http://controller:9696). Stops
-        cleanly on SIGTERM/SIGINT, leaving statuses and rules as they are.
+        cleanly on SIGTERM/SIGINT, leaving statuses and rules as they are; SIGHUP resyncs every port now.
         """
         config = app.config
         host = host or config.host
@@ -56,7 +56,8 @@ def register(group: click.Group) -> None:
         if once:
             _report_once(app, host)
         else:
-            run(config, lambda c, registry: compose.l2_agent_services(c, registry, host), api_url=app.api_url)
+            run(config, lambda c, registry: compose.l2_agent_services(c, registry, host), api_url=app.api_url,
+                reconfigure=rereader(app, {}))
 
 
 def _report_once(app, host: str) -> None:

@@ -5,7 +5,7 @@ import logging
 
 import click
 
-from provnet.cli.serve import run
+from provnet.cli.serve import rereader, run
 from provnet.runtime import compose
 
 log = logging.getLogger("provnet.l3_agent")
@@ -33,10 +33,12 @@ def register(group: click.Group) -> None:
             report_interval = 30
 
         Run `provnet metadata-agent` on the same host (the proxies connect to its metadata_proxy_socket).
-        Stops on SIGTERM/SIGINT, leaving namespaces and proxies in place.
+        Stops on SIGTERM/SIGINT, leaving namespaces and proxies in place. SIGHUP reads [ovs] bridge_mappings
+        again and resyncs every router now (after repairing a host by hand, rather than wait for the timer).
         """
         config = app.config
         host = host or config.host
         if not config.get("ovs.bridge_mappings"):
             log.warning("[ovs] bridge_mappings is empty: no router can be plugged on host %s", host)
-        run(config, lambda c, registry: compose.l3_agent_services(c, registry, host), api_url=app.api_url)
+        run(config, lambda c, registry: compose.l3_agent_services(c, registry, host), api_url=app.api_url,
+            reconfigure=rereader(app, {}))
