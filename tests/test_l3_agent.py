@@ -58,6 +58,14 @@ def test_router_built_within_a_second_then_removed(world) -> None:
     hosted = world.registry.list_agents({"host": ["h1"], "agent_type": ["L3 agent"]})[0]
     wait_for(lambda: world.registry.get_agent(hosted.id).configurations.get("router_ids") == [router.id], 10,
              "the agent reporting the router it hosts")
+    # the interface port's IP and MAC change: the qr- device follows, the VM is served from the new address
+    world.registry.update_port(port.id, {"mac_address": "fa:16:3e:00:00:42",
+                                         "fixed_ips": [{"subnet_id": world.subnet_id, "ip_address": "172.16.1.3"}]})
+    took = wait_for(lambda: _qr(ns, port.id) == ("fa:16:3e:00:00:42", ("172.16.1.3/24",)), 5, "qr- device changed")
+    print(f"interface port's IP and MAC changed -> qr- device changed in {took:.2f} s")
+    subprocess.run(["ip", "-n", world.vms["vm1"], "route", "replace", "169.254.169.254/32", "via", "172.16.1.3"],
+                   check=True)
+    wait_for(lambda: _serves(world, "vm1"), 5, "metadata through the router's new address")
     # the interface goes: the qr- device goes (namespace stays while the router is hosted here)
     world.registry.remove_router_interface(router.id, subnet_id=world.subnet_id)
     wait_for(lambda: f"qr-{port.id[:11]}" not in netns.link_names(ns), 5, "qr- device removed")
@@ -68,6 +76,14 @@ def test_router_built_within_a_second_then_removed(world) -> None:
     wait_for(lambda: not netns.namespace_exists(ns), 5, "namespace removed")
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 5, "proxy stopped")
     assert agent.proc.poll() is None
+
+
+def _qr(ns: str, port_id: str) -> tuple[str, tuple[str, ...]] | None:
+    """The router's qr- device for the port: (MAC, addresses)."""
+    for link in netns.links(ns):
+        if link.name == f"qr-{port_id[:11]}":
+            return link.mac, link.addresses
+    return None
 
 
 def _zombie(pid: int) -> bool:
