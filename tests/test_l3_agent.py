@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import need_root, need_tool
@@ -190,3 +191,15 @@ def test_two_agents_one_stopped_router_moves_and_vms_are_served_again(world) -> 
     [now] = world.registry.list_l3_agents_hosting_router(router.id)
     assert now.host == "h2"
     assert netns.namespace_exists(world.router_ns("h2"))
+
+
+def test_proxy_entry_refuses_bad_input_in_one_line(tmp_path) -> None:
+    """The agent's lean proxy command (python -m provnet.runtime.proxy_main): bad options are a usage error, a
+    bad value one line and exit 1, never a traceback."""
+    base = [sys.executable, "-m", "provnet.runtime.proxy_main", "--state-path", str(tmp_path)]
+    bad = subprocess.run([*base, "--router-id", "r", "--port", "70000", "--socket", str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "metadata_port" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    missing = subprocess.run([*base, "--port", "9697"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "--router-id" in missing.stderr and "Traceback" not in missing.stderr

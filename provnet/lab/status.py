@@ -100,8 +100,12 @@ def render_text(state_path: str, state: LabState, snap: Snapshot) -> str:
     for ns, present in snap.namespaces.items():
         out.append(f"  {ns:<58} {'present' if present else 'GONE'}")
     sup = state.processes[0] if state.processes else None
-    out.append(f"supervisor: pid {sup.pid if sup else '-'} {'running' if snap.supervisor_running else 'STOPPED'} "
-               f"(services restart when they die; logs in {d / 'logs'})")
+    if snap.supervisor_running:
+        out.append(f"supervisor: pid {sup.pid if sup else '-'} running (services restart when they die; logs in "
+                   f"{d / 'logs'})")
+    else:
+        out.append(f"supervisor: pid {sup.pid if sup else '-'} STOPPED (its services stopped with it; "
+                   f"`provnet lab up` builds the lab again; logs in {d / 'logs'})")
     out.append("services:")
     for row in snap.services:
         restarts = f", {row.restarts} restart(s)" if row.restarts else ""
