@@ -6,7 +6,7 @@
 #   .venv/bin/python benchmarks/l3_agent.py --routers 200
 #
 # Root. Everything lives in namespaces named pnb<hex>-... and a directory under /tmp, removed at the end. One proxy
-# costs ~60 MB of private memory (a Python process): the benchmark refuses to start when MemAvailable cannot hold
+# costs ~20 MB (PSS) (a Python process): the benchmark refuses to start when MemAvailable cannot hold
 # --routers of them with room to spare (say a smaller --routers).
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from provnet.lab.procs import stop_pid
 from provnet.model.resources import L3_AGENT_TYPE
 from provnet.registry import open_registry
 
-PROXY_MB = 80  # what one proxy may take, with margin (measured: ~58 MB private, ~68 MB PSS)
+PROXY_MB = 30  # what one proxy may take, with margin (measured: 19 MB PSS each through provnet.runtime.proxy_main)
 CIDR = "10.98.0.0/22"
 IDLE_SECONDS = 30.0
 
