@@ -32,7 +32,7 @@ SERVER_VERBS = {"serve", "api", "metadata-api", "metadata-agent", "metadata-prox
 OTHER_VERBS = {  # with the reason they print what they print
     "dhcp-config": "-f names the DHCP server whose files it writes (dnsmasq, kea, isc)",
     "lab up": "progress on stderr", "lab check": "a grid of checks per VM", "lab status": "a report",
-    "lab failover": "progress and one measured line",
+    "lab failover": "progress and one measured line", "lab restart": "one line: the new pid",
     "lab down": "progress",
 }
 LIST_VERBS = {"net-list": "networks", "subnet-list": "subnets", "port-list": "ports", "router-list": "routers",

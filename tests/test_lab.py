@@ -263,6 +263,22 @@ def test_status_tells_the_truth_after_a_kill_9(lab):
     assert provnet(lab["path"], "lab", "check").returncode == 0  # nothing flipped while it was away
 
 
+def test_a_restart_by_hand_is_shown_as_running(lab):
+    before = services(lab)["host1-l3-agent"]
+    res = provnet(lab["path"], "lab", "restart", "host1-l3-agent")
+    assert res.returncode == 0, res.stderr
+    pid = int(res.stdout.split("process ")[1])
+    assert pid != before["pid"] and os.path.exists(f"/proc/{pid}")
+    _wait(lambda: services(lab)["host1-l3-agent"]["pid"] == pid and services(lab)["host1-l3-agent"]["ready"], 60,
+          "the restarted L3 agent ready")
+    line = next(x for x in provnet(lab["path"], "lab", "status").stdout.splitlines()
+                if x.strip().startswith("host1-l3-agent "))
+    assert f"pid {pid}" in line and "running" in line, line
+    assert provnet(lab["path"], "lab", "check").returncode == 0  # it adopted the router: VMs still served
+    bad = provnet(lab["path"], "lab", "restart", "nosuch")
+    assert bad.returncode == 1 and "no service named 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_failover_moves_the_router_and_every_vm_is_served_again(lab):
     res = provnet(lab["path"], "lab", "failover", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

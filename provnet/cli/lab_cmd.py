@@ -186,6 +186,31 @@ def register(group: click.Group) -> None:
         click.echo(f"router1 moved from {outcome.from_host} to {outcome.to_host}; every VM served again after "
                    f"{outcome.seconds:.1f} s (the API named the new host after {outcome.router_moved_after:.1f} s)")
 
+    @lab.command("restart")
+    @click.argument("service")
+    @click.pass_context
+    def restart(ctx: click.Context, service: str) -> None:
+        """Restart one lab service by hand, as `systemctl restart` would on a real host: SIGTERM (SIGKILL after
+        10 s), then started again under the supervisor; `lab status` shows its new pid. SERVICE is a name
+        from `lab status` (e.g. host1-l3-agent, controller-serve).
+
+        
+        Example:
+          provnet lab restart host2-agent
+        """
+        from provnet.lab import supervisor
+        from provnet.lab.state import lab_dir, load
+
+        _need_root()
+        path = lab_state_path(ctx)
+        _load(load, path, _sp(ctx))
+        try:
+            answer = supervisor.request(lab_dir(path), {"op": "restart", "name": service},
+                                        timeout=supervisor.RESTART_GRACE + 10)
+        except supervisor.ControlError as exc:
+            raise click.ClickException(f"restart: {exc}") from None
+        click.echo(f"{service} restarted: process {answer.get('pid')}")
+
     @lab.command("down")
     @click.pass_context
     def down(ctx: click.Context) -> None:

@@ -23,6 +23,7 @@ CONTROL = "supervisor.sock"
 NOTIFY = "notify.sock"
 STATUS = "services.json"
 MAX_REQUEST = 64 * 1024
+RESTART_GRACE = 10.0  # seconds a service restarted by hand has to stop before SIGKILL
 
 
 class ControlError(RuntimeError):
@@ -110,7 +111,25 @@ class LabSupervisor:
             else:
                 self.supervisor.release(name)
             return {"ok": True}
-        raise ControlError(f"unknown op {op!r}: use status, add, hold or release")
+        raise ControlError(f"unknown op {op!r}: use status, add, hold, release or restart")
+
+    async def restart(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A restart by hand (`provnet lab restart NAME`): SIGTERM, SIGKILL after RESTART_GRACE seconds, started
+        again at once; the answer is its new pid."""
+        name = request.get("name")
+        if name not in self.services:
+            raise ControlError(f"no service named {name!r}")
+        self.supervisor.hold(name, signal.SIGTERM)
+        child = self.supervisor.child(name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_GRACE
+        while child.proc is not None and child.proc.poll() is None:
+            if loop.time() > deadline:
+                child.proc.kill()
+            await asyncio.sleep(0.05)
+        self.supervisor.release(name)
+        log.info("%s restarted by hand: process %s", name, child.proc.pid if child.proc else "-")
+        return {"ok": True, "pid": child.proc.pid if child.proc else None}
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -118,7 +137,11 @@ class LabSupervisor:
             if len(line) > MAX_REQUEST:
                 raise ControlError("request too long")
             try:
-                answer = self.handle(json.loads(line))
+                body = json.loads(line)
+                if isinstance(body, dict) and body.get("op") == "restart":
+                    answer = await self.restart(body)
+                else:
+                    answer = self.handle(body)
             except (ValueError, ControlError) as exc:
                 answer = {"error": str(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
