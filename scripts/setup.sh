@@ -24,6 +24,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # isc-dhcp-server and cloud-init must not run as services on this host: we run them ourselves.
 systemctl disable --now isc-dhcp-server 2>/dev/null || true
+# Open vSwitch for tests/test_l3_agent_ovs.py (its userspace datapath, run by the test in a namespace): unpacked into
+# .venv/ovs, not installed, so no ovs-vswitchd service starts on this host and no kernel module is loaded.
+if ! command -v ovs-vsctl >/dev/null && [ ! -x .venv/ovs/usr/bin/ovs-vsctl ]; then
+  dest="$PWD/.venv/ovs"
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && { apt-get download -qq openvswitch-common openvswitch-switch libxdp1 >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get download -qq openvswitch-common openvswitch-switch libxdp1 >/dev/null 2>&1; }; }); then
+    mkdir -p "$dest" && for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$dest"; done
+  else
+    echo "setup: Open vSwitch could not be downloaded; tests/test_l3_agent_ovs.py will say so" >&2
+  fi
+  rm -rf "$tmp"
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

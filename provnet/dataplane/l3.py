@@ -5,7 +5,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from provnet.dataplane import iptables, netns
+from provnet.dataplane import iptables, netns, ovs
 from provnet.dataplane.iptables import Chain, Jump, Ruleset
 
 PREFIX = "provnet-l3-"
@@ -54,23 +54,45 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
     if created:  # metadata only: L3 goes through the external router, so this namespace never forwards
         netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
     wanted = {router_port_device(p.port_id) for p in ports}
-    for name in netns.link_names(ns):
-        if name.startswith("qr-") and name not in wanted:
-            netns.delete_link(ns, name)  # its veth peer on the bridge goes with it
+    gone = [name for name in netns.link_names(ns) if name.startswith("qr-") and name not in wanted]
+    for name in gone:
+        netns.delete_link(ns, name)  # its veth peer on the bridge goes with it
+    ovs.unplug([f"tap{name[3:]}" for name in gone])  # and its record, if the bridge was Open vSwitch
+    kinds: dict[str, bool] = {}
     for port in ports:
         device = router_port_device(port.port_id)
         if not netns.link_exists(bridge_namespace, port.bridge):
             raise netns.DataplaneError(f"bridge {port.bridge} does not exist on this host")
-        netns.ensure_veth(bridge_namespace, bridge_port_device(port.port_id), ns, device, mac=port.mac)
-        netns.attach_to_bridge(bridge_namespace, bridge_port_device(port.port_id), port.bridge)
+        if port.bridge not in kinds:
+            kinds[port.bridge] = bridge_namespace is None and _is_ovs(port.bridge)
+        tap = bridge_port_device(port.port_id)
+        netns.ensure_veth(bridge_namespace, tap, ns, device, mac=port.mac)
+        if kinds[port.bridge]:
+            ovs.plug(port.bridge, tap, port.port_id, port.mac)
+        else:
+            netns.attach_to_bridge(bridge_namespace, tap, port.bridge)
         netns.set_addresses(ns, device, port.addresses)
     iptables.apply(ns, metadata_ruleset(metadata_port))
     return created
 
 
+def _is_ovs(bridge: str) -> bool:
+    """A Linux bridge (False), an Open vSwitch bridge (True), or an error saying it is neither."""
+    if netns.link_kind(None, bridge) == "bridge":
+        return False
+    if ovs.is_bridge(bridge):
+        return True
+    raise netns.DataplaneError(f"{bridge} is neither a Linux bridge nor an Open vSwitch bridge")
+
+
 def remove_router(router_id: str, suffix: str = "") -> None:
-    """The router's namespace with its qr- devices (their bridge ends go with them); a no-op when gone."""
-    netns.delete_namespace(router_namespace(router_id, suffix))
+    """The router's namespace with its qr- devices (their bridge ends go with them, and their Open vSwitch
+    records); a no-op when gone."""
+    ns = router_namespace(router_id, suffix)
+    devices = [f"tap{n[3:]}" for n in netns.link_names(ns) if n.startswith("qr-")] if netns.namespace_exists(ns) \
+        else []
+    netns.delete_namespace(ns)
+    ovs.unplug(devices)
 
 
 def router_port_device(port_id: str) -> str:

@@ -242,6 +242,14 @@ def link_exists(namespace: str | None, ifname: str) -> bool:
         return bool(ipr.link_lookup(ifname=ifname))
 
 
+def link_kind(namespace: str | None, ifname: str) -> str | None:
+    """The link's kind as `ip -d link` names it (bridge, veth, tun, openvswitch...); None for a plain device."""
+    with _ns(namespace) as ipr:
+        link = ipr.get_links(_index(ipr, ifname))[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
 def ensure_bridge(namespace: str | None, name: str) -> None:
     with _ns(namespace) as ipr:
         if not ipr.link_lookup(ifname=name):
