@@ -163,6 +163,35 @@ def test_missing_bridge_is_reported_and_retried(world) -> None:
     assert log.count("cannot be built on this host") == 1, log
 
 
+def test_address_conflict_on_the_segment_is_reported_then_cleared(world) -> None:
+    host = world.add_host("h1")
+    world.add_vm("h1", "vm1", "172.16.1.110")
+    # a box on the provider segment that already holds the router's address (the gateway IP)
+    squatter = f"{world.suffix}-sq"
+    netns.ensure_namespace(squatter)
+    netns.ensure_veth(host, f"{world.suffix}q", squatter, "eth0")
+    netns.attach_to_bridge(host, f"{world.suffix}q", "br-phy")
+    netns.ensure_address(squatter, "eth0", "172.16.1.2", 24)
+    [mac] = [link.mac for link in netns.links(squatter) if link.name == "eth0"]
+    agent = world.start_agent("h1")
+    wait_for(lambda: world.registry.list_agents({"agent_type": ["L3 agent"]}), 20, "agent report")
+    router = world.registry.create_router({"name": "r1"})
+    world.router_id = router.id
+    world.registry.add_router_interface(router.id, subnet_id=world.subnet_id)
+    [me] = world.registry.list_agents({"agent_type": ["L3 agent"]})
+    wait_for(lambda: mac in world.registry.get_agent(me.id).configurations["errors"].get(router.id, ""), 10,
+             "the conflict in the agent's configurations")
+    assert "172.16.1.2" in world.registry.get_agent(me.id).configurations["errors"][router.id]
+    assert netns.namespace_exists(world.router_ns("h1"))  # built all the same: the agent keeps going
+    # the box gives the address up: the next resync probes again and clears it
+    subprocess.run(["ip", "-n", squatter, "addr", "del", "172.16.1.2/24", "dev", "eth0"], check=True)
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: world.registry.get_agent(me.id).configurations["errors"] == {}, 10, "the conflict cleared")
+    wait_for(lambda: _serves(world, "vm1"), 10, "metadata")
+    log = world.agent_log(agent)
+    assert log.count("(address conflict)") == 1 and "is no longer in conflict" in log, log
+
+
 def test_two_agents_one_stopped_router_moves_and_vms_are_served_again(world) -> None:
     world.add_host("h1")
     world.add_host("h2")

@@ -13,7 +13,7 @@ from typing import Any
 
 from provnet.agents.proxies import ProxyKeeper
 from provnet.agents.report import StateReporter
-from provnet.dataplane import l3, netns
+from provnet.dataplane import arp, l3, netns
 from provnet.model.resources import L3_AGENT_TYPE, ROUTER_INTERFACE_OWNERS, Network, Port, Subnet
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
@@ -74,6 +74,7 @@ class _Hosted:
     networks: frozenset[str] = frozenset()
     failures: int = 0
     error: str | None = None
+    conflicts: dict[str, str] = field(default_factory=dict)  # IP -> what holds it too on the segment
     retry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -113,6 +114,7 @@ class L3Agent:
         self._worker: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
         self._idle = asyncio.Event()
+        self._probes: set[asyncio.Task] = set()
 
     # --- the service --------------------------------------------------------------------------------------------
     def configurations(self) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class L3Agent:
                  self.metadata_port, f", namespaces qrouter-<id>{self.suffix}" if self.suffix else "")
 
     async def stop(self) -> None:
-        for task in (self._timer, self._worker):
+        for task in (self._timer, self._worker, *self._probes):
             if task is not None:
                 task.cancel()
                 try:
@@ -291,7 +293,7 @@ class L3Agent:
         hosted.networks = frozenset(p.network_id for p in state.ports)
         try:
             plan = plan_router(state, self.bridge_mappings)
-            created = await asyncio.to_thread(l3.sync_router, router_id, plan, self.metadata_port, self.suffix)
+            synced = await asyncio.to_thread(l3.sync_router, router_id, plan, self.metadata_port, self.suffix)
         except Exception as exc:  # noqa: BLE001 - a missing bridge, a tool failing: said once, retried
             reason = str(exc) or type(exc).__name__
             if hosted.error != reason:
@@ -303,14 +305,54 @@ class L3Agent:
             return
         if hosted.error is not None:
             log.info("router %s is built now", router_id)
-            self.problems.pop(router_id, None)
-            self.reporter.report_soon()
-        hosted.error, hosted.failures = None, 0
+            hosted.error = None
+            self._update_problem(router_id, hosted)
+        hosted.failures = 0
+        held = {ip for _device, _mac, ip in synced.addresses}
+        if set(hosted.conflicts) - held:  # an address given up is in conflict no more
+            hosted.conflicts = {ip: m for ip, m in hosted.conflicts.items() if ip in held}
+            self._update_problem(router_id, hosted)
+        targets = [a for a in synced.addresses if a[2] in synced.added or a[2] in hosted.conflicts]
+        if targets:  # off the worker: building the next router does not wait for the segment's answers
+            task = asyncio.create_task(self._probe(router_id, hosted, targets))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+        created = synced.created
         if created:
             log.info("router %s: namespace %s with %d interface(s)", router_id, ns, len(plan))
         elif repair:
             log.debug("router %s checked", router_id)
         self.proxies.ensure(router_id, ns, self.proxy_argv(router_id))
+
+    async def _probe(self, router_id: str, hosted: _Hosted, targets: Sequence[tuple[str, str, str]]) -> None:
+        """An ARP probe per address the router took (or holds in conflict): another box on the segment answering
+        for it is an address conflict, logged once and reported in configurations.errors until it is gone
+        (probed again at each sync of the router, so a resync or SIGHUP clears it)."""
+        for device, mac, ip in targets:
+            try:
+                holder = await asyncio.to_thread(arp.probe, hosted.namespace, device, mac, ip)
+            except netns.DataplaneError as exc:
+                log.warning("router %s: %s", router_id, exc)
+                continue
+            if holder:
+                message = f"address {ip} of {device} is also held by {holder} on the segment (address conflict)"
+                if hosted.conflicts.get(ip) != message:
+                    log.error("router %s: %s", router_id, message)
+                hosted.conflicts[ip] = message
+            elif hosted.conflicts.pop(ip, None):
+                log.info("router %s: address %s is no longer in conflict", router_id, ip)
+        if self.hosted.get(router_id) is hosted:
+            self._update_problem(router_id, hosted)
+
+    def _update_problem(self, router_id: str, hosted: _Hosted) -> None:
+        text = hosted.error or "; ".join(hosted.conflicts[ip] for ip in sorted(hosted.conflicts))
+        if self.problems.get(router_id) == (text or None):
+            return
+        if text:
+            self.problems[router_id] = text
+        else:
+            self.problems.pop(router_id, None)
+        self.reporter.report_soon()
 
     def _retry_later(self, router_id: str, hosted: _Hosted | None) -> None:
         if hosted is None:

@@ -40,13 +40,22 @@ class RouterPort:
     bridge: str
 
 
+@dataclass(frozen=True)
+class Synced:
+    """What `sync_router` did: whether the namespace was created, and the addresses it holds (device, MAC, IP),
+    with the IPs it had to add (the ones whose conflict on the segment is worth a probe)."""
+
+    created: bool
+    addresses: tuple[tuple[str, str, str], ...] = ()
+    added: frozenset[str] = frozenset()
+
+
 def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int = DEFAULT_METADATA_PORT,
-                suffix: str = "", bridge_namespace: str | None = None) -> bool:
+                suffix: str = "", bridge_namespace: str | None = None) -> Synced:
     """Make `qrouter-<id><suffix>` hold exactly `ports` (qr- devices, MACs, addresses) and the metadata rules.
 
     Idempotent and adopting: an existing namespace is kept (never recreated), only what differs is changed.
-    Bridges live in `bridge_namespace` (None: this process's own, as on a real host). True when the namespace
-    had to be created.
+    Bridges live in `bridge_namespace` (None: this process's own, as on a real host).
     """
     ns = router_namespace(router_id, suffix)
     created = not netns.namespace_exists(ns)
@@ -59,6 +68,8 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
         netns.delete_link(ns, name)  # its veth peer on the bridge goes with it
     ovs.unplug([f"tap{name[3:]}" for name in gone])  # and its record, if the bridge was Open vSwitch
     kinds: dict[str, bool] = {}
+    addresses: list[tuple[str, str, str]] = []
+    added: set[str] = set()
     for port in ports:
         device = router_port_device(port.port_id)
         if not netns.link_exists(bridge_namespace, port.bridge):
@@ -71,9 +82,10 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
             ovs.plug(port.bridge, tap, port.port_id, port.mac)
         else:
             netns.attach_to_bridge(bridge_namespace, tap, port.bridge)
-        netns.set_addresses(ns, device, port.addresses)
+        added.update(netns.set_addresses(ns, device, port.addresses))
+        addresses += [(device, port.mac, a.partition("/")[0]) for a in port.addresses]
     iptables.apply(ns, metadata_ruleset(metadata_port))
-    return created
+    return Synced(created, tuple(addresses), frozenset(added))
 
 
 def _is_ovs(bridge: str) -> bool:

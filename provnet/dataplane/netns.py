@@ -51,7 +51,11 @@ def enter(name: str) -> None:
 
 
 def _netlink_socket(name: str) -> socket.socket:
-    """A rtnetlink socket bound in namespace `name`: this thread enters it, opens the socket, comes back.
+    return socket_in(name, socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+
+
+def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket of namespace `name`: this thread enters it, opens the socket, comes back.
 
     (pyroute2's NetNS forks a helper and SIGTERMs it; a forked child shares the asyncio loop's signal wakeup
     socket, so that SIGTERM would stop the agent that asked. A thread's own setns has no such edge.)
@@ -64,7 +68,7 @@ def _netlink_socket(name: str) -> socket.socket:
     try:
         _setns(target, name)
         try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+            return socket.socket(family, kind, proto)
         finally:
             _setns(own, "this thread's own namespace")
     finally:
@@ -299,8 +303,8 @@ def ensure_address(namespace: str | None, ifname: str, address: str, prefixlen: 
             ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
 
 
-def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) -> None:
-    """Exactly these IPv4 addresses (`ip/prefixlen`) on the link: missing ones added, others removed."""
+def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) -> list[str]:
+    """Exactly these IPv4 addresses (`ip/prefixlen`) on the link: missing ones added (returned), others removed."""
     wanted = set()
     for text in addresses:
         ip, _, plen = text.partition("/")
@@ -312,6 +316,7 @@ def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) 
             ipr.addr("del", index=idx, address=ip, prefixlen=plen)
         for ip, plen in sorted(wanted - have):
             ipr.addr("add", index=idx, address=ip, prefixlen=plen)
+    return [ip for ip, _plen in sorted(wanted - have)]
 
 
 def flush_addresses(namespace: str | None, ifname: str) -> None:
