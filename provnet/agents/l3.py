@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,8 @@ class L3Agent:
         self._timer: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._probes: set[asyncio.Task] = set()
+        # ARP probes wait on the segment: threads of their own, so a burst's probes never queue its builds
+        self._probe_pool = ThreadPoolExecutor(4, thread_name_prefix="arp-probe")
 
     # --- the service --------------------------------------------------------------------------------------------
     def configurations(self) -> dict[str, Any]:
@@ -146,6 +149,7 @@ class L3Agent:
             if hosted.retry is not None:
                 hosted.retry.cancel()
         self.proxies.close()  # the dataplane and the proxies stay: the next agent adopts them
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.areg.close()
 
     async def settled(self, timeout: float = 10.0) -> None:
@@ -330,7 +334,8 @@ class L3Agent:
         (probed again at each sync of the router, so a resync or SIGHUP clears it)."""
         for device, mac, ip in targets:
             try:
-                holder = await asyncio.to_thread(arp.probe, hosted.namespace, device, mac, ip)
+                holder = await asyncio.get_running_loop().run_in_executor(
+                    self._probe_pool, arp.probe, hosted.namespace, device, mac, ip)
             except netns.DataplaneError as exc:
                 log.warning("router %s: %s", router_id, exc)
                 continue
