@@ -133,15 +133,28 @@ class World:
         relay = self.tmp / "pg"
         if not relay.exists():
             relay.mkdir()
-            url = urllib.parse.urlsplit(self.db_url.replace("postgresql+psycopg", "http"))
-            self.relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{relay}/.s.PGSQL.{url.port or 5432},fork",
-                                           f"TCP:{url.hostname}:{url.port or 5432}"], start_new_session=True)
-            wait_for(lambda: (relay / f".s.PGSQL.{url.port or 5432}").exists(), 10, "the PostgreSQL relay")
+            self.start_relay()
         url = urllib.parse.urlsplit(self.db_url)
         userinfo = url.netloc.rsplit("@", 1)[0]
         query = f"{url.query}&host={relay}" if url.query else f"host={relay}"
         port = urllib.parse.urlsplit(self.db_url.replace("postgresql+psycopg", "http")).port or 5432
         return urllib.parse.urlunsplit((url.scheme, f"{userinfo}@:{port}", url.path, query, ""))
+
+    def start_relay(self) -> None:
+        relay = self.tmp / "pg"
+        url = urllib.parse.urlsplit(self.db_url.replace("postgresql+psycopg", "http"))
+        sock = relay / f".s.PGSQL.{url.port or 5432}"
+        sock.unlink(missing_ok=True)
+        self.relay = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork", f"TCP:{url.hostname}:{url.port or 5432}"],
+                                      start_new_session=True)
+        wait_for(sock.exists, 10, "the PostgreSQL relay")
+
+    def cut_relay(self) -> None:
+        """The agents' database unreachable: the relay and every connection it carries (its process group)."""
+        relay = getattr(self, "relay", None)
+        if relay is not None and relay.poll() is None:
+            os.killpg(relay.pid, signal.SIGKILL)
+            relay.wait(5)
 
     def config(self, host: str, **extra: str) -> Path:
         conf = self.tmp / f"{host}.conf"
@@ -205,10 +218,7 @@ class World:
         for ns in sorted(ours, key=lambda n: not n.startswith("qrouter-")):
             netns.delete_namespace(ns)
         self.chain.close()
-        relay = getattr(self, "relay", None)
-        if relay is not None:
-            relay.kill()
-            relay.wait(5)
+        self.cut_relay()
 
 
 def seed(world: World) -> None:

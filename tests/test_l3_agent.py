@@ -192,6 +192,34 @@ def test_address_conflict_on_the_segment_is_reported_then_cleared(world) -> None
     assert log.count("(address conflict)") == 1 and "is no longer in conflict" in log, log
 
 
+def test_unreachable_registry_keeps_the_dataplane_then_recovers(world) -> None:
+    if not world.db_url.startswith("postgresql"):
+        pytest.skip("the database cut off under a running agent: PostgreSQL's relay (a SQLite file cannot be cut)")
+    world.add_host("h1")
+    world.add_vm("h1", "vm1", "172.16.1.110")
+    agent = world.start_agent("h1")
+    wait_for(lambda: world.registry.list_agents({"agent_type": ["L3 agent"]}), 20, "agent report")
+    router = world.registry.create_router({"name": "r1"})
+    world.router_id = router.id
+    world.registry.add_router_interface(router.id, subnet_id=world.subnet_id)
+    wait_for(lambda: _serves(world, "vm1"), 10, "metadata")
+    ns = world.router_ns("h1")
+    inode, pid = netns.namespace_inode(ns), world.proxy_pid("h1")
+    world.cut_relay()
+    agent.proc.send_signal(signal.SIGHUP)  # a full resync while nothing can be read
+    wait_for(lambda: "keeping the dataplane as it is" in world.agent_log(agent), 20, "the agent noticing")
+    assert agent.proc.poll() is None and _serves(world, "vm1")
+    assert netns.namespace_inode(ns) == inode and world.proxy_pid("h1") == pid and _rules_present(ns)
+    # the database is back: a router created meanwhile is built without a restart
+    world.start_relay()
+    other = world.registry.create_router({"name": "r2"})
+    port = world.registry.create_port({"network_id": world.network_id,
+                                       "fixed_ips": [{"subnet_id": world.subnet_id, "ip_address": "172.16.1.4"}]})
+    world.registry.add_router_interface(other.id, port_id=port.id)
+    wait_for(lambda: netns.namespace_exists(world.router_ns("h1", other.id)), 30, "the second router built")
+    assert netns.namespace_inode(ns) == inode and world.proxy_pid("h1") == pid and _serves(world, "vm1")
+
+
 def test_two_agents_one_stopped_router_moves_and_vms_are_served_again(world) -> None:
     world.add_host("h1")
     world.add_host("h2")
