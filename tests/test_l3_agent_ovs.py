@@ -105,6 +105,13 @@ def plug_vm(world, name: str, ip: str) -> tuple[str, str]:
     return inst.id, port.id
 
 
+def has_link(ns: str, name: str) -> bool:
+    try:
+        return netns.namespace_exists(ns) and name in netns.link_names(ns)
+    except netns.DataplaneError:  # the namespace's file exists a moment before it is mounted: not yet
+        return False
+
+
 def test_router_on_an_open_vswitch_bridge_with_neutrons_external_ids(ovs_world) -> None:
     world = ovs_world
     instance_id, _ = plug_vm(world, "vm1", "172.16.1.110")
@@ -116,7 +123,7 @@ def test_router_on_an_open_vswitch_bridge_with_neutrons_external_ids(ovs_world) 
     port_id = body["port_id"]
     tap, qr = f"tap{port_id[:11]}", f"qr-{port_id[:11]}"
     ns = world.router_ns("h1")
-    wait_for(lambda: netns.namespace_exists(ns) and qr in netns.link_names(ns), 10, "the router's qr- device")
+    wait_for(lambda: has_link(ns, qr), 10, "the router's qr- device")
     wait_for(lambda: tap in world.ovs("list-ports", "br-phy").split(), 10, "the router's port on br-phy")
     ids = world.ovs("get", "Interface", tap, "external_ids")
     mac = world.registry.get_port(port_id).mac_address
