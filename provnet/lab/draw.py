@@ -52,7 +52,11 @@ class Topology:
 
 def _device_lines(namespace: str) -> list[Line]:
     out = []
-    for link in netns.links(namespace):
+    try:
+        links = netns.links(namespace)
+    except netns.DataplaneError as exc:  # gone, or being made or removed by an agent this very moment
+        return [Line(f"devices unreadable: {exc}", bad=True)]
+    for link in links:
         if link.name == "lo":
             continue
         parts = [link.name, link.mac, *link.addresses]

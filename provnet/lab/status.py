@@ -59,7 +59,13 @@ def snapshot(state_path: str, state: LabState) -> Snapshot:
     present = set(netns.list_namespaces())
     names = list(state.namespaces) + sorted(ns for ns in present if ns not in state.namespaces and any(
         ns.endswith(h.namespace_suffix) for h in state.hosts))
-    qrouters = {ns: netns.link_names(ns) for ns in names if ns.startswith("qrouter-") and ns in present}
+    qrouters = {}
+    for ns in names:
+        if ns.startswith("qrouter-") and ns in present:
+            try:
+                qrouters[ns] = netns.link_names(ns)
+            except netns.DataplaneError:  # an agent is making or removing it this very moment
+                qrouters[ns] = []
     proxies = {}
     for host in state.hosts:
         pid_file = Path(host.state_path) / "external" / "pids" / f"{state.router_id}.pid"
