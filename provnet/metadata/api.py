@@ -34,7 +34,7 @@ from provnet.metadata.tokens import (
     parse_ttl,
 )
 from provnet.metadata.watch import Watchers, WatchQuery, WatchRefused, bare, not_modified, parse_watch
-from provnet.model.errors import Conflict, InstanceNotFound, NotFound, ServiceUnavailable
+from provnet.model.errors import Conflict, InstanceNotFound, InvalidInput, NotFound, ServiceUnavailable
 from provnet.model.metadata_options import options_of
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
@@ -613,6 +613,8 @@ class MetadataApi:
                 await self.areg(self.registry.set_instance_password, instance_id, new)
             except Conflict:
                 return error(409, "The password is already set.")
+            except InvalidInput as exc:  # what the store refuses is the VM's bad input, never a 500
+                return error(400, exc.message)
         return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])
 
 

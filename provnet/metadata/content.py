@@ -377,4 +377,6 @@ def password_post(current: str | None, body: bytes) -> tuple[Reply, str | None]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return Reply(400, b"400 Bad Request\n\nThe password must be UTF-8 text.\n"), None
+    if "\x00" in text:  # no store keeps it (PostgreSQL refuses it)
+        return Reply(400, b"400 Bad Request\n\nThe password must not contain NUL.\n"), None
     return Reply(200), text
