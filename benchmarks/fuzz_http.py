@@ -129,8 +129,8 @@ async def upstream_fuzz(tally: Tally, count: int, seed: int, path: str) -> colle
             writer.write(data)
             if keep_open:
                 await asyncio.sleep(DEADLINE)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # (cancelled: the run ended while this answer was held open; asyncio would print it as an error)
         writer.close()
 
     server = await asyncio.start_unix_server(upstream, path)
