@@ -188,6 +188,17 @@ OPTIONS: tuple[Option, ...] = (
            to_nonneg_int),
     Option("metadata_backlog", "DEFAULT", 4096, "Listen backlog of the agent's socket.", to_nonneg_int),
     Option("metadata_port", "DEFAULT", 9697, "Port the namespace metadata proxy listens on.", to_port),
+    Option("max_connections", "metadata_proxy", 4096, "Client connections one metadata proxy holds at most (0: "
+           "what the open files limit allows; the proxy raises its soft limit to the hard limit at start and lowers "
+           "this to fit). When full, the address holding the most connections loses its longest-idle one to a "
+           "newcomer; 503 only when none is idle.", to_nonneg_int),
+    Option("max_connections_per_source", "metadata_proxy", 64, "Connections one source address (one VM) may hold "
+           "open at a proxy; more are refused at once with 429, so one VM cannot starve the others (0: no cap).",
+           to_nonneg_int),
+    Option("header_timeout", "metadata_proxy", 30.0, "Seconds a client has to send a whole request, head and body, "
+           "before 408. Shrinks to 1 s as the proxy fills from half of max_connections to full.", to_positive),
+    Option("idle_timeout", "metadata_proxy", 30.0, "Seconds a keep-alive connection may stay idle, or a client "
+           "leave its answers unread, before the proxy closes it. Shrinks as header_timeout does.", to_positive),
     Option("rate_limit_enabled", "metadata_rate_limiting", False, "Limit requests per source address (429).",
            to_bool),
     Option("base_window_duration", "metadata_rate_limiting", 10.0, "Seconds of the base window.", to_positive),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.serving import HttpServer, Peer, Response, error
@@ -16,6 +18,8 @@ log = logging.getLogger(__name__)
 AGENT_TIMEOUT = 65.0  # longer than the agent's 60 s to the API, so the agent's own 503/504 gets through
 HEADER_TIMEOUT = 30.0  # haproxy's timeout http-request in Neutron
 IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
+MAX_CONNECTIONS = 4096  # Neutron's haproxy has maxconn 1024 and no share per VM
+MAX_PER_SOURCE = 64  # cloud-init holds one; a VM at this many is refused at once, not its neighbours
 # Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
 # X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
 FORWARDED_CLIENT_HEADERS = ("content-type",)
@@ -47,7 +51,8 @@ class MetadataProxy:
     def __init__(self, *, socket_path: str, router_id: str | None = None, network_id: str | None = None,
                  bind: str = "0.0.0.0", port: int = 9697, status_socket: str | None = None,
                  agent_timeout: float = AGENT_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                 max_per_source: int = MAX_PER_SOURCE) -> None:
         if bool(router_id) == bool(network_id):
             raise ValueError("a metadata proxy serves exactly one router or one network")
         self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
@@ -56,15 +61,18 @@ class MetadataProxy:
         self.status_socket = status_socket
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
-        self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout)
+        self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
+                                 max_connections=max_connections, max_per_source=max_per_source)
+        self.metrics.registry.register(_EdgeCollector(self.server))
         self.status_server = HttpServer(self._status) if status_socket else None
 
     async def start(self) -> None:
         self.port = await self.server.listen_tcp(self.bind, self.port, backlog=1024)
         if self.status_server is not None and self.status_socket:
             await self.status_server.listen_unix(self.status_socket, mode=0o660)
-        log.info("metadata proxy for %s %s on %s:%d -> %s", self.id_header, self.id_value, self.bind, self.port,
-                 self.agent.target.describe())
+        log.info("metadata proxy for %s %s on %s:%d -> %s (at most %d connections, %d per address)", self.id_header,
+                 self.id_value, self.bind, self.port, self.agent.target.describe(), self.server.max_connections,
+                 self.server.max_per_source)
 
     async def stop(self) -> None:
         await self.server.close()
@@ -110,3 +118,22 @@ class MetadataProxy:
         if request.path == "/healthz":
             return healthz()
         return error(404, "Only /healthz, /readyz and /metrics are served here.")
+
+
+class _EdgeCollector:
+    """/metrics: the proxy's open connections and what its edge refused, evicted or timed out."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+
+    def collect(self):
+        yield GaugeMetricFamily("provnet_metadata_proxy_connections", "Open client connections.",
+                                value=self.server.open_connections)
+        events = CounterMetricFamily(
+            "provnet_metadata_proxy_connection_events",
+            "Client connections refused (refused_source: at the per-address cap, refused_full: at the total cap), "
+            "evicted to make room, closed for a slow request (timeout), when idle, when not reading (stalled), and "
+            "malformed requests by status.", labels=["event"])
+        for event, count in sorted(self.server.stats.items()):
+            events.add_metric([event], count)
+        yield events
