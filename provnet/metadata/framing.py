@@ -249,8 +249,11 @@ class ResponseReader:
                 self.extra = True
                 return self._complete
             raise HttpError(502, f"malformed response from upstream ({exc})") from None
-        if self._complete is None and not self._in_body and len(self._raw) - self._start > MAX_RESPONSE_HEAD:
-            raise HttpError(502, "the upstream's response head is too large")
+        if self._complete is None and not self._in_body:
+            if self._raw[self._start:self._start + 1] in (b"\r", b"\n"):  # llhttp would skip it, h11 refuses
+                raise HttpError(502, "malformed status line from upstream")
+            if len(self._raw) - self._start > MAX_RESPONSE_HEAD:
+                raise HttpError(502, "the upstream's response head is too large")
         return self._complete
 
     def eof(self) -> Message | None:

@@ -21,6 +21,7 @@ TEXT = "text/plain; charset=UTF-8"
 SLICE = 4096  # input is parsed this much at a time: one read never becomes thousands of queued requests
 FLOOR = 1.0  # seconds: what the head and idle timeouts shrink to when the server is full
 FD_RESERVE = 64  # descriptors kept for listening sockets, logs, the store
+LINGER = 2.0  # seconds a closing connection still reads (and drops) what the client sends, so its answer arrives
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self.active = self.loop.time()  # last byte read or answer written
         self.partial_since: float | None = None  # when the request being received began
         self.stalled_since: float | None = None  # the client is not reading its answers
+        self.linger_since: float | None = None  # closing: our side is shut, the client's bytes are dropped
         self.reading = True
         self.eof = False
         self.closed = False
@@ -157,7 +159,9 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True  # the client half-closed: answer what it sent, then close
-        if not self.scheduled:
+        if self.linger_since is not None:
+            self.transport.close()
+        elif not self.scheduled:
             self._work()
         return True
 
@@ -187,7 +191,7 @@ class _Connection(asyncio.Protocol):
             elif self.pending:
                 self._feed()
             elif self.eof or self.reader.done:
-                self._close()  # every request before the end (or the closing request) is answered
+                self._close(linger=not self.eof)  # every request before the end (or the closing one) is answered
             else:
                 break
         self._flow()
@@ -259,33 +263,62 @@ class _Connection(asyncio.Protocol):
                                                     request.method == "HEAD"))
         self.active = self.loop.time()
         if not keep:
-            self._close()
+            self._close(linger=True)
 
     def _fail(self, exc: HttpError) -> None:
         self.server._notice(f"{self.peer.address or 'unix socket'}: {exc.status} {exc.message}", exc.status)
         response = error(exc.status, exc.message, close=True)
         self.transport.write(http11.render_response(exc.status, response.body, response.headers, False))
-        self._close()
+        self._close(linger=True)
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        """Close after what was written. `linger`: the client may still be sending (pipelined requests, the rest of
+        a refused body), and closing on unread bytes resets the connection, which can destroy the answer before
+        the client reads it; so shut our side and drop what comes for up to LINGER seconds (nginx's lingering
+        close). The connection keeps its place in the counts until it is gone."""
+        if self.closed:
+            return
         self.closed = True
+        if linger and not self.eof and self.transport.can_write_eof():
+            self.linger_since = self.loop.time()
+            self.transport.write_eof()
+            if not self.reading:
+                self.reading = True
+                self.transport.resume_reading()
+            return
+        self.server._forget(self)
+        self.transport.close()
+
+    def _abort(self) -> None:
+        """Drop the connection now (evicted, or not reading its answers)."""
+        self.closed = True
+        self.server._forget(self)
+        self.transport.abort()
+
+    def _close_now(self) -> None:
         self.server._forget(self)
         self.transport.close()
 
     def evictable(self) -> bool:
-        """Holding a slot without work of ours in flight: idle, receiving a request, or not reading answers."""
-        return not self.closed and self.busy is None and not self.reader.ready and not self.scheduled
+        """Holding a slot without work of ours in flight: idle, lingering, receiving a request, not reading."""
+        return self.busy is None and not self.reader.ready and not self.scheduled and (
+            not self.closed or self.linger_since is not None)
 
     def check_deadlines(self, now: float, header_timeout: float, idle_timeout: float) -> None:
         """Called by the server's watchdog: 408 for a request too slow to arrive, close when idle or stalled."""
+        if self.linger_since is not None:
+            if now - self.linger_since > LINGER:
+                if self.transport.get_write_buffer_size():
+                    self._abort()
+                else:
+                    self._close_now()
+            return
         if self.closed:
             return
         if self.stalled_since is not None:
             if now - self.stalled_since > idle_timeout:
                 self.server.stats["stalled"] += 1
-                self.closed = True
-                self.server._forget(self)
-                self.transport.abort()  # the client does not read: drop what it did not take
+                self._abort()  # the client does not read: drop what it did not take
             return
         if self.busy is not None or self.reader.ready or self.scheduled:
             return
@@ -359,7 +392,7 @@ class HttpServer:
                 self.stats["evicted"] += 1
                 self._notice(f"{victim.peer.address or 'unix socket'}: closed an idle connection to make room "
                              f"({len(conns)} open from that address)", 0)
-                victim._close()
+                victim._abort()
                 return True
         return False
 
@@ -431,7 +464,7 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             for conn in list(self._connections):
-                conn._close()
+                conn._close_now()
             await self._server.wait_closed()
             if self._unix_path and os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)
