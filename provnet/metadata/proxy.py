@@ -7,6 +7,7 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from provnet.metadata.fairshare import FairShare
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.serving import HttpServer, Peer, Response, error
@@ -20,6 +21,7 @@ HEADER_TIMEOUT = 30.0  # haproxy's timeout http-request in Neutron
 IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
 MAX_CONNECTIONS = 4096  # Neutron's haproxy has maxconn 1024 and no share per VM
 MAX_PER_SOURCE = 64  # cloud-init holds one; a VM at this many is refused at once, not its neighbours
+IN_FLIGHT = 8  # requests at the agent at once; beyond, addresses take turns (enough to keep agent and API busy)
 # Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
 # X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
 FORWARDED_CLIENT_HEADERS = ("content-type",)
@@ -61,6 +63,7 @@ class MetadataProxy:
         self.status_socket = status_socket
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
+        self.share = FairShare(IN_FLIGHT)
         self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
                                  max_connections=max_connections, max_per_source=max_per_source)
         self.metrics.registry.register(_EdgeCollector(self.server))
@@ -85,7 +88,8 @@ class MetadataProxy:
         rid = new_request_id()
         headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid)
         try:
-            upstream = await self.agent.request(request.method, request.target, headers, request.body)
+            async with self.share.turn(peer.address):
+                upstream = await self.agent.request(request.method, request.target, headers, request.body)
         except UpstreamUnavailable as exc:
             log.warning("%s metadata agent unavailable: %s", rid, exc)
             response = error(502, "The metadata agent is unavailable.", rid)
