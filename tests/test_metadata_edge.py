@@ -432,10 +432,14 @@ def test_the_proxy_raises_its_open_files_limit_and_never_floods_its_log(tmp_path
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n" if i % 2 else
                              b"GET  / HTTP/1.1\r\n\r\n")
                 assert read_all(sock).startswith(b"HTTP/1.1 400")
+        with connect(port, "127.0.3.1") as sock:  # valid requests while the agent is down: 502 each
+            sock.sendall(get(0, "/latest/meta-data/") * 300 + get(1, close=True))
+            assert [status for status, _ in bodies(read_all(sock))] == [502] * 301
         elapsed = time.monotonic() - started
         text = log_path.read_text()
         assert "Traceback" not in text
         assert len([line for line in text.splitlines() if "400" in line]) <= elapsed + 2
+        assert 1 <= len([line for line in text.splitlines() if "agent unavailable" in line]) <= elapsed + 2
     finally:
         proc.terminate()
         proc.wait(10)

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from provnet.metadata.fairshare import FairShare
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
-from provnet.metadata.serving import HttpServer, Peer, Response, error
+from provnet.metadata.serving import HttpServer, LogBudget, Peer, Response, error
 from provnet.metadata.tokens import HOP_LIMIT_HEADER, RELAYED_HEADER, TOKEN_HEADERS, TTL_HEADERS
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
 
@@ -64,6 +64,7 @@ class MetadataProxy:
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
         self.share = FairShare(IN_FLIGHT)
+        self._log = LogBudget(log)  # agent failures: one line a second, however many VMs ask meanwhile
         self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
                                  max_connections=max_connections, max_per_source=max_per_source)
         self.metrics.registry.register(_EdgeCollector(self.server))
@@ -91,10 +92,10 @@ class MetadataProxy:
             async with self.share.turn(peer.address):
                 upstream = await self.agent.request(request.method, request.target, headers, request.body)
         except UpstreamUnavailable as exc:
-            log.warning("%s metadata agent unavailable: %s", rid, exc)
+            self._log(logging.WARNING, f"{rid} metadata agent unavailable: {exc}", time.monotonic())
             response = error(502, "The metadata agent is unavailable.", rid)
         except UpstreamTimeout as exc:
-            log.warning("%s %s", rid, exc)
+            self._log(logging.WARNING, f"{rid} {exc}", time.monotonic())
             response = error(504, "The metadata agent did not answer in time.", rid)
         else:
             response = Response(upstream.status, upstream.body,
@@ -104,10 +105,8 @@ class MetadataProxy:
             if hop.isdigit() and 1 <= int(hop) <= 255:  # a token's answer: it must not cross a router in the VM
                 response.ip_ttl = int(hop)
         self.metrics.observe(response.status, time.perf_counter() - started)
-        level = logging.DEBUG if response.status < 400 else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "%s %s %s from %s -> %d", rid, request.method, request.target, peer.address,
-                    response.status)
+        if log.isEnabledFor(logging.DEBUG):  # every answer is counted in /metrics; a VM cannot drive this log
+            log.debug("%s %s %s from %s -> %d", rid, request.method, request.target, peer.address, response.status)
         return response
 
     async def _status(self, request: Message, peer: Peer) -> Response:

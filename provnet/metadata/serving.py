@@ -74,6 +74,25 @@ def _peer_address(transport: asyncio.BaseTransport) -> str:
     return ""
 
 
+class LogBudget:
+    """At most one log line a second from one source of lines a VM can drive; the next line says how many were
+    left out."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -1e9
+        self._suppressed = 0
+
+    def __call__(self, level: int, message: str, now: float) -> None:
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        self.logger.log(level, "%s%s", message, more)
+        self._last, self._suppressed = now, 0
+
+
 def raise_fd_limit() -> int:
     """Raise this process's RLIMIT_NOFILE soft limit to its hard limit where allowed; returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -357,8 +376,7 @@ class HttpServer:
         self._by_source: dict[str, dict[_Connection, None]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._unix_path: str | None = None
-        self._noticed = -1e9
-        self._suppressed = 0
+        self._log = LogBudget(log)
 
     @property
     def open_connections(self) -> int:
@@ -409,14 +427,8 @@ class HttpServer:
         malformed requests at INFO, refusals for capacity at WARNING."""
         if 400 <= status < 500:
             self.stats[str(status)] += 1
-        now = self._loop.time() if self._loop is not None else 0.0
-        if now - self._noticed < 1.0:
-            self._suppressed += 1
-            return
-        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
         level = logging.INFO if status not in (0, 429, 503) else logging.WARNING
-        log.log(level, "%s%s", message, more)
-        self._noticed, self._suppressed = now, 0
+        self._log(level, message, self._loop.time() if self._loop is not None else 0.0)
 
     def timeouts(self) -> tuple[float, float]:
         """(head, idle) timeouts at the current load."""
