@@ -7,8 +7,8 @@
 #   .venv/bin/python benchmarks/metadata_fairshare.py                 # 4 victims, 10 s per scenario
 #   PYTHONPATH=/tmp/old .venv/bin/python benchmarks/metadata_fairshare.py --scenarios none,hold   # older code
 #
-# Scenarios, each with the victims running the whole time (a new connection per request, as cloud-init does, and
-# checking their own instance id in meta_data.json):
+# Scenarios, each with the victims running the whole time (--rate requests a second each, a new connection per
+# request as cloud-init does, checking their own instance id in meta_data.json):
 #   none   nobody misbehaves: the baseline of the same run, what every other figure is compared with
 #   hold   the abuser opens 2,000 connections and holds whatever it gets, idle
 #   flood  the abuser connects, sends a request and closes, in a loop, as fast as it can
@@ -50,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--victims", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0, help="victims' run per scenario")
+    parser.add_argument("--rate", type=float, default=50.0,
+                        help="requests a second per victim, each on a new connection (0: as fast as answered)")
     parser.add_argument("--scenarios", default=",".join(ABUSE))
     parser.add_argument("--nofile", type=int, default=1024, help="the proxy's open files limit (soft and hard)")
     args = parser.parse_args()
@@ -88,10 +90,11 @@ def main() -> None:
         wait_port(topo.router_ns, "127.0.0.1", 9697)
         for name in args.scenarios.split(","):
             abuse = ABUSE[name]
-            abuser, got = (start_abuser(topo, "abuser", abuse[0], abuse[1], args.seconds + 30) if abuse
-                           else (None, {}))
+            keep = args.seconds if name == "flood" else args.seconds + 30  # (flood: ends with the victims, counted)
+            abuser, got = start_abuser(topo, "abuser", abuse[0], abuse[1], keep) if abuse else (None, {})
             started = time.monotonic()
-            victims = [start_victim(topo, vm, args.seconds, seed.instances[vm]) for vm in vms if vm != "abuser"]
+            victims = [start_victim(topo, vm, args.seconds, seed.instances[vm], rate=args.rate)
+                       for vm in vms if vm != "abuser"]
             results = [victim_result(v, args.seconds + 120) for v in victims]
             elapsed = time.monotonic() - started
             final = stop(abuser) if abuser else None
@@ -115,7 +118,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['scenario']} | {r['answered']:,} | {r['failed']} | {r['req_s']:,.0f} | {r['p50_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['p99_ms'] / base_p99:.2f} | {r['max_ms']:.1f} | {json.dumps(r['abuser'])} |")
-    print(json.dumps({"victims": args.victims, "seconds": args.seconds, "nofile": args.nofile, "rows": rows},
+    print(json.dumps({"victims": args.victims, "seconds": args.seconds, "rate": args.rate, "nofile": args.nofile,
+                      "rows": rows},
                      indent=1))
     print(f"logs: {workdir}")
     shutil.rmtree(state, ignore_errors=True)

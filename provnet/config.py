@@ -195,6 +195,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections_per_source", "metadata_proxy", 64, "Connections one source address (one VM) may hold "
            "open at a proxy; more are refused at once with 429, so one VM cannot starve the others (0: no cap).",
            to_nonneg_int),
+    Option("max_connection_rate_per_source", "metadata_proxy", 100.0, "New connections a second one source "
+           "address may open at a proxy (as many at once); beyond, they are reset at once, so a VM reconnecting "
+           "in a loop costs the proxy little (0: no limit). cloud-init opens about 30 in a boot.", to_nonneg),
     Option("header_timeout", "metadata_proxy", 30.0, "Seconds a client has to send a whole request, head and body, "
            "before 408. Shrinks to 1 s as the proxy fills from half of max_connections to full.", to_positive),
     Option("idle_timeout", "metadata_proxy", 30.0, "Seconds a keep-alive connection may stay idle, or a client "

@@ -79,16 +79,24 @@ while time.monotonic() < end:
 print(json.dumps({"open": len(held), "sent": sent}), flush=True)
 '''
 
-# argv: seconds, expected substring, keepalive (0|1). One request after another, a new connection each (as
-# cloud-init's url_helper) or one kept-alive connection; prints {"ok": n, "errors": [...], "latencies": [...]}.
+# argv: seconds, expected substring, keepalive (0|1), rate (requests a second; 0: one after another). A new
+# connection each (as cloud-init's url_helper) or one kept-alive connection; prints {"ok": n, "errors": [...],
+# "latencies": [...]}.
 VICTIM = r'''
 import json, socket, sys, time
-seconds, expect, keep = float(sys.argv[1]), sys.argv[2].encode(), sys.argv[3] == "1"
+seconds, expect, keep, rate = float(sys.argv[1]), sys.argv[2].encode(), sys.argv[3] == "1", float(sys.argv[4])
 req = b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
 ok, errors, lat = 0, [], []
 sock = None
-end = time.monotonic() + seconds
+start = time.monotonic()
+end = start + seconds
+sent = 0
 while time.monotonic() < end:
+    if rate:
+        due = start + sent / rate
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+    sent += 1
     t = time.perf_counter()
     try:
         if sock is None:
@@ -137,17 +145,19 @@ def start_abuser(topo: Topology, vm: str, mode: str, connections: int, seconds: 
     return proc, json.loads(line)
 
 
-def run_victim(topo: Topology, vm: str, seconds: float, expect: str, keepalive: bool = False) -> dict:
+def run_victim(topo: Topology, vm: str, seconds: float, expect: str, keepalive: bool = False,
+               rate: float = 0) -> dict:
     proc = subprocess.run(topo.exec_args(vm, "/usr/bin/python3", "-c", VICTIM, str(seconds), expect,
-                                         "1" if keepalive else "0"),
+                                         "1" if keepalive else "0", str(rate)),
                           capture_output=True, text=True, timeout=seconds + 60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
 
-def start_victim(topo: Topology, vm: str, seconds: float, expect: str, keepalive: bool = False) -> subprocess.Popen:
+def start_victim(topo: Topology, vm: str, seconds: float, expect: str, keepalive: bool = False,
+                 rate: float = 0) -> subprocess.Popen:
     return subprocess.Popen(topo.exec_args(vm, "/usr/bin/python3", "-c", VICTIM, str(seconds), expect,
-                                           "1" if keepalive else "0"), stdout=subprocess.PIPE,
+                                           "1" if keepalive else "0", str(rate)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -135,7 +135,8 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
     [metadata_proxy] header_timeout: 408.
 
     Fair share ([metadata_proxy] options): one VM holds at most max_connections_per_source (64)
-    connections, more are refused at once with 429; all VMs together at most max_connections (4096,
+    connections, more are refused at once with 429, and opens at most max_connection_rate_per_source
+    (100) a second, more are reset; all VMs together at most max_connections (4096,
     within the open files limit, which the proxy raises to its hard limit at start). When full, the
     address holding the most connections loses its longest-idle one, and the head and idle timeouts
     shrink towards 1 s. Counters: provnet_metadata_proxy_connection_events_total in /metrics.
@@ -160,6 +161,7 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
                           bind=bind, port=config.metadata_port, status_socket=status_socket,
                           max_connections=config.get("metadata_proxy.max_connections"),
                           max_per_source=config.get("metadata_proxy.max_connections_per_source"),
+                          max_rate_per_source=config.get("metadata_proxy.max_connection_rate_per_source"),
                           header_timeout=config.get("metadata_proxy.header_timeout"),
                           idle_timeout=config.get("metadata_proxy.idle_timeout"))
     run(config, lambda c, registry: [proxy], needs_store=False)

@@ -7,7 +7,7 @@ from collections import deque
 
 import httptools
 
-from provnet.metadata.http11 import MAX_BODY, MAX_HEAD, MAX_HEADERS, HttpError, Message, index_headers
+from provnet.metadata.http11 import MAX_BODY, MAX_HEAD, MAX_HEADERS, HttpError, Message
 
 METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"})
 MAX_RESPONSE_HEAD = 65536
@@ -16,7 +16,8 @@ _TARGET = re.compile(rb"/[\x21-\x7e]*")  # origin-form, visible ASCII only
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+(?: |\Z)")  # a method h11 takes (llhttp knows only its list)
 _VERSION = re.compile(rb"[^\r\n]* HTTP/(?:[0-9](?:\.(?:[0-9](?:\r|\Z)|\Z)|\Z)|\Z)")  # (the start of) a version: 505
 _OWS = b" \t"
-_REASON = re.compile(rb"[^\x00\n\r\x0b\x0c]*")  # h11's reason-phrase: no NUL, no whitespace but SP and HTAB
+# h11's status-line (reason: no NUL, no whitespace but SP and HTAB), for HTTP/1.0 and 1.1
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [0-9]{3}(?: [^\x00\n\r\x0b\x0c]*)?\r\n")
 
 
 def _status_of(exc: httptools.HttpParserError) -> int:
@@ -62,6 +63,7 @@ class RequestReader:
     def _reset(self) -> None:
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] = {}  # the Message's, built as fields arrive
         self._body: list[bytes] = []
         self._length = 0
 
@@ -140,48 +142,60 @@ class RequestReader:
         headers = self._headers
         if len(headers) >= MAX_HEADERS:
             raise HttpError(431, f"more than {MAX_HEADERS} header fields")
-        headers.append((name.decode("ascii"), value.rstrip(_OWS).decode("latin-1")))
+        key = name.decode("ascii")
+        text = value.rstrip(_OWS).decode("latin-1")
+        headers.append((key, text))
+        lower = key.lower()
+        found = self._index.get(lower)
+        if found is None:
+            self._index[lower] = [text]
+        else:
+            found.append(text)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         method = parser.get_method()
-        version = parser.get_http_version()
-        line = b"%s %s HTTP/%s\r\n" % (method, self._url, version.encode())
+        url = self._url
         start = self._start - self._chunk_at
         if start >= 0:
             raw, base = self._chunk, start
         else:  # a head that arrived over several feeds
             raw, base = self._carry + self._chunk, 0
-        if not raw.startswith(line, base):
+        eol = raw.find(b"\r\n", base)
+        version = raw[eol - 8:eol]  # llhttp read the line: it ends with a version, HTTP/d.d (or RTSP/ICE: 400)
+        if raw[base:eol - 8] != method + b" " + url + b" " or not version.startswith(b"HTTP/"):
             raise HttpError(400, "malformed request line")
-        end = raw.find(b"\r\n\r\n", base + len(line) - 2) + 4
+        end = raw.find(b"\r\n\r\n", eol) + 4
         if end - base > MAX_HEAD:
             raise HttpError(431, f"request head over {MAX_HEAD} bytes")
-        if version not in ("1.1", "1.0"):
+        http11 = version == b"HTTP/1.1"
+        if not http11 and version != b"HTTP/1.0":
             raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
         if method not in METHODS:
             raise HttpError(501, f"method {method.decode()} is not supported")
-        if not _TARGET.fullmatch(self._url):
+        if not _TARGET.fullmatch(url):
             raise HttpError(400, "the request target must be a path")
-        index = index_headers(self._headers)
+        index = self._index
         if "transfer-encoding" in index:
             raise HttpError(501, "Transfer-Encoding is not supported; send Content-Length")
-        hosts = len(index.get("host", ()))
-        if hosts > 1 or (version == "1.1" and not hosts):
+        hosts = index.get("host")
+        if (hosts is None and http11) or (hosts is not None and len(hosts) > 1):
             raise HttpError(400, "a request needs one Host header (HTTP/1.1) and never several")
         connection = index.get("connection")
         tokens = {t.strip(" \t").lower() for v in connection for t in v.split(",")} if connection else ()
         lengths = index.get("content-length")
-        if lengths and not (lengths[0].isascii() and lengths[0].isdigit()):  # llhttp checks this too
-            raise HttpError(400, "bad Content-Length")
-        length = int(lengths[0]) if lengths else 0
-        if length > MAX_BODY:
-            raise HttpError(413, f"body over {MAX_BODY} bytes")
-        if parser.should_upgrade() and length:
-            raise HttpError(400, "a request with Upgrade cannot carry a body here")
+        length = 0
+        if lengths is not None:
+            if not (lengths[0].isascii() and lengths[0].isdigit()):  # llhttp checks this too
+                raise HttpError(400, "bad Content-Length")
+            length = int(lengths[0])
+            if length > MAX_BODY:
+                raise HttpError(413, f"body over {MAX_BODY} bytes")
+            if length and parser.should_upgrade():
+                raise HttpError(400, "a request with Upgrade cannot carry a body here")
         self._length = length
-        self._request = Message(self._headers, method=method.decode(), target=self._url.decode("ascii"),
-                                keep_alive="close" not in tokens and (version == "1.1" or "keep-alive" in tokens),
+        self._request = Message(self._headers, method=method.decode(), target=url.decode("ascii"),
+                                keep_alive="close" not in tokens and (http11 or "keep-alive" in tokens),
                                 _index=index)
         self._start = (self._chunk_at if start >= 0 else self._start) + end + length  # where the next one begins
         self._in_body = True
@@ -216,10 +230,11 @@ class ResponseReader:
         self.head_only = head_only
         self.extra = False
         self._parser = httptools.HttpResponseParser(self)
-        self._raw = bytearray()  # bytes from the start until the final head is complete
+        self._raw = b""  # bytes from the start until the final head is complete
         self._start = 0  # where the current (final or 1xx) response begins in _raw
-        self._reason = b""
         self._headers: list[tuple[str, str]] = []
+        self._encodings = 0  # Transfer-Encoding fields (chunked: llhttp refuses other codings' framing)
+        self._length = -1  # Content-Length, when given
         self._body: list[bytes] = []
         self._size = 0
         self._response: Message | None = None
@@ -232,7 +247,7 @@ class ResponseReader:
             self.extra = True
             return self._complete
         if not self._in_body:
-            self._raw += data
+            self._raw = self._raw + data if self._raw else data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -273,43 +288,38 @@ class ResponseReader:
             self.extra = True
             raise _Stop()
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self._headers) >= 4 * MAX_HEADERS:
             raise HttpError(502, "too many header fields from the upstream")
         lower = name.lower()
-        if lower in (b"transfer-encoding", b"content-length") and (self._in_body or (
-                lower == b"transfer-encoding" and value.lower() != b"chunked")):
-            raise HttpError(502, f"the upstream sent {name.decode()}: {value[:40]!r} (in trailers, or a coding "
-                                 "other than chunked)")
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            if self._in_body or (lower == b"transfer-encoding" and value.lower() != b"chunked"):
+                raise HttpError(502, f"the upstream sent {name.decode()}: {value[:40]!r} (in trailers, or a "
+                                     "coding other than chunked)")
+            if lower == b"content-length":
+                self._length = int(value)  # llhttp checked: digits only, once
+            else:
+                self._encodings += 1
         self._headers.append((name.decode("ascii"), value.rstrip(_OWS).decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        status = parser.get_status_code()
-        version = parser.get_http_version()
-        line = b"HTTP/%s %03d" % (version.encode(), status)
         raw, base = self._raw, self._start
-        rest = base + len(line)
-        if not raw.startswith(line, base) or not (raw.startswith(b" " + self._reason + b"\r\n", rest) or (
-                not self._reason and raw.startswith(b"\r\n", rest))):
+        status = parser.get_status_code()
+        line = _STATUS_LINE.match(raw, base)  # the line llhttp read, held to h11's grammar (and 1.0 or 1.1)
+        if line is None or status < 100:
             raise HttpError(502, "malformed status line from upstream")
-        if version not in ("1.1", "1.0") or status < 100 or not _REASON.fullmatch(self._reason):
-            raise HttpError(502, "malformed status line from upstream")
-        msg = Message(headers=self._headers, status=status, keep_alive=parser.should_keep_alive())
-        encodings = msg.get_all("transfer-encoding")
-        if len(encodings) > 1:
+        if self._encodings > 1:
             raise HttpError(502, "the upstream sent Transfer-Encoding twice")
-        lengths = msg.get_all("content-length")
-        if lengths and int(lengths[0]) > MAX_RESPONSE:
+        if self._length > MAX_RESPONSE:
             raise HttpError(502, "the upstream's response is too large")
-        self._headers, self._reason = [], b""
+        msg = Message(self._headers, status=status, keep_alive=parser.should_keep_alive())
+        until_close = not self._encodings and self._length < 0 and status not in (204, 304)
+        self._headers, self._encodings, self._length = [], 0, -1
         if status < 200:
             return  # interim: llhttp completes it without a body; the final response follows
         self._response = msg
-        self._until_close = not encodings and not lengths and status not in (204, 304)
+        self._until_close = until_close
         self._in_body = True
         if self.head_only:
             end = raw.find(b"\r\n\r\n", base) + 4

@@ -21,7 +21,9 @@ HEADER_TIMEOUT = 30.0  # haproxy's timeout http-request in Neutron
 IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
 MAX_CONNECTIONS = 4096  # Neutron's haproxy has maxconn 1024 and no share per VM
 MAX_PER_SOURCE = 64  # cloud-init holds one; a VM at this many is refused at once, not its neighbours
-IN_FLIGHT = 8  # requests at the agent at once; beyond, addresses take turns (enough to keep agent and API busy)
+MAX_RATE_PER_SOURCE = 100.0  # new connections a second from one address (cloud-init opens about 30 in a boot)
+IN_FLIGHT = 64  # requests at the agent at once (a boot storm's worth); beyond, addresses take turns
+IN_FLIGHT_PER_SOURCE = 4  # of those, from one address: a VM's backlog never stands before its neighbours
 # Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
 # X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
 FORWARDED_CLIENT_HEADERS = ("content-type",)
@@ -54,7 +56,7 @@ class MetadataProxy:
                  bind: str = "0.0.0.0", port: int = 9697, status_socket: str | None = None,
                  agent_timeout: float = AGENT_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
-                 max_per_source: int = MAX_PER_SOURCE) -> None:
+                 max_per_source: int = MAX_PER_SOURCE, max_rate_per_source: float = MAX_RATE_PER_SOURCE) -> None:
         if bool(router_id) == bool(network_id):
             raise ValueError("a metadata proxy serves exactly one router or one network")
         self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
@@ -63,10 +65,11 @@ class MetadataProxy:
         self.status_socket = status_socket
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
-        self.share = FairShare(IN_FLIGHT)
+        self.share = FairShare(IN_FLIGHT, IN_FLIGHT_PER_SOURCE)
         self._log = LogBudget(log)  # agent failures: one line a second, however many VMs ask meanwhile
         self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
-                                 max_connections=max_connections, max_per_source=max_per_source)
+                                 max_connections=max_connections, max_per_source=max_per_source,
+                                 max_rate_per_source=max_rate_per_source)
         self.metrics.registry.register(_EdgeCollector(self.server))
         self.status_server = HttpServer(self._status) if status_socket else None
 
@@ -88,9 +91,11 @@ class MetadataProxy:
         started = time.perf_counter()
         rid = new_request_id()
         headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid)
+        share = self.share
+        if not share.enter(peer.address):
+            await share.wait(peer.address)
         try:
-            async with self.share.turn(peer.address):
-                upstream = await self.agent.request(request.method, request.target, headers, request.body)
+            upstream = await self.agent.request(request.method, request.target, headers, request.body)
         except UpstreamUnavailable as exc:
             self._log(logging.WARNING, f"{rid} metadata agent unavailable: {exc}", time.monotonic())
             response = error(502, "The metadata agent is unavailable.", rid)
@@ -104,6 +109,8 @@ class MetadataProxy:
             hop = upstream.get(HOP_LIMIT_HEADER) or ""
             if hop.isdigit() and 1 <= int(hop) <= 255:  # a token's answer: it must not cross a router in the VM
                 response.ip_ttl = int(hop)
+        finally:
+            share.release(peer.address)
         self.metrics.observe(response.status, time.perf_counter() - started)
         if log.isEnabledFor(logging.DEBUG):  # every answer is counted in /metrics; a VM cannot drive this log
             log.debug("%s %s %s from %s -> %d", rid, request.method, request.target, peer.address, response.status)
@@ -134,9 +141,10 @@ class _EdgeCollector:
                                 value=self.server.open_connections)
         events = CounterMetricFamily(
             "provnet_metadata_proxy_connection_events",
-            "Client connections refused (refused_source: at the per-address cap, refused_full: at the total cap), "
-            "evicted to make room, closed for a slow request (timeout), when idle, when not reading (stalled), and "
-            "malformed requests by status.", labels=["event"])
+            "Client connections refused (refused_source: at the per-address cap, refused_rate: opened too fast, "
+            "refused_full: at the total cap), evicted to make room, closed when idle or not reading (stalled), "
+            "and refusals of malformed or slow requests by status (400, 408, 413, 431, 501, 505).",
+            labels=["event"])
         for event, count in sorted(self.server.stats.items()):
             events.add_metric([event], count)
         yield events

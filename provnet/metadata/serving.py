@@ -156,8 +156,11 @@ class _Connection(asyncio.Protocol):
         refusal = self.server._admit(self)
         if refusal is not None:
             self.closed = True
-            self.transport.write(http11.render_response(refusal.status, refusal.body, refusal.headers, False))
-            self.transport.close()
+            if refusal.status:
+                self.transport.write(http11.render_response(refusal.status, refusal.body, refusal.headers, False))
+                self.transport.close()
+            else:
+                self.transport.abort()  # connecting too fast: a reset, the cheapest refusal
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -285,6 +288,7 @@ class _Connection(asyncio.Protocol):
             self._close(linger=True)
 
     def _fail(self, exc: HttpError) -> None:
+        self.server.stats[str(exc.status)] += 1
         self.server._notice(f"{self.peer.address or 'unix socket'}: {exc.status} {exc.message}", exc.status)
         response = error(exc.status, exc.message, close=True)
         self.transport.write(http11.render_response(exc.status, response.body, response.headers, False))
@@ -343,7 +347,6 @@ class _Connection(asyncio.Protocol):
             return
         if self.partial_since is not None:
             if now - self.partial_since > header_timeout:
-                self.server.stats["timeout"] += 1
                 self._fail(HttpError(408, "The request was not received in time."))
         elif now - self.active > idle_timeout:
             self.server.stats["idle"] += 1
@@ -359,7 +362,7 @@ class HttpServer:
     """
 
     def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0,
-                 max_connections: int = 0, max_per_source: int = 0) -> None:
+                 max_connections: int = 0, max_per_source: int = 0, max_rate_per_source: float = 0) -> None:
         self.handler = handler
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
@@ -369,7 +372,9 @@ class HttpServer:
                         max_connections, capacity)
         self.max_connections = min(max_connections, capacity) if max_connections else capacity
         self.max_per_source = max_per_source
-        self.stats: Counter[str] = Counter()  # refused_source, refused_full, evicted, timeout, idle, stalled, 4xx
+        self.max_rate_per_source = max_rate_per_source
+        self._rates: dict[str, tuple[float, float]] = {}  # source -> (tokens left, when counted): new connections
+        self.stats: Counter[str] = Counter()  # refused_*, evicted, idle, stalled, and the 4xx answered by status
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[_Connection, None] = {}
@@ -385,6 +390,11 @@ class HttpServer:
     def _admit(self, conn: _Connection) -> Response | None:
         """None to take the connection, or the answer that refuses it."""
         source = conn.peer.address
+        if self.max_rate_per_source and source and not self._within_rate(source):
+            self.stats["refused_rate"] += 1
+            self._notice(f"{source}: connection reset, more than {self.max_rate_per_source:g} new ones a second",
+                         429)
+            return Response(0)
         mine = self._by_source.get(source)
         if self.max_per_source and source and mine is not None and len(mine) >= self.max_per_source:
             self.stats["refused_source"] += 1
@@ -401,6 +411,18 @@ class HttpServer:
             mine = self._by_source[source] = {}
         mine[conn] = None
         return None
+
+    def _within_rate(self, source: str) -> bool:
+        """A token bucket per address: `max_rate_per_source` new connections a second, as many at once."""
+        now = self._loop.time()
+        rate = self.max_rate_per_source
+        tokens, then = self._rates.get(source, (rate, now))
+        tokens = min(rate, tokens + (now - then) * rate)
+        if tokens < 1:
+            self._rates[source] = (tokens, now)
+            return False
+        self._rates[source] = (tokens - 1, now)
+        return True
 
     def _evict(self) -> bool:
         """Close the longest-idle connection of the source holding the most; False if none can go."""
@@ -425,8 +447,6 @@ class HttpServer:
     def _notice(self, message: str, status: int) -> None:
         """One log line per refused or malformed connection, at most one a second in all (a VM cannot flood);
         malformed requests at INFO, refusals for capacity at WARNING."""
-        if 400 <= status < 500:
-            self.stats[str(status)] += 1
         level = logging.INFO if status not in (0, 429, 503) else logging.WARNING
         self._log(level, message, self._loop.time() if self._loop is not None else 0.0)
 
@@ -465,6 +485,9 @@ class HttpServer:
             header, idle = self.timeouts()
             for conn in list(self._connections):
                 conn.check_deadlines(now, header, idle)
+            if len(self._rates) > 1024:  # forget addresses whose bucket has filled up again
+                rate = self.max_rate_per_source
+                self._rates = {a: (t, w) for a, (t, w) in self._rates.items() if t + (now - w) * rate < rate}
             self._watchdog = loop.call_later(interval, tick)
 
         self._watchdog = loop.call_later(interval, tick)
