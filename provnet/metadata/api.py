@@ -44,6 +44,7 @@ from provnet.registry.feed import ChangeFeed, Touched
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000  # instance trees cached (about 10 KB each once a boot has read its tree)
+STALE_WAIT = 0.5  # seconds a VM waits for its expired tree's refresh before the tree it had is served
 _IDENTITY = ("x-instance-id", "x-instance-id-signature", "x-tenant-id", "x-forwarded-for", "x-metadata-provider")
 _GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a relay in the guest sent these
 REFUSAL_LOG_INTERVAL = 60.0  # seconds: a source's token refusals are logged once per interval, with a count
@@ -150,6 +151,7 @@ class MetadataApi:
         self.audit = Audit(self.metrics.registry)
         self.server = HttpServer(self.handle)
         self._cache: dict[str, _Entry] = {}
+        self._refreshing: dict[str, asyncio.Future[content.MetadataTree | Response]] = {}
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
         self._shared: dict = {}  # networks and subnets by id, shared by instances' loads; dropped per change
         self._all_networks: list[str] | None = None
@@ -205,6 +207,8 @@ class MetadataApi:
 
     async def stop(self) -> None:
         await self.server.close()
+        for refresh in list(self._refreshing.values()):
+            refresh.cancel()
         await self.feed.stop()
         self.areg.close()
 
@@ -376,6 +380,27 @@ class MetadataApi:
         return None
 
     async def _load_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
+        """A tree from the registry. One past cache_expiration (still within stale_if_error) is refreshed, but a
+        registry slower than STALE_WAIT (hung, or not yet known to be down) does not hold its VM: the tree it had
+        is served meanwhile (stale-while-revalidate; the change feed drops a tree whose instance changed, so an
+        expired one differs from the registry only if the feed missed a change), and one refresh per instance
+        runs at a time."""
+        stale = self._cache.get(instance_id)
+        if stale is None or self.clock() - stale.born >= self.cache_expiration + self.stale_if_error:
+            return await self._fetch_tree(instance_id, address)
+        refresh = self._refreshing.get(instance_id)
+        if refresh is None:
+            refresh = asyncio.ensure_future(self._fetch_tree(instance_id, address))
+            self._refreshing[instance_id] = refresh
+            refresh.add_done_callback(lambda done: (self._refreshing.pop(instance_id, None),
+                                                    done.cancelled() or done.exception()))
+        try:
+            return await asyncio.wait_for(asyncio.shield(refresh), STALE_WAIT)
+        except TimeoutError:
+            self.metrics.cache_hit.inc()
+            return stale.tree
+
+    async def _fetch_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
         self.metrics.cache_miss.inc()
         mark = self.touched.mark()
         try:
