@@ -380,20 +380,21 @@ class MetadataApi:
         return None
 
     async def _load_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
-        """A tree from the registry. One past cache_expiration (still within stale_if_error) is refreshed, but a
-        registry slower than STALE_WAIT (hung, or not yet known to be down) does not hold its VM: the tree it had
-        is served meanwhile (stale-while-revalidate; the change feed drops a tree whose instance changed, so an
-        expired one differs from the registry only if the feed missed a change), and one refresh per instance
-        runs at a time."""
+        """A tree from the registry. One past cache_expiration (still within stale_if_error) is refreshed, one
+        refresh per instance at a time, but a registry slower than STALE_WAIT (hung, or not yet known to be down)
+        does not hold its VMs: the request that started the refresh waits at most STALE_WAIT, the others not at
+        all, for the tree they had (stale-while-revalidate; the change feed drops a tree whose instance changed,
+        so an expired one differs from the registry only if the feed missed a change)."""
         stale = self._cache.get(instance_id)
         if stale is None or self.clock() - stale.born >= self.cache_expiration + self.stale_if_error:
             return await self._fetch_tree(instance_id, address)
-        refresh = self._refreshing.get(instance_id)
-        if refresh is None:
-            refresh = asyncio.ensure_future(self._fetch_tree(instance_id, address))
-            self._refreshing[instance_id] = refresh
-            refresh.add_done_callback(lambda done: (self._refreshing.pop(instance_id, None),
-                                                    done.cancelled() or done.exception()))
+        if instance_id in self._refreshing:
+            self.metrics.cache_hit.inc()
+            return stale.tree
+        refresh = asyncio.ensure_future(self._fetch_tree(instance_id, address))
+        self._refreshing[instance_id] = refresh
+        refresh.add_done_callback(lambda done: (self._refreshing.pop(instance_id, None),
+                                                done.cancelled() or done.exception()))
         try:
             return await asyncio.wait_for(asyncio.shield(refresh), STALE_WAIT)
         except TimeoutError:
