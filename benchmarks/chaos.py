@@ -47,6 +47,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -391,8 +392,6 @@ class World:
     def agent_ask(self, vm: str = "vm1", timeout: float = 30) -> tuple[int, float]:
         """One request as the proxy sends it, over the agent's unix socket: (status, 0 when there was no answer or
         the answer was for someone else; seconds)."""
-        import socket
-
         started = time.perf_counter()
         try:
             with socket.socket(socket.AF_UNIX) as s:

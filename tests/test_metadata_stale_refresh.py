@@ -3,6 +3,7 @@
 # revalidate), instead of waiting out the registry timeout; the refresh lands when the database thaws.
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -63,7 +64,5 @@ def test_an_expired_tree_is_served_at_once_while_a_frozen_database_is_asked(pg, 
         registry.close()
 
 
-async def _settled(future) -> None:
-    import asyncio
-
+async def _settled(future: asyncio.Future) -> None:
     await asyncio.wait([future])
