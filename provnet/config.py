@@ -220,6 +220,10 @@ OPTIONS: tuple[Option, ...] = (
            "read before answering 503 (a hung database delays no cached answer).", to_positive),
     Option("cache_stale_if_error", "metadata", 600.0, "Seconds the metadata agent and API keep answering from "
            "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
+    Option("verify_mac", "metadata", True, "The metadata agent requires the port with the request's address to "
+           "have the MAC the proxy read from its namespace's neighbour table (a guest on a neighbour's address "
+           "gets 404, not the neighbour's data). Requests without a MAC (Neutron's haproxy sends none; IPv6 and "
+           "routed sources) are identified by address alone.", to_bool),
     # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
     Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
            "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from provnet.metadata.fairshare import FairShare
 from provnet.metadata.http11 import Message
+from provnet.metadata.neighbours import SOURCE_MAC_HEADER, NeighbourTable
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.serving import HttpServer, LogBudget, Peer, Response, error
 from provnet.metadata.tokens import HOP_LIMIT_HEADER, RELAYED_HEADER, TOKEN_HEADERS, TTL_HEADERS
@@ -34,10 +35,13 @@ GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a rel
 
 
 def agent_headers(client: Message, peer_address: str, id_header: str, id_value: str,
-                  request_id: str) -> list[tuple[str, str]]:
-    """The headers of the request to the agent: ours, plus the few client headers the API may need."""
+                  request_id: str, mac: str = "") -> list[tuple[str, str]]:
+    """The headers of the request to the agent: ours (the source's MAC when this namespace's neighbour table has
+    it), plus the few client headers the API may need."""
     out = [("Host", "169.254.169.254"), ("X-Forwarded-For", peer_address), (id_header, id_value),
            (REQUEST_ID_HEADER, request_id)]
+    if mac:
+        out.append((SOURCE_MAC_HEADER, mac))
     if client.body:
         out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_CLIENT_HEADERS)
     out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_ALWAYS)
@@ -56,7 +60,8 @@ class MetadataProxy:
                  bind: str = "0.0.0.0", port: int = 9697, status_socket: str | None = None,
                  agent_timeout: float = AGENT_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
                  idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
-                 max_per_source: int = MAX_PER_SOURCE, max_rate_per_source: float = MAX_RATE_PER_SOURCE) -> None:
+                 max_per_source: int = MAX_PER_SOURCE, max_rate_per_source: float = MAX_RATE_PER_SOURCE,
+                 neighbours: NeighbourTable | None = None) -> None:
         if bool(router_id) == bool(network_id):
             raise ValueError("a metadata proxy serves exactly one router or one network")
         self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
@@ -66,6 +71,7 @@ class MetadataProxy:
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
         self.share = FairShare(IN_FLIGHT, IN_FLIGHT_PER_SOURCE)
+        self.neighbours = neighbours if neighbours is not None else NeighbourTable()
         self._log = LogBudget(log)  # agent failures: one line a second, however many VMs ask meanwhile
         self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
                                  max_connections=max_connections, max_per_source=max_per_source,
@@ -90,7 +96,9 @@ class MetadataProxy:
     async def handle(self, request: Message, peer: Peer) -> Response:
         started = time.perf_counter()
         rid = new_request_id()
-        headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid)
+        if peer.mac is None:  # once per connection, when its first request comes
+            peer.mac = self.neighbours.mac_of(peer.address)
+        headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid, peer.mac)
         share = self.share
         if not share.enter(peer.address):
             await share.wait(peer.address)

@@ -35,9 +35,11 @@ class Response:
 
 @dataclass
 class Peer:
-    """Who is on the other end: the TCP source address (empty for a unix socket)."""
+    """Who is on the other end: the TCP source address (empty for a unix socket), and its MAC once a handler has
+    read it (None: not read yet; "": not known)."""
 
     address: str
+    mac: str | None = None
 
 
 # A handler answers at once (a Response) or later (an awaitable); answers leave in request order.
