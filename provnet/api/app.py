@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from provnet.api.auth import Auth, api_ssl_context, make_context_middleware
+from provnet.api.authz import Authz
 from provnet.api.backend import Backend
-from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
+from provnet.api.middleware import Metrics, errors, json_response, make_observe_middleware
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
 from provnet.config import Config
@@ -21,11 +24,15 @@ BACKEND_KEY: web.AppKey[Backend] = web.AppKey("backend", Backend)
 METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
-def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None) -> web.Application:
-    """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
+def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None,
+             auth: Auth | None = None) -> web.Application:
+    """The whole API over one registry. Middlewares run in this order: observe, errors, context (noauth, or the
+    Keystone token and /provnet/v1's rules); the handlers apply Neutron's policy through one Authz."""
+    auth = auth or Auth()
     metrics = Metrics()
     backend = Backend(registry, writers)
-    app = web.Application(middlewares=[make_observe_middleware(metrics), errors, context],
+    authz = Authz(auth.policy, registry)
+    app = web.Application(middlewares=[make_observe_middleware(metrics), errors, make_context_middleware(auth, authz)],
                           client_max_size=MAX_BODY)
     app[BACKEND_KEY] = backend
     app[METRICS_KEY] = metrics
@@ -39,7 +46,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
 
     app.on_startup.append(start_backend)
     app.on_cleanup.append(close_backend)
-    NetworkingApi(backend, agent_down_time).add_routes(app)
+    NetworkingApi(backend, agent_down_time, authz).add_routes(app)
     ProvnetApi(backend, agent_down_time).add_routes(app)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -74,23 +81,34 @@ class ApiService:
     name = "networking API"
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
-                 agent_down_time: float = 75.0, writers: int | None = None) -> None:
+                 agent_down_time: float = 75.0, writers: int | None = None, auth: Auth | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
         self.host = host
         self.port = port
         self.agent_down_time = agent_down_time
         self.writers = writers
+        self.auth = auth or Auth()
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
 
     @classmethod
     def from_config(cls, config: Config, registry: Registry) -> ApiService:
+        """The API as configured; ConfigError (naming the option) for an unusable identity or TLS setting."""
         return cls(registry, config.bind_host, config.bind_port, config.agent_down_time,
-                   writers=writers_for(config.db_url))
+                   writers=writers_for(config.db_url), auth=Auth.from_config(config),
+                   ssl_context=api_ssl_context(config))
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers), access_log=None)
+        app = make_app(self.registry, self.agent_down_time, self.writers, self.auth)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -100,9 +118,10 @@ class ApiService:
             raise OSError(exc.errno, f"the networking API cannot listen on {self.host}:{self.port}: {reason}") from None
         if self.port == 0:  # an ephemeral port (tests): report the one we got
             self.port = self._runner.addresses[0][1]
-        log.info("networking API listening on http://%s:%d", self.host, self.port)
+        log.info("networking API listening on %s (auth_strategy %s)", self.url, self.auth.strategy)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.auth.close()

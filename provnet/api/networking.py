@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from provnet.api import wire
+from provnet.api.authz import Authz
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
@@ -45,10 +46,11 @@ def with_project(attrs: dict, ctx: RequestContext) -> dict:
 
 
 class NetworkingApi:
-    def __init__(self, backend: Backend, agent_down_time: float) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, authz: Authz) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
+        self.authz = authz  # Neutron's policy: one call per step below (nothing is checked under noauth)
 
     def to_api(self, obj: Any) -> dict:
         if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
@@ -77,7 +79,8 @@ class NetworkingApi:
         async def list_(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
             items = await self.backend.read_many(kind.method(self.registry, "list"), query.filters)
-            page, next_marker = wire.paginate([self.to_api(i) for i in items], query)
+            visible = await self.authz.visible(request[CONTEXT_KEY], kind.member, [self.to_api(i) for i in items])
+            page, next_marker = wire.paginate(visible, query)
             body: dict[str, Any] = {kind.collection: [wire.select_fields(d, query.fields) for d in page]}
             if next_marker is not None:
                 href = request.url.update_query({"marker": next_marker})
@@ -87,24 +90,36 @@ class NetworkingApi:
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
             obj = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
-            return json_response({kind.member: wire.select_fields(self.to_api(obj), query.fields)})
+            shown = await self.authz.show(request[CONTEXT_KEY], kind.member, self.to_api(obj))
+            return json_response({kind.member: wire.select_fields(shown, query.fields)})
 
         async def create(request: web.Request) -> web.Response:
             items, bulk = wire.parse_create_body(await request.read(), kind.member, kind.collection)
             ctx = request[CONTEXT_KEY]
             items = [with_project(attrs, ctx) for attrs in items]
+            await self.authz.check_create(ctx, kind.member, items)
             if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
                 created = await self.backend.write(self.registry.create_many, kind.member, items)
-                return json_response({kind.collection: [self.to_api(o) for o in created]}, status=201)
+                shown = [await self.authz.view(ctx, kind.member, self.to_api(o)) for o in created]
+                return json_response({kind.collection: shown}, status=201)
             obj = await self.backend.write(kind.method(self.registry, "create"), items[0])
-            return json_response({kind.member: self.to_api(obj)}, status=201)
+            return json_response({kind.member: await self.authz.view(ctx, kind.member, self.to_api(obj))},
+                                 status=201)
 
         async def update(request: web.Request) -> web.Response:
             attrs = wire.parse_member_body(await request.read(), kind.member)
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                current = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
+                await self.authz.check_update(ctx, kind.member, self.to_api(current), attrs)
             obj = await self.backend.write(kind.method(self.registry, "update"), request.match_info["id"], attrs)
-            return json_response({kind.member: self.to_api(obj)})
+            return json_response({kind.member: await self.authz.view(ctx, kind.member, self.to_api(obj))})
 
         async def delete(request: web.Request) -> web.Response:
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                current = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
+                await self.authz.check_delete(ctx, kind.member, self.to_api(current))
             await self.backend.write(kind.method(self.registry, "delete"), request.match_info["id"])
             return web.Response(status=204)
 
@@ -127,6 +142,16 @@ class NetworkingApi:
             raise HTTPBadRequest(msg="Bad router request: Either subnet_id or port_id must be specified.")
         if subnet_id and port_id and action == "add_router_interface":
             raise HTTPBadRequest(msg="Bad router request: Cannot specify both subnet-id and port-id.")
+        ctx = request[CONTEXT_KEY]
+        if self.authz.enforcing(ctx):
+            router = await self.backend.read(self.registry.get_router, request.match_info["id"])
+            await self.authz.check_action(ctx, action, "router", router.to_api())
+            if subnet_id:
+                subnet = await self.backend.read(self.registry.get_subnet, subnet_id)
+                await self.authz.show(ctx, "subnet", subnet.to_api())
+            if port_id:
+                port = await self.backend.read(self.registry.get_port, port_id)
+                await self.authz.show(ctx, "port", port.to_api())
         fn = getattr(self.registry, action)
         result = await self.backend.write(fn, request.match_info["id"], subnet_id, port_id)
         return json_response(result)

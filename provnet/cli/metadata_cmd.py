@@ -36,7 +36,7 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
       provnet --config-file /etc/provnet/provnet.conf metadata-api --host 127.0.0.1 --port 8775
     """
     config = effective_config(app, {"metadata_listen": host, "metadata_listen_port": port})
-    run(config, compose.metadata_api_services, api_url=app.api_url)
+    run(config, compose.metadata_api_services, api_url=app.api_url, client=app.client)
 
 
 @click.command("metadata-agent")
@@ -78,14 +78,14 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     if config.metadata_workers > 1 and not os.environ.get(compose.LISTEN_FD):
         _agent_workers(app, config)
     else:
-        run(config, compose.metadata_agent_services, api_url=app.api_url)
+        run(config, compose.metadata_agent_services, api_url=app.api_url, client=app.client)
 
 
 def _agent_workers(app, config: Config) -> None:
     """metadata_workers > 1: bind the socket here and supervise that many agents serving it (each with its own
     registry connection, lookup cache, rate-limit table and /metrics; a /metrics request reaches one of them)."""
-    if app.api_url:
-        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url")
+    if app.api_url or app.companion:
+        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url or --os-cloud")
     try:
         sock = compose.bind_agent_socket(config)
     except ConfigError as exc:

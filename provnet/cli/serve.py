@@ -21,11 +21,12 @@ def effective_config(app, overrides: dict) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
-def run(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,
+def run(config: Config, build: Build, *, api_url: str | None = None, client=None, needs_store: bool = True,
         children: Sequence[ChildSpec] = ()) -> None:
-    """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1."""
+    """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1.
+    `client` (provnet.identity.clouds.ClientIdentity): credentials and CA for a remote registry."""
     try:
-        run_server(config, build, api_url=api_url, needs_store=needs_store, children=children)
+        run_server(config, build, api_url=api_url, client=client, needs_store=needs_store, children=children)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
     except (StoreError, StartupError) as exc:

@@ -1,0 +1,204 @@
+# provnet's networking API behind a real Keystone: tokens (401/503, cache, revocation) and Neutron's policy (403/404).
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from keystone_support import FakeClock, keystone_api
+
+from provnet.identity.neutron_policy import DEFAULT_RULES
+from provnet.identity.policy import Policy
+
+NET = {"name": "n1"}
+PROVIDER = {"provider:network_type": "flat", "provider:physical_network": "physnet1"}
+
+
+@pytest.fixture
+def api(keystone, tmp_path: Path):
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/provnet.sqlite", register=False) as running:
+        yield running
+
+
+def neutron_error(body: dict) -> tuple[str, str]:
+    return body["NeutronError"]["type"], body["NeutronError"]["message"]
+
+
+def test_no_token_or_a_bad_one_is_401_with_keystones_uri(api, keystone) -> None:
+    anonymous = api.client()
+    for path in ("/v2.0/networks", "/v2.0/", "/provnet/v1/instances", "/v2.0/no-such-thing"):
+        status, body = anonymous.get(path)
+        assert status == 401, path
+        assert body == {"error": {"code": 401, "title": "Unauthorized",
+                                  "message": "The request you have made requires authentication."}}
+        assert anonymous.last.headers["WWW-Authenticate"] == f'Keystone uri="{keystone.url}"'
+    for bad in ("gAAAAAB-not-a-token", "x" * 8000, "tab\there"):
+        status, _ = api.client(token=bad).get("/v2.0/networks")
+        assert status == 401
+    # the version document and the operational endpoints need no token (as Neutron's `/`)
+    assert anonymous.get("/")[0] == 200 and anonymous.get("/healthz")[0] == 200
+
+
+def test_a_member_sees_its_project_and_shared_or_external_networks_admin_sees_all(api, keystone) -> None:
+    admin, alice, bob = api.client("root"), api.client("alice"), api.client("bob")
+    mine = alice.ok("POST", "/v2.0/networks", {"network": {"name": "alice-net"}}, 201)["network"]
+    assert mine["project_id"] == keystone.projects["demo"]  # the project comes from the token's scope
+    theirs = bob.ok("POST", "/v2.0/networks", {"network": {"name": "bob-net"}}, 201)["network"]
+    shared = admin.ok("POST", "/v2.0/networks", {"network": {"name": "shared", "shared": True}}, 201)["network"]
+    external = admin.ok("POST", "/v2.0/networks", {"network": {"name": "ext", "router:external": True, **PROVIDER}},
+                        201)["network"]
+    hidden = admin.ok("POST", "/v2.0/networks", {"network": {"name": "admin-only"}}, 201)["network"]
+
+    def names(client) -> set[str]:
+        return {n["name"] for n in client.ok("GET", "/v2.0/networks")["networks"]}
+
+    assert names(alice) == {"alice-net", "shared", "ext"}
+    assert names(bob) == {"bob-net", "shared", "ext"}
+    assert names(admin) == {"alice-net", "bob-net", "shared", "ext", "admin-only"}
+    # provider attributes are admin-only to read: stripped for members, shown to admin
+    ext_for_alice = alice.ok("GET", f"/v2.0/networks/{external['id']}")["network"]
+    assert "provider:network_type" not in ext_for_alice and ext_for_alice["router:external"] is True
+    assert admin.ok("GET", f"/v2.0/networks/{external['id']}")["network"]["provider:network_type"] == "flat"
+    # someone else's network is not there at all: Neutron's NotFound, not a 403
+    status, body = alice.get(f"/v2.0/networks/{theirs['id']}")
+    assert status == 404 and neutron_error(body) == ("NetworkNotFound", f"Network {theirs['id']} could not be found.")
+    for method in ("PUT", "DELETE"):
+        status, body = alice.call(method, f"/v2.0/networks/{hidden['id']}", {"network": {"name": "x"}}
+                                  if method == "PUT" else None)
+        assert status == 404 and neutron_error(body)[0] == "NetworkNotFound"
+    assert shared["id"] in {n["id"] for n in alice.ok("GET", "/v2.0/networks?shared=True")["networks"]}
+    assert mine["id"] != theirs["id"]
+
+
+def test_a_reader_cannot_create_or_change_a_member_can(api) -> None:
+    alice, carol = api.client("alice"), api.client("carol")
+    status, body = carol.post("/v2.0/networks", {"network": NET})
+    assert status == 403 and neutron_error(body) == ("PolicyNotAuthorized",
+                                                     "rule:create_network is disallowed by policy")
+    net = alice.ok("POST", "/v2.0/networks", {"network": NET}, 201)["network"]
+    assert carol.ok("GET", f"/v2.0/networks/{net['id']}")["network"]["name"] == "n1"  # readers read
+    status, body = carol.put(f"/v2.0/networks/{net['id']}", {"network": {"name": "renamed"}})
+    assert status == 403 and neutron_error(body) == ("PolicyNotAuthorized",
+                                                     "rule:update_network is disallowed by policy")
+    status, body = carol.delete(f"/v2.0/networks/{net['id']}")
+    assert status == 403
+    assert alice.ok("PUT", f"/v2.0/networks/{net['id']}", {"network": {"name": "renamed"}})["network"]["name"] == \
+        "renamed"
+
+
+def test_a_member_cannot_set_provider_attributes_or_binding_host(api) -> None:
+    admin, alice = api.client("root"), api.client("alice")
+    status, body = alice.post("/v2.0/networks", {"network": {"name": "p", **PROVIDER}})
+    assert status == 403 and neutron_error(body) == (
+        "PolicyNotAuthorized", "((rule:create_network and rule:create_network:provider:network_type) and "
+                               "rule:create_network:provider:physical_network) is disallowed by policy")
+    status, body = alice.post("/v2.0/networks", {"network": {"name": "s", "shared": True}})
+    assert status == 403 and "rule:create_network:shared" in neutron_error(body)[1]
+    status, body = alice.post("/v2.0/networks", {"network": {"name": "s", "shared": False}})
+    assert status == 201  # set to its default: not explicitly set, as Neutron decides
+    net = alice.ok("POST", "/v2.0/networks", {"network": {"name": "own"}}, 201)["network"]
+    alice.ok("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                  "cidr": "10.0.0.0/24"}}, 201)
+    status, body = alice.post("/v2.0/ports", {"port": {"network_id": net["id"], "binding:host_id": "compute1"}})
+    assert status == 403 and neutron_error(body) == (
+        "PolicyNotAuthorized", "(rule:create_port and rule:create_port:binding:host_id) is disallowed by policy")
+    port = alice.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "device_id": "vm"}}, 201)["port"]
+    assert not any(k in port for k in ("binding:host_id", "binding:vif_type", "binding:vif_details"))
+    status, body = alice.put(f"/v2.0/ports/{port['id']}", {"port": {"binding:host_id": "compute1"}})
+    assert status == 403 and neutron_error(body)[1] == ("(rule:update_port and rule:update_port:binding:host_id) is "
+                                                        "disallowed by policy")
+    bound = admin.ok("PUT", f"/v2.0/ports/{port['id']}", {"port": {"binding:host_id": "compute1"}})["port"]
+    assert bound["binding:host_id"] == "compute1" and bound["binding:vif_type"] == "binding_failed"
+    status, body = alice.post("/v2.0/networks", {"network": {"name": "x", "project_id": "someone-else"}})
+    assert status == 400 and neutron_error(body) == (
+        "HTTPBadRequest", "Specifying 'project_id' other than the authenticated project in request is not allowed "
+                          "for the current user.")
+
+
+def test_ports_of_other_projects_are_invisible_and_foreign_networks_refuse_ports(api) -> None:
+    admin, alice, bob = api.client("root"), api.client("alice"), api.client("bob")
+    net = bob.ok("POST", "/v2.0/networks", {"network": {"name": "bobs"}}, 201)["network"]
+    bob.ok("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4, "cidr": "10.1.0.0/24"}},
+           201)
+    port = bob.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"]}}, 201)["port"]
+    assert alice.ok("GET", "/v2.0/ports")["ports"] == []
+    status, body = alice.get(f"/v2.0/ports/{port['id']}")
+    assert status == 404 and neutron_error(body) == ("PortNotFound", f"Port {port['id']} could not be found.")
+    status, body = alice.post("/v2.0/ports", {"port": {"network_id": net["id"]}})
+    assert status == 404 and neutron_error(body)[0] == "NetworkNotFound"
+    assert [p["id"] for p in admin.ok("GET", "/v2.0/ports")["ports"]] == [port["id"]]
+    # the shared network takes anyone's ports
+    shared = admin.ok("POST", "/v2.0/networks", {"network": {"name": "sh", "shared": True}}, 201)["network"]
+    admin.ok("POST", "/v2.0/subnets", {"subnet": {"network_id": shared["id"], "ip_version": 4,
+                                                  "cidr": "10.2.0.0/24"}}, 201)
+    mine = alice.ok("POST", "/v2.0/ports", {"port": {"network_id": shared["id"]}}, 201)["port"]
+    assert [p["id"] for p in alice.ok("GET", "/v2.0/ports")["ports"]] == [mine["id"]]
+
+
+def test_provnet_v1_is_for_admin_and_service_and_agent_reports_for_the_service(api) -> None:
+    admin, alice, service = api.client("root"), api.client("alice"), api.client("provnet")
+    status, body = alice.get("/provnet/v1/instances")
+    assert status == 403 and neutron_error(body) == ("PolicyNotAuthorized",
+                                                     "rule:provnet:instances is disallowed by policy")
+    assert alice.get("/provnet/v1/revision")[0] == 403
+    assert admin.get("/provnet/v1/instances")[0] == 200 and service.get("/provnet/v1/instances")[0] == 200
+    report = {"agent": {"host": "h1", "agent_type": "Open vSwitch agent", "binary": "provnet-agent"}}
+    status, body = admin.post("/provnet/v1/agents/report", report)
+    assert status == 403 and neutron_error(body)[1] == "rule:provnet:report_agent_state is disallowed by policy"
+    assert service.post("/provnet/v1/agents/report", report)[0] == 200
+    # agents: admin only (a member lists none and cannot see one)
+    assert alice.ok("GET", "/v2.0/agents")["agents"] == []
+    assert len(admin.ok("GET", "/v2.0/agents")["agents"]) == 1
+
+
+def test_a_revoked_token_is_refused_once_the_cache_ttl_has_passed(keystone, tmp_path: Path) -> None:
+    clock = FakeClock()
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/p.sqlite", register=False, clock=clock,
+                      token_cache_time=60.0) as api:
+        token = keystone.fresh_token("alice")
+        client = api.client(token=token)
+        assert client.get("/v2.0/networks")[0] == 200
+        keystone.admin.revoke(token)
+        clock.advance(59)
+        assert client.get("/v2.0/networks")[0] == 200  # cached: Keystone is not asked again within the TTL
+        clock.advance(2)
+        status, _ = client.get("/v2.0/networks")
+        assert status == 401  # asked again: revoked
+        assert api.client("alice").get("/v2.0/networks")[0] == 200  # a new token works
+
+
+def test_keystone_down_is_503_never_a_pass_and_service_resumes_by_itself(keystone, tmp_path: Path) -> None:
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/p.sqlite", register=False) as api:
+        cached = api.client("alice")
+        assert cached.get("/v2.0/networks")[0] == 200
+        fresh_token = keystone.fresh_token("bob")
+        keystone.stop()
+        try:
+            status, body = api.client(token=fresh_token).get("/v2.0/networks")
+            assert status == 503
+            assert body["error"]["code"] == 503 and keystone.url.rsplit("/v3", 1)[0] in body["error"]["message"]
+            assert cached.get("/v2.0/networks")[0] == 200  # an already validated token keeps working
+        finally:
+            keystone.start()
+        status, _ = api.client(token=fresh_token).get("/v2.0/networks")
+        assert status == 200  # no restart of provnet: the next request asks Keystone again
+
+
+def test_a_service_user_keystone_refuses_is_503_and_the_password_is_never_shown(keystone, tmp_path: Path,
+                                                                                 caplog) -> None:
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/p.sqlite", register=False,
+                      password="wrong-secret-123") as api:
+        status, body = api.client("alice").get("/v2.0/networks")
+        assert status == 503 and "refused provnet's service user" in body["error"]["message"]
+        assert "wrong-secret-123" not in json.dumps(body) and "wrong-secret-123" not in caplog.text
+
+
+def test_a_policy_file_overrides_neutrons_defaults(keystone, tmp_path: Path) -> None:
+    rules = {"create_network": "role:reader", "get_network": "rule:admin_only or project_id:%(project_id)s"}
+    policy = Policy(DEFAULT_RULES).override(rules, "test policy")
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/p.sqlite", register=False, policy=policy) as api:
+        carol = api.client("carol")
+        assert carol.post("/v2.0/networks", {"network": NET})[0] == 201
+        admin = api.client("root")
+        admin.ok("POST", "/v2.0/networks", {"network": {"name": "ext", "router:external": True, **PROVIDER}}, 201)
+        assert [n["name"] for n in carol.ok("GET", "/v2.0/networks")["networks"]] == ["n1"]  # external now hidden
