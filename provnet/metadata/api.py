@@ -4,11 +4,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from provnet.config import Config, ConfigError
+from provnet.identity.tls import server_context
 from provnet.metadata import content
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
@@ -86,8 +88,9 @@ class MetadataApi:
                  dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
                  trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0,
                  registry_timeout: float = 10.0, stale_if_error: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
+        self.ssl_context = ssl_context  # https when set ([wsgi] ssl_cert_file / ssl_key_file)
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
         self.feed = ChangeFeed(registry, "metadata API feed")
         self.feed.subscribe(self)
@@ -113,7 +116,9 @@ class MetadataApi:
         """The API as [DEFAULT] metadata_listen*, [api] and [metadata] say; ConfigError for a bad vendor file."""
         try:
             vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
-        except ValueError as exc:
+            ssl_context = server_context(config.get("wsgi.ssl_cert_file"), config.get("wsgi.ssl_key_file"),
+                                         "[wsgi] ssl_cert_file/ssl_key_file")
+        except ValueError as exc:  # TlsError too
             raise ConfigError(str(exc)) from None
         if not config.metadata_proxy_shared_secret:
             log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
@@ -122,13 +127,13 @@ class MetadataApi:
                    static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
                    cache_expiration=config.get("api.metadata_cache_expiration"),
                    registry_timeout=config.get("metadata.registry_timeout"),
-                   stale_if_error=config.get("metadata.cache_stale_if_error"))
+                   stale_if_error=config.get("metadata.cache_stale_if_error"), ssl_context=ssl_context)
 
     async def start(self) -> None:
         await self.feed.start()
-        self.port = await self.server.listen_tcp(self.host, self.port)
-        log.info("metadata API on %s:%d (direct mode %s)", self.host, self.port,
-                 ",".join(map(str, self.trusted)) if self.trusted else "off")
+        self.port = await self.server.listen_tcp(self.host, self.port, ssl=self.ssl_context)
+        log.info("metadata API on %s://%s:%d (direct mode %s)", "https" if self.ssl_context else "http", self.host,
+                 self.port, ",".join(map(str, self.trusted)) if self.trusted else "off")
 
     async def stop(self) -> None:
         await self.server.close()
