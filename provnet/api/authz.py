@@ -29,30 +29,63 @@ NOT_FOUND: dict[str, Callable[[str], errors.NeutronError]] = {
     "router": lambda i: errors.RouterNotFound(router_id=i),
     "agent": lambda i: errors.AgentNotFound(id=i),
 }
+MAX_OWNERS = 100_000  # networks whose owner is remembered
 PROJECT_MESSAGE = ("Specifying 'project_id' other than the authenticated project in request is not allowed for the "
                    "current user.")
+
+
+class Networks:
+    """A request's view of the networks its rules ask about: the owner (a network's project never changes, so it is
+    remembered across requests, as Neutron's owner check caches it) and, only when a rule needs them, the current
+    `shared` and `router:external` (read once per request)."""
+
+    def __init__(self, registry: Any, owners: dict[str, str]) -> None:
+        self.registry = registry
+        self._owners = owners
+        self._full: dict[str, Network | None] = {}
+
+    def full(self, network_id: str) -> Network | None:
+        if network_id not in self._full:
+            try:
+                network = self.registry.get_network(network_id)
+            except errors.NotFound:
+                network = None
+            self._full[network_id] = network
+            if network is not None:
+                if len(self._owners) >= MAX_OWNERS:
+                    self._owners.clear()
+                self._owners[network_id] = network.project_id
+        return self._full[network_id]
+
+    def owner(self, network_id: str) -> str | None:
+        known = self._owners.get(network_id)
+        if known is not None:
+            return known
+        network = self.full(network_id)
+        return network.project_id if network is not None else None
 
 
 class Target(Mapping[str, Any]):
     """A resource as the policy sees it: its API attributes, plus its network's owner, `shared` and
     `router:external` (Neutron's `%(network:project_id)s` and field checks), looked up only when a rule asks."""
 
-    def __init__(self, data: Mapping[str, Any], network_of: Callable[[str], Network | None]) -> None:
+    def __init__(self, data: Mapping[str, Any], networks: Networks) -> None:
         self.data = data
-        self._network_of = network_of
-
-    def _network(self) -> Network | None:
-        network_id = self.data.get("network_id")
-        return self._network_of(network_id) if isinstance(network_id, str) else None
+        self.networks = networks
 
     def __getitem__(self, key: str) -> Any:
         if key in self.data:
             return self.data[key]
-        if key in ("network:project_id", "network:tenant_id", "shared", "router:external"):
-            network = self._network()
-            if network is not None:
-                return {"shared": network.shared, "router:external": network.router_external}.get(
-                    key, network.project_id)
+        network_id = self.data.get("network_id")
+        if isinstance(network_id, str):
+            if key in ("network:project_id", "network:tenant_id"):
+                owner = self.networks.owner(network_id)
+                if owner is not None:
+                    return owner
+            elif key in ("shared", "router:external"):
+                network = self.networks.full(network_id)
+                if network is not None:
+                    return network.shared if key == "shared" else network.router_external
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -62,12 +95,40 @@ class Target(Mapping[str, Any]):
         return len(self.data)
 
 
+class NetworkTarget(Mapping[str, Any]):
+    """A network known only by id: its owner from the cache, the rest read when a rule asks."""
+
+    def __init__(self, network_id: str, networks: Networks) -> None:
+        self.network_id = network_id
+        self.networks = networks
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "id":
+            return self.network_id
+        if key in ("project_id", "tenant_id"):
+            owner = self.networks.owner(self.network_id)
+            if owner is not None:
+                return owner
+            raise KeyError(key)
+        network = self.networks.full(self.network_id)
+        if network is None:
+            raise KeyError(key)
+        return network.to_api()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("id", "project_id"))
+
+    def __len__(self) -> int:
+        return 2
+
+
 class Authz:
-    """The policy and the registry lookups it needs (networks by id, fetched once per request)."""
+    """The policy and the registry lookups it needs (network owners remembered, the rest read once per request)."""
 
     def __init__(self, policy: Policy, registry: Any) -> None:
         self.policy = policy
         self.registry = registry
+        self._owners: dict[str, str] = {}
         self._view_rules: dict[str, list[tuple[str, str]]] = {}
         for name in policy.texts:
             action, sep, attr = name.partition(":")
@@ -78,37 +139,27 @@ class Authz:
     def enforcing(ctx: RequestContext) -> bool:
         return ctx.creds is not None
 
-    def _networks(self) -> Callable[[str], Network | None]:
-        cache: dict[str, Network | None] = {}
-
-        def network_of(network_id: str) -> Network | None:
-            if network_id not in cache:
-                try:
-                    cache[network_id] = self.registry.get_network(network_id)
-                except errors.NotFound:
-                    cache[network_id] = None
-            return cache[network_id]
-
-        return network_of
+    def _networks(self) -> Networks:
+        return Networks(self.registry, self._owners)
 
     # reads
     def visible(self, ctx: RequestContext, member: str, items: list[dict]) -> list[dict]:
         """A list as the caller may see it: the items they may get, each without the attributes they may not."""
         if ctx.creds is None:
             return items
-        network_of = self._networks()
+        networks = self._networks()
         rule = f"get_{member}"
-        return [self._strip(ctx, member, item, network_of) for item in items
-                if self.policy.check(rule, Target(item, network_of), ctx.creds)]
+        return [self._strip(ctx, member, item, networks) for item in items
+                if self.policy.check(rule, Target(item, networks), ctx.creds)]
 
     def show(self, ctx: RequestContext, member: str, item: dict) -> dict:
         """One resource, or its NotFound when the caller may not get it."""
         if ctx.creds is None:
             return item
-        network_of = self._networks()
-        if not self.policy.check(f"get_{member}", Target(item, network_of), ctx.creds):
+        networks = self._networks()
+        if not self.policy.check(f"get_{member}", Target(item, networks), ctx.creds):
             raise NOT_FOUND[member](str(item.get("id", "")))
-        return self._strip(ctx, member, item, network_of)
+        return self._strip(ctx, member, item, networks)
 
     def view(self, ctx: RequestContext, member: str, item: dict) -> dict:
         """A create/update answer without the attributes the caller may not see."""
@@ -116,11 +167,11 @@ class Authz:
             return item
         return self._strip(ctx, member, item, self._networks())
 
-    def _strip(self, ctx: RequestContext, member: str, item: dict, network_of) -> dict:
+    def _strip(self, ctx: RequestContext, member: str, item: dict, networks: Networks) -> dict:
         rules = self._view_rules.get(member)
         if not rules:
             return item
-        target = Target(item, network_of)
+        target = Target(item, networks)
         hidden = [attr for attr, name in rules if attr in item and not self.policy.check(name, target, ctx.creds)]
         return {k: v for k, v in item.items() if k not in hidden} if hidden else item
 
@@ -129,27 +180,28 @@ class Authz:
         """Before a (bulk) create: project, network ownership, then create_<member> and its attribute rules."""
         if ctx.creds is None:
             return
-        network_of = self._networks()
+        networks = self._networks()
         privileged = ctx.is_admin or ctx.is_service
         for attrs in items:
             project = attrs.get("project_id", attrs.get("tenant_id"))
             if project is not None and project != ctx.project_id and not privileged:
                 raise errors.HTTPBadRequest(msg=PROJECT_MESSAGE)
-            target = Target(attrs, network_of)
+            target = Target(attrs, networks)
             if member in ("port", "subnet") and not privileged and isinstance(attrs.get("network_id"), str):
-                self._check_network_ownership(ctx, target, network_of)
+                self._check_network_ownership(ctx, target, networks)
             self._enforce(ctx, match_rule(f"create_{member}", member, attrs), target)
 
-    def _check_network_ownership(self, ctx: RequestContext, target: Target, network_of) -> None:
+    def _check_network_ownership(self, ctx: RequestContext, target: Target, networks: Networks) -> None:
         """Neutron: a port or subnet goes on a network the caller can see (else NetworkNotFound) and owns, unless
         it is shared (else a 404 that does not say the network exists)."""
         network_id = target.data["network_id"]
-        network = network_of(network_id)
-        if network is None or not self.policy.check("get_network", Target(network.to_api(), network_of),
-                                                     ctx.creds):
+        owner = networks.owner(network_id)
+        if owner is None or not self.policy.check("get_network", NetworkTarget(network_id, networks), ctx.creds):
             raise errors.NetworkNotFound(net_id=network_id)
-        if not network.shared and network.project_id != target.data.get("project_id", ctx.project_id):
-            raise errors.HTTPNotFound()
+        if owner != target.data.get("project_id", ctx.project_id):
+            network = networks.full(network_id)
+            if network is None or not network.shared:
+                raise errors.HTTPNotFound()
 
     def check_update(self, ctx: RequestContext, member: str, current: dict, attrs: Mapping[str, Any]) -> None:
         if ctx.creds is None:
@@ -168,10 +220,10 @@ class Authz:
         """A member action (add_router_interface): the resource must be visible, then the action allowed."""
         if ctx.creds is None:
             return
-        network_of = self._networks()
-        if not self.policy.check(f"get_{member}", Target(current, network_of), ctx.creds):
+        networks = self._networks()
+        if not self.policy.check(f"get_{member}", Target(current, networks), ctx.creds):
             raise NOT_FOUND[member](str(current.get("id", "")))
-        self._enforce(ctx, match_rule(action, member, {}), Target(current, network_of))
+        self._enforce(ctx, match_rule(action, member, {}), Target(current, networks))
 
     def check_rule(self, ctx: RequestContext, rule: str) -> None:
         """A rule with no resource behind it (provnet's own API): 403 when the caller fails it."""
@@ -186,6 +238,6 @@ class Authz:
         """Neutron's update/delete: a refusal on something the caller cannot even see is its NotFound."""
         if all(self.policy.check(name, target, ctx.creds) for name in rule.rules):
             return
-        if not self.policy.check(f"get_{member}", Target(current, target._network_of), ctx.creds):
+        if not self.policy.check(f"get_{member}", Target(current, target.networks), ctx.creds):
             raise NOT_FOUND[member](str(current.get("id", "")))
         raise errors.PolicyNotAuthorized(action=rule.text)
