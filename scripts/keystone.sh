@@ -55,7 +55,9 @@ key_repository = $DIR/fernet-keys
 [credential]
 key_repository = $DIR/credential-keys
 [cache]
-enabled = false
+# one process (below) with an in-memory cache: validations cost ms, and a revocation is seen at once
+enabled = true
+backend = dogpile.cache.memory
 [identity]
 # a Keystone for tests and the lab: bcrypt's cheapest cost, so that each password login costs ms, not 0.3 s
 password_hash_rounds = 4
@@ -84,8 +86,8 @@ start() {
   fi
   if ! running; then
     rm -f "$DIR/gunicorn.pid"
-    OS_KEYSTONE_CONFIG_DIR="$DIR" "$VENV/bin/gunicorn" --chdir "$DIR" --bind "127.0.0.1:$PORT" --workers 2 \
-      --timeout 60 --daemon --pid "$DIR/gunicorn.pid" --error-logfile "$DIR/keystone.log" \
+    OS_KEYSTONE_CONFIG_DIR="$DIR" "$VENV/bin/gunicorn" --chdir "$DIR" --bind "127.0.0.1:$PORT" --workers 1 \
+      --threads 4 --timeout 60 --daemon --pid "$DIR/gunicorn.pid" --error-logfile "$DIR/keystone.log" \
       --capture-output provnet_keystone_wsgi:application
   fi
   for _ in $(seq 1 150); do

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from keystone_support import FakeClock, keystone_api
+from keystone_support import FakeClock, keystone_api, wait_until
 
 from provnet.identity.neutron_policy import DEFAULT_RULES
 from provnet.identity.policy import Policy
@@ -202,3 +202,54 @@ def test_a_policy_file_overrides_neutrons_defaults(keystone, tmp_path: Path) -> 
         admin = api.client("root")
         admin.ok("POST", "/v2.0/networks", {"network": {"name": "ext", "router:external": True, **PROVIDER}}, 201)
         assert [n["name"] for n in carol.ok("GET", "/v2.0/networks")["networks"]] == ["n1"]  # external now hidden
+
+
+def gunicorn_pids(keystone) -> list[int]:
+    """Keystone's gunicorn master (its pidfile) and its workers (children of it): processes this session started."""
+    master = int((keystone.dir / "gunicorn.pid").read_text())
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                and _ppid(p) == master]
+    return [master, *children]
+
+
+def _ppid(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_hung_keystone_is_503_after_the_timeout_while_cached_callers_are_served(keystone, tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+
+    with keystone_api(keystone, f"sqlite:///{tmp_path}/p.sqlite", register=False, timeout=2.0) as api:
+        cached = api.client("alice")
+        wait_until(lambda: cached.get("/v2.0/networks")[0] == 200, timeout=60, interval=0.5)  # validated once
+        fresh = keystone.fresh_token("bob")
+        pids = gunicorn_pids(keystone)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            answer: dict = {}
+            waiting = threading.Thread(target=lambda: answer.update(r=api.client(token=fresh).get("/v2.0/networks")))
+            waiting.start()
+            for _ in range(5):  # the event loop keeps serving while a validation waits for the hung Keystone
+                assert cached.get("/v2.0/networks")[0] == 200
+            waiting.join(30)
+            status, body = answer["r"]
+            assert status == 503 and "unreachable" in body["error"]["message"]
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        # resumed: the same token passes as soon as Keystone has worked off what queued while it was stopped
+        wait_until(lambda: api.client(token=fresh).get("/v2.0/networks")[0] == 200, timeout=60, interval=0.5)
+
+
+def test_project_headers_are_ignored_behind_keystone(api, keystone) -> None:
+    alice = api.client("alice")
+    made = alice.ok("POST", "/v2.0/networks", {"network": {"name": "mine"}}, 201)["network"]
+    forged = alice.call("POST", "/v2.0/networks", {"network": {"name": "forged"}},
+                        headers={"X-Project-Id": keystone.projects["other"], "X-Tenant-Id": "x"})
+    assert forged[0] == 201 and forged[1]["network"]["project_id"] == made["project_id"] == keystone.projects["demo"]

@@ -248,9 +248,9 @@ class ScriptedSession:
         self.invalidated += 1
 
 
-def validator(session: ScriptedSession) -> KeystoneValidator:
+def validator(session: ScriptedSession, clock=None) -> KeystoneValidator:
     settings_ = KeystoneSettings(auth_url="http://127.0.0.1:1/v3", username="u", password="p", project_name="s")
-    return KeystoneValidator(settings_, session=session)
+    return KeystoneValidator(settings_, session=session, **({"clock": clock} if clock else {}))
 
 
 def test_one_keystone_call_for_many_concurrent_requests_with_one_token() -> None:
@@ -266,8 +266,9 @@ def test_one_keystone_call_for_many_concurrent_requests_with_one_token() -> None
 
 
 def test_keystones_answers_map_to_pass_reject_or_unavailable() -> None:
+    now = [0.0]
     session = ScriptedSession(404, 401, 200, 403, 500)
-    v = validator(session)
+    v = validator(session, clock=lambda: now[0])
     with pytest.raises(InvalidToken):
         asyncio.run(v.identify("revoked"))
     with pytest.raises(InvalidToken):  # remembered: Keystone is not asked again
@@ -277,6 +278,10 @@ def test_keystones_answers_map_to_pass_reject_or_unavailable() -> None:
     assert session.invalidated == 1
     with pytest.raises(KeystoneUnavailable, match="service or admin role"):
         asyncio.run(v.identify("t3"))
+    with pytest.raises(KeystoneUnavailable, match="service or admin role"):
+        asyncio.run(v.identify("t4"))  # within the back-off: failed at once, Keystone not asked
+    assert session.calls == 4
+    now[0] += 1.5
     with pytest.raises(KeystoneUnavailable, match="HTTP 500"):
         asyncio.run(v.identify("t4"))
     for hostile in ("", "x" * 9000, "a\nb", "\x00"):

@@ -21,6 +21,7 @@ log = logging.getLogger("provnet.identity")
 
 MAX_TOKEN_LENGTH = 8192  # Fernet tokens are ~200 bytes; anything this long is not a token
 MAX_PENDING = 256  # validations waiting for Keystone at once; beyond that a request gets 503, not a queue slot
+BACKOFF = 1.0  # seconds after Keystone failed during which queued validations fail at once instead of piling on
 
 
 class InvalidToken(Exception):
@@ -160,6 +161,8 @@ class KeystoneValidator:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="provnet-keystone")
         self._inflight: dict[bytes, asyncio.Future] = {}
         self._url = f"{settings.identity_v3}/auth/tokens?nocatalog"
+        self._down_until = 0.0
+        self._down_reason = ""
 
     async def identify(self, token: str) -> Identity:
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isprintable():
@@ -186,7 +189,18 @@ class KeystoneValidator:
         return identity
 
     def _ask_keystone(self, token: str) -> Identity | None:
-        """Blocking (a worker thread): Keystone's verdict on `token`."""
+        """Blocking (a worker thread): Keystone's verdict on `token`. When Keystone just failed, the validations
+        queued behind that failure fail at once for BACKOFF seconds (a hung Keystone would otherwise make each of
+        them wait a whole timeout in turn); the first one after that asks again."""
+        if self.clock() < self._down_until:
+            raise KeystoneUnavailable(self._down_reason)
+        try:
+            return self._validate(token)
+        except KeystoneUnavailable as exc:
+            self._down_until, self._down_reason = self.clock() + BACKOFF, str(exc)
+            raise
+
+    def _validate(self, token: str) -> Identity | None:
         where = self.settings.identity_v3
         for attempt in (1, 2):
             try:
