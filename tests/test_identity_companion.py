@@ -90,7 +90,7 @@ def assert_neutron_api_only(access: AccessLog) -> None:
 
 
 def findings(proc: subprocess.CompletedProcess) -> set[tuple[str, str, str]]:
-    return {(f["severity"], f["check"], f["problem"]) for f in json.loads(proc.stdout)}
+    return {(f["severity"], f["check"], f["problem"]) for f in json.loads(proc.stdout)["findings"]}
 
 
 def test_doctor_reads_the_cloud_through_neutrons_api_and_finds_what_it_finds_in_provnets_registry(cloud, tmp_path):

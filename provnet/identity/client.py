@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # the session's module brings openstacksdk's config reader: imported only where one is made
-    from provnet.identity.clouds import CloudAuth
+
+class Cloud(Protocol):
+    """A cloud's Keystone session as clients use it (provnet.identity.clouds.CloudAuth, whose module brings
+    openstacksdk's config reader: imported only where one is made)."""
+
+    name: str
+
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def endpoint(self, service_type: str = "network") -> str: ...
 
 
 @dataclass
@@ -15,7 +27,7 @@ class ClientIdentity:
     servers (None: the system's CAs); `companion`: no provnet API was named, so the registry is the cloud's own
     Neutron from its catalog, and `watch_network` narrows what that registry follows for changes."""
 
-    cloud: CloudAuth | None
+    cloud: Cloud | None
     ssl_context: ssl.SSLContext | None = None
     companion: bool = False
     watch_network: str | None = None

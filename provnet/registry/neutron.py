@@ -3,14 +3,14 @@
 networks, subnets, ports, routers and agents through Neutron's standard API, found in the Keystone catalog as the
 `network` service. Nothing here calls /provnet/v1, and nothing writes.
 
-Neutron has no change feed. `revision()` is a counter that moves when the cloud changed: at most every
-`poll_interval` seconds (2 s) it lists networks, subnets and ports with `fields=id&fields=revision_number` (two short
+Neutron has no change feed. `revision()` is a counter that moves when the cloud changed, and `changes_since` /
+`wait_changes` answer every move with a gap (the reader rebuilds from the store): at most every `poll_interval`
+seconds (2 s) the registry lists networks, subnets and ports with `fields=id&fields=revision_number` (two short
 columns per row, scoped to the watched network when one is given) and compares a digest of them with the last one.
 A cloud whose API does not return `revision_number` (an old Neutron, or provnet's own API standing in for Neutron in
 the tests) is digested on the attributes the DHCP server and the exports use instead, still with `fields=`. So a
-port created in the cloud reaches `provnet dhcp` within poll_interval plus the DHCP server's own poll (0.25 s) and
-one rebuild of its view. Nova's instances are not Neutron's: there are none here, and hostnames in DHCP replies are
-Neutron's own `host-<ip>` form.
+port created in the cloud reaches `provnet dhcp` within poll_interval plus one rebuild of its view. Nova's
+instances are not Neutron's: there are none here, and hostnames in DHCP replies are Neutron's own `host-<ip>` form.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import Any
 from provnet.model import errors
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
 from provnet.registry.base import Filters
+from provnet.registry.changes import ChangeBatch
 from provnet.registry.remote import RemoteRegistry, TokenSource, _query
 
 ROUTER_INTERFACE_OWNERS = ("network:router_interface", "network:router_interface_distributed",
@@ -66,6 +67,7 @@ class NeutronRegistry:
         self._digest: bytes | None = None
         self._checked_at: float | None = None
         self._without_revision: set[str] = set()
+        self._woken = threading.Event()
 
     # transport
     def _list(self, collection: str, filters: Filters | None = None,
@@ -154,6 +156,28 @@ class NeutronRegistry:
                 self._digest = current
                 self._counter += 1
             return self._counter
+
+    def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
+        """Neutron cannot say what changed, only that something did: a gap (rebuild) whenever the counter moved."""
+        current = self.revision()
+        return ChangeBatch(current, (), gap=current > after)
+
+    def wait_changes(self, after: int, timeout: float, limit: int = 1000) -> ChangeBatch:
+        """Poll (at most every poll_interval) until the cloud changed after `after` (a gap: rebuild), `timeout`
+        passed or wake_waiters() was called (an empty batch)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.revision()
+            if current > after:
+                return ChangeBatch(current, (), gap=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._woken.is_set():
+                self._woken.clear()
+                return ChangeBatch(current)
+            self._woken.wait(min(remaining, self.poll_interval))
+
+    def wake_waiters(self) -> None:
+        self._woken.set()
 
     def _fingerprint(self) -> bytes:
         scope: dict[str, list[str]] = {}
