@@ -31,7 +31,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     auth = auth or Auth()
     metrics = Metrics()
     backend = Backend(registry, writers)
-    authz = Authz(auth.policy, registry)
+    authz = Authz(auth.policy, registry, backend.read)
     app = web.Application(middlewares=[make_observe_middleware(metrics), errors, make_context_middleware(auth, authz)],
                           client_max_size=MAX_BODY)
     app[BACKEND_KEY] = backend
@@ -40,11 +40,14 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     async def start_backend(app: web.Application) -> None:
         await backend.start()
 
+    async def stop_backend(app: web.Application) -> None:
+        await backend.stop()  # on shutdown, before aiohttp waits for handlers: long-polls answer now
+
     async def close_backend(app: web.Application) -> None:
-        await backend.stop()
         backend.close()
 
     app.on_startup.append(start_backend)
+    app.on_shutdown.append(stop_backend)
     app.on_cleanup.append(close_backend)
     NetworkingApi(backend, agent_down_time, authz).add_routes(app)
     ProvnetApi(backend, agent_down_time).add_routes(app)
