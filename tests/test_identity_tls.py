@@ -89,7 +89,7 @@ def test_bad_tls_settings_stop_the_api_with_the_option_named(pki, tmp_path: Path
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\n[ssl]\n"
                     + ssl_lines.format(cert=cert, key=key, tmp=tmp_path, other=other.path))
     proc = run("--config-file", str(conf), "api", "--bind-port", str(free_port()))
-    assert proc.returncode == 2 and "[ssl] cert_file/key_file" in proc.stderr and message in proc.stderr
+    assert proc.returncode == 1 and "[ssl] cert_file/key_file" in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -130,7 +130,7 @@ def test_metadata_api_refuses_half_a_tls_setting(tmp_path: Path, pki) -> None:
     conf = tmp_path / "provnet.conf"
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\n[wsgi]\nssl_key_file = {key}\n")
     proc = run("--config-file", str(conf), "metadata-api", "--port", str(free_port()))
-    assert proc.returncode == 2 and "[wsgi] ssl_cert_file/ssl_key_file" in proc.stderr
+    assert proc.returncode == 1 and "[wsgi] ssl_cert_file/ssl_key_file" in proc.stderr
     assert "the certificate is missing" in proc.stderr
 
 
