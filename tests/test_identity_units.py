@@ -316,3 +316,13 @@ def test_keystone_needs_its_settings_and_config_show_masks_the_password(tmp_path
         (tmp_path / "b.conf").write_text(bad if bad.startswith("[") else f"[DEFAULT]\n{bad}\n")
         with pytest.raises(ConfigError, match=message):
             load_config([tmp_path / "b.conf"], env={})
+
+
+def test_provnet_api_refuses_noauth_on_a_public_address_and_says_which_option(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "provnet.cli", "--state-path", str(tmp_path), "api",
+                           "--bind-host", "0.0.0.0", "--bind-port", "1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "noauth_allow_remote = true" in proc.stderr and "auth_strategy = keystone" in proc.stderr

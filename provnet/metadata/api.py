@@ -132,8 +132,8 @@ class MetadataApi:
     async def start(self) -> None:
         await self.feed.start()
         self.port = await self.server.listen_tcp(self.host, self.port, ssl=self.ssl_context)
-        log.info("metadata API on %s://%s:%d (direct mode %s)", "https" if self.ssl_context else "http", self.host,
-                 self.port, ",".join(map(str, self.trusted)) if self.trusted else "off")
+        log.info("metadata API on %s:%d%s (direct mode %s)", self.host, self.port,
+                 " (https)" if self.ssl_context else "", ",".join(map(str, self.trusted)) if self.trusted else "off")
 
     async def stop(self) -> None:
         await self.server.close()
