@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 Check = Callable[[Mapping[str, Any], Mapping[str, Any]], bool]
+MAX_CALLERS = 4096  # callers whose caller-only answers are remembered (the entries hold their credentials)
 
 
 class PolicyError(ValueError):
@@ -166,10 +167,38 @@ class Policy:
                 self._compiled[name] = _Parser(text, self._check).parse()
             except PolicyError as exc:
                 raise PolicyError(f"{self.sources[name]}: rule {name!r} = {text!r}: {exc}") from None
+        self._caller_only = self._rules_without_target()
+        self._memo: dict[int, tuple[Mapping[str, Any], dict[str, bool]]] = {}
+
+    def _rules_without_target(self) -> frozenset[str]:
+        """The rules whose outcome depends on the caller alone (no `%(...)s`, no field check, no such rule
+        referenced): `get_port:binding:host_id` is `(rule:admin_only) or (rule:service_api)`. Their answers are
+        remembered per caller (the credentials of one cached token), not computed for every request."""
+        refs = {name: set(re.findall(r"rule:(\S+?)(?=[\s)]|$)", text)) for name, text in self.texts.items()}
+        dependent = {name for name, text in self.texts.items() if "%(" in text or "field:" in text}
+        changed = True
+        while changed:
+            changed = False
+            for name, names in refs.items():
+                if name not in dependent and any(r in dependent or r not in self.texts for r in names):
+                    dependent.add(name)
+                    changed = True
+        return frozenset(self.texts) - dependent
 
     # evaluation
     def check(self, name: str, target: Mapping[str, Any], creds: Mapping[str, Any]) -> bool:
-        return self._rule(name)(target, creds)
+        if name not in self._caller_only:
+            return self._rule(name)(target, creds)
+        entry = self._memo.get(id(creds))
+        if entry is None or entry[0] is not creds:
+            if len(self._memo) >= MAX_CALLERS:
+                self._memo.clear()
+            entry = self._memo[id(creds)] = (creds, {})
+        answers = entry[1]
+        answer = answers.get(name)
+        if answer is None:
+            answer = answers[name] = self._rule(name)(target, creds)
+        return answer
 
     def has(self, name: str) -> bool:
         return name in self._compiled
