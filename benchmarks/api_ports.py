@@ -88,7 +88,14 @@ def make_network(url: str, name: str, cidr: str) -> str:
 
 
 def duplicates(url: str, network_id: str) -> tuple[int, int]:
-    ports = call(f"{url}/v2.0/ports?network_id={network_id}&fields=fixed_ips")["ports"]
+    ports: list[dict] = []
+    page = f"{url}/v2.0/ports?network_id={network_id}&fields=id&fields=fixed_ips"
+    while page:  # every page of the list (the API caps each answer at its pagination_max_limit)
+        body = call(page)
+        ports += body["ports"]
+        page = next((link["href"] for link in body.get("ports_links", []) if link["rel"] == "next"), None)
+        if not body["ports"]:
+            break
     ips = [ip["ip_address"] for p in ports for ip in p["fixed_ips"]]
     return len(ports), len(ips) - len(set(ips))
 

@@ -3,6 +3,10 @@
 #
 # One command (smoke size shown; the full run is --ports 100000 --boots 1000 --concurrency 64 --duration 15):
 #   .venv/bin/python benchmarks/metadata_bootstorm.py --ports 2000 --boots 100 --concurrency 16 --duration 3
+# Session tokens (issue 14): `--modes separate,tokens --rounds 3` alternates the storm without and with IMDSv2
+# tokens (one PUT per boot, then the same 28 GETs carrying the token) on the same processes' code, and prints the
+# ratio; `--rotate` rotates metadata_proxy_shared_secret during each token storm in the README's order (SIGHUP to
+# the API and the agent at 25 %, 50 % and 75 % of the boots) and counts every failed request.
 #
 # What it does:
 # 1. A SQLite store with --ports ports on one flat network (subnet 127.0.0.0/15, so every simulated VM has its own
@@ -126,11 +130,21 @@ class Procs:
         self.workdir = workdir
         self.state = state  # removed by stop()
         self.procs: list[subprocess.Popen] = []
+        self.by_name: dict[str, subprocess.Popen] = {}
+        self.confs: dict[str, Path] = {}
+        self.api_port = 0
 
     def start(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
-        self.procs.append(subprocess.Popen([PROVNET, *args], stdout=log, stderr=subprocess.STDOUT))
+        proc = subprocess.Popen([PROVNET, *args], stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        self.by_name[name] = proc
         log.close()
+
+    def reload(self, name: str, secret: str, previous: str = "") -> None:
+        """Rewrite one process's configuration file and SIGHUP it."""
+        write_conf(self.confs[name], self.api_port, secret, previous)
+        self.by_name[name].send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -166,18 +180,28 @@ def wait_unix(path: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{path} did not appear")
 
 
+def write_conf(path: Path, api_port: int, secret: str, previous: str = "") -> None:
+    previous_line = f"metadata_proxy_shared_secret_previous = {previous}\n" if previous else ""
+    path.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = {secret}\nnova_metadata_port = {api_port}\n"
+                    f"{previous_line}metadata_listen_port = {api_port}\nbind_port = {free_port()}\n")
+
+
 def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tuple[Procs, int]:
     api_port, proxy_port = free_port(), free_port()
     state = tempfile.mkdtemp(prefix="pnb-", dir="/tmp")
     sock = f"{state}/metadata_proxy"
     conf = workdir / "provnet.conf"
-    conf.write_text(f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\nnova_metadata_port = {api_port}\n"
-                    f"metadata_listen_port = {api_port}\nbind_port = {free_port()}\n")
+    write_conf(conf, api_port, SECRET)
     base = ["--config-file", str(conf), "--state-path", state, "--db", db_url]
     procs = Procs(workdir, state)
-    if mode == "separate":
-        procs.start("api", *base, "metadata-api")
-        procs.start("agent", *base, "metadata-agent", "--socket", sock)
+    procs.api_port = api_port
+    if mode in ("separate", "tokens"):  # tokens: the same processes; the API and the agent each read their own file
+        api_conf, agent_conf = workdir / "api.conf", workdir / "agent.conf"
+        write_conf(api_conf, api_port, SECRET)
+        write_conf(agent_conf, api_port, SECRET)
+        procs.confs = {"api": api_conf, "agent": agent_conf}
+        procs.start("api", "--config-file", str(api_conf), *base[2:], "metadata-api")
+        procs.start("agent", "--config-file", str(agent_conf), *base[2:], "metadata-agent", "--socket", sock)
     else:
         procs.start("serve", *base, "serve")
     procs.start("proxy", *base, "metadata-proxy", "--router-id", router_id, "--bind", "127.0.0.1",
@@ -194,21 +218,39 @@ def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tupl
 
 # ---- the clients -------------------------------------------------------------------------------------------
 
-async def one_boot(port: int, ip: str, instance: str | None, latencies: list[float]) -> int:
-    """One VM's first boot on a keep-alive connection from its own address; returns the number of errors."""
+async def one_boot(port: int, ip: str, instance: str | None, latencies: list[float], tokens: bool = False,
+                   failures: list | None = None) -> int:
+    """One VM's first boot on a keep-alive connection from its own address; returns the number of errors.
+    `tokens`: IMDSv2 first (PUT /latest/api/token), then every GET carries the token."""
     errors = 0
+    token_line = ""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(ip, 0), limit=1 << 20)
     try:
+        if tokens:
+            started = time.perf_counter()
+            writer.write(b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+                         b"X-aws-ec2-metadata-token-ttl-seconds: 21600\r\nContent-Length: 0\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            body = await reader.readexactly(int(match.group(1))) if match else b""
+            latencies.append(time.perf_counter() - started)
+            if head[9:12] != b"200":
+                if failures is not None:
+                    failures.append(("PUT", head[9:12].decode(), body[-120:].decode(errors="replace")))
+                return 1 + len(SEQUENCE)  # no token, no boot: every request of it counts as failed
+            token_line = f"X-aws-ec2-metadata-token: {body.decode()}\r\n"
         for path in SEQUENCE:
             started = time.perf_counter()
             writer.write(f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nUser-Agent: Cloud-Init/22.4\r\n"
-                         f"Accept: */*\r\n\r\n".encode())
+                         f"Accept: */*\r\n{token_line}\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
             body = await reader.readexactly(int(match.group(1))) if match else b""
             latencies.append(time.perf_counter() - started)
             if head[9:12] != b"200":
                 errors += 1
+                if failures is not None:
+                    failures.append((path, head[9:12].decode(), body[-120:].decode(errors="replace")))
             elif instance and path.endswith("meta_data.json") and instance.encode() not in body:
                 errors += 1
     finally:
@@ -216,32 +258,67 @@ async def one_boot(port: int, ip: str, instance: str | None, latencies: list[flo
     return errors
 
 
-async def storm(port: int, boots: int, concurrency: int, instances: list[str] | None) -> dict:
+async def storm(port: int, boots: int, concurrency: int, instances: list[str] | None, tokens: bool = False,
+                rotate=None) -> dict:
+    """`rotate(step)` is called (in a thread) when 25, 50 and 75 % of the boots have started."""
     latencies: list[float] = []
+    failures: list = []  # (path, status, body tail) of every failed request
     errors = failed = 0
     queue = list(range(boots))
     queue.reverse()
+    marks = {boots * q // 4: q for q in (1, 2, 3)} if rotate else {}
+    rotations: list[asyncio.Future] = []
 
     async def worker() -> None:
         nonlocal errors, failed
         while queue:
             i = queue.pop()
+            if i in marks:
+                rotations.append(asyncio.ensure_future(asyncio.to_thread(rotate, marks[i])))
             try:
-                found = await one_boot(port, vm_ip(i), instances[i] if instances else None, latencies)
-                errors += found  # not `errors += await ...`: that reads `errors` before the await (lost counts)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                # awaited first, then added: `errors += await ...` would read `errors` before the await and lose
+                # what other workers added meanwhile (the storm undercounted its errors before this)
+                found = await one_boot(port, vm_ip(i), instances[i] if instances else None, latencies, tokens,
+                                       failures)
+                errors += found
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                 failed += 1
+                failures.append(("boot", "connection", repr(exc)))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    await asyncio.gather(*rotations)
     latencies.sort()
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
 
+    by_status: dict[str, int] = {}
+    for _, status, _ in failures:
+        by_status[status] = by_status.get(status, 0) + 1
     return {"boots": boots, "failed_boots": failed, "errors": errors, "requests": len(latencies),
-            "rps": len(latencies) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "seconds": elapsed}
+            "failures_by_status": by_status,
+            "rps": len(latencies) / elapsed, "boots_per_s": boots / elapsed, "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "seconds": elapsed, "failures": failures[:5]}
+
+
+def rotation(procs: Procs, log: list[str]):
+    """The README's order: 1. the new secret accepted (API: previous = new); 2. signers switch (agent: new; API:
+    current = new, previous = old); 3. the old one retired (API: previous empty). Each step is a SIGHUP."""
+    new = SECRET + "-rotated"
+
+    def step(n: int) -> None:
+        if n == 1:
+            procs.reload("api", SECRET, new)
+        elif n == 2:
+            procs.reload("agent", new)
+            time.sleep(0.2)  # the agent has its new secret before the API issues tokens with it
+            procs.reload("api", new, SECRET)
+        else:
+            procs.reload("api", new)
+        log.append(f"step {n} at {time.strftime('%H:%M:%S')}")
+    return step
 
 
 def run_wrk(url: str, concurrency: int, duration: int) -> dict:
@@ -270,6 +347,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=int, default=15, help="seconds of the wrk run per mode")
     parser.add_argument("--modes", default="separate,serve,anchor")
+    parser.add_argument("--rounds", type=int, default=1, help="run the modes this many times, alternating")
+    parser.add_argument("--rotate", action="store_true",
+                        help="rotate the shared secret during each `tokens` storm (three SIGHUPs)")
     parser.add_argument("--store-dir", default="/var/tmp/provnet-bench")
     args = parser.parse_args()
     if args.boots > args.ports:
@@ -282,7 +362,8 @@ def main() -> None:
     db_url, meta = prepare_store(Path(args.store_dir), args.ports, args.boots)
     workdir = Path(tempfile.mkdtemp(prefix="pn-bootstorm-"))
     results: dict[str, dict] = {}
-    for mode in args.modes.split(","):
+    runs: list[tuple[str, dict]] = []
+    for mode in [m for _ in range(args.rounds) for m in args.modes.split(",")]:
         if mode == "anchor":
             if not os.path.exists(ANCHOR):
                 print(f"anchor: {ANCHOR} missing, skipped")
@@ -298,19 +379,37 @@ def main() -> None:
                 subprocess.run(["bash", ANCHOR, "stop"], capture_output=True)
         else:
             procs, port = start_provnet(mode, db_url, meta["router_id"], workdir)
+            steps: list[str] = []
+            rotate = rotation(procs, steps) if mode == "tokens" and args.rotate else None
             try:
-                boot = asyncio.run(storm(port, args.boots, args.concurrency, meta["instances"]))
+                boot = asyncio.run(storm(port, args.boots, args.concurrency, meta["instances"], mode == "tokens",
+                                         rotate))
+                if steps:
+                    boot["rotation"] = steps
                 wrk = run_wrk(f"http://127.0.0.1:{port}/openstack/2018-08-27/meta_data.json", args.concurrency,
                               args.duration)
             finally:
                 procs.stop()
         results[mode] = {"bootstorm": boot, "wrk": wrk}
+        runs.append((mode, boot))
         print(f"{mode:9s} bootstorm: {boot['boots']} boots, {boot['failed_boots']} failed, {boot['errors']} errors, "
               f"{boot['requests']} requests, {boot['rps']:.0f} req/s, p50 {boot['p50_ms']:.1f} ms, "
-              f"p99 {boot['p99_ms']:.1f} ms", flush=True)
+              f"p99 {boot['p99_ms']:.1f} ms, {boot.get('boots_per_s', 0):.1f} boots/s"
+              + (f", rotated ({len(boot['rotation'])} steps)" if boot.get("rotation") else ""), flush=True)
+        if boot.get("failures"):
+            print(f"{mode:9s} failed requests by status: {boot['failures_by_status']}; first: "
+                  f"{[f[:2] + (f[2].splitlines()[-1] if f[2] else '',) for f in boot['failures']]}", flush=True)
         print(f"{mode:9s} wrk -c{args.concurrency}: {wrk.get('rps', float('nan')):.0f} req/s, "
               f"p50 {wrk.get('p50_ms', float('nan')):.2f} ms, p99 {wrk.get('p99_ms', float('nan')):.2f} ms, "
               f"non-2xx {wrk.get('non_2xx')}, socket errors {wrk.get('socket_errors') or 'none'}", flush=True)
+    plain = [b["boots_per_s"] for m, b in runs if m == "separate"]
+    tokened = [b["boots_per_s"] for m, b in runs if m == "tokens"]
+    if plain and tokened:
+        ratio = (sum(tokened) / len(tokened)) / (sum(plain) / len(plain))
+        print(f"tokens vs no tokens (separate processes, mean of {len(plain)}+{len(tokened)} storms): "
+              f"{sum(tokened) / len(tokened):.1f} against {sum(plain) / len(plain):.1f} boots/s = {ratio:.0%}; "
+              f"failed requests with tokens: {sum(b['errors'] + b['failed_boots'] for m, b in runs if m == 'tokens')}",
+              flush=True)
     print(json.dumps({"ports": args.ports, "boots": args.boots, "concurrency": args.concurrency,
                       "results": results}, indent=1))
     print(f"logs: {workdir}")

@@ -87,6 +87,27 @@ def to_lease_time(value: Any) -> int:
     return number
 
 
+def to_token_mode(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("optional", "required"):
+        raise ValueError(f"must be optional or required, got {value!r}")
+    return text
+
+
+def to_hop_limit(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError(f"must be 1..64, got {value!r}")
+    return number
+
+
+def to_wait(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 55:
+        raise ValueError(f"must be 1..55, got {value!r}")
+    return number
+
+
 def to_protocol(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("http", "https"):
@@ -120,6 +141,9 @@ EXPECTED: dict[Callable[[Any], Any], str] = {
     to_protocol: "http or https",
     to_auth_strategy: "noauth or keystone",
     to_auth_type: "password",
+    to_token_mode: "optional or required",
+    to_hop_limit: "an integer 1..64",
+    to_wait: "an integer 1..55 (seconds)",
 }
 
 
@@ -191,12 +215,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("ssl_key_file", "wsgi", "", "Private key of [wsgi] ssl_cert_file."),
     Option("agent_down_time", "DEFAULT", 75.0, "Seconds without a heartbeat after which an agent is dead. "
            "Keep it at least twice [agent] report_interval.", to_positive),
+    Option("pagination_max_limit", "DEFAULT", 1000, "Items one list answer of the networking API holds at most; "
+           "past it the answer's <collection>_links has a next link (openstacksdk and the openstack CLI follow "
+           "it). 0: no cap (a list of 100,000 ports is built in one answer).", to_nonneg_int),
     Option("flat_networks", "ml2_type_flat", "*", "Physical networks flat networks may use; * is any.", to_list),
     Option("network_vlan_ranges", "ml2_type_vlan", "", "physnet[:min:max] entries VLAN networks may use; "
            "empty allows any physical network with ids 1..4094.", to_list),
     # metadata agent (neutron-metadata-agent, metadata_agent.ini names)
     Option("metadata_proxy_shared_secret", "DEFAULT", "", "Secret the agent signs instance ids with and the "
            "metadata API checks. Set the same value for both.", secret=True),
+    Option("metadata_proxy_shared_secret_previous", "DEFAULT", "", "A second secret the metadata API accepts "
+           "(signatures and session tokens) while metadata_proxy_shared_secret rotates; nothing signs with it. "
+           "Rotation order in the README; SIGHUP reloads both.", secret=True),
     Option("nova_metadata_host", "DEFAULT", "127.0.0.1", "Host of the metadata API the agent forwards to."),
     Option("nova_metadata_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
     Option("nova_metadata_protocol", "DEFAULT", "http", "http or https to the metadata API.", to_protocol),
@@ -228,6 +258,28 @@ OPTIONS: tuple[Option, ...] = (
            "read before answering 503 (a hung database delays no cached answer).", to_positive),
     Option("cache_stale_if_error", "metadata", 600.0, "Seconds the metadata agent and API keep answering from "
            "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
+    # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
+    Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
+           "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "
+           "without a valid token).", to_token_mode),
+    Option("http_put_response_hop_limit", "metadata", 1, "IP TTL of the token PUT's answer for instances that "
+           "do not say (property provnet:http_put_response_hop_limit): 1 keeps it from crossing a router or NAT "
+           "inside the VM.", to_hop_limit),
+    Option("identity_signing_key", "metadata", "$state_path/metadata-identity.pem", "PEM private key (EC P-256, "
+           "ES256) the metadata API signs identity documents with; created (0600) when missing. The networking "
+           "API publishes its public key in /provnet/v1/metadata/jwks.json."),
+    Option("identity_verify_keys", "metadata", "", "More PEM keys (public or private) whose public keys the "
+           "networking API publishes: the next key before a rotation, the previous one until its last document "
+           "expires.", to_list),
+    Option("identity_ttl", "metadata", 600, "Seconds an identity document is valid (its exp - iat).",
+           to_nonneg_int),
+    Option("identity_issuer", "metadata", "provnet", "The iss claim of identity documents."),
+    Option("watch_max_per_instance", "metadata", 8, "Waiting requests (?wait_for_change=true) one instance may "
+           "hold; more get 429.", to_nonneg_int),
+    Option("watch_max_total", "metadata", 4096, "Waiting requests one metadata API process holds in all; more "
+           "get 429.", to_nonneg_int),
+    Option("watch_max_timeout", "metadata", 50, "The longest wait (timeout_sec) in seconds; less than the "
+           "agent's 60 s towards the API, so a wait ends with an answer, not a 504.", to_wait),
     # metadata API (nova-api-metadata)
     Option("metadata_listen", "DEFAULT", "127.0.0.1", "Address the metadata API listens on."),
     Option("metadata_listen_port", "DEFAULT", 8775, "Port of the metadata API.", to_port),
@@ -242,6 +294,13 @@ OPTIONS: tuple[Option, ...] = (
            "physnet1:br-phy. Flat and VLAN ports bind only where their physical network is mapped.", to_mapping),
     Option("report_interval", "agent", 30.0, "Seconds between agent heartbeats.", to_positive),
     Option("host", "DEFAULT", os.uname().nodename, "This host's name, as ports' binding:host_id name it."),
+    # L3 agent (neutron-l3-agent's counterpart)
+    Option("resync_interval", "l3_agent", 300.0, "Seconds between full resyncs of the L3 agent (which repair "
+           "drift made by hand); changes in the registry are applied as they come, not by this timer.",
+           to_positive),
+    Option("namespace_suffix", "l3_agent", "", "Appended to the names of the namespaces this host's agents "
+           "make (qrouter-<id><suffix>), so that several agents can share one machine (the lab: @<host>). "
+           "Leave empty on real hosts."),
     # DHCP server
     Option("interface", "dhcp", "", "Interface the DHCP server binds (empty: no DHCP server in serve)."),
     Option("network", "dhcp", "", "Name or id of the network the DHCP server serves (empty: every network "

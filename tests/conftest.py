@@ -47,6 +47,7 @@ FAST_MODULES = frozenset({
     "test_metadata_upstream", "test_model_ipam", "test_model_rules", "test_model_validation",
     "test_registry_agents_instances", "test_registry_create_plan", "test_registry_description",
     "test_registry_filters", "test_registry_networks", "test_registry_ports", "test_registry_routers", "test_routes",
+    "test_runtime_compose",
 })
 
 

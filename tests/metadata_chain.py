@@ -93,11 +93,13 @@ class Chain:
     """The metadata API on 127.0.0.1:<free port> and the agent on a unix socket, sharing one registry."""
 
     def __init__(self, registry, tmp_path: Path, *, secret: str = SECRET, agent_secret: str | None = None,
-                 rate_limiter: RateLimiter | None = None, trusted_networks=(), api_timeout: float = 60.0) -> None:
+                 rate_limiter: RateLimiter | None = None, trusted_networks=(), api_timeout: float = 60.0,
+                 **api_options) -> None:
         self.registry = registry
         self.socket_path = str(tmp_path / "metadata_proxy")
         self.loop = LoopThread()
-        self.api = MetadataApi(registry, shared_secret=secret, port=0, trusted_networks=trusted_networks)
+        self.api = MetadataApi(registry, shared_secret=secret, port=0, trusted_networks=trusted_networks,
+                               **api_options)
         self.loop.run(self.api.start())
         self.agent = MetadataAgent(registry, shared_secret=secret if agent_secret is None else agent_secret,
                                    socket_path=self.socket_path, api=api_target("127.0.0.1", self.api.port),

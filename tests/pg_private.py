@@ -18,7 +18,7 @@ BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
 class PrivatePostgres:
     """initdb + postgres as the `postgres` user, listening only on a unix socket in `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, database: str | None = None, reuse: bool = False) -> None:
         need((BIN / "initdb").exists(), "needs PostgreSQL's server binaries (apt-get install postgresql)")
         need(os.geteuid() == 0, "needs root to run PostgreSQL as the postgres user")
         self.directory = directory
@@ -26,16 +26,18 @@ class PrivatePostgres:
         self.socket_dir = directory / "sock"
         self.proc: subprocess.Popen | None = None
         self.user = pwd.getpwnam("postgres")
-        self.database = unique("db")
+        self.database = database or unique("db")
         directory.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir()
+        self.socket_dir.mkdir(exist_ok=True)
         for path in (directory, self.socket_dir):
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
-        subprocess.run([str(BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "provnet", "--no-sync"],
-                       check=True, capture_output=True, user="postgres", timeout=120)
+        if not reuse:  # reuse: a data directory an earlier run made (a benchmark's store)
+            subprocess.run([str(BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "provnet",
+                            "--no-sync"], check=True, capture_output=True, user="postgres", timeout=120)
         self.start()
-        subprocess.run([str(BIN / "createdb"), "-h", str(self.socket_dir), "-U", "provnet", self.database],
-                       check=True, capture_output=True, user="postgres", timeout=60)
+        if not reuse:
+            subprocess.run([str(BIN / "createdb"), "-h", str(self.socket_dir), "-U", "provnet", self.database],
+                           check=True, capture_output=True, user="postgres", timeout=60)
 
     @property
     def url(self) -> str:

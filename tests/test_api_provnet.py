@@ -158,7 +158,7 @@ class _BrokenRegistry:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def list_networks(self, filters=None):
+    def list_networks(self, filters=None, page=None):
         raise RuntimeError("secret internal detail /srv/db password=hunter2")
 
 
@@ -200,3 +200,19 @@ def test_hot_path_lookups_and_their_bad_input(api: Client) -> None:
                          ("by-mac", "Required attribute 'mac_address'")]:
         status, body = api.get(f"/provnet/v1/ports/{bad}")
         assert status == 400 and message in body["NeutronError"]["message"], bad
+
+
+def test_reservations_query_answers_rows_and_refuses_bad_bodies(api: Client) -> None:
+    net, subnet = api.seed()
+    port = api.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "mac_address": "fa:16:3e:00:00:09",
+                                                    "fixed_ips": [{"ip_address": "172.16.1.109"}]}}, 201)["port"]
+    rows = api.ok("POST", "/provnet/v1/reservations/query", {"network_ids": [net["id"]]})["reservations"]
+    assert rows == [[port["id"], net["id"], subnet["id"], "fa:16:3e:00:00:09", "172.16.1.109", "", ""]]
+    assert api.ok("POST", "/provnet/v1/reservations/query",
+                  {"network_ids": [net["id"]], "port_ids": []})["reservations"] == []
+    for bad in ([], {"port_ids": []}, {"network_ids": "x"}, {"network_ids": [1]}, {"network_ids": ["x" * 300]},
+                {"network_ids": [], "other": 1}):
+        status, body = api.post("/provnet/v1/reservations/query", bad)
+        assert status == 400 and "NeutronError" in body, bad
+    status, _ = api.post("/provnet/v1/reservations/query", raw=b"{not json")
+    assert status == 400

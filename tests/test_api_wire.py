@@ -5,6 +5,7 @@ import pytest
 
 from provnet.api import wire
 from provnet.model.errors import HTTPBadRequest
+from provnet.registry.base import Page
 
 
 def test_version_doc_links_to_the_host_the_client_used() -> None:
@@ -87,16 +88,25 @@ def test_select_fields() -> None:
     assert wire.select_fields(item, ["id", "mtu", "nope"]) == {"id": "1", "mtu": 1500}
 
 
-def test_paginate_sorts_and_follows_markers() -> None:
-    items = [{"id": str(i), "name": n} for i, n in enumerate(["c", "a", "d", "b"])]
-    q = wire.parse_query([("sort_key", "name"), ("limit", "2")])
-    page, marker = wire.paginate(items, q)
-    assert [d["name"] for d in page] == ["a", "b"] and marker == "3"
-    q.marker = marker
-    page, marker = wire.paginate(items, q)
-    assert [d["name"] for d in page] == ["c", "d"] and marker is None
+def test_page_of_caps_by_pagination_max_limit_as_neutron() -> None:
+    q = wire.parse_query([("sort_key", "name"), ("sort_dir", "desc"), ("limit", "2"), ("marker", "m")])
+    assert wire.page_of(q, 1000) == Page(limit=2, marker="m", sort=(("name", False),))
+    assert wire.page_of(wire.parse_query([("limit", "5000")]), 1000).limit == 1000  # capped
+    assert wire.page_of(wire.parse_query([]), 1000).limit == 1000  # no limit asked: the cap
+    assert wire.page_of(wire.parse_query([]), 0) is None  # no cap: the whole list
+    assert wire.page_of(wire.parse_query([("page_reverse", "True"), ("limit", "3")]), 0).reverse is True
 
 
-def test_paginate_unknown_sort_key() -> None:
-    with pytest.raises(HTTPBadRequest):
-        wire.paginate([{"id": "1"}], wire.parse_query([("sort_key", "nope")]))
+def test_pagination_links_as_neutron_builds_them() -> None:
+    url, pairs = "http://h/v2.0/ports", [("limit", "2"), ("name", "x"), ("marker", "a")]
+    links = wire.pagination_links(url, pairs, ["b", "c"], 2, False)
+    assert links == [{"rel": "next", "href": "http://h/v2.0/ports?limit=2&name=x&marker=c"},
+                     {"rel": "previous", "href": "http://h/v2.0/ports?limit=2&name=x&marker=b&page_reverse=True"}]
+    assert [link["rel"] for link in wire.pagination_links(url, pairs, ["b"], 2, False)] == ["previous"]  # short
+    assert [link["rel"] for link in wire.pagination_links(url, pairs, ["b"], 2, True)] == ["next"]
+    assert wire.pagination_links(url, pairs, ["b"], None, False) == []
+
+
+def test_sort_dir_other_than_asc_or_desc_is_neutrons_400() -> None:
+    with pytest.raises(HTTPBadRequest, match="is invalid value for sort_dirs"):
+        wire.parse_query([("sort_key", "name"), ("sort_dir", "up")])

@@ -22,11 +22,13 @@ RECORD_VERBS = {
     "subnet-update", "port-create", "port-list", "port-show", "port-update", "router-create", "router-list",
     "router-show", "router-update", "router-interface-add", "router-port-list", "instance-create", "instance-list",
     "instance-show", "instance-update", "agent-list", "agent-show", "agent-update", "config show", "dhcp-leases",
-    "doctor",
+    "doctor", "router-list-on-l3-agent", "l3-agent-list-hosting-router", "metadata-explain",
 }
 MESSAGE_VERBS = {"net-delete", "subnet-delete", "port-delete", "router-delete", "instance-delete", "agent-delete",
-                 "router-interface-delete"}  # print one line per thing done
-SERVER_VERBS = {"serve", "api", "metadata-api", "metadata-agent", "metadata-proxy", "dhcp", "agent"}  # logs only
+                 "router-interface-delete", "l3-agent-router-add",
+                 "l3-agent-router-remove"}  # print one line per thing done
+SERVER_VERBS = {"serve", "api", "metadata-api", "metadata-agent", "metadata-proxy", "dhcp", "agent",
+                "l3-agent"}  # logs only
 OTHER_VERBS = {  # with the reason they print what they print
     "dhcp-config": "-f names the DHCP server whose files it writes (dnsmasq, kea, isc)",
     "lab up": "progress on stderr", "lab check": "a grid of checks per VM", "lab status": "a report",

@@ -243,6 +243,8 @@ def worlds(tmp_path_factory) -> dict[str, Path]:
     registry = open_registry(f"sqlite:///{full}/provnet.sqlite")
     registry.report_agent_state("compute1", "Open vSwitch agent", "provnet-agent",
                                 {"bridge_mappings": {"physnet1": "br-phy"}})
+    l3 = registry.report_agent_state("network1", "L3 agent", "provnet-l3-agent", {})
+    registry.add_router_to_l3_agent(l3.id, registry.list_routers({"name": ["metadata-router"]})[0].id)
     registry.close()
     home = root / "home"
     (home / ".ssh").mkdir(parents=True)

@@ -23,7 +23,7 @@ def normalised(obj):
     if isinstance(obj, dict):
         return {k: normalised(v) for k, v in obj.items()
                 if k not in ("id", "network_id", "subnet_id", "subnets", "mac_address", "device_id", "port_id",
-                             "created_at")}
+                             "created_at", "updated_at")}
     if isinstance(obj, str):
         return UUID.sub("<uuid>", obj)
     return obj

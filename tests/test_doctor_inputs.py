@@ -206,9 +206,10 @@ def readme_doctor_example() -> str:
 
 def test_readme_seed_example_runs_as_written_and_shows_the_headline_trap():
     command = readme_doctor_example()
-    assert command.startswith(".venv/bin/provnet doctor --no-registry")
+    assert command.startswith("provnet doctor --no-registry")
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # `provnet` is this checkout's
     res = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PROVNET_CONFIG": "", "COLUMNS": "120"})
+                         env={**os.environ, "PROVNET_CONFIG": "", "COLUMNS": "120", "PATH": path})
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     out = res.stdout
     head = next(i for i, line in enumerate(out.splitlines()) if "dhcp.range-vs-pool" in line)

@@ -337,3 +337,27 @@ def test_https_to_the_api_with_ca_and_client_certificate(setup, tmp_path, extra_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_one_ports_change_leaves_every_other_vms_entries_warm(setup):
+    """Per-change invalidation (issue 16), counted: churn on other ports drops nothing of vm1's; a change to vm2's
+    port drops vm2's entries only, in the agent and in the metadata API (SQLite and PostgreSQL)."""
+    registry, seed, chain = setup
+    add_vm(registry, seed, "vm3", "172.16.1.110")
+    chain.settle()
+    for ip in ("172.16.1.103", "172.16.1.104", "172.16.1.110"):  # everyone's entries are cached
+        assert agent_get(chain, "/latest/meta-data/hostname", router_headers(seed, ip)).status == 200
+    agent, api = chain.agent.lookup, chain.api
+    dropped_agent, dropped_api = agent.invalidated, api.invalidated
+    misses = chain.agent.metrics.cache_miss._value.get()
+    for _ in range(20):  # churn elsewhere on the same network: ports created and deleted
+        registry.delete_port(registry.create_port({"network_id": seed.network_id}).id)
+    registry.update_port(seed.ports["vm2"], {"name": "renamed"})
+    chain.settle()
+    assert agent.invalidated - dropped_agent == 1  # vm2's (router, 172.16.1.104) entry, nothing else
+    assert api.invalidated - dropped_api == 1  # vm2's tree
+    for ip in ("172.16.1.103", "172.16.1.110"):
+        assert agent_get(chain, "/latest/meta-data/hostname", router_headers(seed, ip)).status == 200
+    assert chain.agent.metrics.cache_miss._value.get() == misses  # both answered from the cache
+    assert agent_get(chain, "/latest/meta-data/hostname", router_headers(seed, "172.16.1.104")).status == 200
+    assert chain.agent.metrics.cache_miss._value.get() == misses + 1  # vm2 alone was read again

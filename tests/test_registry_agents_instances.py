@@ -28,7 +28,7 @@ def test_report_agent_state_upserts(reg: SqlRegistry) -> None:
                                 "characters.", reg.report_agent_state, "", OVS_AGENT_TYPE, "b", {})
     disabled = reg.update_agent(first.id, {"admin_state_up": "False"})
     assert disabled.admin_state_up is False
-    expect("HTTPBadRequest", 400, "Unrecognized attribute(s) 'host'", reg.update_agent, first.id, {"host": "x"})
+    expect("HTTPBadRequest", 400, "Cannot update read-only attribute host", reg.update_agent, first.id, {"host": "x"})
     expect("HTTPBadRequest", 400, "Invalid input for admin_state_up. Reason: 'sometimes' cannot be converted to "
                                   "boolean.", reg.update_agent, first.id, {"admin_state_up": "sometimes"})
     expect("AgentNotFound", 404, "Agent nope could not be found.", reg.update_agent, "nope", {"admin_state_up": True})

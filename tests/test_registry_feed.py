@@ -116,7 +116,7 @@ WRITER = textwrap.dedent("""
 
 def test_a_waiter_is_woken_by_another_process_commit(reg, db_url) -> None:
     start = reg.revision()
-    waiter = reg._waiter()  # open the notification channel before the other process writes
+    waiter = reg.store._waiter()  # open the notification channel before the other process writes
     writer = subprocess.Popen([sys.executable, "-c", WRITER, db_url])
     try:
         batch = reg.wait_changes(start, timeout=120)
@@ -153,3 +153,21 @@ def test_the_feed_delivers_batches_in_order_on_the_loop(reg) -> None:
     asyncio.run(main())
     assert [(c.kind, c.op) for c in seen] == [("router", "create")] * 3
     assert resyncs == []
+
+
+def test_bulk_port_creates_and_revision_constrained_updates_record_exactly_what_they_did(reg) -> None:
+    """The bulk path (batched addresses and MACs, many rows per statement) records one create per port with its
+    keys; an update refused by its If-Match revision records nothing, an accepted one its update."""
+    net, subnet = _seed(reg)
+    start = reg.revision()
+    ports = reg.create_many("port", [{"network_id": net.id, "device_id": f"vm-{i}"} for i in range(5)])
+    batch = reg.changes_since(start)
+    assert _kinds(batch) == [("port", "create")] * 5 and len({c.revision for c in batch.changes}) == 1
+    assert [(c.id, c.addresses, c.macs, c.devices) for c in batch.changes] == [
+        (p.id, (p.fixed_ips[0].ip_address,), (p.mac_address,), (p.device_id,)) for p in ports]
+    before = reg.revision()
+    with pytest.raises(NeutronError) as info:
+        reg.update_port(ports[0].id, {"name": "late"}, if_revision=0)
+    assert info.value.status == 412 and reg.changes_since(before).changes == ()
+    reg.update_port(ports[0].id, {"name": "on time"}, if_revision=1)
+    assert _kinds(reg.changes_since(before)) == [("port", "update")]

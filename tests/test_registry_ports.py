@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
 
-from provnet.registry.sql import SqlRegistry
+from provnet.registry.sql import SqlRegistry, SqlTx
 
 
 @pytest.fixture
@@ -172,10 +172,10 @@ def test_a_failure_inside_the_transaction_rolls_everything_back(reg: SqlRegistry
     net, _ = seed
     before = reg.revision()
 
-    def broken(conn, port, replace=True) -> None:
+    def broken(tx, port, replace=True) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(reg, "_store_allocations", broken)
+    monkeypatch.setattr(SqlTx, "set_allocations", broken)
     with pytest.raises(RuntimeError):  # a requested subnet: the general (multi-statement) path on both databases
         reg.create_port({"network_id": net.id, "name": "half", "fixed_ips": [{"subnet_id": seed[1].id}]})
     monkeypatch.undo()

@@ -20,8 +20,9 @@ from provnet.identity.tokens import InvalidToken, KeystoneSettings, KeystoneUnav
 
 log = logging.getLogger("provnet.api.auth")
 
-# No token needed: the version document (as Neutron's `/` app) and the operational endpoints.
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+# No token needed: the version document (as Neutron's `/` app), the operational endpoints and the identity
+# documents' public keys (verifiers that hold no OpenStack credentials fetch them).
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/provnet/v1/metadata/jwks.json"})
 PROVNET_PREFIX = "/provnet/v1/"
 
 
@@ -33,6 +34,8 @@ def provnet_rule(path: str) -> str | None:
         return "provnet:instances"
     if path.rstrip("/") == PROVNET_PREFIX + "agents/report":
         return "provnet:report_agent_state"
+    if path.startswith(PROVNET_PREFIX + "metadata/"):
+        return "provnet:metadata_explain"  # (jwks.json is public: it never gets here)
     return "provnet:agent_lookups"
 
 

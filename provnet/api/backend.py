@@ -53,8 +53,10 @@ class Backend:
     async def stop(self) -> None:
         await self.feed.stop()
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._inline_first:
+    async def write(self, fn: Callable[..., T], *args: Any, inline: bool = True) -> T:
+        """`inline` False: always in the writer thread (a bulk create, which may take seconds, never runs on the
+        loop, even on SQLite)."""
+        if self._inline_first and inline:
             try:
                 return self.registry.without_waiting(fn, *args)  # type: ignore[attr-defined]
             except WriteWouldWait:

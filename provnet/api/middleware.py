@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from provnet.model.errors import NeutronError
+from provnet.model.errors import HTTPBadRequest, NeutronError
 from provnet.model.resources import DEFAULT_PROJECT_ID
+from provnet.model.validation import Invalid, check_text
 
 log = logging.getLogger("provnet.api")
 access_log = logging.getLogger("provnet.api.access")
@@ -101,6 +102,7 @@ def make_observe_middleware(metrics: Metrics):
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a JSON NeutronError body with the right status; never a traceback on the wire."""
     try:
+        check_url(request)
         return await handler(request)
     except NeutronError as exc:
         log.debug("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.type, exc.message)
@@ -118,6 +120,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             "type": "HTTPInternalServerError",
             "message": "Request Failed: internal server error while processing your request.",
             "detail": ""}}, status=500)
+
+
+def check_url(request: web.Request) -> None:
+    """A path or query no store can keep (NUL, lone surrogates) is refused before any handler sees it."""
+    try:
+        for text in (request.path, *request.query.keys(), *request.query.values()):
+            check_text(text)
+    except Invalid as exc:
+        raise HTTPBadRequest(msg=f"Invalid input in the URL: {exc}.") from None
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:

@@ -1,6 +1,9 @@
 # The Neutron v2.0 subset: version documents, extensions, networks, subnets, ports, routers and agents.
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +17,11 @@ from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
 from provnet.model.resources import Agent
 
+# Lists rendered at once per app (the others wait their turn on the loop): each is Python work that holds the
+# GIL, and every thread wanting it delays the event loop's next turn by up to a switch interval
+LIST_LANES = 2
+VISIBLE_CHUNK = 200  # items read per store page when the policy may hide some of them
+LARGE_BODY = 64 * 1024  # create bodies past this size are handled wholly off the event loop
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
 ID = "{id:[^/]+?}"
 
@@ -45,17 +53,86 @@ def with_project(attrs: dict, ctx: RequestContext) -> dict:
     return attrs
 
 
+async def list_response(request: web.Request, backend: Backend, list_fn: Callable[..., Any], collection: str,
+                        to_api: Callable[[Any], dict], max_limit: int, lanes: asyncio.Semaphore) -> web.Response:
+    """A list as Neutron answers it: filtered, sorted and cut by the store (a page costs what it holds), at most
+    `max_limit` items (pagination_max_limit; past it the client follows `<collection>_links` `next`)."""
+    query = wire.parse_query(request.query.items())
+    page = wire.page_of(query, max_limit)
+    url, pairs = f"{base_url(request)}{request.path}", list(request.query.items())
+
+    def render() -> bytes:
+        """Read, shape and encode the answer in the registry's thread: the loop only sends bytes."""
+        items = list_fn(query.filters, page)
+        extra = {}
+        # links as Neutron builds them when the client pages (limit given); when only the cap applies, links
+        # only when it cut the list, so a list that fits reads as it always did
+        if page is not None and page.limit is not None and (query.limit or len(items) >= page.limit):
+            extra[f"{collection}_links"] = wire.pagination_links(url, pairs, [i.id for i in items], page.limit,
+                                                                 page.reverse)
+        return wire.encode_collection(collection, (wire.select_fields(to_api(i), query.fields) for i in items),
+                                      extra)
+
+    async with lanes:  # (waiting here holds no thread and no GIL)
+        body = await backend.read_many(render)
+    return web.Response(body=body, content_type="application/json")
+
+
 class NetworkingApi:
-    def __init__(self, backend: Backend, agent_down_time: float, authz: Authz) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, authz: Authz,
+                 max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
         self.authz = authz  # Neutron's policy: one call per step below (nothing is checked under noauth)
+        self.max_limit = max_limit
+        self.list_lanes = asyncio.Semaphore(LIST_LANES)
 
     def to_api(self, obj: Any) -> dict:
         if isinstance(obj, Agent):  # `alive` depends on this server's agent_down_time
             return obj.to_api(self.agent_down_time, self.backend.now())
         return obj.to_api()
+
+    def _create_many(self, raw: bytes, kind: Kind, ctx: RequestContext) -> bytes:
+        """A large create body, whole: parse, create (one transaction), encode the answer (blocking)."""
+        items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
+        items = [with_project(attrs, ctx) for attrs in items]
+        if bulk:
+            created = self.registry.create_many(kind.member, items)
+            return wire.encode_collection(kind.collection, (self.to_api(o) for o in created))
+        return json.dumps({kind.member: self.to_api(kind.method(self.registry, "create")(items[0]))}).encode()
+
+    async def _list_visible(self, request: web.Request, ctx: RequestContext, kind: Kind) -> web.Response:
+        """A list under Neutron's policy: the store's pages (sorted, from the marker) read until `limit` items the
+        caller may see are found or the store has no more; the links name only items the caller sees."""
+        query = wire.parse_query(request.query.items())
+        page = wire.page_of(query, self.max_limit)
+        list_fn = kind.method(self.registry, "list")
+        limit = page.limit if page is not None else None
+        chunk = max(limit, VISIBLE_CHUNK) if limit is not None else None
+        found: list[dict] = []
+        marker = page.marker if page is not None else None
+        while True:
+            store_page = dataclasses.replace(page, marker=marker, limit=chunk) if page is not None else None
+            async with self.list_lanes:
+                items = await self.backend.read_many(list_fn, query.filters, store_page)
+            visible = await self.authz.visible(ctx, kind.member, [self.to_api(i) for i in items])
+            if page is not None and page.reverse:
+                found[:0] = visible
+            else:
+                found.extend(visible)
+            if chunk is None or limit is None or len(items) < chunk or len(found) >= limit:
+                break
+            marker = items[0].id if page.reverse else items[-1].id
+        if limit is not None and len(found) > limit:
+            found = found[-limit:] if page.reverse else found[:limit]
+        extra = {}
+        if limit is not None and (query.limit or len(found) >= limit):
+            url, pairs = f"{base_url(request)}{request.path}", list(request.query.items())
+            extra[f"{kind.collection}_links"] = wire.pagination_links(url, pairs, [i["id"] for i in found], limit,
+                                                                      page.reverse)
+        body = wire.encode_collection(kind.collection, (wire.select_fields(i, query.fields) for i in found), extra)
+        return web.Response(body=body, content_type="application/json")
 
     # documents
     async def versions(self, request: web.Request) -> web.Response:
@@ -77,15 +154,11 @@ class NetworkingApi:
     # collections
     def handlers(self, kind: Kind) -> dict[str, Callable]:
         async def list_(request: web.Request) -> web.Response:
-            query = wire.parse_query(request.query.items())
-            items = await self.backend.read_many(kind.method(self.registry, "list"), query.filters)
-            visible = await self.authz.visible(request[CONTEXT_KEY], kind.member, [self.to_api(i) for i in items])
-            page, next_marker = wire.paginate(visible, query)
-            body: dict[str, Any] = {kind.collection: [wire.select_fields(d, query.fields) for d in page]}
-            if next_marker is not None:
-                href = request.url.update_query({"marker": next_marker})
-                body[f"{kind.collection}_links"] = [{"rel": "next", "href": str(href)}]
-            return json_response(body)
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                return await self._list_visible(request, ctx, kind)
+            return await list_response(request, self.backend, kind.method(self.registry, "list"), kind.collection,
+                                       self.to_api, self.max_limit, self.list_lanes)
 
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
@@ -94,12 +167,19 @@ class NetworkingApi:
             return json_response({kind.member: wire.select_fields(shown, query.fields)})
 
         async def create(request: web.Request) -> web.Response:
-            items, bulk = wire.parse_create_body(await request.read(), kind.member, kind.collection)
-            ctx = request[CONTEXT_KEY]
+            raw, ctx = await request.read(), request[CONTEXT_KEY]
+            enforcing = self.authz.enforcing(ctx)
+            if len(raw) > LARGE_BODY and not enforcing:  # a bulk: parsed, created and encoded in the writer
+                body = await self.backend.write(self._create_many, raw, kind, ctx, inline=False)  # thread
+                return web.Response(body=body, status=201, content_type="application/json")
+            if len(raw) > LARGE_BODY:  # parsed off the loop, then checked item by item against the policy
+                items, bulk = await asyncio.to_thread(wire.parse_create_body, raw, kind.member, kind.collection)
+            else:
+                items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
             items = [with_project(attrs, ctx) for attrs in items]
             await self.authz.check_create(ctx, kind.member, items)
             if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
-                created = await self.backend.write(self.registry.create_many, kind.member, items)
+                created = await self.backend.write(self.registry.create_many, kind.member, items, inline=False)
                 shown = [await self.authz.view(ctx, kind.member, self.to_api(o)) for o in created]
                 return json_response({kind.collection: shown}, status=201)
             obj = await self.backend.write(kind.method(self.registry, "create"), items[0])
@@ -108,11 +188,16 @@ class NetworkingApi:
 
         async def update(request: web.Request) -> web.Response:
             attrs = wire.parse_member_body(await request.read(), kind.member)
+            if_revision = wire.parse_if_match(request.headers.get("If-Match"))
             ctx = request[CONTEXT_KEY]
             if self.authz.enforcing(ctx):
                 current = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
                 await self.authz.check_update(ctx, kind.member, self.to_api(current), attrs)
-            obj = await self.backend.write(kind.method(self.registry, "update"), request.match_info["id"], attrs)
+            update = kind.method(self.registry, "update")
+            if if_revision is None:  # (agents have no revision)
+                obj = await self.backend.write(update, request.match_info["id"], attrs)
+            else:
+                obj = await self.backend.write(update, request.match_info["id"], attrs, if_revision)
             return json_response({kind.member: await self.authz.view(ctx, kind.member, self.to_api(obj))})
 
         async def delete(request: web.Request) -> web.Response:
@@ -156,6 +241,33 @@ class NetworkingApi:
         result = await self.backend.write(fn, request.match_info["id"], subnet_id, port_id)
         return json_response(result)
 
+    # L3 agent scheduling (Neutron's l3_agent_scheduler extension)
+    async def l3_routers(self, request: web.Request) -> web.Response:
+        self.authz.check_rule(request[CONTEXT_KEY], "get_l3-routers")
+        routers = await self.backend.read(self.registry.list_routers_on_l3_agent, request.match_info["id"])
+        return json_response({"routers": [r.to_api() for r in routers]})
+
+    async def l3_router_add(self, request: web.Request) -> web.Response:
+        body = wire.parse_json(await request.read())
+        # ha_chassis_priority (OVN's) is accepted and ignored: one agent hosts a router here
+        if (not isinstance(body, dict) or not isinstance(body.get("router_id"), str)
+                or set(body) - {"router_id", "ha_chassis_priority"}):
+            raise HTTPBadRequest(msg="Invalid format: the body must be {\"router_id\": \"<router id>\"}")
+        self.authz.check_rule(request[CONTEXT_KEY], "create_l3-router")
+        await self.backend.write(self.registry.add_router_to_l3_agent, request.match_info["id"], body["router_id"])
+        return json_response({}, status=201)
+
+    async def l3_router_remove(self, request: web.Request) -> web.Response:
+        self.authz.check_rule(request[CONTEXT_KEY], "delete_l3-router")
+        await self.backend.write(self.registry.remove_router_from_l3_agent, request.match_info["id"],
+                                 request.match_info["router_id"])
+        return web.Response(status=204)
+
+    async def l3_agents(self, request: web.Request) -> web.Response:
+        self.authz.check_rule(request[CONTEXT_KEY], "get_l3-agents")
+        agents = await self.backend.read(self.registry.list_l3_agents_hosting_router, request.match_info["id"])
+        return json_response({"agents": [self.to_api(a) for a in agents]})
+
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", self.versions)
@@ -173,3 +285,7 @@ class NetworkingApi:
                 r.add_post(collection + EXT, h["create"])
         r.add_put("/v2.0/routers/{id}/{action:add_router_interface|remove_router_interface}" + EXT,
                   self.router_interface)
+        r.add_get(f"/v2.0/agents/{ID}/l3-routers{EXT}", self.l3_routers)
+        r.add_post(f"/v2.0/agents/{ID}/l3-routers{EXT}", self.l3_router_add)
+        r.add_delete(f"/v2.0/agents/{ID}/l3-routers/{{router_id:[^/]+?}}{EXT}", self.l3_router_remove)
+        r.add_get(f"/v2.0/routers/{ID}/l3-agents{EXT}", self.l3_agents)

@@ -1,6 +1,7 @@
 # provnet's own API beside Neutron's (/provnet/v1): instances (Nova's side), passwords, agent reports, revision.
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import re
@@ -10,7 +11,7 @@ from aiohttp import web
 from provnet.api import wire
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, json_response
-from provnet.api.networking import EXT, ID, with_project
+from provnet.api.networking import EXT, ID, LIST_LANES, list_response, with_project
 from provnet.model.errors import HTTPBadRequest
 
 PREFIX = "/provnet/v1"
@@ -41,17 +42,17 @@ def _integer(request: web.Request, name: str, default: int | None, low: int, hig
 
 
 class ProvnetApi:
-    def __init__(self, backend: Backend, agent_down_time: float) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
+        self.max_limit = max_limit
+        self.list_lanes = asyncio.Semaphore(LIST_LANES)
 
     # instances: {"instance": {...}} like a Neutron resource; user_data is base64 on the wire
     async def list_instances(self, request: web.Request) -> web.Response:
-        query = wire.parse_query(request.query.items())
-        items = await self.backend.read_many(self.registry.list_instances, query.filters)
-        page, _ = wire.paginate([i.to_api() for i in items], query)
-        return json_response({"instances": [wire.select_fields(d, query.fields) for d in page]})
+        return await list_response(request, self.backend, self.registry.list_instances, "instances",
+                                   lambda i: i.to_api(), self.max_limit, self.list_lanes)
 
     async def show_instance(self, request: web.Request) -> web.Response:
         query = wire.parse_query(request.query.items())
@@ -66,7 +67,9 @@ class ProvnetApi:
 
     async def update_instance(self, request: web.Request) -> web.Response:
         attrs = wire.parse_member_body(await request.read(), "instance")
-        instance = await self.backend.write(self.registry.update_instance, request.match_info["id"], attrs)
+        if_revision = wire.parse_if_match(request.headers.get("If-Match"))
+        instance = await self.backend.write(self.registry.update_instance, request.match_info["id"], attrs,
+                                            if_revision)
         return json_response({"instance": instance.to_api()})
 
     async def delete_instance(self, request: web.Request) -> web.Response:
@@ -131,6 +134,19 @@ class ProvnetApi:
         network_ids = await self.backend.read(self.registry.router_network_ids, request.match_info["id"])
         return json_response({"network_ids": network_ids})
 
+    # what a DHCP server on another host reads: each fixed IP of the ports on some networks (ports, or a POSTed
+    # query since a list of ports can be long)
+    async def reservations(self, request: web.Request) -> web.Response:
+        body = wire.parse_json(await request.read())
+        if not isinstance(body, dict) or not set(body) <= {"network_ids", "port_ids"} or "network_ids" not in body:
+            raise HTTPBadRequest(msg='Invalid format: the body must be {"network_ids": [...], "port_ids": [...]}')
+        ids = {key: body[key] for key in ("network_ids", "port_ids") if key in body}
+        for key, value in ids.items():
+            if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 255 for v in value):
+                raise HTTPBadRequest(msg=f"Invalid input for {key}. Reason: not a list of ids.")
+        rows = await self.backend.read(self.registry.reservation_rows, ids["network_ids"], ids.get("port_ids"))
+        return json_response({"reservations": [list(row) for row in rows]})
+
     # the revision: the change feed's position
     async def revision(self, request: web.Request) -> web.Response:
         return json_response({"revision": await self.backend.read(self.registry.revision)})
@@ -167,3 +183,4 @@ class ProvnetApi:
         r.add_get(PREFIX + "/routers/{id}/network_ids", self.router_network_ids)
         r.add_get(f"{PREFIX}/revision", self.revision)
         r.add_get(f"{PREFIX}/changes", self.changes)
+        r.add_post(f"{PREFIX}/reservations/query", self.reservations)

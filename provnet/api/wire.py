@@ -1,12 +1,15 @@
-# Pure pieces of the Neutron v2.0 wire format: documents, request-body shapes, query strings, field selection, paging.
+# Pure pieces of the Neutron v2.0 wire format: documents, request-body shapes, query strings, fields, page links.
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from provnet.model.errors import HTTPBadRequest
+from provnet.model.validation import MAX_JSON_DEPTH, Invalid, check_json
+from provnet.registry.base import Page
 
 # collection -> member; the order is the order of `GET /v2.0/`.
 RESOURCES: dict[str, str] = {
@@ -28,11 +31,22 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks."),
     ("standard-attr-description", "standard-attr-description",
      "Extension to add descriptions to standard attributes."),
+    ("l3_agent_scheduler", "L3 Agent Scheduler", "Schedule routers among L3 agents."),
+    ("standard-attr-revisions", "Resource revision numbers",
+     "This extension will display the revision number of neutron resources."),
+    ("standard-attr-timestamp", "Resource timestamps",
+     "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
+    ("revision-if-match", "If-Match constraints based on revision_number",
+     "Extension indicating that If-Match based on revision_number is supported."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 networks "
      "(no external gateway: the physical router routes)."),
 )
 EXTENSION_UPDATED = "2026-01-01T00:00:00-00:00"
 
+# Items a list answers at most when [DEFAULT] pagination_max_limit is not set (0: no cap).
+PAGINATION_MAX_LIMIT = 1000
 # Query keys that shape the answer instead of filtering it.
 PAGING_KEYS = ("limit", "marker", "sort_key", "sort_dir", "page_reverse")
 
@@ -68,15 +82,26 @@ def find_extension(alias: str) -> dict | None:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(raw: bytes) -> Any:
-    """The request body as JSON, or a 400 saying what is wrong with it."""
+    """The request body as JSON, or a 400 saying what is wrong with it: not UTF-8, not JSON, nested deeper than
+    MAX_JSON_DEPTH, NaN or Infinity, or text no store can keep (NUL, lone surrogates)."""
     if not raw.strip():
         raise HTTPBadRequest(msg="Resource body required")
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise HTTPBadRequest(msg="Malformed request body: not UTF-8") from None
+    except RecursionError:
+        raise HTTPBadRequest(msg=f"Malformed request body: nested more than {MAX_JSON_DEPTH} deep") from None
     except ValueError as exc:
+        raise HTTPBadRequest(msg=f"Malformed request body: {exc}") from None
+    try:
+        return check_json(body)
+    except Invalid as exc:
         raise HTTPBadRequest(msg=f"Malformed request body: {exc}") from None
 
 
@@ -145,7 +170,8 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
             query.sort_keys.append(value)
         elif key == "sort_dir":
             if value not in ("asc", "desc"):
-                raise HTTPBadRequest(msg=f"Invalid input for sort_dir. Reason: '{value}' is not 'asc' or 'desc'.")
+                raise HTTPBadRequest(msg=f"['{value}'] is invalid value for sort_dirs, valid value is 'asc' and "
+                                         "'desc'")
             query.sort_dirs.append(value)
         elif key == "page_reverse":
             query.page_reverse = value.strip().lower() in ("true", "1")
@@ -158,12 +184,41 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
 
 def _int_param(name: str, value: str) -> int:
     try:
-        number = int(value)
+        number = int(value) if len(value) <= 20 else int("x")
     except ValueError:
         raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{value}' is not an integer.") from None
     if number < 0:
         raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: '{value}' should be non-negative.")
     return number
+
+
+def encode_collection(collection: str, items: Iterable[dict], extra: Mapping[str, Any] | None = None) -> bytes:
+    """`{"<collection>": [...], ...extra}` as JSON bytes, one item at a time: a long list never holds the GIL in
+    one C call (json.dumps of 1,000 ports is ~20 ms), so the event loop gets its turns while it is encoded."""
+    parts = [b'{"', collection.encode(), b'": [', b", ".join(json.dumps(item).encode() for item in items), b"]"]
+    for key, value in (extra or {}).items():
+        parts += [b", ", json.dumps(key).encode(), b": ", json.dumps(value).encode()]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """`If-Match: revision_number=N` (Neutron's revision constraint on an update): N, or None without one.
+    Other entity tags are ignored, as Neutron does; two revision_number tags or a non-integer one are a 400."""
+    revision = None
+    for tag in (header or "").split(","):
+        tag = tag.strip()
+        tag = tag[2:] if tag.startswith("W/") else tag
+        tag = tag.strip('"')
+        if not tag.startswith("revision_number="):
+            continue
+        if revision is not None:
+            raise HTTPBadRequest(msg="Multiple revision_number etags are not supported.")
+        value = tag.split("=", 1)[1]
+        if not value.isascii() or not value.isdigit() or len(value) > 19:
+            raise HTTPBadRequest(msg="Revision number etag must be in the format of revision_number=<int>")
+        revision = int(value)
+    return revision
 
 
 def select_fields(item: Mapping[str, Any], fields: Sequence[str]) -> dict:
@@ -173,30 +228,38 @@ def select_fields(item: Mapping[str, Any], fields: Sequence[str]) -> dict:
     return {k: item[k] for k in fields if k in item}
 
 
-def paginate(items: list[dict], query: ListQuery) -> tuple[list[dict], str | None]:
-    """Sort, then start after `marker` and stop at `limit`; returns the page and the next page's marker."""
-    if query.sort_keys:
-        unknown = [k for k in query.sort_keys if items and k not in items[0]]
-        if unknown:
-            raise HTTPBadRequest(msg=f"{unknown} is invalid attribute for sort_keys")
-        dirs = query.sort_dirs or ["asc"] * len(query.sort_keys)
-        for key, direction in reversed(list(zip(query.sort_keys, dirs, strict=True))):
-            items = sorted(items, key=lambda d, k=key: _sortable(d.get(k)), reverse=direction == "desc")
-    if query.marker is not None:
-        ids = [d.get("id") for d in items]
-        if query.marker in ids:
-            index = ids.index(query.marker)
-            items = items[:index] if query.page_reverse else items[index + 1:]
-    if query.page_reverse:
-        items = list(reversed(items))
-    if query.limit:
-        page = items[:query.limit]
-        next_marker = page[-1].get("id") if len(items) > query.limit else None
-        return page, next_marker
-    return items, None
+def effective_limit(query: ListQuery, max_limit: int) -> int | None:
+    """Neutron's rule: the asked limit, at most `max_limit` (when it is > 0); no limit asked: `max_limit`
+    (None when that is 0 too: the whole list)."""
+    limit = query.limit or 0
+    if max_limit > 0:
+        limit = min(max_limit, limit) or max_limit
+    return limit or None
 
 
-def _sortable(value: Any) -> tuple:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (False, 0, value, "")
-    return (value is None, 1, 0, "" if value is None else str(value))
+def page_of(query: ListQuery, max_limit: int) -> Page | None:
+    """The store's Page for a list request, or None for the whole list in creation order."""
+    limit = effective_limit(query, max_limit)
+    if limit is None and not query.sort_keys:
+        return None
+    dirs = query.sort_dirs or ["asc"] * len(query.sort_keys)
+    sort = tuple((key, direction == "asc") for key, direction in zip(query.sort_keys, dirs, strict=True))
+    return Page(limit=limit, marker=query.marker if limit else None, sort=sort,
+                reverse=query.page_reverse and limit is not None)
+
+
+def pagination_links(url: str, pairs: Sequence[tuple[str, str]], ids: Sequence[str], limit: int | None,
+                     page_reverse: bool) -> list[dict]:
+    """Neutron's `<collection>_links` for a page whose items have `ids`: `next` unless a forward page came back
+    short, `previous` unless a reverse page did; each the request's query with marker (and page_reverse) set."""
+    if not limit:
+        return []
+    kept = [(k, v) for k, v in pairs if k not in ("marker", "page_reverse")]
+    links = []
+    if not (len(ids) < limit and not page_reverse):
+        marker = [("marker", ids[-1])] if ids else []
+        links.append({"rel": "next", "href": f"{url}?{urlencode(kept + marker)}"})
+    if not (len(ids) < limit and page_reverse):
+        marker = [("marker", ids[0])] if ids else []
+        links.append({"rel": "previous", "href": f"{url}?{urlencode(kept + marker + [('page_reverse', 'True')])}"})
+    return links

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import cached_property
 
 import click
@@ -18,8 +19,10 @@ VERB_MODULES = (
     "provnet.cli.resources",
     "provnet.cli.serve",
     "provnet.cli.metadata_cmd",
+    "provnet.cli.explain_cmd",
     "provnet.cli.dhcp_cmd",
     "provnet.cli.agent_cmd",
+    "provnet.cli.l3_agent_cmd",
     "provnet.cli.doctor_cmd",
     "provnet.cli.lab_cmd",
 )
@@ -37,11 +40,13 @@ class AppContext:
     """
 
     def __init__(self, config: Config, api_url: str | None, os_cloud: str | None = None,
-                 os_cacert: str | None = None) -> None:
+                 os_cacert: str | None = None, reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.api_url = api_url
         self.os_cloud = os_cloud
         self.os_cacert = os_cacert
+        # the configuration read again as at start (files, environment, global options): a server's SIGHUP
+        self.reread: Callable[[], Config] = reread or (lambda: config)
         self.verb = ""
         self.may_create = True
         self.watch_network: str | None = None
@@ -152,7 +157,8 @@ def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | No
         setup_logging(config.debug, "json" if config.use_json else "text", config.log_file or None)
     except OSError as exc:
         raise click.ClickException(f"cannot open the log file {config.log_file}: {exc.strerror}") from None
-    ctx.obj = AppContext(config, url, os_cloud, os_cacert)
+    ctx.obj = AppContext(config, url, os_cloud, os_cacert,
+                         lambda: load_config(files=config_files or None, overrides=overrides))
 
 
 for _name in VERB_MODULES:

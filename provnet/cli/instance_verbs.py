@@ -23,9 +23,10 @@ from provnet.cli.verbs import (
     rows_for,
     update_one,
 )
+from provnet.model.forms import list_columns
 from provnet.registry.base import Registry
 
-INSTANCE_COLUMNS = ("id", "name", "hostname", "availability_zone", "project_id")
+INSTANCE_COLUMNS = list_columns("instance")  # as the attributes declare them (model/validation.py)
 FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
 
 

@@ -18,7 +18,8 @@ REQUEST_ID = re.compile(r"\breq-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, process, message, and request_id when the
-    message carries one (the proxy, agent and API put it in their request lines), exception when there is one."""
+    message carries one (the proxy, agent and API put it in their request lines), exception when there is one;
+    a record's `fields` (extra={"fields": {...}}) become members too."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -29,6 +30,10 @@ class JsonFormatter(logging.Formatter):
             "process": record.process,
             "message": message,
         }
+        fields = getattr(record, "fields", None)  # structured lines (the audit trail): their members as keys
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                out.setdefault(key, value)
         request_id = getattr(record, "request_id", None) or _request_id(message)
         if request_id:
             out["request_id"] = request_id

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from provnet.cli.serve import effective_config, run
+from provnet.cli.serve import effective_config, rereader, run
 from provnet.config import Config, ConfigError
 from provnet.runtime import compose
 
@@ -35,8 +35,10 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
     Example:
       provnet --config-file /etc/provnet/provnet.conf metadata-api --host 127.0.0.1 --port 8775
     """
-    config = effective_config(app, {"metadata_listen": host, "metadata_listen_port": port})
-    run(config, compose.metadata_api_services, api_url=app.api_url, client=app.client)
+    overrides = {"metadata_listen": host, "metadata_listen_port": port}
+    config = effective_config(app, overrides)
+    run(config, compose.metadata_api_services, api_url=app.api_url, client=app.client,
+        reconfigure=rereader(app, overrides))
 
 
 @click.command("metadata-agent")
@@ -66,22 +68,30 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     """
     from provnet.metadata.neutron_conf import read_neutron_ini
 
-    for path in neutron_files:
-        try:
+    def with_neutron_files(config: Config, quiet: bool = True) -> Config:
+        for path in neutron_files:
             found, ignored = read_neutron_ini(path)
-            app.config = app.config.with_overrides(found, source=str(path))
-        except ConfigError as exc:  # a configuration error: exit 1, no usage banner
-            raise click.ClickException(str(exc)) from None
-        if ignored:
-            log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
-    config = effective_config(app, {"metadata_proxy_socket": socket_path})
+            config = config.with_overrides(found, source=str(path))
+            if ignored and not quiet:
+                log.info("%s: ignoring options provnet does not use: %s", path, ", ".join(ignored))
+        return config
+
+    try:
+        app.config = with_neutron_files(app.config, quiet=False)
+    except ConfigError as exc:  # a configuration error: exit 1, no usage banner
+        raise click.ClickException(str(exc)) from None
+    overrides = {"metadata_proxy_socket": socket_path}
+    config = effective_config(app, overrides)
+    reconfigure = rereader(app, overrides)
+    if neutron_files:
+        reconfigure = rereader(app, {}, lambda new: with_neutron_files(new).with_overrides(overrides))
     if config.metadata_workers > 1 and not os.environ.get(compose.LISTEN_FD):
-        _agent_workers(app, config)
+        _agent_workers(app, config, reconfigure)
     else:
-        run(config, compose.metadata_agent_services, api_url=app.api_url, client=app.client)
+        run(config, compose.metadata_agent_services, api_url=app.api_url, client=app.client, reconfigure=reconfigure)
 
 
-def _agent_workers(app, config: Config) -> None:
+def _agent_workers(app, config: Config, reconfigure) -> None:
     """metadata_workers > 1: bind the socket here and supervise that many agents serving it (each with its own
     registry connection, lookup cache, rate-limit table and /metrics; a /metrics request reaches one of them)."""
     if app.api_url or app.companion:
@@ -93,8 +103,8 @@ def _agent_workers(app, config: Config) -> None:
     log.info("metadata agent: %d workers on %s", config.metadata_workers, config.metadata_proxy_socket)
     try:
         with compose.child_config(config, "metadata-agent") as path:
-            run(config, compose.no_services, needs_store=False,
-                children=compose.agent_workers(config, path, sock))
+            run(config, compose.no_services, needs_store=False, children=compose.agent_workers(config, path, sock),
+                reconfigure=lambda: compose.rewrite_child_config(reconfigure(), path))
     finally:
         sock.close()
         if os.path.exists(config.metadata_proxy_socket):

@@ -34,15 +34,17 @@ from provnet.cli.verbs import (
 )
 from provnet.lab import plan
 from provnet.model.errors import NotFound
+from provnet.model.forms import list_columns
 from provnet.registry.base import Registry
 
 # the seed's two commands, as the lab runs them, shown in net-create's and subnet-create's help
 SEED_NET = "provnet " + shlex.join(plan.SEED_NET)
 SEED_SUBNET = "provnet " + shlex.join(plan.SEED_SUBNET)
 
-NET_COLUMNS = ("id", "name", "subnets")
-SUBNET_COLUMNS = ("id", "name", "cidr", "allocation_pools")
-PORT_COLUMNS = ("id", "name", "mac_address", "fixed_ips")
+# the default columns of the lists, as the attributes declare them (model/validation.py)
+NET_COLUMNS = list_columns("network")
+SUBNET_COLUMNS = list_columns("subnet")
+PORT_COLUMNS = list_columns("port")
 
 
 def resolve_network_filter(registry: Registry, filters: dict[str, list[str]]) -> dict[str, list[str]]:

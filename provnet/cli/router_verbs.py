@@ -21,10 +21,11 @@ from provnet.cli.verbs import (
     rows_for,
     update_one,
 )
+from provnet.model.forms import list_columns
 from provnet.registry.base import Registry
 
-ROUTER_COLUMNS = ("id", "name", "external_gateway_info")
-ROUTER_PORT_COLUMNS = ("id", "name", "mac_address", "fixed_ips")
+ROUTER_COLUMNS = list_columns("router")  # as the attributes declare them (model/validation.py)
+ROUTER_PORT_COLUMNS = list_columns("port")
 
 
 def interface_target(registry: Registry, text: str) -> dict[str, str]:

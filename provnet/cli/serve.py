@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -21,12 +21,18 @@ def effective_config(app, overrides: dict) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+def rereader(app, overrides: dict, then: Callable[[Config], Config] = lambda c: c) -> Callable[[], Config]:
+    """How a server reads its configuration again on SIGHUP: as at start, with the verb's options on top."""
+    return lambda: then(app.reread().with_overrides(overrides))
+
+
 def run(config: Config, build: Build, *, api_url: str | None = None, client=None, needs_store: bool = True,
-        children: Sequence[ChildSpec] = ()) -> None:
+        children: Sequence[ChildSpec] = (), reconfigure: Callable[[], Config] | None = None) -> None:
     """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1.
     `client` (provnet.identity.clouds.ClientIdentity): credentials and CA for a remote registry."""
     try:
-        run_server(config, build, api_url=api_url, client=client, needs_store=needs_store, children=children)
+        run_server(config, build, api_url=api_url, client=client, needs_store=needs_store, children=children,
+                   reconfigure=reconfigure)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
     except (StoreError, StartupError) as exc:
@@ -76,14 +82,18 @@ def serve(app, bind_host: str | None, bind_port: int | None) -> None:
       openstack --os-auth-type none --os-endpoint http://127.0.0.1:9696 network list
     """
     refuse_url(app)
-    config = effective_config(app, {"bind_host": bind_host, "bind_port": bind_port})
+    overrides = {"bind_host": bind_host, "bind_port": bind_port}
+    config = effective_config(app, overrides)
     try:
         children_config = compose.serve_config(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _check_children_config(children_config)
     with compose.child_config(children_config, "serve") as path:
-        run(config, compose.api_services, children=compose.serve_children(config, path))
+        # SIGHUP: the children's file rewritten from the configuration read again, then SIGHUP to each child
+        run(config, compose.api_services, children=compose.serve_children(config, path),
+            reconfigure=rereader(app, overrides, lambda new: compose.rewrite_child_config(
+                new, path, compose.serve_config(new))))
 
 
 def _check_children_config(config: Config) -> None:
@@ -104,12 +114,13 @@ def api(app, bind_host: str | None, bind_port: int | None) -> None:
 
     Serves the Neutron v2.0 subset (networks, subnets, ports, routers, agents, extensions) and
     /provnet/v1 (instances, passwords, agent reports, the change feed) with /healthz, /readyz and
-    /metrics. There is no authentication yet: the project comes from X-Project-Id (default
-    fake_project_id), so keep bind_host on a management network.
+    /metrics. With [DEFAULT] auth_strategy = keystone every request carries a Keystone token and Neutron's
+    policy applies; with noauth (the default) every caller is admin and the project comes from X-Project-Id, so
+    noauth listens only on a loopback address unless noauth_allow_remote says otherwise.
 
     \b
     Example:
-      provnet --db postgresql://provnet:secret@db/provnet api --bind-host 0.0.0.0
+      provnet --config-file /etc/provnet/provnet.conf api --bind-host 0.0.0.0   # auth_strategy = keystone
       provnet --url http://HOST:9696 net-list       # clients and agents on other hosts
     """
     refuse_url(app)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from provnet.dataplane import iptables, netns
 from provnet.dataplane.iptables import Chain, Jump, Ruleset
@@ -13,8 +15,62 @@ MARK_MASK = 0xFFFF  # neutron-lib ROUTER_MARK_MASK
 DEFAULT_METADATA_PORT = 9697
 
 
-def router_namespace(router_id: str) -> str:
-    return f"qrouter-{router_id}"
+NAMESPACE_PREFIX = "qrouter-"
+
+
+def router_namespace(router_id: str, suffix: str = "") -> str:
+    """`qrouter-<id>`; `suffix` (e.g. `@host1`) lets several agents share one machine, as in the lab."""
+    return f"{NAMESPACE_PREFIX}{router_id}{suffix}"
+
+
+def bridge_port_device(port_id: str) -> str:
+    """The bridge-side end of a router port's veth: `tap` + 11 characters of the port id, as Neutron's Linux
+    bridge agent names it (so the host's L2 agent sees it like any port)."""
+    return f"tap{port_id[:11]}"
+
+
+@dataclass(frozen=True)
+class RouterPort:
+    """One interface of a router as the dataplane needs it: its MAC, its addresses (`ip/prefixlen`) and the
+    bridge of its network's physical network."""
+
+    port_id: str
+    mac: str
+    addresses: tuple[str, ...]
+    bridge: str
+
+
+def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int = DEFAULT_METADATA_PORT,
+                suffix: str = "", bridge_namespace: str | None = None) -> bool:
+    """Make `qrouter-<id><suffix>` hold exactly `ports` (qr- devices, MACs, addresses) and the metadata rules.
+
+    Idempotent and adopting: an existing namespace is kept (never recreated), only what differs is changed.
+    Bridges live in `bridge_namespace` (None: this process's own, as on a real host). True when the namespace
+    had to be created.
+    """
+    ns = router_namespace(router_id, suffix)
+    created = not netns.namespace_exists(ns)
+    netns.ensure_namespace(ns)
+    if created:  # metadata only: L3 goes through the external router, so this namespace never forwards
+        netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
+    wanted = {router_port_device(p.port_id) for p in ports}
+    for name in netns.link_names(ns):
+        if name.startswith("qr-") and name not in wanted:
+            netns.delete_link(ns, name)  # its veth peer on the bridge goes with it
+    for port in ports:
+        device = router_port_device(port.port_id)
+        if not netns.link_exists(bridge_namespace, port.bridge):
+            raise netns.DataplaneError(f"bridge {port.bridge} does not exist on this host")
+        netns.ensure_veth(bridge_namespace, bridge_port_device(port.port_id), ns, device, mac=port.mac)
+        netns.attach_to_bridge(bridge_namespace, bridge_port_device(port.port_id), port.bridge)
+        netns.set_addresses(ns, device, port.addresses)
+    iptables.apply(ns, metadata_ruleset(metadata_port))
+    return created
+
+
+def remove_router(router_id: str, suffix: str = "") -> None:
+    """The router's namespace with its qr- devices (their bridge ends go with them); a no-op when gone."""
+    netns.delete_namespace(router_namespace(router_id, suffix))
 
 
 def router_port_device(port_id: str) -> str:

@@ -1,15 +1,20 @@
 # Network namespaces, links, addresses and routes with pyroute2; every call idempotent, every removal complete.
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import os
+import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from pyroute2 import NetNS
+from pyroute2 import IPRoute
 from pyroute2 import netns as _netns
 
 NETNS_RUN_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class DataplaneError(RuntimeError):
@@ -20,25 +25,65 @@ def list_namespaces() -> list[str]:
     return sorted(_netns.listnetns())
 
 
-def namespace_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+def namespace_exists(name: str | None) -> bool:
+    """None is this process's own namespace (a host agent's), which always exists."""
+    return name is None or os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise DataplaneError(f"setns into {what}: {os.strerror(err)}")
+
+
+def _netlink_socket(name: str) -> socket.socket:
+    """A rtnetlink socket bound in namespace `name`: this thread enters it, opens the socket, comes back.
+
+    (pyroute2's NetNS forks a helper and SIGTERMs it; a forked child shares the asyncio loop's signal wakeup
+    socket, so that SIGTERM would stop the agent that asked. A thread's own setns has no such edge.)
+    """
+    try:
+        target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DataplaneError(f"network namespace {name} does not exist") from None
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target, name)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        finally:
+            _setns(own, "this thread's own namespace")
+    finally:
+        os.close(target)
+        os.close(own)
 
 
 @contextmanager
-def _ns(name: str) -> Iterator[NetNS]:
+def _ns(name: str | None) -> Iterator[IPRoute]:
     if not namespace_exists(name):
         raise DataplaneError(f"network namespace {name} does not exist")
-    ipr = NetNS(name, flags=0)
+    # pyroute2 runs its own event loop; a plain selector loop (uvloop, the servers' policy, cannot open netlink)
+    loop = asyncio.SelectorEventLoop()
+    try:
+        ipr = IPRoute(use_event_loop=loop) if name is None else \
+            IPRoute(use_socket=_netlink_socket(name), use_event_loop=loop)
+    except BaseException:
+        loop.close()
+        raise
     try:
         yield ipr
     finally:
         ipr.close()
+        loop.close()
 
 
 def ensure_namespace(name: str) -> None:
     """Create the namespace (with `lo` up) unless it exists."""
     if not namespace_exists(name):
-        _netns.create(name)
+        # iproute2's own `ip netns add` (pyroute2's create forks a helper: see _netlink_socket)
+        proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0 and not namespace_exists(name):
+            raise DataplaneError(f"ip netns add {name}: {proc.stderr.strip()}")
     with _ns(name) as ipr:
         ipr.link("set", index=_index(ipr, "lo"), state="up")
 
@@ -46,7 +91,9 @@ def ensure_namespace(name: str) -> None:
 def delete_namespace(name: str) -> None:
     """Delete the namespace; its links go with it (a veth dies with either end). A no-op if absent."""
     if namespace_exists(name):
-        _netns.remove(name)
+        proc = subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0 and namespace_exists(name):
+            raise DataplaneError(f"ip netns delete {name}: {proc.stderr.strip()}")
 
 
 def namespace_inode(name: str) -> int | None:
@@ -73,33 +120,33 @@ def pids_in_namespace(name: str) -> list[int]:
     return sorted(pids)
 
 
-def _index(ipr: NetNS, ifname: str) -> int:
+def _index(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         raise DataplaneError(f"no link {ifname}")
     return found[0]
 
 
-def link_names(namespace: str) -> list[str]:
+def link_names(namespace: str | None) -> list[str]:
     with _ns(namespace) as ipr:
         return sorted(link.get("ifname") for link in ipr.get_links())
 
 
-def link_exists(namespace: str, ifname: str) -> bool:
+def link_exists(namespace: str | None, ifname: str) -> bool:
     if not namespace_exists(namespace):
         return False
     with _ns(namespace) as ipr:
         return bool(ipr.link_lookup(ifname=ifname))
 
 
-def ensure_bridge(namespace: str, name: str) -> None:
+def ensure_bridge(namespace: str | None, name: str) -> None:
     with _ns(namespace) as ipr:
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="bridge")
         ipr.link("set", index=_index(ipr, name), state="up")
 
 
-def ensure_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mac: str | None = None) -> None:
+def ensure_veth(ns_a: str | None, name_a: str, ns_b: str, name_b: str, mac: str | None = None) -> None:
     """A veth pair with `name_a` in `ns_a` and `name_b` (MAC `mac`) in `ns_b`, both up.
 
     A half left by an earlier crash is deleted and the pair made again.
@@ -111,14 +158,15 @@ def ensure_veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mac: str | None 
             ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": ns_b})
     with _ns(ns_b) as ipr:
         idx = _index(ipr, name_b)
-        if mac:
+        if mac and (ipr.get_links(idx)[0].get("IFLA_ADDRESS") or "").lower() != mac.lower():
+            ipr.link("set", index=idx, state="down")  # a MAC is changed while down; a port's MAC may change
             ipr.link("set", index=idx, address=mac)
         ipr.link("set", index=idx, state="up")
     with _ns(ns_a) as ipr:
         ipr.link("set", index=_index(ipr, name_a), state="up")
 
 
-def delete_link(namespace: str, ifname: str) -> None:
+def delete_link(namespace: str | None, ifname: str) -> None:
     if not namespace_exists(namespace):
         return
     with _ns(namespace) as ipr:
@@ -127,12 +175,12 @@ def delete_link(namespace: str, ifname: str) -> None:
             ipr.link("del", index=found[0])
 
 
-def attach_to_bridge(namespace: str, ifname: str, bridge: str) -> None:
+def attach_to_bridge(namespace: str | None, ifname: str, bridge: str) -> None:
     with _ns(namespace) as ipr:
         ipr.link("set", index=_index(ipr, ifname), master=_index(ipr, bridge), state="up")
 
 
-def ensure_address(namespace: str, ifname: str, address: str, prefixlen: int) -> None:
+def ensure_address(namespace: str | None, ifname: str, address: str, prefixlen: int) -> None:
     with _ns(namespace) as ipr:
         idx = _index(ipr, ifname)
         have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
@@ -140,20 +188,35 @@ def ensure_address(namespace: str, ifname: str, address: str, prefixlen: int) ->
             ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
 
 
-def flush_addresses(namespace: str, ifname: str) -> None:
+def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) -> None:
+    """Exactly these IPv4 addresses (`ip/prefixlen`) on the link: missing ones added, others removed."""
+    wanted = set()
+    for text in addresses:
+        ip, _, plen = text.partition("/")
+        wanted.add((ip, int(plen)))
+    with _ns(namespace) as ipr:
+        idx = _index(ipr, ifname)
+        have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        for ip, plen in sorted(have - wanted):
+            ipr.addr("del", index=idx, address=ip, prefixlen=plen)
+        for ip, plen in sorted(wanted - have):
+            ipr.addr("add", index=idx, address=ip, prefixlen=plen)
+
+
+def flush_addresses(namespace: str | None, ifname: str) -> None:
     with _ns(namespace) as ipr:
         idx = _index(ipr, ifname)
         for a in ipr.get_addr(index=idx, family=2):
             ipr.addr("del", index=idx, address=a.get("IFA_ADDRESS"), prefixlen=a["prefixlen"])
 
 
-def ensure_route(namespace: str, destination: str, gateway: str) -> None:
+def ensure_route(namespace: str | None, destination: str, gateway: str) -> None:
     """`destination` (CIDR, `0.0.0.0/0` for default) via `gateway`; replaced if it exists with another hop."""
     with _ns(namespace) as ipr:
         ipr.route("replace", dst=destination, gateway=gateway)
 
 
-def ipv4_routes(namespace: str) -> list[tuple[str, str | None, str]]:
+def ipv4_routes(namespace: str | None) -> list[tuple[str, str | None, str]]:
     """The main table's IPv4 routes as (destination CIDR, gateway or None, device)."""
     with _ns(namespace) as ipr:
         names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
@@ -164,7 +227,7 @@ def ipv4_routes(namespace: str) -> list[tuple[str, str | None, str]]:
         return sorted(out)
 
 
-def ipv4_addresses(namespace: str, ifname: str) -> list[str]:
+def ipv4_addresses(namespace: str | None, ifname: str) -> list[str]:
     with _ns(namespace) as ipr:
         return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=_index(ipr, ifname),
                                                                                   family=2)]

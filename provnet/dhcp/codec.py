@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -214,7 +216,13 @@ def encode(msg: Message, max_size: int = 0) -> bytes:
 
 # --- option value helpers -------------------------------------------------------------------------------------------
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zeros: inet_aton reads those as octal
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+
 def ip_bytes(addr: str | ipaddress.IPv4Address) -> bytes:
+    if isinstance(addr, str) and _DOTTED_QUAD.fullmatch(addr):  # the common case, 10x faster than ipaddress
+        return socket.inet_aton(addr)
     return ipaddress.IPv4Address(addr).packed
 
 
@@ -265,6 +273,8 @@ def parse_classless_routes(value: bytes) -> list[tuple[ipaddress.IPv4Network, ip
 
 
 def mac_bytes(mac: str) -> bytes:
+    if _MAC.fullmatch(mac):  # the common case: aa:bb:cc:dd:ee:ff
+        return bytes.fromhex(mac.replace(":", ""))
     parts = mac.replace("-", ":").split(":")
     if len(parts) != 6 or not all(len(p) == 2 for p in parts):
         raise ValueError(f"not a MAC address: {mac!r}")

@@ -17,13 +17,15 @@ from provnet.config import Config, ConfigError
 from provnet.dhcp import server
 from provnet.dhcp.journal import JOURNAL_NAME, LeaseJournal, LeaseRecord
 from provnet.dhcp.metrics import register_counters, unregister_counters
-from provnet.dhcp.view import Host, Settings, View, build_view, collect, port_hosts, replace_port, resolve_networks
+from provnet.dhcp.view import Host, Settings, View, build_view, collect, replace_port, resolve_networks, row_hosts
+from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
 from provnet.registry.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+REBUILD_TIMEOUT = 300.0  # seconds a whole read of the served networks may take before it counts as failed
 MAX_BATCH = 256  # datagrams handled per wake-up before their journal lines are written and replies sent
 
 
@@ -66,12 +68,12 @@ class RegistrySource:
 
     def port_hosts(self, view: View, port_ids: Sequence[str]) -> dict[str, list[Host]]:
         """The reservations `port_ids` hold now on the view's subnets ([] for a port gone or not served): one
-        list query for the ports, one for their instances' hostnames."""
-        ports = self.registry.list_ports({"id": list(port_ids)}) if port_ids else []
-        devices = sorted({p.device_id for p in ports if p.device_id})
-        hostnames = {i.id: i.hostname for i in self.registry.list_instances({"id": devices})} if devices else {}
-        found = {p.id: port_hosts(p, view.subnet_objects, hostnames) for p in ports if p.network_id in view.networks}
-        return {port_id: found.get(port_id, []) for port_id in port_ids}
+        lean registry read however many ports."""
+        rows = self.registry.reservation_rows(sorted(view.networks), list(port_ids)) if port_ids else []
+        found: dict[str, list[Host]] = {port_id: [] for port_id in port_ids}
+        for host in row_hosts(rows, view.subnet_objects):
+            found[host.port_id].append(host)
+        return found
 
 
 class StaticSource:
@@ -126,6 +128,8 @@ class DhcpService:
         self.port_updates = 0
         registry = getattr(source, "registry", None)
         self.feed = ChangeFeed(registry, "DHCP feed") if registry is not None else None
+        # reads of the registry (a rebuild takes a while at 100,000 ports: a generous deadline), never on the loop
+        self.areg = AsyncRegistry(registry, timeout=REBUILD_TIMEOUT, threads=2, name="dhcp") if registry else None
         if self.feed is not None:
             self.feed.subscribe(self)
         self._sock: socket.socket | None = None
@@ -161,7 +165,7 @@ class DhcpService:
         if self.feed is not None:
             await self.feed.start()  # its position is read first: nothing committed after the build is missed
         try:
-            self.view = await asyncio.to_thread(self.source.build)
+            self.view = await self._read(self.source.build)
         except LookupError as exc:  # no such interface/network: one line for the operator, not a traceback
             raise OSError(f"DHCP on {self.interface}: {exc}") from None
         self.rebuilds += 1
@@ -197,6 +201,8 @@ class DhcpService:
                 pass
         if self.feed is not None:
             await self.feed.stop()
+        if self.areg is not None:
+            self.areg.close()
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
@@ -290,15 +296,20 @@ class DhcpService:
         ids, self._dirty_ports = sorted(self._dirty_ports), set()
         view = self.view
         assert view is not None
-        found = await asyncio.to_thread(self.source.port_hosts, view, ids)  # type: ignore[attr-defined]
+        found = await self._read(self.source.port_hosts, view, ids)  # type: ignore[attr-defined]
         if self.view is not view:  # rebuilt meanwhile: the new view already holds these ports as they are
             return
         for port_id, hosts in found.items():
             if replace_port(view, port_id, hosts):
                 self.port_updates += 1
 
+    async def _read(self, fn, *args):  # noqa: ANN001, ANN202 - a registry read off the loop, with its deadline
+        if self.areg is None:
+            return await asyncio.to_thread(fn, *args)
+        return await self.areg(fn, *args)
+
     async def _rebuild(self) -> None:
-        view = await asyncio.to_thread(self.source.build)
+        view = await self._read(self.source.build)
         self.view = view
         self.rebuilds += 1
         log.info("DHCP view rebuilt: %d reservations", view.reservations)

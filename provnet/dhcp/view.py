@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provnet.dhcp import codec
 from provnet.model.resources import Network, Port, Subnet
 from provnet.model.routes import default_gateway, port_routes
-from provnet.registry.base import Registry
+from provnet.registry.base import Registry, ReservationRow
 
 # what a reply carries, in this order (53 comes first, 61/82 echoes last); 121/249 follow force_routes or the PRL
 ROUTE_OPTIONS = (codec.CLASSLESS_ROUTES, codec.MS_CLASSLESS_ROUTES)
@@ -81,6 +82,18 @@ def _hostname(port: Port, ip: str, hostnames: dict[str, str]) -> str:
     return name or fallback_hostname(ip)
 
 
+def row_hosts(rows: Iterable[ReservationRow], subnets: Mapping[str, Subnet]) -> list[Host]:
+    """Pure: the reservations of registry rows (Registry.reservation_rows) on `subnets` (by id; IPv4 only)."""
+    return [Host(r.port_id, r.network_id, r.subnet_id, r.mac_address.lower(), r.ip_address,
+                 safe_hostname(r.hostname, r.ip_address), r.device_id)
+            for r in rows if r.subnet_id in subnets]
+
+
+def safe_hostname(hostname: str, ip: str) -> str:
+    """The instance's hostname made safe for option 12 and the config files (letters, digits, '-', '.')."""
+    return _UNSAFE.sub("-", hostname).strip("-.")[:63] or fallback_hostname(ip)
+
+
 def port_hosts(port: Port, subnets: dict[str, Subnet], hostnames: dict[str, str]) -> list[Host]:
     """Pure: one port's reservations on `subnets` (by id; IPv4 only). Ports owned by `network:*` (router
     interfaces, DHCP ports) have none: agents configure their addresses, not DHCP."""
@@ -132,17 +145,16 @@ def resolve_networks(registry: Registry, network: str | None,
 
 
 def collect(registry: Registry, networks: Sequence[Network]) -> Snapshot:
-    """Read one consistent-enough snapshot through the Registry interface (revision read first, so a change
-    racing with the reads shows up as a newer revision on the next poll)."""
+    """Read a snapshot through the Registry interface: the networks, their IPv4 subnets and the reservation rows
+    (revision read first: a change racing with the reads comes through the change feed afterwards)."""
     revision = registry.revision()
     ids = [n.id for n in networks]
     if not ids:
         return Snapshot(revision, [], [], [])
-    subnets = registry.list_subnets({"network_id": ids})
-    ports = registry.list_ports({"network_id": ids})
-    hostnames = {i.id: i.hostname for i in registry.list_instances()}
+    v4 = [s for s in registry.list_subnets({"network_id": ids}) if s.ip_version == 4]
     fresh = [registry.get_network(n.id) for n in networks]
-    return snapshot_from(revision, fresh, subnets, ports, hostnames)
+    hosts = row_hosts(registry.reservation_rows(ids), {s.id: s for s in v4})
+    return Snapshot(revision, fresh, v4, hosts)
 
 
 # --- the in-memory view the server logic reads ---------------------------------------------------------------------
@@ -157,6 +169,8 @@ class SubnetInfo:
     local: bool  # the interface has an address on this subnet
     common: list[tuple[int, bytes]]  # options every reply carries (after 54/51/58/59), in order
     routes: bytes  # option 121/249 value
+    prefix: bytes = b""  # options 54, 51, 58, 59 and common, encoded: the part every host's reply shares
+    route_options: bytes = b""  # options 121 and 249, encoded
 
     def contains(self, addr: bytes) -> bool:
         return (int.from_bytes(addr, "big") & self.mask) == self.net
@@ -164,16 +178,32 @@ class SubnetInfo:
 
 @dataclass(slots=True, eq=False)
 class Reservation:
+    """One host: only what differs per host is stored (about 0.5 KB each); the subnet's encoded options are
+    shared by every host on it."""
+
     mac: bytes
     ip: bytes
-    ip_text: str
     subnet: SubnetInfo
     hostname: str
     port_id: str
-    blob_routes: bytes  # encoded options 54, 51, 58, 59, common..., 12, 121, 249
-    blob_plain: bytes  # the same without 121/249
-    mac_text: str
+    host_option: bytes  # option 12, encoded
     device_id: str = ""
+
+    @property
+    def blob_plain(self) -> bytes:  # options 54, 51, 58, 59, common..., 12
+        return self.subnet.prefix + self.host_option
+
+    @property
+    def blob_routes(self) -> bytes:  # the same, then 121 and 249
+        return self.subnet.prefix + self.host_option + self.subnet.route_options
+
+    @property
+    def ip_text(self) -> str:
+        return socket.inet_ntoa(self.ip)
+
+    @property
+    def mac_text(self) -> str:
+        return self.mac.hex(":")
 
 
 @dataclass(slots=True)
@@ -221,24 +251,29 @@ def _lease_options(settings: Settings) -> list[tuple[int, bytes]]:
             (codec.REBINDING_TIME, codec.u32(t * 7 // 8))]
 
 
-def _reservation(h: Host, info: SubnetInfo, lease: list[tuple[int, bytes]]) -> Reservation:
-    mac = codec.mac_bytes(h.mac)
-    head = [(codec.SERVER_ID, info.server_id), *lease, *info.common,
-            (codec.HOSTNAME, h.hostname.encode("ascii", "replace")[:255])]
-    routes = [(code, info.routes) for code in ROUTE_OPTIONS] if info.routes else []
-    return Reservation(mac, codec.ip_bytes(h.ip), h.ip, info, h.hostname, h.port_id,
-                       codec.encode_options(head + routes), codec.encode_options(head), h.mac, h.device_id)
+def _reservation(h: Host, info: SubnetInfo) -> Reservation:
+    return Reservation(codec.mac_bytes(h.mac), codec.ip_bytes(h.ip), info, h.hostname, h.port_id,
+                       codec.encode_options([(codec.HOSTNAME, h.hostname.encode("ascii", "replace")[:255])]),
+                       h.device_id)
+
+
+def _encode_subnet(info: SubnetInfo, lease: list[tuple[int, bytes]]) -> SubnetInfo:
+    info.prefix = codec.encode_options([(codec.SERVER_ID, info.server_id), *lease, *info.common])
+    info.route_options = codec.encode_options([(code, info.routes) for code in ROUTE_OPTIONS] if info.routes else [])
+    return info
 
 
 def build_view(snap: Snapshot, settings: Settings, addresses: Sequence[ipaddress.IPv4Interface] = ()) -> View:
-    """Pure: everything a reply needs, encoded once per snapshot (option bytes per subnet and per reservation)."""
+    """Pure: everything a reply needs, encoded once per snapshot (the options a subnet's hosts share, once per
+    subnet; option 12, once per host)."""
     networks = {n.id: n for n in snap.networks}
-    infos = {s.id: _subnet_info(s, networks[s.network_id], settings, addresses) for s in snap.subnets}
     lease = _lease_options(settings)
+    infos = {s.id: _encode_subnet(_subnet_info(s, networks[s.network_id], settings, addresses), lease)
+             for s in snap.subnets}
     by_mac: dict[bytes, list[Reservation]] = {}
     by_port: dict[str, list[Reservation]] = {}
     for h in snap.hosts:
-        res = _reservation(h, infos[h.subnet_id], lease)
+        res = _reservation(h, infos[h.subnet_id])
         by_mac.setdefault(res.mac, []).append(res)
         by_port.setdefault(h.port_id, []).append(res)
     return View(snap.revision, settings, {m: tuple(r) for m, r in by_mac.items()}, list(infos.values()), infos,
@@ -248,8 +283,7 @@ def build_view(snap: Snapshot, settings: Settings, addresses: Sequence[ipaddress
 def replace_port(view: View, port_id: str, hosts: Sequence[Host]) -> bool:
     """Make `hosts` the reservations of `port_id` in `view` (none: the port is gone or not served). On the
     serving loop, between packets. True when anything changed."""
-    lease = _lease_options(view.settings)
-    new = tuple(_reservation(h, view.infos[h.subnet_id], lease) for h in hosts if h.subnet_id in view.infos)
+    new = tuple(_reservation(h, view.infos[h.subnet_id]) for h in hosts if h.subnet_id in view.infos)
     old = view.by_port.pop(port_id, ())
     if not old and not new:
         return False

@@ -6,7 +6,10 @@ provnet's own rules for /provnet/v1, which has no Neutron counterpart:
 
 - `provnet:instances`: user data, keys, passwords and properties (Nova's side): admin or the service role;
 - `provnet:report_agent_state`: an agent's heartbeat: the service role (agents run as a service user);
-- `provnet:agent_lookups`: the indexed lookups and the revision remote agents use: admin or service.
+- `provnet:agent_lookups`: the indexed lookups, the change feed and the reservation query remote agents use:
+  admin or service;
+- `provnet:metadata_explain`: metadata-explain's walk (it reads any VM's ports and probes the metadata API): admin.
+The identity documents' public keys (/provnet/v1/metadata/jwks.json) need no token: verifiers anywhere fetch them.
 
 A policy file in oslo.policy's YAML format overrides any of them by name.
 """
@@ -121,10 +124,17 @@ DEFAULT_RULES: dict[str, str] = {
     "get_agent": ADMIN,
     "update_agent": ADMIN,
     "delete_agent": ADMIN,
+    # l3_agent.py (the l3_agent_scheduler extension); provnet's L3 agent reads its routers through the API (a
+    # Neutron L3 agent does over RPC), so the service role may read the schedule
+    "create_l3-router": ADMIN,
+    "delete_l3-router": ADMIN,
+    "get_l3-routers": ADMIN_OR_SERVICE,
+    "get_l3-agents": ADMIN_OR_SERVICE,
     # provnet's own API (/provnet/v1)
     "provnet:instances": ADMIN_OR_SERVICE,
     "provnet:report_agent_state": SERVICE,
     "provnet:agent_lookups": ADMIN_OR_SERVICE,
+    "provnet:metadata_explain": ADMIN,
 }
 
 

@@ -9,11 +9,14 @@ import ssl
 import time
 
 from provnet.config import Config, ConfigError
+from provnet.metadata.attribution import Miss, check_mac, not_found_text
 from provnet.metadata.http11 import Message
-from provnet.metadata.lookup import Lookup, Miss
+from provnet.metadata.lookup import Lookup
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.ratelimit import RateLimiter, Window
 from provnet.metadata.serving import HttpServer, Peer, Response, error
+from provnet.metadata.signing import SharedSecrets
+from provnet.metadata.tokens import HOP_LIMIT_HEADER, RELAYED_HEADER, TOKEN_HEADERS, TTL_HEADERS
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
@@ -24,8 +27,11 @@ log = logging.getLogger(__name__)
 
 ROUTER_HEADER = "X-Neutron-Router-ID"
 NETWORK_HEADER = "X-Neutron-Network-ID"
+MAC_HEADER = "X-Provnet-Source-MAC"  # the requesting VM's MAC, when the proxy read it (it overwrites any a guest sent)
 API_TIMEOUT = 60.0  # Neutron's agent waits 60 s for nova; the proxy waits longer than this
-PASSED_BACK = ("content-type", "retry-after")
+PASSED_BACK = ("content-type", "retry-after", "etag", "allow", TTL_HEADERS[0], HOP_LIMIT_HEADER.lower())
+# what the proxy passed on from the guest (tokens, conditional requests) or about it, for the API
+FORWARDED = (*TOKEN_HEADERS, *TTL_HEADERS, "if-none-match", RELAYED_HEADER.lower())
 
 
 class BadRequest(Exception):
@@ -96,7 +102,8 @@ class MetadataAgent:
         self.metrics = Metrics("agent")
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="agent-lookup")
         self.feed = ChangeFeed(registry, "metadata agent feed")
-        self.lookup = Lookup(self.areg, shared_secret, self.metrics, feed=self.feed, stale_if_error=stale_if_error)
+        self.secrets = SharedSecrets(shared_secret)
+        self.lookup = Lookup(self.areg, self.metrics, feed=self.feed, stale_if_error=stale_if_error)
         self.feed.subscribe(self.lookup)
         self.api = Upstream(api, timeout=api_timeout)
         self.api_host = f"{api.host}:{api.port}"
@@ -131,10 +138,15 @@ class MetadataAgent:
                    registry_timeout=config.get("metadata.registry_timeout"),
                    stale_if_error=config.get("metadata.cache_stale_if_error"))
 
+    def reload(self, config: Config) -> None:
+        """SIGHUP: sign with the configuration's metadata_proxy_shared_secret from the next request on."""
+        self.secrets = SharedSecrets(config.metadata_proxy_shared_secret)
+        log.info("metadata agent reloaded: signing with the configured metadata_proxy_shared_secret")
+
     async def start(self) -> None:
         await self.feed.start()
         if self.listen_sock is not None:
-            await self.server.listen_socket(self.listen_sock)
+            await self.server.listen_socket(self.listen_sock, self.backlog)
         else:
             await self.server.listen_unix(self.socket_path, self.backlog)
         log.info("metadata agent on %s, forwarding to %s", self.socket_path, self.api.target.describe())
@@ -190,16 +202,19 @@ class MetadataAgent:
         if self._outage is not None:
             log.info("the registry answers again")
             self._outage = None
+        answer = check_mac(answer, request.get(MAC_HEADER), address)
         if isinstance(answer, Miss):
-            return error(404, f"Instance was not found on {kind} {scope_id}."), answer.reason
+            detail = f"; {answer.detail}" if answer.detail else ""
+            return error(404, not_found_text(kind, scope_id, answer.reason)), answer.reason + detail
         headers = [
             ("Host", self.api_host),
             ("X-Forwarded-For", address),
             ("X-Instance-ID", answer.instance_id),
             ("X-Tenant-ID", answer.tenant_id),
-            ("X-Instance-ID-Signature", answer.signature),
+            ("X-Instance-ID-Signature", self.secrets.sign(answer.instance_id)),
             (REQUEST_ID_HEADER, rid),
         ]
+        headers.extend((k, v) for k, v in request.headers if k.lower() in FORWARDED)
         if request.body:
             headers.append(("Content-Type", request.get("content-type") or "application/octet-stream"))
         try:
@@ -210,7 +225,11 @@ class MetadataAgent:
         except UpstreamTimeout as exc:
             log.error("%s %s", rid, exc)
             return error(504, "The metadata API did not answer in time."), "metadata API timeout"
+        why = ""
         if upstream.status == 403:
-            log.error("%s the metadata API refused the signature: the shared secrets do not match", rid)
+            why = "the metadata API refused the signature: the shared secrets do not match"
+            log.error("%s %s", rid, why)
+        elif upstream.status == 404 and upstream.body.startswith(b"404 Not Found\n\nInstance "):
+            why = upstream.body.decode("utf-8", "replace").strip().splitlines()[-1]  # the API's reason
         return Response(upstream.status, upstream.body,
-                        [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK]), ""
+                        [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK]), why

@@ -1,22 +1,43 @@
-# The metadata API (nova-api-metadata's wire): signed-header identification, a per-instance tree cache, password.
+# The metadata API (nova-api-metadata's wire): signed-header identification, a per-instance tree cache, password;
+# beyond Nova: session tokens, identity documents, ETags and watch, the audit trail of secrets, reload on SIGHUP.
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
+import posixpath
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from provnet.config import Config, ConfigError
 from provnet.identity.tls import server_context
 from provnet.metadata import content
+from provnet.metadata.attribution import instance_gone, project_mismatch
+from provnet.metadata.audit import Audit, SecretRead
 from provnet.metadata.http11 import Message
+from provnet.metadata.identity import IdentityKeyError, IdentitySigner, check_audience, signing_key
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.serving import HttpServer, Peer, Response, error
-from provnet.metadata.signing import signature_matches
+from provnet.metadata.signing import SharedSecrets
+from provnet.metadata.tokens import (
+    HOP_LIMIT_HEADER,
+    RELAYED_HEADER,
+    TOKEN_HEADERS,
+    TOKEN_PATH,
+    TTL_HEADERS,
+    Binding,
+    TokenKeys,
+    TokenRefused,
+    parse_ttl,
+)
+from provnet.metadata.watch import Watchers, WatchQuery, WatchRefused, bare, not_modified, parse_watch
 from provnet.model.errors import Conflict, InstanceNotFound, NotFound, ServiceUnavailable
+from provnet.model.metadata_options import options_of
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
@@ -26,6 +47,20 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000  # instance trees cached (about 10 KB each once a boot has read its tree)
 _IDENTITY = ("x-instance-id", "x-instance-id-signature", "x-tenant-id", "x-forwarded-for", "x-metadata-provider")
+_GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a relay in the guest sent these
+REFUSAL_LOG_INTERVAL = 60.0  # seconds: a source's token refusals are logged once per interval, with a count
+MAX_REFUSAL_SOURCES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Who asks: the instance (from the signed headers or the source), the source address, the request id, and
+    whether a relay in the guest forwarded the request (it sent X-Forwarded-For or the like)."""
+
+    instance_id: str
+    address: str
+    request_id: str
+    relayed: str = ""
 
 
 @dataclass
@@ -88,14 +123,25 @@ class MetadataApi:
                  dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
                  trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0,
                  registry_timeout: float = 10.0, stale_if_error: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic, ssl_context: ssl.SSLContext | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, previous_secret: str = "",
+                 http_tokens: str = "optional", hop_limit: int = 1, identity: IdentitySigner | None = None,
+                 watch_max_per_instance: int = 8, watch_max_total: int = 4096, watch_max_timeout: float = 50.0,
+                 wall_clock: Callable[[], float] = time.time, ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
         self.ssl_context = ssl_context  # https when set ([wsgi] ssl_cert_file / ssl_key_file)
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
         self.feed = ChangeFeed(registry, "metadata API feed")
         self.feed.subscribe(self)
         self.touched = Touched()
-        self.secret = shared_secret
+        self.secrets = SharedSecrets(shared_secret, [previous_secret])
+        self.token_keys = TokenKeys.from_secrets(shared_secret, [previous_secret])
+        self.http_tokens = http_tokens
+        self.hop_limit = hop_limit
+        self.identity = identity
+        self.watchers = Watchers(watch_max_per_instance, watch_max_total)
+        self.watch_max_timeout = watch_max_timeout
+        self.wall_clock = wall_clock
+        self._refusals: OrderedDict[str, list[float]] = OrderedDict()  # source -> [last logged, suppressed]
         self.host, self.port = host, port
         self.dhcp_domain = dhcp_domain
         self.static_vendor_data = static_vendor_data or {}
@@ -104,6 +150,7 @@ class MetadataApi:
         self.stale_if_error = stale_if_error
         self.clock = clock
         self.metrics = Metrics("api")
+        self.audit = Audit(self.metrics.registry)
         self.server = HttpServer(self.handle)
         self._cache: dict[str, _Entry] = {}
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
@@ -127,13 +174,39 @@ class MetadataApi:
                    static_vendor_data=vendor, trusted_networks=config.get("api.metadata_trusted_networks"),
                    cache_expiration=config.get("api.metadata_cache_expiration"),
                    registry_timeout=config.get("metadata.registry_timeout"),
-                   stale_if_error=config.get("metadata.cache_stale_if_error"), ssl_context=ssl_context)
+                   stale_if_error=config.get("metadata.cache_stale_if_error"),
+                   previous_secret=config.metadata_proxy_shared_secret_previous,
+                   http_tokens=config.get("metadata.http_tokens"),
+                   hop_limit=config.get("metadata.http_put_response_hop_limit"),
+                   identity=identity_signer(config),
+                   watch_max_per_instance=config.get("metadata.watch_max_per_instance"),
+                   watch_max_total=config.get("metadata.watch_max_total"),
+                   watch_max_timeout=config.get("metadata.watch_max_timeout"), ssl_context=ssl_context)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: take the secrets, the identity key and the token defaults from `config` (each swapped whole,
+        so a request sees the old set or the new one); a key that cannot be read keeps the old signer."""
+        self.secrets = SharedSecrets(config.metadata_proxy_shared_secret,
+                                     [config.metadata_proxy_shared_secret_previous])
+        self.token_keys = TokenKeys.from_secrets(config.metadata_proxy_shared_secret,
+                                                 [config.metadata_proxy_shared_secret_previous])
+        self.http_tokens = config.get("metadata.http_tokens")
+        self.hop_limit = config.get("metadata.http_put_response_hop_limit")
+        try:
+            self.identity = identity_signer(config)
+        except ConfigError as exc:
+            log.error("reload: %s; still signing identity documents with key %s", exc,
+                      self.identity.key.kid if self.identity else "(none)")
+        log.info("metadata API reloaded: %d shared secret(s) accepted, token key %s, identity key %s",
+                 len(self.secrets.all), self.token_keys.current.kid,
+                 self.identity.key.kid if self.identity else "(none)")
 
     async def start(self) -> None:
         await self.feed.start()
         self.port = await self.server.listen_tcp(self.host, self.port, ssl=self.ssl_context)
-        log.info("metadata API on %s:%d%s (direct mode %s)", self.host, self.port,
-                 " (https)" if self.ssl_context else "", ",".join(map(str, self.trusted)) if self.trusted else "off")
+        log.info("metadata API on %s:%d%s (direct mode %s; identity documents %s)", self.host, self.port,
+                 " (https)" if self.ssl_context else "", ",".join(map(str, self.trusted)) if self.trusted else "off",
+                 f"signed with {self.identity.key.path} (kid {self.identity.key.kid})" if self.identity else "off")
 
     async def stop(self) -> None:
         await self.server.close()
@@ -147,10 +220,13 @@ class MetadataApi:
             names.update((change.id, *change.devices))
             if change.kind == "instance":
                 self._drop(change.id)
+                self.watchers.wake(change.id)
             elif change.kind == "port":
                 for device in change.devices:
                     self._drop(device)
+                    self.watchers.wake(device)
             elif change.kind in ("network", "subnet"):
+                self.watchers.wake_network(change.id)
                 # a new dict: a load in flight keeps writing to the old one, which nobody reads again
                 self._shared = {k: v for k, v in self._shared.items() if k != change.id}
                 if change.kind == "network" and change.op != "update":
@@ -161,6 +237,7 @@ class MetadataApi:
 
     def resync(self) -> None:
         self.touched.add(None)
+        self.watchers.wake_all()
         self.invalidated += len(self._cache)
         self._cache.clear()
         self._by_network.clear()
@@ -184,7 +261,7 @@ class MetadataApi:
         """Status pages, refusals and cached trees answer at once; a tree not cached answers once loaded."""
         started = time.perf_counter()
         rid = request.get(REQUEST_ID_HEADER) or new_request_id()
-        answer = self._answer(request, peer)
+        answer = self._answer(request, peer, rid)
         if isinstance(answer, Response):
             return self._done(request, rid, answer, started)
         return self._later(request, rid, answer, started)
@@ -205,7 +282,7 @@ class MetadataApi:
             log.log(level, "%s %s %s -> %d", rid, request.method, request.target, response.status)
         return response
 
-    def _answer(self, request: Message, peer: Peer) -> Response | Awaitable[Response]:
+    def _answer(self, request: Message, peer: Peer, rid: str) -> Response | Awaitable[Response]:
         path = request.path
         if path in STATUS_PATHS and not any(request.get_all(h) for h in _IDENTITY) \
                 and not self._is_trusted(peer.address):
@@ -217,8 +294,8 @@ class MetadataApi:
         if request.get_all("x-metadata-provider"):
             return error(400, "X-Metadata-Provider (load balancer mode) is not supported.")
         if not any(request.get_all(h) for h in _IDENTITY[:3]) and self._is_trusted(peer.address):
-            return self._direct(request, peer)
-        return self._proxied(request)
+            return self._direct(request, peer, rid)
+        return self._proxied(request, rid)
 
     def _is_trusted(self, address: str) -> bool:
         if not self.trusted or not address:
@@ -229,7 +306,7 @@ class MetadataApi:
             return False
         return any(ip in net for net in self.trusted)
 
-    def _proxied(self, request: Message) -> Response | Awaitable[Response]:
+    def _proxied(self, request: Message, rid: str) -> Response | Awaitable[Response]:
         ids = request.get_all("x-instance-id")
         sigs = request.get_all("x-instance-id-signature")
         tenants = request.get_all("x-tenant-id")
@@ -246,31 +323,32 @@ class MetadataApi:
         if len(sigs) > 1:
             return error(400, "Multiple X-Instance-ID-Signature headers found within request.")
         instance_id, tenant_id = ids[0], tenants[0]
-        if not signature_matches(self.secret, instance_id, sigs[0]):
+        if not self.secrets.matches(instance_id, sigs[0]):
             log.warning("X-Instance-ID-Signature does not match for instance %s: check that "
                         "metadata_proxy_shared_secret is the same on the agent and the API", instance_id)
             return error(403, "Invalid proxy request signature.")
+        ask = Ask(instance_id, request.get("x-forwarded-for") or "", rid, request.get(RELAYED_HEADER) or "")
+        mark = self.touched.mark()
         tree = self._cached_tree(instance_id)
         if tree is not None:
-            return self._owned(tree, tenant_id, instance_id, request)
-        return self._proxied_later(request, instance_id, tenant_id, request.get("x-forwarded-for"))
+            return self._owned(tree, tenant_id, ask, request, mark)
+        return self._proxied_later(request, ask, tenant_id, mark)
 
-    async def _proxied_later(self, request: Message, instance_id: str, tenant_id: str, xff: str | None
-                             ) -> Response:
-        tree = await self._load_tree(instance_id, xff)
+    async def _proxied_later(self, request: Message, ask: Ask, tenant_id: str, mark: int) -> Response:
+        tree = await self._load_tree(ask.instance_id, ask.address or None)
         if isinstance(tree, Response):
             return tree
-        answer = self._owned(tree, tenant_id, instance_id, request)
+        answer = self._owned(tree, tenant_id, ask, request, mark)
         return answer if isinstance(answer, Response) else await answer
 
-    def _owned(self, tree: content.MetadataTree, tenant_id: str, instance_id: str, request: Message
+    def _owned(self, tree: content.MetadataTree, tenant_id: str, ask: Ask, request: Message, mark: int
                ) -> Response | Awaitable[Response]:
         if tree.source.instance.project_id != tenant_id:
-            log.warning("X-Tenant-ID %s does not own instance %s", tenant_id, instance_id)
-            return error(404, "The resource could not be found.")
-        return self._serve(tree, request)
+            log.warning("X-Tenant-ID %s does not own instance %s", tenant_id, ask.instance_id)
+            return error(404, project_mismatch(ask.instance_id, tenant_id))
+        return self._serve(tree, request, ask, mark)
 
-    async def _direct(self, request: Message, peer: Peer) -> Response:
+    async def _direct(self, request: Message, peer: Peer, rid: str) -> Response:
         networks = self._all_networks
         if networks is None:
             mark = self.touched.mark()
@@ -282,10 +360,12 @@ class MetadataApi:
         if len(ports) != 1:
             log.warning("direct request from %s: %d instance ports have that address", peer.address, len(ports))
             return error(404, "The resource could not be found.")
+        mark = self.touched.mark()
         tree = self._cached_tree(ports[0].device_id) or await self._load_tree(ports[0].device_id, peer.address)
         if isinstance(tree, Response):
             return tree
-        answer = self._serve(tree, request)
+        relayed = ",".join(h for h in _GUEST_FORWARDING if request.get_all(h))
+        answer = self._serve(tree, request, Ask(ports[0].device_id, peer.address, rid, relayed), mark)
         return answer if isinstance(answer, Response) else await answer
 
     def _cached_tree(self, instance_id: str) -> content.MetadataTree | None:
@@ -308,7 +388,7 @@ class MetadataApi:
                                      self.static_vendor_data, address, self._shared)
         except (InstanceNotFound, NotFound):
             self.metrics.lookup("not_found")
-            return error(404, "The resource could not be found.")
+            return error(404, instance_gone(instance_id))
         except ServiceUnavailable:
             stale = self._cache.get(instance_id)
             if stale is not None and self.clock() - stale.born < self.cache_expiration + self.stale_if_error:
@@ -332,13 +412,173 @@ class MetadataApi:
                 self._by_network.setdefault(key, set()).add(instance_id)
         return tree
 
-    def _serve(self, tree: content.MetadataTree, request: Message) -> Response | Awaitable[Response]:
-        reply = tree.lookup(request.path)
+    # --- serving an identified request ---------------------------------------------------------------------------
+    def _serve(self, tree: content.MetadataTree, request: Message, ask: Ask, mark: int
+               ) -> Response | Awaitable[Response]:
+        """Tokens, then the answer (ETag, If-None-Match, watch), then the audit line for a secret. At once, except
+        for the password (the registry) and a watch; `mark`: the feed's position when the tree was taken."""
+        path = request.path
+        binding = self._binding(tree, ask)
+        if posixpath.normpath("/" + path.lstrip("/")) == TOKEN_PATH:
+            return self._token(request, ask, tree, binding)
+        tokens = [v for h in TOKEN_HEADERS for v in request.get_all(h)]
+        if len(tokens) > 1:
+            return error(400, "Send one X-aws-ec2-metadata-token header.")
+        if tokens:
+            try:
+                self.token_keys.check(tokens[0], binding, self.wall_clock())
+            except TokenRefused as exc:
+                return self._unauthorized(ask, str(exc))
+        elif (options_of(tree.source.instance.metadata).http_tokens or self.http_tokens) == "required":
+            return self._unauthorized(ask, "no session token, and this instance requires one (http_tokens "
+                                           "required)")
+        try:
+            watch = parse_watch(request.query, self.watch_max_timeout)
+        except ValueError as exc:
+            return error(400, str(exc))
+        reply = tree.lookup(path)
         if reply is content.PASSWORD_LEAF:
-            return self._password(tree.source.instance.id, request)
-        if reply.status != 200:
-            return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])
-        return _reply(reply)
+            return self._password_read(tree, request, ask, binding, bool(tokens))
+        if reply is content.IDENTITY_LEAF:
+            response = self._identity_document(tree, request, binding)
+            self._audit(content.IDENTITY, ask, binding, request, response, bool(tokens))
+            return response
+        if watch.wait and reply.status:
+            last = watch.last_etag if watch.last_etag is not None else bare(reply.etag)
+            if bare(reply.etag) == last:
+                return self._watched(tree, request, reply, ask, watch, last, mark, binding, bool(tokens))
+        return self._answered(reply, request, ask, binding, bool(tokens))
+
+    def _answered(self, reply: content.Reply, request: Message, ask: Ask, binding: Binding, token: bool
+                  ) -> Response:
+        response = _reply(reply)
+        if reply.status == 200 and not_modified(request.get_all("if-none-match"), reply.etag):
+            response = Response(304, b"", [("ETag", reply.etag)])
+        if reply.secret:
+            self._audit(reply.secret, ask, binding, request, response, token)
+        return response
+
+    async def _password_read(self, tree: content.MetadataTree, request: Message, ask: Ask, binding: Binding,
+                             token: bool) -> Response:
+        response = await self._password(tree.source.instance.id, request)
+        if request.method == "GET":
+            self._audit(content.PASSWORD_READ, ask, binding, request, response, token)
+        return response
+
+    async def _watched(self, tree: content.MetadataTree, request: Message, reply: content.Reply, ask: Ask,
+                       watch: WatchQuery, last: str, mark: int, binding: Binding, token: bool) -> Response:
+        try:
+            found = await self._watch(tree, request.path, reply, ask, watch, last, mark)
+        except WatchRefused as exc:
+            response = error(429, str(exc))
+            response.headers.append(("Retry-After", "1"))
+            return response
+        if isinstance(found, Response):
+            return found
+        return self._answered(found, request, ask, binding, token)
+
+    def _binding(self, tree: content.MetadataTree, ask: Ask) -> Binding:
+        """The port the request came from (the instance's port holding the source address), for tokens."""
+        for vif in tree.source.vifs:
+            if ask.address in vif.port.ips():
+                return Binding(ask.instance_id, vif.port.id, vif.port.mac_address, ask.address)
+        return Binding(ask.instance_id, "", "", ask.address)
+
+    def _token(self, request: Message, ask: Ask, tree: content.MetadataTree, binding: Binding) -> Response:
+        """PUT /latest/api/token: a session token for this instance, port, MAC and address."""
+        if request.method != "PUT":
+            response = error(405, "Session tokens are issued to PUT /latest/api/token.")
+            response.headers.append(("Allow", "PUT"))
+            return response
+        if ask.relayed:
+            log.warning("%s token refused for instance %s from %s: the guest sent %s (a relay inside the VM)",
+                        ask.request_id, ask.instance_id, ask.address, ask.relayed)
+            return error(400, "A token request that carries X-Forwarded-For is refused (it was relayed).")
+        ttl_values = [v for h in TTL_HEADERS for v in request.get_all(h)]
+        try:
+            ttl = parse_ttl(ttl_values)
+        except ValueError as exc:
+            return error(400, str(exc))
+        token = self.token_keys.issue(binding, ttl, self.wall_clock())
+        hop = options_of(tree.source.instance.metadata).hop_limit or self.hop_limit
+        return Response(200, token.encode(), [("Content-Type", content.TEXT), (TTL_HEADERS[0], str(ttl)),
+                                              (HOP_LIMIT_HEADER, str(hop))])
+
+    def _unauthorized(self, ask: Ask, reason: str) -> Response:
+        """401, and one log line per source and minute saying why (with how many more since the last line)."""
+        now = self.clock()
+        seen = self._refusals.get(ask.address)
+        if seen is None or now - seen[0] >= REFUSAL_LOG_INTERVAL:
+            more = f" ({int(seen[1])} more refused since the last line)" if seen and seen[1] else ""
+            log.warning("%s 401 for instance %s from %s: %s%s", ask.request_id, ask.instance_id, ask.address,
+                        reason, more)
+            self._refusals[ask.address] = [now, 0]
+            self._refusals.move_to_end(ask.address)
+            while len(self._refusals) > MAX_REFUSAL_SOURCES:
+                self._refusals.popitem(last=False)
+        else:
+            seen[1] += 1
+        return error(401, "A valid session token is required: PUT /latest/api/token with "
+                          "X-aws-ec2-metadata-token-ttl-seconds, then send it as X-aws-ec2-metadata-token.")
+
+    def _identity_document(self, tree: content.MetadataTree, request: Message, binding: Binding) -> Response:
+        if self.identity is None:
+            return error(404, "Identity documents are not configured on this metadata API.")
+        try:
+            audience = check_audience(_query_values(request.query, "audience"))
+        except ValueError as exc:
+            return error(400, str(exc))
+        if not binding.port_id:
+            return error(404, f"No port of instance {binding.instance_id} holds address {binding.address}.")
+        inst = tree.source.instance
+        network_id = next(v.network.id for v in tree.source.vifs if v.port.id == binding.port_id)
+        claims = {"sub": inst.id, "instance_id": inst.id, "project_id": inst.project_id,
+                  "port_id": binding.port_id, "network_id": network_id, "fixed_ip": binding.address,
+                  "mac_address": binding.mac}
+        document = self.identity.sign(claims, audience, self.wall_clock())
+        return Response(200, document.encode(), [("Content-Type", "application/jwt")])
+
+    async def _watch(self, tree: content.MetadataTree, path: str, reply: content.Reply, ask: Ask,
+                     watch: WatchQuery, last: str, mark: int) -> content.Reply | Response:
+        """GCE's long-poll: the answer as soon as its ETag differs from `last`, else the same answer at the
+        timeout. Woken by the change feed for this instance, its ports, networks and subnets."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + watch.timeout
+        networks = _tree_keys(tree)
+        future = self.watchers.join(ask.instance_id, networks)
+        try:
+            if self.touched.since(mark, (ask.instance_id, *networks)):
+                future.set_result(None)  # something changed while the answer was made: look again at once
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return reply
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), remaining)
+                except TimeoutError:
+                    return reply
+                future = self.watchers.rearm(ask.instance_id, future)  # keeps its place while it looks again
+                mark = self.touched.mark()
+                fresh = self._cached_tree(ask.instance_id) or await self._load_tree(ask.instance_id,
+                                                                                    ask.address or None)
+                if isinstance(fresh, Response):
+                    return fresh  # the instance is gone: its 404
+                if _tree_keys(fresh) != networks:  # its ports moved: index it under the new networks
+                    self.watchers.leave(ask.instance_id, networks, future)
+                    networks = _tree_keys(fresh)
+                    future = self.watchers.join(ask.instance_id, networks)  # the place just freed, no await
+                if self.touched.since(mark, (ask.instance_id, *networks)) and not future.done():
+                    future.set_result(None)
+                reply = fresh.lookup(path)
+                if not reply.status or bare(reply.etag) != last:
+                    return reply
+        finally:
+            self.watchers.leave(ask.instance_id, networks, future)
+
+    def _audit(self, kind: str, ask: Ask, binding: Binding, request: Message, response: Response,
+               token: bool) -> None:
+        self.audit.record(SecretRead(kind, ask.instance_id, binding.port_id, ask.address, ask.request_id,
+                                     request.target, len(response.body), token, response.status))
 
     async def _password(self, instance_id: str, request: Message) -> Response:
         if request.method not in ("GET", "POST"):
@@ -356,4 +596,28 @@ class MetadataApi:
 
 
 def _reply(reply: content.Reply) -> Response:
-    return Response(reply.status, reply.body, [("Content-Type", reply.content_type)])
+    headers = [("Content-Type", reply.content_type)]
+    if reply.etag:
+        headers.append(("ETag", reply.etag))
+    return Response(reply.status, reply.body, headers)
+
+
+def _tree_keys(tree: content.MetadataTree) -> tuple[str, ...]:
+    vifs = tree.source.vifs
+    return tuple(dict.fromkeys([v.network.id for v in vifs] + [s.id for v in vifs for s in v.subnets]))
+
+
+def _query_values(query: str, name: str) -> list[str]:
+    return parse_qs(query, keep_blank_values=True, max_num_fields=16).get(name, [])
+
+
+def identity_signer(config: Config) -> IdentitySigner | None:
+    """The identity signer as [metadata] identity_* say (the key created when missing); ConfigError otherwise."""
+    path = config.get("metadata.identity_signing_key")
+    if not path:
+        return None
+    try:
+        key = signing_key(path)
+    except IdentityKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    return IdentitySigner(key, config.get("metadata.identity_issuer"), config.get("metadata.identity_ttl"))

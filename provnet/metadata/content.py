@@ -8,9 +8,10 @@ import json
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from provnet.model.metadata_options import guest_properties, options_of
 from provnet.model.resources import Instance, Network, Port, Subnet
 from provnet.model.routes import port_routes
 
@@ -29,6 +30,10 @@ MD_JSON, UD, PASSWORD, VD_JSON, NW_JSON, VD2_JSON = (
     "meta_data.json", "user_data", "password", "vendor_data.json", "network_data.json", "vendor_data2.json")
 PASSWORD_MAX = 1020  # Nova stores 4 chunks of 255 chars
 VIF_TYPES = ("bridge", "dvs", "hw_veb", "hyperv", "ovs", "tap", "vhostuser", "vif")
+IDENTITY_EC2 = ("dynamic", "instance-identity", "jwt")  # <ec2 version>/dynamic/instance-identity/jwt
+IDENTITY_OPENSTACK = "identity.jwt"  # /openstack/<version>/identity.jwt
+# what the audit trail calls each secret a guest reads
+USER_DATA, VENDOR_DATA, PASSWORD_READ, IDENTITY = "user_data", "vendor_data", "password", "identity"
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,20 @@ class Reply:
     body: bytes = b""
     content_type: str = TEXT
     seeded: bool = False  # meta_data.json: `body` lacks its closing brace; a fresh random_seed goes there
+    etag: str = ""  # of the answer as rendered (a seeded reply's: without its random_seed)
+    secret: str = ""  # user_data / vendor_data: reads the audit trail records
+
+
+def etag_of(status: int, content_type: str, body: bytes) -> str:
+    """A strong ETag derived from the answer itself, so it changes exactly when the answer does."""
+    digest = hashlib.blake2b(body, digest_size=10, person=b"provnet-etag")
+    digest.update(f"\n{status}\n{content_type}".encode())
+    return f'"{digest.hexdigest()}"'
 
 
 NOT_FOUND = Reply(404, b"404 Not Found\n\nThe resource could not be found.\n")
 PASSWORD_LEAF = Reply(0)  # marker: the caller handles `password` (GET/POST need the registry)
+IDENTITY_LEAF = Reply(0, secret=IDENTITY)  # marker: the caller signs the identity document (per request)
 
 
 @dataclass(frozen=True)
@@ -144,18 +159,30 @@ def ec2_tree(source: Source, version: str) -> dict:
         md["placement"] = {"availability-zone": inst.availability_zone}
     if version >= "2008-09-01":
         md["instance-action"] = "none"
+    tags = instance_tags(inst)
+    if tags is not None:
+        md["tags"] = {"instance": tags}
     tree: dict = {"meta-data": md}
     if inst.user_data is not None:
         tree["user-data"] = inst.user_data
     return tree
 
 
+def instance_tags(inst: Instance) -> dict[str, str] | None:
+    """The instance's tags (its properties, as OpenStack's EC2 API maps them), when it opted in; tags whose key
+    cannot be a path segment are left out of the EC2 tree by the caller's listing rules."""
+    if not options_of(inst.metadata).tags:
+        return None
+    return {k: v for k, v in guest_properties(inst.metadata).items() if "/" not in k and k not in (".", "..")}
+
+
 def meta_data(source: Source, version: str) -> dict:
     """meta_data.json without `random_seed` (added per request by `MetadataTree`)."""
     inst = source.instance
     md: dict = {"uuid": inst.id}
-    if inst.metadata:
-        md["meta"] = dict(inst.metadata)
+    meta = guest_properties(inst.metadata)
+    if meta:
+        md["meta"] = meta
     if inst.key_pairs:
         md["public_keys"] = {k.name: k.data for k in inst.key_pairs}
         md["keys"] = [{"name": k.name, "type": k.type, "data": k.data} for k in inst.key_pairs]
@@ -169,6 +196,9 @@ def meta_data(source: Source, version: str) -> dict:
         md["devices"] = []  # no hypervisor reports device metadata here (Nova renders [] then, too)
     if version >= VICTORIA:
         md["dedicated_cpus"] = []
+    tags = instance_tags(inst)
+    if tags is not None:
+        md["tags"] = tags
     return md
 
 
@@ -254,11 +284,13 @@ class MetadataTree:
         reply = self._replies.get(raw_path)
         if reply is None:
             reply = self._resolve(raw_path)
+            if reply.status:  # not a marker
+                reply = replace(reply, etag=etag_of(reply.status, reply.content_type, reply.body))
             if len(self._replies) < 256:  # bounded: paths are client-chosen
                 self._replies[raw_path] = reply
         if reply.seeded:
             seed = base64.b64encode(os.urandom(512))
-            return Reply(200, b"".join((reply.body, b', "random_seed": "', seed, b'"}')), JSON)
+            return Reply(200, b"".join((reply.body, b', "random_seed": "', seed, b'"}')), JSON, etag=reply.etag)
         return reply
 
     def _resolve(self, raw_path: str) -> Reply:
@@ -278,6 +310,8 @@ class MetadataTree:
         version = EC2_VERSIONS[-1] if tokens[0] == "latest" else tokens[0]
         if version not in EC2_VERSIONS:
             return NOT_FOUND
+        if tuple(tokens[1:]) == IDENTITY_EC2:
+            return IDENTITY_LEAF
         node: object = self._ec2_trees.get(version)
         if node is None:
             node = self._ec2_trees[version] = ec2_tree(self.source, version)
@@ -285,7 +319,8 @@ class MetadataTree:
             if not isinstance(node, dict) or token == "_name" or token not in node:
                 return NOT_FOUND
             node = node[token]
-        return Reply(200, listing(node))
+        secret = USER_DATA if tokens[1:] == ["user-data"] else ""
+        return Reply(200, listing(node), secret=secret)
 
     def _openstack(self, tokens: list[str]) -> Reply:
         if not tokens:
@@ -318,15 +353,17 @@ class MetadataTree:
                 return Reply(200, body, JSON)
             return Reply(200, body[:-1], JSON, seeded=True)
         if name == UD and inst.user_data is not None:
-            return Reply(200, inst.user_data)
+            return Reply(200, inst.user_data, secret=USER_DATA)
         if name == PASSWORD and version >= GRIZZLY:
             return PASSWORD_LEAF
         if name == VD_JSON and version >= HAVANA:
-            return Reply(200, _json(vendor_data(self.source)), JSON)
+            return Reply(200, _json(vendor_data(self.source)), JSON, secret=VENDOR_DATA)
         if name == NW_JSON and version >= LIBERTY:
             return Reply(200, _json(network_data(self.source)))
         if name == VD2_JSON and version >= NEWTON_TWO:
-            return Reply(200, _json({"static": vendor_data(self.source)}), JSON)
+            return Reply(200, _json({"static": vendor_data(self.source)}), JSON, secret=VENDOR_DATA)
+        if name == IDENTITY_OPENSTACK:
+            return IDENTITY_LEAF
         return NOT_FOUND
 
 

@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from provnet.metadata.attribution import Answer, Identity, Miss, mac_from_link_local, walk
 from provnet.metadata.observe import Metrics
-from provnet.metadata.signing import sign_instance_id
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.changes import Change
@@ -23,36 +20,7 @@ MAX_ENTRIES = 200_000  # about 0.5 KB each; past this the oldest entries go firs
 Key = tuple[str, str, str]  # ("router"|"network", scope id, address)
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What the agent signs for one (router or network, address): the port's instance and project."""
-
-    instance_id: str
-    tenant_id: str
-    signature: str
-
-
-@dataclass(frozen=True, slots=True)
-class Miss:
-    """No single instance port answers for the address; `reason` says why (logged, and in the 404's body)."""
-
-    reason: str
-
-
-Answer = Identity | Miss
-
-
-@functools.lru_cache(maxsize=65536)
-def mac_from_link_local(address: str) -> str | None:
-    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
-    if ":" not in address:
-        return None
-    ip = ipaddress.IPv6Address(address)
-    raw = ip.packed
-    if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
-        return None
-    mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
-    return ":".join(f"{b:02x}" for b in mac)
+__all__ = ["Answer", "Identity", "Lookup", "Miss", "mac_from_link_local"]
 
 
 class Lookup:
@@ -67,18 +35,19 @@ class Lookup:
     answer is 503.
     """
 
-    def __init__(self, areg: AsyncRegistry, secret: str, metrics: Metrics, *, feed: ChangeFeed,
+    def __init__(self, areg: AsyncRegistry, metrics: Metrics, *, feed: ChangeFeed,
                  stale_if_error: float = 600.0) -> None:
         self.areg = areg
         self.registry = areg.registry
-        self.secret = secret
         self.metrics = metrics
         self.feed = feed
         self.stale_if_error = stale_if_error
         self.touched = Touched()
         self._cache: dict[Key, Answer] = {}
-        self._by_address: dict[str, set[Key]] = {}  # address or MAC -> keys
-        self._by_scope: dict[str, set[Key]] = {}  # router or network id -> keys
+        # indexes kept small (an entry costs about 0.5 KB in all): the (kind, scope) pairs in use with their entry
+        # counts (few: one per router or network), and the keys of IPv6 link-local addresses by their MAC
+        self._scopes: dict[tuple[str, str], int] = {}
+        self._link_local: dict[str, set[Key]] = {}
         self._networks: dict[str, list[str]] = {}  # router id -> its interface networks
         self._pending: dict[Key, asyncio.Future[Answer]] = {}
         self.invalidated = 0
@@ -121,60 +90,57 @@ class Lookup:
         return answer
 
     def _find(self, kind: str, scope_id: str, address: str) -> tuple[Answer, list[str]]:
-        """In a worker thread: the registry's answer for one key, and the networks it looked on."""
-        if kind == "router":
-            networks = self._networks.get(scope_id)
-            if networks is None:
-                networks = self.registry.router_network_ids(scope_id)
-        else:
-            networks = [scope_id]
-        mac = mac_from_link_local(address)
-        if not networks:
-            self.metrics.lookup("not_found")
-            return Miss(f"{kind} {scope_id} has no interface on any network"), networks
-        if mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
-            ports = self.registry.find_ports_by_mac(mac, networks)
-        else:
-            ports = self.registry.find_ports_by_ip(address, networks)
-        if len(ports) != 1 or not ports[0].device_id:
-            result = "not_found" if not ports else "ambiguous" if len(ports) > 1 else "unbound"
-            self.metrics.lookup(result)
-            where = f"on {kind} {scope_id}'s networks" if kind == "router" else f"on network {scope_id}"
-            reason = {"not_found": f"no port has address {address} {where}",
-                      "ambiguous": f"{len(ports)} ports have address {address} {where}: "
-                                   + ", ".join(p.id for p in ports),
-                      "unbound": f"port {ports[0].id} with address {address} has no device_id"
-                                 if ports else ""}[result]
-            return Miss(reason), networks
-        self.metrics.lookup("found")
-        port = ports[0]
-        return Identity(port.device_id, port.project_id, sign_instance_id(self.secret, port.device_id)), networks
+        """In a worker thread: the registry's answer for one key (attribution.walk, as metadata-explain walks it),
+        and the networks it looked on."""
+        found = walk(self.registry, kind, scope_id, address,
+                     self._networks.get(scope_id) if kind == "router" else None)
+        answer = found.answer
+        if isinstance(answer, Identity):  # cached by the hundred thousand: the port id is only for explain
+            answer = Identity(answer.instance_id, answer.tenant_id, mac=answer.mac)
+        self.metrics.lookup(answer.result if isinstance(answer, Miss) else "found")
+        return answer, found.networks
 
     def _store(self, key: Key, answer: Answer) -> None:
         if len(self._cache) >= MAX_ENTRIES:
             for old in list(self._cache)[:MAX_ENTRIES // 10]:  # the oldest tenth
                 self._drop(old)
+        if key in self._cache:
+            self._drop(key)
         self._cache[key] = answer
-        self._by_scope.setdefault(key[1], set()).add(key)
-        address = key[2]
-        self._by_address.setdefault(address, set()).add(key)
-        mac = mac_from_link_local(address)
+        scope = (key[0], key[1])
+        self._scopes[scope] = self._scopes.get(scope, 0) + 1
+        mac = mac_from_link_local(key[2])
         if mac is not None:
-            self._by_address.setdefault(mac, set()).add(key)
+            self._link_local.setdefault(mac, set()).add(key)
 
     def _drop(self, key: Key) -> None:
         if self._cache.pop(key, None) is None:
             return
         self.invalidated += 1
-        for index, name in ((self._by_scope, key[1]), (self._by_address, key[2]),
-                            (self._by_address, mac_from_link_local(key[2]))):
-            if name is None:
-                continue
-            keys = index.get(name)
+        scope = (key[0], key[1])
+        left = self._scopes.get(scope, 1) - 1
+        if left:
+            self._scopes[scope] = left
+        else:
+            self._scopes.pop(scope, None)
+        mac = mac_from_link_local(key[2])
+        if mac is not None:
+            keys = self._link_local.get(mac)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del index[name]
+                    del self._link_local[mac]
+
+    def _drop_address(self, address: str) -> None:
+        """Every entry for `address` (IPv4 or IPv6, any router or network): one dictionary probe per scope."""
+        for kind, scope_id in list(self._scopes):
+            self._drop((kind, scope_id, address))
+
+    def _drop_scope(self, scope_id: str) -> None:
+        """Every entry of a router or network (its interfaces changed): rare, so a scan of the cache."""
+        if any(sid == scope_id for _, sid in self._scopes):
+            for key in [k for k in self._cache if k[1] == scope_id]:
+                self._drop(key)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -190,23 +156,23 @@ class Lookup:
         for change in changes:
             names.update((change.id, *change.addresses, *change.macs, *change.devices))
             if change.kind == "port":
-                for name in (*change.addresses, *change.macs):
-                    for key in list(self._by_address.get(name, ())):
+                for address in change.addresses:
+                    self._drop_address(address)
+                for mac in change.macs:
+                    for key in list(self._link_local.get(mac, ())):
                         self._drop(key)
                 for device in change.devices:  # a router's interface came or went: its networks changed
-                    if self._networks.pop(device, None) is not None or device in self._by_scope:
-                        for key in list(self._by_scope.get(device, ())):
-                            self._drop(key)
+                    if self._networks.pop(device, None) is not None:
+                        self._drop_scope(device)
             elif change.kind in ("router", "network") and change.op == "delete":
                 self._networks.pop(change.id, None)
-                for key in list(self._by_scope.get(change.id, ())):
-                    self._drop(key)
+                self._drop_scope(change.id)
         self.touched.add(frozenset(names))
 
     def resync(self) -> None:
         self.touched.add(None)
         self.invalidated += len(self._cache)
         self._cache.clear()
-        self._by_address.clear()
-        self._by_scope.clear()
+        self._scopes.clear()
+        self._link_local.clear()
         self._networks.clear()

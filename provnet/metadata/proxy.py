@@ -8,6 +8,7 @@ import time
 from provnet.metadata.http11 import Message
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
 from provnet.metadata.serving import HttpServer, Peer, Response, error
+from provnet.metadata.tokens import HOP_LIMIT_HEADER, RELAYED_HEADER, TOKEN_HEADERS, TTL_HEADERS
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,10 @@ IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
 # Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
 # X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
 FORWARDED_CLIENT_HEADERS = ("content-type",)
-PASSED_BACK = ("content-type", "retry-after")
+# the guest's session token headers and conditional requests reach the agent whatever the body
+FORWARDED_ALWAYS = (*TOKEN_HEADERS, *TTL_HEADERS, "if-none-match")
+PASSED_BACK = ("content-type", "retry-after", "etag", "allow", TTL_HEADERS[0])
+GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a relay inside the guest sent these
 
 
 def agent_headers(client: Message, peer_address: str, id_header: str, id_value: str,
@@ -28,6 +32,10 @@ def agent_headers(client: Message, peer_address: str, id_header: str, id_value: 
            (REQUEST_ID_HEADER, request_id)]
     if client.body:
         out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_CLIENT_HEADERS)
+    out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_ALWAYS)
+    relayed = [name for name in GUEST_FORWARDING if client.get_all(name)]
+    if relayed:  # dropped above, but the API refuses token requests from relays, so say that they came
+        out.append((RELAYED_HEADER, ",".join(relayed)))
     return out
 
 
@@ -80,6 +88,9 @@ class MetadataProxy:
             response = Response(upstream.status, upstream.body,
                                 [(k, v) for k, v in upstream.headers if k.lower() in PASSED_BACK])
             response.headers.append((REQUEST_ID_HEADER, rid))
+            hop = upstream.get(HOP_LIMIT_HEADER) or ""
+            if hop.isdigit() and 1 <= int(hop) <= 255:  # a token's answer: it must not cross a router in the VM
+                response.ip_ttl = int(hop)
         self.metrics.observe(response.status, time.perf_counter() - started)
         level = logging.DEBUG if response.status < 400 else logging.INFO
         if log.isEnabledFor(level):

@@ -24,6 +24,7 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    ip_ttl: int = 0  # send this answer (and the rest of the connection) with this IP TTL / hop limit
 
 
 @dataclass
@@ -42,6 +43,21 @@ def error(status: int, message: str, request_id: str | None = None, close: bool 
     if request_id:
         headers.append(("X-Openstack-Request-Id", request_id))
     return Response(status, http11.error_body(status, message), headers, close)
+
+
+def set_ip_ttl(transport: asyncio.BaseTransport, ttl: int) -> None:
+    """The IP TTL (IPv6 hop limit) of what this connection sends from now on."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    options = [(socket.IPPROTO_IP, socket.IP_TTL)]
+    if sock.family == socket.AF_INET6:  # an IPv4 client of a dual-stack socket needs IP_TTL as well
+        options.append((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+    for level, name in options:
+        try:
+            sock.setsockopt(level, name, ttl)
+        except OSError:
+            pass
 
 
 def _peer_address(transport: asyncio.BaseTransport) -> str:
@@ -156,6 +172,8 @@ class _Connection(asyncio.Protocol):
         self._process()
 
     def _write(self, request: Message, response: Response) -> None:
+        if response.ip_ttl:
+            set_ip_ttl(self.transport, response.ip_ttl)
         keep = request.keep_alive and not response.close
         self.transport.write(http11.render_response(response.status, response.body, response.headers, keep,
                                                     request.method == "HEAD"))
@@ -207,13 +225,15 @@ class HttpServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
-        await self.listen_socket(bind_unix(path, backlog, mode))
+        await self.listen_socket(bind_unix(path, backlog, mode), backlog)
         self._unix_path = path
 
-    async def listen_socket(self, sock: socket.socket) -> None:
-        """Serve on an already listening unix socket (shared by the agent's worker processes)."""
+    async def listen_socket(self, sock: socket.socket, backlog: int = 4096) -> None:
+        """Serve on an already listening unix socket (shared by the agent's worker processes). `backlog` again:
+        the event loop listens once more, with its own default of 100 unless told (a burst of more connections
+        than that got EAGAIN, a 502 at the proxy)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock, backlog=backlog)
         self._start_watchdog()
 
     def _start_watchdog(self) -> None:

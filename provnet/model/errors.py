@@ -108,6 +108,18 @@ class AgentNotFound(NotFound):
     message_format = "Agent %(id)s could not be found."
 
 
+class InvalidL3Agent(AgentNotFound):
+    message_format = "Agent %(id)s is not a L3 Agent or has been disabled"
+
+
+class RouterHostedByL3Agent(Conflict):
+    message_format = "The router %(router_id)s has been already hosted by the L3 Agent %(agent_id)s."
+
+
+class RouterNotHostedByL3Agent(Conflict):
+    message_format = "The router %(router_id)s is not hosted by L3 agent %(agent_id)s."
+
+
 class InstanceNotFound(NotFound):
     message_format = "Instance %(instance_id)s could not be found."
 
@@ -185,3 +197,61 @@ class RouterInterfaceNotFoundForSubnet(NotFound):
 
 class PortSecurityPortHasSecurityGroup(InUse):
     message_format = "Port has security group associated. Cannot disable port security or ip address until security group is removed"  # noqa: E501
+
+
+class AddressPairAndPortSecurityRequired(Conflict):
+    message_format = "Port Security must be enabled in order to have allowed address pairs on a port."
+
+
+class PortInUse(InUse):
+    message_format = ("Unable to complete operation on port %(port_id)s for network %(net_id)s. "
+                      "Port already has an attached device %(device_id)s.")
+
+
+class ServicePortInUse(InUse):
+    message_format = "Port %(port_id)s cannot be deleted directly via the port API: %(reason)s."
+
+
+class RouterInterfaceNotFound(NotFound):
+    message_format = "Router %(router_id)s does not have an interface with id %(port_id)s"
+
+
+class InstanceExists(Conflict):
+    message_format = "Instance %(instance_id)s already exists."
+
+
+class InvalidIpForSubnet(BadRequest):
+    message_format = "IP address %(ip_address)s is not a valid IP for the specified subnet."
+
+
+class InvalidIpForNetwork(BadRequest):
+    message_format = "IP address %(ip_address)s is not a valid IP for any of the subnets on the specified network."
+
+
+class DNSNameServersExhausted(BadRequest):
+    message_format = ("Unable to complete operation for %(subnet_id)s. "
+                      "The number of DNS nameservers exceeds the limit %(quota)s.")
+
+
+class HostRoutesExhausted(BadRequest):
+    message_format = ("Unable to complete operation for %(subnet_id)s. "
+                      "The number of host routes exceeds the limit %(quota)s.")
+
+
+class TunnelIdInUse(Conflict):
+    message_format = "Unable to create the network. The tunnel ID %(tunnel_id)s is in use."
+
+
+class NoNetworkAvailable(ServiceUnavailable):
+    message_format = "Unable to create the network. No tenant network is available for allocation."
+
+
+class MacAddressGenerationFailure(ServiceUnavailable):
+    message_format = "Unable to generate unique mac on network %(net_id)s."
+
+
+class RevisionNumberConstraintFailed(NeutronError):
+    """An update's `If-Match: revision_number=N` did not hold: someone changed the resource since it was read."""
+
+    status = 412
+    message_format = "Constrained to %(expected)s, but current revision is %(current)s"

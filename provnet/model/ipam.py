@@ -15,20 +15,12 @@ import ipaddress
 import random
 from collections.abc import Iterable, Iterator, Sequence
 
-from provnet.model.errors import BadRequest
+from provnet.model.errors import InvalidIpForNetwork, InvalidIpForSubnet
 from provnet.model.resources import AllocationPool, Subnet
 
 CANDIDATE_WINDOW = 1000
 PROBES = 16
 BASE_MAC = "fa:16:3e:00:00:00"
-
-
-class InvalidIpForSubnet(BadRequest):
-    message_format = "IP address %(ip_address)s is not a valid IP for the specified subnet."
-
-
-class InvalidIpForNetwork(BadRequest):
-    message_format = "IP address %(ip_address)s is not a valid IP for any of the subnets on the specified network."
 
 
 def ip_int(ip: str) -> int:
@@ -79,6 +71,8 @@ def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int
     if total <= 0:
         return []
     offsets: set[int] = set()
+    if total <= 4 * count and total < 2**62:  # most of the pool: a sample, not randrange until distinct
+        offsets = set(rng.sample(range(total), min(count, total)))
     while len(offsets) < min(count, total):  # randrange, not sample: an IPv6 pool is too big for len()
         offsets.add(rng.randrange(total))
     picks: set[int] = set()

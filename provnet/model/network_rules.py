@@ -5,19 +5,18 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provnet.model.errors import Conflict, FlatNetworkInUse, InvalidInput, ServiceUnavailable, VlanIdInUse
+from provnet.model.errors import (
+    Conflict,
+    FlatNetworkInUse,
+    InvalidInput,
+    NoNetworkAvailable,
+    TunnelIdInUse,
+    VlanIdInUse,
+)
 
 VLAN_MIN, VLAN_MAX = 1, 4094
 TUNNEL_MAX = {"vxlan": 2**24 - 1, "gre": 2**32 - 1}
 PROVIDER_KEYS = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
-
-
-class TunnelIdInUse(Conflict):
-    message_format = "Unable to create the network. The tunnel ID %(tunnel_id)s is in use."
-
-
-class NoNetworkAvailable(ServiceUnavailable):
-    message_format = "Unable to create the network. No tenant network is available for allocation."
 
 
 @dataclass(frozen=True)

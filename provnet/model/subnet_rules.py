@@ -7,8 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 from provnet.model.errors import (
-    BadRequest,
+    DNSNameServersExhausted,
     GatewayConflictWithAllocationPools,
+    HostRoutesExhausted,
     InvalidAllocationPool,
     InvalidInput,
     OutOfBoundsAllocationPool,
@@ -19,16 +20,6 @@ from provnet.model.resources import AllocationPool, HostRoute, Subnet
 
 MAX_DNS_NAMESERVERS = 5
 MAX_HOST_ROUTES = 20
-
-
-class DNSNameServersExhausted(BadRequest):
-    message_format = ("Unable to complete operation for %(subnet_id)s. "
-                      "The number of DNS nameservers exceeds the limit %(quota)s.")
-
-
-class HostRoutesExhausted(BadRequest):
-    message_format = ("Unable to complete operation for %(subnet_id)s. "
-                      "The number of host routes exceeds the limit %(quota)s.")
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from provnet.model.errors import HTTPBadRequest
-from provnet.model.resources import DEFAULT_PROJECT_ID
+from provnet.model.metadata_options import check_property
+from provnet.model.values import (
+    DEFAULT_PROJECT_ID,
+    AllocationPool,
+    FixedIP,
+    HostRoute,
+    KeyPair,
+    agent_time,
+    api_time,
+    parse_time,
+)
 
 MAX_USER_DATA = 65536
 VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "virtio-forwarder", "smart-nic",
@@ -38,16 +50,68 @@ class Invalid(ValueError):
 _NOT_SET = object()
 
 
+def _read_only(value: Any) -> Any:
+    raise Invalid("the attribute is read-only")
+
+
 @dataclass(frozen=True)
 class Attr:
-    convert: Callable[[Any], Any]
+    """One attribute of a resource, declared once: how a request's value is checked (`convert`, `post`, `put`,
+    `required`, `default`), where the resource keeps it (`field`; None: computed by `derive`), how its API form
+    differs from the field's value (`dump`, `load`), whether lists filter and sort on it (`filter`: True by the
+    stored column's type, a converter of its own, or False), and whether the CLI lists show it (`listed`).
+    The API form, the filters, the SQL column maps and the CLI's default columns are all derived from these."""
+
+    convert: Callable[[Any], Any] = _read_only
     post: bool = True
     put: bool = True
     required: bool = False
     default: Any = _NOT_SET  # a value, or a zero-argument callable for mutable defaults
+    field: str | None = ""  # "": the name with ':' as '_'
+    dump: Callable[[Any], Any] | None = None  # field value -> API value (None: the same)
+    load: Callable[[Any], Any] | None = None  # API (or converted request) value -> field value
+    derive: Callable[[Any], Any] | None = None  # the resource -> API value, for a computed attribute (field None)
+    filter: bool | Callable[[Any], Any] = True
+    listed: bool = False
+
+
+def _output(**kwargs: Any) -> Attr:
+    """An attribute the server sets: shown, never taken from a request."""
+    return Attr(post=False, put=False, **kwargs)
+
+
+def _const(value: Any) -> Attr:
+    """An attribute shown with a fixed value (an extension this API does not implement)."""
+    return _output(field=None, derive=lambda _obj: copy.copy(value), filter=False)
+
+
+def _spec(attrs: dict[str, Attr]) -> dict[str, Attr]:
+    return {name: replace(a, field=name.replace(":", "_")) if a.field == "" else a for name, a in attrs.items()}
 
 
 # ---- converters (each returns the clean value or raises Invalid) ----------------------------------------------
+
+INT32 = (-2**31, 2**31 - 1)  # the range of an Integer column (PostgreSQL's integer)
+INT64 = (-2**63, 2**63 - 1)  # the range of a BigInteger column (and of SQLite's INTEGER)
+_MAX_INT_TEXT = 40  # digits (and sign, blanks) an integer given as text may have
+
+
+def check_text(value: str) -> str:
+    """Text a store can keep as it was given: no NUL (PostgreSQL refuses it, SQLite would keep it) and no lone
+    surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        raise Invalid("the text contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("the text is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def to_text(value: Any) -> str:
+    """A filter's or an id's value as text, refused when no store could hold it."""
+    return check_text(str(value))
+
 
 def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
@@ -57,7 +121,7 @@ def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], s
             raise Invalid(f"'{value}' is not a valid string")
         if len(value) > max_len:
             raise Invalid(f"'{value}' exceeds maximum length of {max_len}")
-        return value
+        return check_text(value)
     return convert
 
 
@@ -76,14 +140,22 @@ def to_boolean(value: Any) -> bool:
     raise Invalid(f"'{value}' cannot be converted to boolean")
 
 
-def to_int(value: Any) -> int:
+def to_int(value: Any, bounds: tuple[int, int] = INT64) -> int:
+    """An integer (or its decimal text) within `bounds` (by default what any integer column holds)."""
     if isinstance(value, bool):
         raise Invalid(f"'{value}' is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-        return int(value)
-    raise Invalid(f"'{value}' is not an integer")
+    if isinstance(value, str) and len(value) <= _MAX_INT_TEXT and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        shown = value[:_MAX_INT_TEXT] + "..." if isinstance(value, str) and len(value) > _MAX_INT_TEXT else value
+        raise Invalid(f"'{shown}' is not an integer")
+    if not bounds[0] <= value <= bounds[1]:
+        raise Invalid(f"'{value}' is out of range ({bounds[0]} through {bounds[1]})")
+    return value
+
+
+def to_int32(value: Any) -> int:
+    return to_int(value, INT32)
 
 
 def to_int_or_none(value: Any) -> int | None:
@@ -137,10 +209,37 @@ def to_mac(value: Any) -> str:
     return mac
 
 
+MAX_JSON_DEPTH = 32  # nesting of objects and lists a request may have (Neutron's bodies need 4)
+
+
+def check_json(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`value` if it is JSON a store keeps as given: nested at most `max_depth` deep, every key and string
+    storable text (check_text), numbers finite. Iterative: a hostile depth cannot exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Invalid("numbers must be finite")
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise Invalid(f"nested more than {max_depth} deep")
+            if isinstance(item, dict):
+                for key, val in item.items():
+                    if not isinstance(key, str):
+                        raise Invalid(f"'{key}' is not a valid key")
+                    check_text(key)
+                    stack.append((val, depth + 1))
+            else:
+                stack.extend((val, depth + 1) for val in item)
+    return value
+
+
 def to_dict(value: Any) -> dict:
     if not isinstance(value, dict):
         raise Invalid(f"'{value}' is not a dictionary")
-    return dict(value)
+    return dict(check_json(value))
 
 
 def to_ip_version(value: Any) -> int:
@@ -280,7 +379,10 @@ def to_metadata(value: Any) -> dict[str, str]:
             raise Invalid(f"metadata key '{key}' must be a string of 1 to 255 characters")
         if not isinstance(val, str) or len(val) > 255:
             raise Invalid(f"metadata value of '{key}' must be a string of at most 255 characters")
-        out[key] = val
+        reserved = check_property(key, val)
+        if reserved:
+            raise Invalid(reserved)
+        out[check_text(key)] = check_text(val)
     return out
 
 
@@ -294,7 +396,7 @@ def to_json_object(value: Any) -> dict:
 
 
 def to_non_negative_int(value: Any) -> int:
-    number = to_int(value)
+    number = to_int(value, INT32)
     if number < 0:
         raise Invalid(f"'{value}' should be non-negative")
     return number
@@ -302,98 +404,162 @@ def to_non_negative_int(value: Any) -> int:
 
 # ---- attribute maps --------------------------------------------------------------------------------------------
 
-_PROJECT = Attr(to_string(), put=False)
-_NAME = Attr(to_string(), default="")
+_PROJECT = Attr(to_string(), put=False, field="project_id")
+_ID = Attr(to_uuid, post=False, put=False, listed=True)
+_NAME = Attr(to_string(), default="", listed=True)
 _DESCRIPTION = Attr(to_string(255), default="")  # Neutron's standard attribute: a string of at most 255
+_STATUS = _output()
+# Neutron's standard attributes (the "standard-attr-timestamp" and "standard-attr-revisions" extensions)
+_STANDARD = {
+    "created_at": _output(dump=api_time, load=parse_time, filter=False),
+    "updated_at": _output(dump=api_time, load=parse_time, filter=False),
+    "revision_number": _output(),
+}
 
-NETWORK: dict[str, Attr] = {
-    "id": Attr(to_uuid, post=False, put=False),
+
+def _pools(value: list) -> list[AllocationPool]:
+    return [p if isinstance(p, AllocationPool) else AllocationPool(p["start"], p["end"]) for p in value]
+
+
+def _routes(value: list) -> list[HostRoute]:
+    return [r if isinstance(r, HostRoute) else HostRoute(r["destination"], r["nexthop"]) for r in value]
+
+
+def _fixed_ips(value: list) -> list[FixedIP]:
+    return [f if isinstance(f, FixedIP) else FixedIP(f["subnet_id"], f["ip_address"]) for f in value]
+
+
+def _key_pairs(value: list) -> list[KeyPair]:
+    return [k if isinstance(k, KeyPair) else KeyPair(k["name"], k["data"], k.get("type", "ssh")) for k in value]
+
+
+def _to_api_list(value: list) -> list:
+    return [v.to_api() for v in value]
+
+
+def _user_data_api(value: bytes | None) -> str | None:
+    return base64.b64encode(value).decode() if value is not None else None
+
+
+def _user_data_field(value: str | bytes | None) -> bytes | None:
+    return base64.b64decode(value) if isinstance(value, str) else value
+
+
+def _mac_filter(value: Any) -> str:
+    try:
+        return to_mac(value)
+    except Invalid:
+        return to_text(value).lower()
+
+
+NETWORK: dict[str, Attr] = _spec({
+    "id": _ID,
     "name": _NAME,
     "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "admin_state_up": Attr(to_boolean, default=True),
+    "status": _STATUS,
     "shared": Attr(to_boolean, default=False),
+    "subnets": _output(dump=list, listed=True),
+    "mtu": _output(filter=False),
     "router:external": Attr(to_boolean, default=False),
-    "provider:network_type": Attr(to_string(allow_none=True), default=None),
-    "provider:physical_network": Attr(to_string(64, allow_none=True), default=None),
-    "provider:segmentation_id": Attr(to_int_or_none, default=None),
-    "port_security_enabled": Attr(to_boolean, default=True),
-    "status": Attr(to_string(), post=False, put=False),
-    "subnets": Attr(_list, post=False, put=False),
-    "mtu": Attr(to_int, post=False, put=False),
-}
+    "provider:network_type": Attr(to_string(allow_none=True), default=None, field="network_type"),
+    "provider:physical_network": Attr(to_string(64, allow_none=True), default=None, field="physical_network"),
+    "provider:segmentation_id": Attr(to_int_or_none, default=None, field="segmentation_id"),
+    "port_security_enabled": Attr(to_boolean, default=True),    **_STANDARD,
+})
 
-SUBNET: dict[str, Attr] = {
-    "id": Attr(to_uuid, post=False, put=False),
+SUBNET: dict[str, Attr] = _spec({
+    "id": _ID,
     "name": _NAME,
     "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "network_id": Attr(to_uuid, put=False, required=True),
     "ip_version": Attr(to_ip_version, put=False, required=True),
-    "cidr": Attr(to_cidr, put=False, required=True),
+    "cidr": Attr(to_cidr, put=False, required=True, listed=True),
     "gateway_ip": Attr(to_ip_or_none, default=_NOT_SET),  # absent: the first host; None: no gateway
-    "allocation_pools": Attr(to_pools, default=list),
-    "dns_nameservers": Attr(to_nameservers, default=list),
-    "host_routes": Attr(to_host_routes, default=list),
+    "allocation_pools": Attr(to_pools, default=list, dump=_to_api_list, load=_pools, listed=True),
+    "dns_nameservers": Attr(to_nameservers, default=list, dump=list),
+    "host_routes": Attr(to_host_routes, default=list, dump=_to_api_list, load=_routes),
     "enable_dhcp": Attr(to_boolean, default=True),
-    "ipv6_ra_mode": Attr(to_one_of(None, *IPV6_MODES), put=False, default=None),
-    "ipv6_address_mode": Attr(to_one_of(None, *IPV6_MODES), put=False, default=None),
-    "subnetpool_id": Attr(to_one_of(None), put=False, default=None),  # subnet pools are not supported
-}
+    # subnet pools and IPv6 RA/address modes are not implemented: taken as the API allows, shown as null
+    "ipv6_ra_mode": replace(_const(None), convert=to_one_of(None, *IPV6_MODES), post=True, default=None),
+    "ipv6_address_mode": replace(_const(None), convert=to_one_of(None, *IPV6_MODES), post=True, default=None),
+    "subnetpool_id": replace(_const(None), convert=to_one_of(None), post=True, default=None),    **_STANDARD,
+})
 
-PORT: dict[str, Attr] = {
-    "id": Attr(to_uuid, post=False, put=False),
+PORT: dict[str, Attr] = _spec({
+    "id": _ID,
     "name": _NAME,
     "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "network_id": Attr(to_uuid, put=False, required=True),
     "admin_state_up": Attr(to_boolean, default=True),
-    "mac_address": Attr(to_mac, default=None),
-    "fixed_ips": Attr(to_fixed_ips, default=None),  # absent: one address from the network's first subnet
+    "mac_address": Attr(to_mac, default=None, filter=_mac_filter, listed=True),
+    # absent: one address from the network's first subnet
+    "fixed_ips": Attr(to_fixed_ips, default=None, dump=_to_api_list, load=_fixed_ips, listed=True),
     "device_id": Attr(to_string(), default=""),
     "device_owner": Attr(to_string(), default=""),
-    "status": Attr(to_string(), post=False, put=False),
-    "security_groups": Attr(to_string_list, default=list),
+    "status": _STATUS,
+    "security_groups": Attr(to_string_list, default=list, dump=list),
     "port_security_enabled": Attr(to_boolean, default=None),  # absent: the network's
-    "allowed_address_pairs": Attr(to_address_pairs, default=list),
+    "allowed_address_pairs": Attr(to_address_pairs, default=list, dump=list),
     "binding:host_id": Attr(to_string(), default=""),
     "binding:vnic_type": Attr(to_one_of(*VNIC_TYPES), default="normal"),
-    "binding:profile": Attr(to_dict, default=dict),
-    "binding:vif_type": Attr(to_string(), post=False, put=False),
-    "binding:vif_details": Attr(to_dict, post=False, put=False),
-}
+    "binding:profile": Attr(to_dict, default=dict, dump=dict),
+    "binding:vif_type": _output(),
+    "binding:vif_details": _output(dump=dict),
+    "binding:failure_reason": _output(),    **_STANDARD,
+})
 
-ROUTER: dict[str, Attr] = {
-    "id": Attr(to_uuid, post=False, put=False),
+ROUTER: dict[str, Attr] = _spec({
+    "id": _ID,
     "name": _NAME,
     "description": _DESCRIPTION,
     "tenant_id": _PROJECT,
     "project_id": _PROJECT,
     "admin_state_up": Attr(to_boolean, default=True),
-    "status": Attr(to_string(), post=False, put=False),
-}
+    "status": _STATUS,
+    "external_gateway_info": replace(_const(None), listed=True),  # no external gateway: the physical router routes
+    "routes": _const([]),    **_STANDARD,
+})
 
-AGENT: dict[str, Attr] = {  # agents report themselves; an operator may only enable or disable one
-    "admin_state_up": Attr(to_boolean),
-}
+AGENT: dict[str, Attr] = _spec({  # agents report themselves; an operator may only enable or disable one
+    "id": _output(listed=True),
+    "agent_type": _output(listed=True),
+    "host": _output(listed=True),
+    "alive": replace(_const(None), listed=True),  # computed against the server's agent_down_time (Agent.to_api)
+    "admin_state_up": Attr(to_boolean, post=False, listed=True),
+    "binary": _output(listed=True),
+    "topic": _output(),
+    "heartbeat_timestamp": _output(dump=agent_time, load=parse_time, filter=False),
+    "created_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "started_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "configurations": _output(dump=dict),
+    "description": _const(None),
+})
 
-INSTANCE: dict[str, Attr] = {
-    "id": Attr(to_uuid, put=False, default=lambda: str(uuid.uuid4())),
+INSTANCE: dict[str, Attr] = _spec({
+    "id": Attr(to_uuid, put=False, default=lambda: str(uuid.uuid4()), listed=True),
     "name": _NAME,
-    "hostname": Attr(to_string(255), default=""),  # empty: derived from the name
+    "hostname": Attr(to_string(255), default="", listed=True),  # empty: derived from the name
+    "availability_zone": Attr(to_string(), default="nova", listed=True),
     "tenant_id": _PROJECT,
-    "project_id": _PROJECT,
-    "availability_zone": Attr(to_string(), default="nova"),
+    "project_id": replace(_PROJECT, listed=True),
     "launch_index": Attr(to_non_negative_int, put=False, default=0),
-    "user_data": Attr(to_user_data, default=None),
-    "key_pairs": Attr(to_key_pairs, default=list),
-    "metadata": Attr(to_metadata, default=dict),
+    "user_data": Attr(to_user_data, default=None, dump=_user_data_api, load=_user_data_field),
+    "key_pairs": Attr(to_key_pairs, default=list, dump=_to_api_list, load=_key_pairs),
+    "metadata": Attr(to_metadata, default=dict, dump=dict),
     "vendor_data": Attr(to_json_object, default=dict),
     "flavor": Attr(to_string(), default="m1.small"),
-}
+    "has_password": _output(field=None, derive=lambda inst: inst.password is not None, filter=False),
+    "created_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "updated_at": _output(dump=agent_time, load=parse_time, filter=False),
+    "revision_number": _output(),
+})
 
 SPECS: dict[str, dict[str, Attr]] = {
     "network": NETWORK, "subnet": SUBNET, "port": PORT, "router": ROUTER, "agent": AGENT, "instance": INSTANCE,

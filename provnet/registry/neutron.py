@@ -24,12 +24,14 @@ from typing import Any
 
 from provnet.model import errors
 from provnet.model.resources import Agent, Instance, Network, Port, Router, Subnet
-from provnet.registry.base import Filters
+from provnet.registry.base import Filters, Page, ReservationRow
 from provnet.registry.changes import ChangeBatch
-from provnet.registry.remote import RemoteRegistry, TokenSource, _query
+from provnet.registry.remote import RemoteRegistry, TokenSource
 
 ROUTER_INTERFACE_OWNERS = ("network:router_interface", "network:router_interface_distributed",
                            "network:ha_router_replicated_interface")
+RESERVATION_FIELDS = ("id", "network_id", "mac_address", "fixed_ips", "device_id", "device_owner")
+RESERVATION_CHUNK = 100  # port ids per request (each id is ~40 bytes of query string)
 # what the DHCP view and the exports read, for clouds without revision_number
 FALLBACK_FIELDS: dict[str, tuple[str, ...]] = {
     "networks": ("id", "name", "mtu", "provider:network_type", "router:external", "shared"),
@@ -70,10 +72,13 @@ class NeutronRegistry:
         self._woken = threading.Event()
 
     # transport
-    def _list(self, collection: str, filters: Filters | None = None,
-              fields: Sequence[str] = ()) -> list[dict]:
-        pairs = [("fields", f) for f in fields]
-        return self._api.request("GET", f"/v2.0/{collection}{_query(filters, pairs)}")[collection]
+    def _list(self, collection: str, filters: Filters | None = None, fields: Sequence[str] = (),
+              page: Page | None = None) -> list[dict]:
+        """One page when `page` is given; else the whole list, following the `next` links a Neutron with
+        pagination (or pagination_max_limit) gives."""
+        if fields:
+            filters = {**(filters or {}), "fields": list(fields)}
+        return self._api._list(collection, filters, page=page)
 
     def _get(self, collection: str, member: str, obj_id: str) -> dict:
         return self._api.request("GET", f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}")[member]
@@ -86,32 +91,32 @@ class NeutronRegistry:
     def get_network(self, network_id: str) -> Network:
         return Network.from_api(self._get("networks", "network", network_id))
 
-    def list_networks(self, filters: Filters | None = None) -> list[Network]:
-        return [Network.from_api(d) for d in self._list("networks", filters)]
+    def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
+        return [Network.from_api(d) for d in self._list("networks", filters, page=page)]
 
     def get_subnet(self, subnet_id: str) -> Subnet:
         return Subnet.from_api(self._get("subnets", "subnet", subnet_id))
 
-    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
-        return [Subnet.from_api(d) for d in self._list("subnets", filters)]
+    def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
+        return [Subnet.from_api(d) for d in self._list("subnets", filters, page=page)]
 
     def get_port(self, port_id: str) -> Port:
         return Port.from_api(self._get("ports", "port", port_id))
 
-    def list_ports(self, filters: Filters | None = None) -> list[Port]:
-        return [Port.from_api(d) for d in self._list("ports", filters)]
+    def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
+        return [Port.from_api(d) for d in self._list("ports", filters, page=page)]
 
     def get_router(self, router_id: str) -> Router:
         return Router.from_api(self._get("routers", "router", router_id))
 
-    def list_routers(self, filters: Filters | None = None) -> list[Router]:
-        return [Router.from_api(d) for d in self._list("routers", filters)]
+    def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
+        return [Router.from_api(d) for d in self._list("routers", filters, page=page)]
 
     def get_agent(self, agent_id: str) -> Agent:
         return Agent.from_api(self._get("agents", "agent", agent_id))
 
-    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
-        return [Agent.from_api(d) for d in self._list("agents", filters)]
+    def list_agents(self, filters: Filters | None = None, page: Page | None = None) -> list[Agent]:
+        return [Agent.from_api(d) for d in self._list("agents", filters, page=page)]
 
     # the hot-path lookups, as Neutron's own list filters
     def router_network_ids(self, router_id: str) -> list[str]:
@@ -123,6 +128,29 @@ class NeutronRegistry:
         if not network_ids:
             return []
         return self.list_ports({"fixed_ips": [f"ip_address={ip_address}"], "network_id": list(network_ids)})
+
+    def reservation_rows(self, network_ids: Sequence[str], port_ids: Sequence[str] | None = None
+                         ) -> list[ReservationRow]:
+        """The DHCP view's rows from Neutron's port list (`fields=` only what a reservation needs; ids asked for
+        RESERVATION_CHUNK at a time so no URL grows past what servers take). No Nova here: hostname is ""."""
+        if not network_ids or (port_ids is not None and not port_ids):
+            return []
+        chunks: list[list[str] | None] = [None] if port_ids is None else [
+            list(port_ids[i:i + RESERVATION_CHUNK]) for i in range(0, len(port_ids), RESERVATION_CHUNK)]
+        rows = []
+        for chunk in chunks:
+            filters: dict[str, list[str]] = {"network_id": list(network_ids)}
+            if chunk is not None:
+                filters["id"] = chunk
+            for port in self._list("ports", filters, fields=RESERVATION_FIELDS):
+                if str(port.get("device_owner") or "").startswith("network:"):
+                    continue
+                for fixed in port.get("fixed_ips") or ():
+                    rows.append(ReservationRow(port["id"], port["network_id"], fixed["subnet_id"],
+                                               str(port["mac_address"]).lower(), fixed["ip_address"],
+                                               port.get("device_id") or "", ""))
+        rows.sort(key=lambda row: row.port_id)  # (stable: a port's addresses keep their order), as the SQL store
+        return rows
 
     def find_ports_by_mac(self, mac_address: str, network_ids: Sequence[str] | None = None) -> list[Port]:
         filters: dict[str, list[str]] = {"mac_address": [mac_address]}
@@ -136,7 +164,7 @@ class NeutronRegistry:
     def get_instance(self, instance_id: str) -> Instance:
         raise errors.InstanceNotFound(instance_id=instance_id)
 
-    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
+    def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
         return []
 
     def get_instance_password(self, instance_id: str) -> str | None:
@@ -213,7 +241,7 @@ class NeutronRegistry:
     def create_network(self, attrs: Mapping[str, Any]) -> Network:
         raise self._read_only("create networks")
 
-    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
+    def update_network(self, network_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Network:
         raise self._read_only("update networks")
 
     def delete_network(self, network_id: str) -> None:
@@ -222,7 +250,7 @@ class NeutronRegistry:
     def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
         raise self._read_only("create subnets")
 
-    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Subnet:
         raise self._read_only("update subnets")
 
     def delete_subnet(self, subnet_id: str) -> None:
@@ -231,7 +259,7 @@ class NeutronRegistry:
     def create_port(self, attrs: Mapping[str, Any]) -> Port:
         raise self._read_only("create ports")
 
-    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
+    def update_port(self, port_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Port:
         raise self._read_only("update ports")
 
     def delete_port(self, port_id: str) -> None:
@@ -240,7 +268,7 @@ class NeutronRegistry:
     def create_router(self, attrs: Mapping[str, Any]) -> Router:
         raise self._read_only("create routers")
 
-    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
+    def update_router(self, router_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Router:
         raise self._read_only("update routers")
 
     def delete_router(self, router_id: str) -> None:
@@ -267,7 +295,7 @@ class NeutronRegistry:
     def create_instance(self, attrs: Mapping[str, Any]) -> Instance:
         raise self._read_only("create instances")
 
-    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Instance:
         raise self._read_only("update instances")
 
     def delete_instance(self, instance_id: str) -> None:

@@ -20,7 +20,7 @@ from provnet.model.resources import (
     Router,
     Subnet,
 )
-from provnet.registry.base import Filters
+from provnet.registry.base import Filters, Page, ReservationRow
 from provnet.registry.changes import ChangeBatch
 
 _BY_STATUS: dict[int, type[errors.NeutronError]] = {
@@ -58,6 +58,10 @@ def error_from_body(status: int, body: bytes) -> errors.NeutronError:
     return exc
 
 
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
 def _query(filters: Filters | None, extra: Sequence[tuple[str, str]] = ()) -> str:
     pairs: list[tuple[str, str]] = list(extra)
     for key, values in (filters or {}).items():
@@ -65,6 +69,19 @@ def _query(filters: Filters | None, extra: Sequence[tuple[str, str]] = ()) -> st
             values = [values]
         pairs.extend((key, str(v)) for v in values if v is not None)
     return f"?{urllib.parse.urlencode(pairs)}" if pairs else ""
+
+
+def _page_params(page: Page | None) -> list[tuple[str, str]]:
+    if page is None:
+        return []
+    pairs = [("limit", str(page.limit))] if page.limit else []
+    if page.marker is not None:
+        pairs.append(("marker", page.marker))
+    for key, ascending in page.sort:
+        pairs += [("sort_key", key), ("sort_dir", "asc" if ascending else "desc")]
+    if page.reverse:
+        pairs.append(("page_reverse", "True"))
+    return pairs
 
 
 class RemoteRegistry:
@@ -111,14 +128,15 @@ class RemoteRegistry:
             self._all.append(conn)
         return conn, False
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                headers: Mapping[str, str] | None = None) -> Any:
         """One API call; the decoded JSON answer (None for 204), or the NeutronError the API answered.
 
         With a token source, a 401 is answered once by a fresh token (the old one expired or was revoked)."""
-        status, data = self._exchange(method, path, body, timeout)
+        status, data = self._exchange(method, path, body, timeout, headers)
         if status == 401 and self.auth is not None:
             self.auth.invalidate()
-            status, data = self._exchange(method, path, body, timeout)
+            status, data = self._exchange(method, path, body, timeout, headers)
         if status == 401:
             how = (f"the token of {self.auth.describe()} was refused" if self.auth is not None else
                    "give credentials with --os-cloud NAME (clouds.yaml) or OS_CLOUD")
@@ -133,11 +151,12 @@ class RemoteRegistry:
             raise errors.ServiceUnavailable(f"{self.what} at {self.url} answered {method} {path} with "
                                             "something that is not JSON") from None
 
-    def _exchange(self, method: str, path: str, body: Any, timeout: float | None) -> tuple[int, bytes]:
+    def _exchange(self, method: str, path: str, body: Any, timeout: float | None,
+                  extra: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         payload = json.dumps(body).encode() if body is not None else None
-        headers = self._headers
+        headers = {**self._headers, **(extra or {})}
         if self.auth is not None:
-            headers = {**headers, "X-Auth-Token": self.auth.token()}
+            headers["X-Auth-Token"] = self.auth.token()
         conn, reused = self._connection()
         while True:
             try:
@@ -170,12 +189,30 @@ class RemoteRegistry:
     def _get(self, collection: str, member: str, obj_id: str) -> dict:
         return self.request("GET", f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}")[member]
 
-    def _list(self, collection: str, filters: Filters | None, prefix: str = "/v2.0") -> list[dict]:
-        return self.request("GET", f"{prefix}/{collection}{_query(filters)}")[collection]
+    def _list(self, collection: str, filters: Filters | None, prefix: str = "/v2.0",
+              page: Page | None = None) -> list[dict]:
+        """One page when `page` is given; else the whole list, following the API's `next` links (its
+        pagination_max_limit caps each answer)."""
+        body = self.request("GET", f"{prefix}/{collection}{_query(filters, _page_params(page))}")
+        items = list(body[collection])
+        while page is None:
+            nxt = next((link["href"] for link in body.get(f"{collection}_links", []) if link.get("rel") == "next"),
+                       None)
+            if nxt is None or not body[collection]:
+                break
+            parts = urllib.parse.urlsplit(nxt)
+            path = parts.path  # the API's own view of the path; a prefixed endpoint's prefix is added again
+            if self._prefix and path.startswith(self._prefix + "/"):
+                path = path[len(self._prefix):]
+            body = self.request("GET", f"{path}?{parts.query}")
+            items.extend(body[collection])
+        return items
 
-    def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any]) -> dict:
-        path = f"/v2.0/{collection}/{urllib.parse.quote(obj_id, safe='')}"
-        return self.request("PUT", path, {member: dict(attrs)})[member]
+    def _update(self, collection: str, member: str, obj_id: str, attrs: Mapping[str, Any],
+                if_revision: int | None = None, prefix: str = "/v2.0") -> dict:
+        path = f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}"
+        headers = {"If-Match": f"revision_number={int(if_revision)}"} if if_revision is not None else None
+        return self.request("PUT", path, {member: dict(attrs)}, headers=headers)[member]
 
     def _delete(self, collection: str, obj_id: str, prefix: str = "/v2.0") -> None:
         self.request("DELETE", f"{prefix}/{collection}/{urllib.parse.quote(obj_id, safe='')}")
@@ -197,11 +234,11 @@ class RemoteRegistry:
     def get_network(self, network_id: str) -> Network:
         return Network.from_api(self._get("networks", "network", network_id))
 
-    def list_networks(self, filters: Filters | None = None) -> list[Network]:
-        return [Network.from_api(d) for d in self._list("networks", filters)]
+    def list_networks(self, filters: Filters | None = None, page: Page | None = None) -> list[Network]:
+        return [Network.from_api(d) for d in self._list("networks", filters, page=page)]
 
-    def update_network(self, network_id: str, attrs: Mapping[str, Any]) -> Network:
-        return Network.from_api(self._update("networks", "network", network_id, attrs))
+    def update_network(self, network_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Network:
+        return Network.from_api(self._update("networks", "network", network_id, attrs, if_revision))
 
     def delete_network(self, network_id: str) -> None:
         self._delete("networks", network_id)
@@ -213,11 +250,11 @@ class RemoteRegistry:
     def get_subnet(self, subnet_id: str) -> Subnet:
         return Subnet.from_api(self._get("subnets", "subnet", subnet_id))
 
-    def list_subnets(self, filters: Filters | None = None) -> list[Subnet]:
-        return [Subnet.from_api(d) for d in self._list("subnets", filters)]
+    def list_subnets(self, filters: Filters | None = None, page: Page | None = None) -> list[Subnet]:
+        return [Subnet.from_api(d) for d in self._list("subnets", filters, page=page)]
 
-    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any]) -> Subnet:
-        return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs))
+    def update_subnet(self, subnet_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Subnet:
+        return Subnet.from_api(self._update("subnets", "subnet", subnet_id, attrs, if_revision))
 
     def delete_subnet(self, subnet_id: str) -> None:
         self._delete("subnets", subnet_id)
@@ -229,11 +266,11 @@ class RemoteRegistry:
     def get_port(self, port_id: str) -> Port:
         return Port.from_api(self._get("ports", "port", port_id))
 
-    def list_ports(self, filters: Filters | None = None) -> list[Port]:
-        return [Port.from_api(d) for d in self._list("ports", filters)]
+    def list_ports(self, filters: Filters | None = None, page: Page | None = None) -> list[Port]:
+        return [Port.from_api(d) for d in self._list("ports", filters, page=page)]
 
-    def update_port(self, port_id: str, attrs: Mapping[str, Any]) -> Port:
-        return Port.from_api(self._update("ports", "port", port_id, attrs))
+    def update_port(self, port_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Port:
+        return Port.from_api(self._update("ports", "port", port_id, attrs, if_revision))
 
     def delete_port(self, port_id: str) -> None:
         self._delete("ports", port_id)
@@ -245,11 +282,11 @@ class RemoteRegistry:
     def get_router(self, router_id: str) -> Router:
         return Router.from_api(self._get("routers", "router", router_id))
 
-    def list_routers(self, filters: Filters | None = None) -> list[Router]:
-        return [Router.from_api(d) for d in self._list("routers", filters)]
+    def list_routers(self, filters: Filters | None = None, page: Page | None = None) -> list[Router]:
+        return [Router.from_api(d) for d in self._list("routers", filters, page=page)]
 
-    def update_router(self, router_id: str, attrs: Mapping[str, Any]) -> Router:
-        return Router.from_api(self._update("routers", "router", router_id, attrs))
+    def update_router(self, router_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Router:
+        return Router.from_api(self._update("routers", "router", router_id, attrs, if_revision))
 
     def delete_router(self, router_id: str) -> None:
         self._delete("routers", router_id)
@@ -276,14 +313,29 @@ class RemoteRegistry:
     def get_agent(self, agent_id: str) -> Agent:
         return Agent.from_api(self._get("agents", "agent", agent_id))
 
-    def list_agents(self, filters: Filters | None = None) -> list[Agent]:
-        return [Agent.from_api(d) for d in self._list("agents", filters)]
+    def list_agents(self, filters: Filters | None = None, page: Page | None = None) -> list[Agent]:
+        return [Agent.from_api(d) for d in self._list("agents", filters, page=page)]
 
     def update_agent(self, agent_id: str, attrs: Mapping[str, Any]) -> Agent:
         return Agent.from_api(self._update("agents", "agent", agent_id, attrs))
 
     def delete_agent(self, agent_id: str) -> None:
         self._delete("agents", agent_id)
+
+    # L3 agent scheduling
+    def list_routers_on_l3_agent(self, agent_id: str) -> list[Router]:
+        body = self.request("GET", f"/v2.0/agents/{_q(agent_id)}/l3-routers")
+        return [Router.from_api(d) for d in body["routers"]]
+
+    def list_l3_agents_hosting_router(self, router_id: str) -> list[Agent]:
+        body = self.request("GET", f"/v2.0/routers/{_q(router_id)}/l3-agents")
+        return [Agent.from_api(d) for d in body["agents"]]
+
+    def add_router_to_l3_agent(self, agent_id: str, router_id: str) -> None:
+        self.request("POST", f"/v2.0/agents/{_q(agent_id)}/l3-routers", {"router_id": router_id})
+
+    def remove_router_from_l3_agent(self, agent_id: str, router_id: str) -> None:
+        self.request("DELETE", f"/v2.0/agents/{_q(agent_id)}/l3-routers/{_q(router_id)}")
 
     # instances
     def create_instance(self, attrs: Mapping[str, Any]) -> Instance:
@@ -294,12 +346,13 @@ class RemoteRegistry:
         path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
         return Instance.from_api(self.request("GET", path)["instance"])
 
-    def list_instances(self, filters: Filters | None = None) -> list[Instance]:
-        return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1")]
+    def list_instances(self, filters: Filters | None = None, page: Page | None = None) -> list[Instance]:
+        return [Instance.from_api(d) for d in self._list("instances", filters, prefix="/provnet/v1", page=page)]
 
-    def update_instance(self, instance_id: str, attrs: Mapping[str, Any]) -> Instance:
-        path = f"/provnet/v1/instances/{urllib.parse.quote(instance_id, safe='')}"
-        return Instance.from_api(self.request("PUT", path, {"instance": dict(attrs)})["instance"])
+    def update_instance(self, instance_id: str, attrs: Mapping[str, Any],
+                        if_revision: int | None = None) -> Instance:
+        return Instance.from_api(self._update("instances", "instance", instance_id, attrs, if_revision,
+                                              prefix="/provnet/v1"))
 
     def delete_instance(self, instance_id: str) -> None:
         self._delete("instances", instance_id, prefix="/provnet/v1")
@@ -333,6 +386,14 @@ class RemoteRegistry:
 
     def revision(self) -> int:
         return int(self.request("GET", "/provnet/v1/revision")["revision"])
+
+    def reservation_rows(self, network_ids: Sequence[str], port_ids: Sequence[str] | None = None
+                         ) -> list[ReservationRow]:
+        body: dict[str, Any] = {"network_ids": list(network_ids)}
+        if port_ids is not None:
+            body["port_ids"] = list(port_ids)
+        rows = self.request("POST", "/provnet/v1/reservations/query", body)["reservations"]
+        return [ReservationRow(*row) for row in rows]
 
     def changes_since(self, after: int, limit: int = 1000) -> ChangeBatch:
         return ChangeBatch.from_api(self.request("GET", f"/provnet/v1/changes?after={int(after)}&limit={int(limit)}"))

@@ -22,6 +22,8 @@ networks = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 subnets = sa.Table(
@@ -40,6 +42,8 @@ subnets = sa.Table(
     sa.Column("enable_dhcp", sa.Boolean, nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 ports = sa.Table(
@@ -64,9 +68,12 @@ ports = sa.Table(
     sa.Column("binding_failure_reason", sa.Text),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
     # one MAC per network, and the (MAC, network) lookup of the DHCP server
     sa.UniqueConstraint("mac_address", "network_id", name="uniq_ports_mac_network"),
     sa.Index("ix_ports_network_id", "network_id"),
+    sa.Index("ix_ports_created_at_id", "created_at", "id"),  # the list order: a page is an index walk
 )
 
 ip_allocations = sa.Table(
@@ -90,6 +97,8 @@ routers = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 agents = sa.Table(
@@ -122,6 +131,8 @@ instances = sa.Table(
     sa.Column("flavor", sa.String(255), nullable=False),
     sa.Column("password", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),  # Neutron's standard attributes (migration 0005)
+    sa.Column("revision_number", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 # one row (id 1) whose value every write increments in its own transaction: revision() reads it. `floor`: the
@@ -145,4 +156,12 @@ changes = sa.Table(
     sa.Column("addresses", sa.JSON, nullable=False),
     sa.Column("macs", sa.JSON, nullable=False),
     sa.Column("devices", sa.JSON, nullable=False),
+)
+
+# which L3 agent hosts each router (Neutron's routerl3agentbindings; one agent per router, no HA)
+router_l3_agent_bindings = sa.Table(
+    "routerl3agentbindings", metadata,
+    sa.Column("router_id", sa.String(36), sa.ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("l3_agent_id", sa.String(36), sa.ForeignKey("agents.id", ondelete="CASCADE"), nullable=False,
+              index=True),
 )

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0003"  # the newest migration (a test checks it against migrations/versions)
+SCHEMA_HEAD = "0006"  # the newest migration (a test checks it against migrations/versions)
 WRITE_OPTION = "provnet_write"  # execution option: this connection's transaction writes
 SINGLE_READ_OPTION = "provnet_single_read"  # execution option: one SELECT, no transaction needed
 MIGRATION_LOCK_KEY = 0x70726F76  # "prov": PostgreSQL advisory lock held while migrating

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,11 +39,12 @@ WITH plan AS (
     INSERT INTO ports (id, network_id, name, project_id, admin_state_up, mac_address, device_id, device_owner,
                        status, security_groups, port_security_enabled, allowed_address_pairs, binding_host_id,
                        binding_vnic_type, binding_profile, binding_vif_type, binding_vif_details,
-                       binding_failure_reason, description, created_at)
+                       binding_failure_reason, description, created_at, updated_at, revision_number)
     SELECT :id, :network_id, :name, :project_id, :admin_state_up, :mac_address, :device_id, :device_owner,
            :status, CAST(:security_groups AS json), :port_security_enabled, CAST(:allowed_address_pairs AS json),
            :binding_host_id, :binding_vnic_type, CAST(:binding_profile AS json), :binding_vif_type,
-           CAST(:binding_vif_details AS json), :binding_failure_reason, :description, :created_at
+           CAST(:binding_vif_details AS json), :binding_failure_reason, :description, :created_at, :updated_at,
+           :revision_number
     FROM free
     RETURNING id
 ), a AS (
@@ -93,11 +93,10 @@ def plan_for(port_security_enabled: bool, subnets: Sequence[Subnet]) -> Plan | N
     return Plan(port_security_enabled, ordered[0], pools)
 
 
-def insert_port_with_probe(conn: sa.Connection, values: dict, plan: Plan, probes: Sequence[str],
-                           created_at: datetime) -> str | None:
+def insert_port_with_probe(conn: sa.Connection, values: dict, plan: Plan, probes: Sequence[str]) -> str | None:
     """Insert the port row `values` holding the first free address of `probes` in the plan's subnet; that
     address, or None when the plan no longer holds or every probe is taken (nothing written)."""
-    params = {**values, "subnet_id": plan.subnet.id, "probes": list(probes), "created_at": created_at,
+    params = {**values, "subnet_id": plan.subnet.id, "probes": list(probes),
               "network_port_security": plan.port_security_enabled, "allocation_pools": plan.pools_json,
               "change_macs": json.dumps([values["mac_address"].lower()]),
               "change_devices": json.dumps([values["device_id"]] if values["device_id"] else [])}

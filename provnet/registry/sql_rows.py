@@ -1,6 +1,7 @@
-# Rows <-> domain objects for the SQL registry, and API list filters turned into SQL conditions.
+# Rows <-> resources and API list filters -> SQL conditions, all derived from the declared attributes (SPECS).
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -8,20 +9,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from provnet.model.errors import HTTPBadRequest
-from provnet.model.resources import (
-    Agent,
-    AllocationPool,
-    FixedIP,
-    HostRoute,
-    Instance,
-    KeyPair,
-    Network,
-    Port,
-    Router,
-    Subnet,
-)
-from provnet.model.validation import Invalid, to_boolean, to_int, to_mac
+from provnet.model.forms import stored_attrs
+from provnet.model.resources import Agent, FixedIP, Instance, Network, Port, Router, Subnet
+from provnet.model.validation import INT32, INT64, SPECS, Invalid, to_boolean, to_int, to_text
 from provnet.registry import schema as t
+
+TABLES: dict[str, sa.Table] = {"network": t.networks, "subnet": t.subnets, "port": t.ports, "router": t.routers,
+                               "agent": t.agents, "instance": t.instances}
+CLASSES: dict[str, type] = {"network": Network, "subnet": Subnet, "port": Port, "router": Router, "agent": Agent,
+                            "instance": Instance}
+Column = sa.ColumnElement
+# filter key -> (column, converter of one query-string value)
+FilterMap = Mapping[str, tuple[Column, Callable[[Any], Any]]]
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -31,173 +30,89 @@ def utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def network_from_row(row: Any, subnet_ids: list[str]) -> Network:
-    return Network(
-        id=row.id, name=row.name, project_id=row.project_id, admin_state_up=row.admin_state_up,
-        shared=row.shared, router_external=row.router_external, network_type=row.network_type,
-        physical_network=row.physical_network, segmentation_id=row.segmentation_id,
-        port_security_enabled=row.port_security_enabled, status=row.status, subnets=subnet_ids,
-        description=row.description,
-    )
+def _column_converter(column: sa.Column) -> Callable[[Any], Any] | None:
+    """How a query-string value for this column is converted; None: not a filter (JSON, bytes, times)."""
+    kind = column.type
+    if isinstance(kind, sa.Boolean):
+        return to_boolean
+    if isinstance(kind, sa.Integer):  # checked against the column's range before it reaches SQL
+        bounds = INT64 if isinstance(kind, sa.BigInteger) else INT32
+        return lambda value: to_int(value, bounds)
+    if isinstance(kind, sa.String) and not isinstance(kind, sa.JSON):
+        return to_text
+    return None
 
 
-def subnet_from_row(row: Any) -> Subnet:
-    return Subnet(
-        id=row.id, network_id=row.network_id, cidr=row.cidr, name=row.name, project_id=row.project_id,
-        ip_version=row.ip_version, gateway_ip=row.gateway_ip,
-        allocation_pools=[AllocationPool(p["start"], p["end"]) for p in row.allocation_pools],
-        dns_nameservers=list(row.dns_nameservers),
-        host_routes=[HostRoute(r["destination"], r["nexthop"]) for r in row.host_routes],
-        enable_dhcp=row.enable_dhcp, description=row.description,
-    )
+class RowMap:
+    """One kind's table as its declared attributes map onto it: row values, resources from rows, filters."""
+
+    def __init__(self, kind: str) -> None:
+        table = TABLES[kind]
+        self.kind, self.table, self.cls = kind, table, CLASSES[kind]
+        names = [c.name for c in table.c]
+        self.fields: list[tuple[str, int, Callable[[Any], Any] | None]] = []  # (field, position in the row, loader)
+        self._dumps: list[tuple[str, Callable[[Any], Any] | None]] = []  # (field, dumper) of every stored field
+        for _name, attr in stored_attrs(kind):
+            field = attr.field
+            if field not in table.c:
+                continue
+            column = table.c[field]
+            loader = None
+            if isinstance(column.type, sa.JSON):
+                loader = attr.load
+                self._dumps.append((field, attr.dump))
+            else:
+                self._dumps.append((field, None))
+                if isinstance(column.type, sa.DateTime):
+                    loader = utc
+            self.fields.append((field, names.index(field), loader))
+        for extra in dataclasses.fields(self.cls):  # kept but not an API attribute (an instance's password)
+            if extra.init and extra.name in table.c and extra.name not in [f for f, _, _ in self.fields]:
+                self._dumps.append((extra.name, None))
+                self.fields.append((extra.name, names.index(extra.name),
+                                    utc if isinstance(table.c[extra.name].type, sa.DateTime) else None))
+        self.filters: dict[str, tuple[Column, Callable[[Any], Any]]] = {}
+        for name, attr in SPECS[kind].items():
+            if not attr.field or attr.field not in table.c or attr.filter is False:
+                continue
+            convert = attr.filter if callable(attr.filter) else _column_converter(table.c[attr.field])
+            if convert is not None:
+                self.filters[name] = (table.c[attr.field], convert)
+
+    def values(self, obj: Any) -> dict:
+        """The row of `obj` (JSON columns hold the attribute's API form)."""
+        out = {}
+        for field, dump in self._dumps:
+            value = getattr(obj, field)
+            out[field] = dump(value) if dump is not None and value is not None else value
+        return out
+
+    def load(self, row: Sequence[Any], **extra: Any) -> Any:
+        """The resource a row (table columns first, in table order) holds; `extra`: fields not in the table."""
+        kwargs = {}
+        for field, index, loader in self.fields:
+            value = row[index]
+            kwargs[field] = loader(value) if loader is not None and value is not None else value
+        return self.cls(**kwargs, **extra)
 
 
-def subnet_values(subnet: Subnet) -> dict:
-    return {
-        "id": subnet.id, "network_id": subnet.network_id, "name": subnet.name, "project_id": subnet.project_id,
-        "ip_version": subnet.ip_version, "cidr": subnet.cidr, "gateway_ip": subnet.gateway_ip,
-        "allocation_pools": [p.to_api() for p in subnet.allocation_pools],
-        "dns_nameservers": list(subnet.dns_nameservers),
-        "host_routes": [r.to_api() for r in subnet.host_routes], "enable_dhcp": subnet.enable_dhcp,
-        "description": subnet.description,
-    }
-
-
-def port_from_row(row: Any, fixed_ips: list[FixedIP]) -> Port:
-    return Port(
-        id=row.id, network_id=row.network_id, mac_address=row.mac_address, name=row.name,
-        project_id=row.project_id, admin_state_up=row.admin_state_up, fixed_ips=fixed_ips,
-        device_id=row.device_id, device_owner=row.device_owner, status=row.status,
-        security_groups=list(row.security_groups), port_security_enabled=row.port_security_enabled,
-        allowed_address_pairs=list(row.allowed_address_pairs), binding_host_id=row.binding_host_id,
-        binding_vnic_type=row.binding_vnic_type, binding_profile=dict(row.binding_profile),
-        binding_vif_type=row.binding_vif_type, binding_vif_details=dict(row.binding_vif_details),
-        binding_failure_reason=row.binding_failure_reason, description=row.description,
-    )
-
-
-def port_values(port: Port) -> dict:
-    """The ports row of `port` (fixed IPs live in ip_allocations)."""
-    return {
-        "id": port.id, "network_id": port.network_id, "name": port.name, "project_id": port.project_id,
-        "admin_state_up": port.admin_state_up, "mac_address": port.mac_address, "device_id": port.device_id,
-        "device_owner": port.device_owner, "status": port.status, "security_groups": list(port.security_groups),
-        "port_security_enabled": port.port_security_enabled,
-        "allowed_address_pairs": list(port.allowed_address_pairs), "binding_host_id": port.binding_host_id,
-        "binding_vnic_type": port.binding_vnic_type, "binding_profile": dict(port.binding_profile),
-        "binding_vif_type": port.binding_vif_type, "binding_vif_details": dict(port.binding_vif_details),
-        "binding_failure_reason": port.binding_failure_reason, "description": port.description,
-    }
+MAPS: dict[str, RowMap] = {kind: RowMap(kind) for kind in TABLES}
 
 
 def ports_from_joined(rows: Iterable[Any]) -> list[Port]:
     """Rows of ports LEFT JOIN ip_allocations (ordered by port, then position) -> ports with their fixed IPs."""
     out: dict[str, Port] = {}
+    load = MAPS["port"].load
     for row in rows:
         port = out.get(row.id)
         if port is None:
-            port = out[row.id] = port_from_row(row, [])
+            port = out[row.id] = load(row, fixed_ips=[])
         if row.alloc_ip is not None:
             port.fixed_ips.append(FixedIP(row.alloc_subnet_id, row.alloc_ip))
     return list(out.values())
 
 
-def router_from_row(row: Any) -> Router:
-    return Router(id=row.id, name=row.name, project_id=row.project_id, admin_state_up=row.admin_state_up,
-                  status=row.status, description=row.description)
-
-
-def agent_from_row(row: Any) -> Agent:
-    return Agent(
-        id=row.id, host=row.host, agent_type=row.agent_type, binary=row.binary, topic=row.topic,
-        admin_state_up=row.admin_state_up, configurations=dict(row.configurations),
-        heartbeat_timestamp=utc(row.heartbeat_timestamp), created_at=utc(row.created_at),
-        started_at=utc(row.started_at),
-    )
-
-
-def instance_from_row(row: Any) -> Instance:
-    return Instance(
-        id=row.id, name=row.name, hostname=row.hostname, project_id=row.project_id,
-        availability_zone=row.availability_zone, launch_index=row.launch_index,
-        user_data=bytes(row.user_data) if row.user_data is not None else None,
-        key_pairs=[KeyPair(k["name"], k["data"], k.get("type", "ssh")) for k in row.key_pairs],
-        metadata=dict(row.metadata), vendor_data=row.vendor_data, flavor=row.flavor, password=row.password,
-        created_at=utc(row.created_at),
-    )
-
-
 # ---- filters ---------------------------------------------------------------------------------------------------
-
-def _text(value: Any) -> str:
-    return str(value)
-
-
-def _mac(value: Any) -> str:
-    try:
-        return to_mac(value)
-    except Invalid:
-        return str(value).lower()
-
-
-Column = sa.ColumnElement
-# filter key -> (column, converter of one query-string value)
-FilterMap = Mapping[str, tuple[Column, Callable[[Any], Any]]]
-
-def _standard_filters(table: sa.Table) -> dict[str, tuple[Column, Callable[[Any], Any]]]:
-    """The filters every Neutron resource table answers: id, name, description and the project (both names)."""
-    return {"id": (table.c.id, _text), "name": (table.c.name, _text), "description": (table.c.description, _text),
-            "project_id": (table.c.project_id, _text), "tenant_id": (table.c.project_id, _text)}
-
-
-NETWORK_FILTERS: FilterMap = {
-    **_standard_filters(t.networks),
-    "admin_state_up": (t.networks.c.admin_state_up, to_boolean), "shared": (t.networks.c.shared, to_boolean),
-    "router:external": (t.networks.c.router_external, to_boolean),
-    "provider:network_type": (t.networks.c.network_type, _text),
-    "provider:physical_network": (t.networks.c.physical_network, _text),
-    "provider:segmentation_id": (t.networks.c.segmentation_id, to_int),
-    "port_security_enabled": (t.networks.c.port_security_enabled, to_boolean),
-    "status": (t.networks.c.status, _text),
-}
-
-SUBNET_FILTERS: FilterMap = {
-    **_standard_filters(t.subnets),
-    "network_id": (t.subnets.c.network_id, _text), "ip_version": (t.subnets.c.ip_version, to_int),
-    "cidr": (t.subnets.c.cidr, _text), "gateway_ip": (t.subnets.c.gateway_ip, _text),
-    "enable_dhcp": (t.subnets.c.enable_dhcp, to_boolean),
-}
-
-PORT_FILTERS: FilterMap = {
-    **_standard_filters(t.ports),
-    "network_id": (t.ports.c.network_id, _text), "admin_state_up": (t.ports.c.admin_state_up, to_boolean),
-    "mac_address": (t.ports.c.mac_address, _mac), "device_id": (t.ports.c.device_id, _text),
-    "device_owner": (t.ports.c.device_owner, _text), "status": (t.ports.c.status, _text),
-    "port_security_enabled": (t.ports.c.port_security_enabled, to_boolean),
-    "binding:host_id": (t.ports.c.binding_host_id, _text),
-    "binding:vif_type": (t.ports.c.binding_vif_type, _text),
-    "binding:vnic_type": (t.ports.c.binding_vnic_type, _text),
-}
-
-ROUTER_FILTERS: FilterMap = {
-    **_standard_filters(t.routers),
-    "admin_state_up": (t.routers.c.admin_state_up, to_boolean), "status": (t.routers.c.status, _text),
-}
-
-AGENT_FILTERS: FilterMap = {
-    "id": (t.agents.c.id, _text), "host": (t.agents.c.host, _text),
-    "agent_type": (t.agents.c.agent_type, _text), "binary": (t.agents.c.binary, _text),
-    "topic": (t.agents.c.topic, _text), "admin_state_up": (t.agents.c.admin_state_up, to_boolean),
-}
-
-INSTANCE_FILTERS: FilterMap = {
-    "id": (t.instances.c.id, _text), "name": (t.instances.c.name, _text),
-    "hostname": (t.instances.c.hostname, _text),
-    "project_id": (t.instances.c.project_id, _text), "tenant_id": (t.instances.c.project_id, _text),
-    "availability_zone": (t.instances.c.availability_zone, _text),
-    "launch_index": (t.instances.c.launch_index, to_int),
-}
-
 
 def filter_values(filters: Mapping[str, Any], key: str) -> list:
     raw = filters[key]
@@ -247,9 +162,9 @@ def fixed_ips_condition(values: list) -> Column:
         pairs = value.items() if isinstance(value, dict) else [str(value).partition("=")[::2]]
         for key, val in pairs:
             if key == "ip_address":
-                ips.append(str(val))
+                ips.append(convert_value("fixed_ips", to_text, val))
             elif key == "subnet_id":
-                subnet_ids.append(str(val))
+                subnet_ids.append(convert_value("fixed_ips", to_text, val))
             else:
                 raise HTTPBadRequest(msg=f"Invalid input for fixed_ips. Reason: '{value}' is not of the form "
                                          f"ip_address=IP or subnet_id=ID.")
@@ -263,4 +178,56 @@ def fixed_ips_condition(values: list) -> Column:
 
 def network_subnets_condition(values: list) -> Column:
     """`subnets=<id>`: networks holding that subnet."""
-    return t.networks.c.id.in_(sa.select(t.subnets.c.network_id).where(t.subnets.c.id.in_(values)))
+    ids = [convert_value("subnets", to_text, v) for v in values]
+    return t.networks.c.id.in_(sa.select(t.subnets.c.network_id).where(t.subnets.c.id.in_(ids)))
+
+
+# filters that are not a column of the kind's table
+SPECIAL_FILTERS: dict[str, dict[str, Callable[[list], Column]]] = {
+    "network": {"subnets": network_subnets_condition}, "port": {"fixed_ips": fixed_ips_condition},
+}
+
+
+# ---- sorting and keyset pagination -----------------------------------------------------------------------------
+
+SORT_NULLS: dict[type, Any] = {sa.String: "", sa.Integer: -(2**31)}  # what a null sorts as (first, ascending)
+
+
+def _sortable(column: sa.Column) -> Column:
+    """The column as it sorts: a nullable one with nulls as the least value, so keyset comparisons hold."""
+    if not column.nullable:
+        return column
+    for kind, least in SORT_NULLS.items():
+        if isinstance(column.type, kind):
+            return sa.func.coalesce(column, sa.literal(least, column.type))
+    return column
+
+
+def sort_order(kind: str, sort: Sequence[tuple[str, bool]]) -> list[tuple[Column, bool]]:
+    """The ORDER BY of a list: the requested (attribute, ascending) keys, then the id (a total order); none
+    requested: creation order. A key that is not a sortable attribute is Neutron's 400."""
+    rmap = MAPS[kind]
+    unknown = [key for key, _ in sort if key not in rmap.filters]
+    if unknown:
+        raise HTTPBadRequest(msg=f"{unknown} is invalid attribute for sort_keys")
+    table = rmap.table
+    if not sort:
+        return [(table.c.created_at, True), (table.c.id, True)]
+    order = [(_sortable(rmap.filters[key][0]), ascending) for key, ascending in sort]  # type: ignore[arg-type]
+    if not any(key == "id" for key, _ in sort):
+        order.append((table.c.id, True))
+    return order
+
+
+def after(order: Sequence[tuple[Column, bool]], marker: tuple) -> Column:
+    """Rows that come after the marker row (its values of the order's columns) in `order`: one row-value
+    comparison when every key goes the same way (an index range), else Neutron's chain of ORs."""
+    params = [sa.bindparam(None, value, type_=column.type) for (column, _), value in zip(order, marker, strict=True)]
+    if len({ascending for _, ascending in order}) == 1:
+        left, right = sa.tuple_(*[c for c, _ in order]), sa.tuple_(*params)
+        return left > right if order[0][1] else left < right
+    alternatives = []
+    for i, (column, ascending) in enumerate(order):
+        equal = [c == p for (c, _), p in zip(order[:i], params[:i], strict=True)]
+        alternatives.append(sa.and_(*equal, column > params[i] if ascending else column < params[i]))
+    return sa.or_(*alternatives)

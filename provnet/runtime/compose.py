@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from provnet.agents.l3 import l3_agent_from_config
 from provnet.api.app import ApiService
 from provnet.config import Config, ConfigError
 from provnet.dhcp.service import DhcpService
@@ -39,6 +40,10 @@ def child_config(config: Config, name: str) -> Iterator[str]:
     directory = os.path.join(config.state_path, "run")
     os.makedirs(config.state_path, mode=0o700, exist_ok=True)  # the state directory is private
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    for stale in os.listdir(directory):  # left by a parent that was killed: its pid is gone
+        pid = stale.rpartition("-")[2].removesuffix(".conf")
+        if stale.endswith(".conf") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            os.unlink(os.path.join(directory, stale))
     path = os.path.join(directory, f"{name}-{os.getpid()}.conf")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -50,6 +55,18 @@ def child_config(config: Config, name: str) -> Iterator[str]:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def rewrite_child_config(config: Config, path: str, children: Config | None = None) -> Config:
+    """Reload: the children's configuration file written again (atomically) from `children` (default: `config`
+    itself); returns `config`, for the parent's own services."""
+    children = config if children is None else children
+    temp = f"{path}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(children.to_ini())
+    os.replace(temp, path)
+    return config
 
 
 def api_services(config: Config, registry: Registry | None) -> list[Service]:
@@ -125,6 +142,11 @@ def bind_agent_socket(config: Config) -> socket.socket:
         return bind_unix(config.metadata_proxy_socket, config.metadata_backlog)
     except OSError as exc:
         raise ConfigError(f"metadata_proxy_socket {config.metadata_proxy_socket}: {exc}") from None
+
+
+def l3_agent_services(config: Config, registry: Registry | None, host: str = "") -> list[Service]:
+    assert registry is not None
+    return [l3_agent_from_config(config, registry, host or config.host)]
 
 
 def no_services(config: Config, registry: Registry | None) -> Sequence[Service]:

@@ -75,9 +75,9 @@ def open_store(config: Config, api_url: str | None = None, client=None) -> Regis
 
 
 def run_server(config: Config, build: Build, *, api_url: str | None = None, client=None, needs_store: bool = True,
-               children: Sequence[ChildSpec] = ()) -> None:
+               children: Sequence[ChildSpec] = (), reconfigure: Callable[[], Config] | None = None) -> None:
     """Open the store, start `children` (supervised) then `build(config, registry)`'s services, run until
-    SIGTERM/SIGINT, stop everything in reverse.
+    SIGTERM/SIGINT, stop everything in reverse; on SIGHUP, `reconfigure()` and the services' `reload`.
 
     Raises ConfigError, StoreError, or StartupError (a service could not start: its address in use, a child that
     exited before it was ready); a clean stop returns.
@@ -87,7 +87,7 @@ def run_server(config: Config, build: Build, *, api_url: str | None = None, clie
     install_fast_loop()
     registry = open_store(config, api_url, client) if needs_store else None
     try:
-        asyncio.run(_main(config, build, registry, children))
+        asyncio.run(_main(config, build, registry, children, reconfigure))
     except KeyboardInterrupt:
         pass
     finally:
@@ -95,7 +95,8 @@ def run_server(config: Config, build: Build, *, api_url: str | None = None, clie
             registry.close()
 
 
-async def _main(config: Config, build: Build, registry: Registry | None, children: Sequence[ChildSpec]) -> None:
+async def _main(config: Config, build: Build, registry: Registry | None, children: Sequence[ChildSpec],
+                reconfigure: Callable[[], Config] | None = None) -> None:
     stop = asyncio.Event()
     services: list[Service] = []
     supervisor = None
@@ -109,7 +110,7 @@ async def _main(config: Config, build: Build, registry: Registry | None, childre
     except ConfigError:
         raise
     try:
-        await run_services(services, stop, systemd=True)
+        await run_services(services, stop, systemd=True, reconfigure=reconfigure)
     except OSError as exc:  # e.g. an address in use; the service put the address in the message
         raise StartupError(exc.strerror or str(exc)) from None
     if supervisor is not None and supervisor.failed is not None:

@@ -30,8 +30,13 @@ def install_fast_loop() -> None:
 
 
 async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None,
-                       on_ready: Callable[[], None] | None = None, systemd: bool = False) -> None:
+                       on_ready: Callable[[], None] | None = None, systemd: bool = False,
+                       reconfigure: Callable[[], object] | None = None) -> None:
     """Start every service in order, run until SIGTERM/SIGINT (or `stop` is set), then stop them in reverse.
+
+    `reconfigure`: on SIGHUP, read the configuration again and hand it to every service that has `reload(config)`
+    (the metadata API and agent take their secrets and keys from it; a supervisor passes the signal on). A
+    configuration that cannot be read is logged, and everything keeps running as it was.
 
     `on_ready` is called once all started. `systemd`: tell the service manager READY, keep its watchdog fed from
     this loop (a wedged loop stops the pings, and systemd restarts us), and STOPPING at the end.
@@ -42,6 +47,11 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    if reconfigure is not None:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, _reload, services, reconfigure)
+        except (NotImplementedError, RuntimeError):
             pass
     started: list[Service] = []
     watchdog: asyncio.Task | None = None
@@ -70,6 +80,21 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
                 log.debug("%s stopped", service.name)
             except Exception:  # keep stopping the others
                 log.exception("%s failed to stop cleanly", service.name)
+
+
+def _reload(services: Sequence[Service], reconfigure: Callable[[], object]) -> None:
+    try:
+        config = reconfigure()
+    except Exception as exc:  # noqa: BLE001 - a bad file must not stop a running service
+        log.error("SIGHUP: the configuration cannot be read again, nothing reloaded: %s", exc)
+        return
+    for service in services:
+        reload = getattr(service, "reload", None)
+        if reload is not None:
+            try:
+                reload(config)
+            except Exception:
+                log.exception("%s failed to reload", service.name)
 
 
 async def _feed_watchdog(interval: float) -> None:

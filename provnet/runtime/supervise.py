@@ -78,6 +78,12 @@ class Supervisor:
         self._stopping = False
         self._watch: asyncio.TimerHandle | None = None
 
+    def reload(self, config: object) -> None:
+        """SIGHUP to every running child (their configuration file was rewritten first): they reload too."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGHUP)
+
     # --- life -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
