@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,107 @@ def test_project_headers_are_ignored_behind_keystone(api, keystone) -> None:
     forged = alice.call("POST", "/v2.0/networks", {"network": {"name": "forged"}},
                         headers={"X-Project-Id": keystone.projects["other"], "X-Tenant-Id": "x"})
     assert forged[0] == 201 and forged[1]["network"]["project_id"] == made["project_id"] == keystone.projects["demo"]
+
+
+@pytest.fixture
+def api_on(keystone, db_url: str):
+    """The API behind Keystone on SQLite and on PostgreSQL (the store cuts the pages)."""
+    with keystone_api(keystone, db_url, register=False) as running:
+        yield running
+
+
+def follow(client, path: str, collection: str) -> tuple[list[str], list[str]]:
+    """Every page of a list through its `next` links: the ids, and every marker the links named."""
+    ids: list[str] = []
+    markers: list[str] = []
+    while path:
+        body = client.ok("GET", path)
+        ids += [item["id"] for item in body[collection]]
+        nxt = next((link["href"] for link in body.get(f"{collection}_links", []) if link["rel"] == "next"), None)
+        path = ""
+        if nxt is not None and body[collection]:
+            markers += urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["marker"]
+            parts = urllib.parse.urlsplit(nxt)
+            path = f"{parts.path}?{parts.query}"
+    return ids, markers
+
+
+def test_pages_under_the_policy_hold_only_what_the_caller_sees_and_links_never_name_the_rest(
+        api_on, monkeypatch) -> None:
+    """A member's pages are full pages of its own networks, whatever lies between them in the store; the links'
+    markers are ids the member sees (another project's ids never leak through them). The store is read in
+    chunks of 3 here so the chunked read crosses other projects' networks more than once."""
+    from provnet.api import networking
+
+    monkeypatch.setattr(networking, "VISIBLE_CHUNK", 3)
+    alice, bob, admin = api_on.client("alice"), api_on.client("bob"), api_on.client("root")
+    mine, theirs = [], []
+    for i in range(5):  # interleaved in the store: a, b, b, a, b, b, ...
+        mine.append(alice.ok("POST", "/v2.0/networks", {"network": {"name": f"a{i}"}}, 201)["network"]["id"])
+        for j in range(2):
+            theirs.append(bob.ok("POST", "/v2.0/networks", {"network": {"name": f"b{i}{j}"}}, 201)["network"]["id"])
+    for limit in (1, 2, 3):
+        ids, markers = follow(alice, f"/v2.0/networks?limit={limit}&sort_key=name&sort_dir=asc", "networks")
+        assert ids == mine  # sorted by name a0..a4: each page full, none missing, none twice
+        assert set(markers) <= set(mine)
+    body = alice.ok("GET", "/v2.0/networks?limit=2&sort_key=name&sort_dir=desc")
+    assert [n["name"] for n in body["networks"]] == ["a4", "a3"]
+    # a reverse page (the page before the marker) holds the member's own items just before it
+    body = alice.ok("GET", f"/v2.0/networks?limit=2&sort_key=name&sort_dir=asc&marker={mine[3]}&page_reverse=True")
+    assert [n["name"] for n in body["networks"]] == ["a1", "a2"]
+    assert all(urllib.parse.parse_qs(urllib.parse.urlsplit(link["href"]).query)["marker"][0] in mine
+               for link in body["networks_links"])
+    ids, _ = follow(admin, "/v2.0/networks?limit=4", "networks")
+    assert sorted(ids) == sorted(mine + theirs)  # admin: the store's own pages, everything
+
+
+def test_bulk_creates_past_the_inline_size_are_checked_like_any_other(api_on) -> None:
+    """A bulk body over 64 KiB is parsed off the event loop; it is still checked: a member cannot put ports on
+    another project's network in bulk, and nothing of the refused bulk is created."""
+    alice, bob = api_on.client("alice"), api_on.client("bob")
+    net = bob.ok("POST", "/v2.0/networks", {"network": {"name": "bobs"}}, 201)["network"]
+    bob.ok("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                "cidr": "10.9.0.0/20"}}, 201)
+    ports = [{"network_id": net["id"], "name": "p" * 200} for _ in range(400)]
+    assert len(json.dumps({"ports": ports})) > 64 * 1024
+    status, body = alice.post("/v2.0/ports", {"ports": ports})
+    assert status == 404 and neutron_error(body)[0] == "NetworkNotFound"
+    assert bob.ok("GET", "/v2.0/ports")["ports"] == []
+    created = bob.ok("POST", "/v2.0/ports", {"ports": ports}, 201)["ports"]
+    assert len(created) == 400 and "binding:host_id" not in created[0]  # a member's view, even in bulk
+
+
+def test_mains_agent_facing_routes_are_for_admin_or_service_explain_for_admin_the_jwks_for_anyone(api) -> None:
+    admin, alice, service = api.client("root"), api.client("alice"), api.client("provnet")
+    anonymous = api.client()
+    # the change feed and the DHCP servers' reservation query: agents' reads
+    for client, allowed in ((alice, False), (service, True), (admin, True)):
+        assert (client.get("/provnet/v1/changes?after=0")[0] == 200) is allowed
+        status, _ = client.post("/provnet/v1/reservations/query", {"network_ids": []})
+        assert (status == 200) is allowed
+    status, body = alice.post("/provnet/v1/reservations/query", {"network_ids": []})
+    assert status == 403 and neutron_error(body)[1] == "rule:provnet:agent_lookups is disallowed by policy"
+    # the L3 agent scheduler: the service user reads the schedule (provnet's L3 agent does), only admin changes it
+    report = {"agent": {"host": "net1", "agent_type": "L3 agent", "binary": "provnet-l3-agent"}}
+    agent = service.ok("POST", "/provnet/v1/agents/report", report)["agent"]
+    router = alice.ok("POST", "/v2.0/routers", {"router": {"name": "r"}}, 201)["router"]
+    status, body = alice.get(f"/v2.0/agents/{agent['id']}/l3-routers")
+    assert status == 403 and neutron_error(body)[1] == "rule:get_l3-routers is disallowed by policy"
+    assert alice.get(f"/v2.0/routers/{router['id']}/l3-agents")[0] == 403
+    assert service.ok("GET", f"/v2.0/agents/{agent['id']}/l3-routers")["routers"] == []
+    status, body = service.post(f"/v2.0/agents/{agent['id']}/l3-routers", {"router_id": router["id"]})
+    assert status == 403 and neutron_error(body)[1] == "rule:create_l3-router is disallowed by policy"
+    assert admin.post(f"/v2.0/agents/{agent['id']}/l3-routers", {"router_id": router["id"]})[0] == 201
+    assert [a["id"] for a in service.ok("GET", f"/v2.0/routers/{router['id']}/l3-agents")["agents"]] == [agent["id"]]
+    assert alice.call("DELETE", f"/v2.0/agents/{agent['id']}/l3-routers/{router['id']}")[0] == 403
+    assert admin.call("DELETE", f"/v2.0/agents/{agent['id']}/l3-routers/{router['id']}")[0] == 204
+    # metadata-explain reads any VM's ports and probes the metadata API: admin only
+    explain = "/provnet/v1/metadata/explain?network_id=x&ip=10.0.0.5&probe=false"
+    for client in (alice, service):
+        status, body = client.get(explain)
+        assert status == 403 and neutron_error(body)[1] == "rule:provnet:metadata_explain is disallowed by policy"
+    assert anonymous.get(explain)[0] == 401
+    assert admin.get(explain)[0] != 403
+    # the identity documents' keys: anyone, no token (verifiers hold no OpenStack credentials)
+    status, body = anonymous.get("/provnet/v1/metadata/jwks.json")
+    assert status == 200 and body == {"keys": []}
