@@ -200,3 +200,46 @@ def test_without_a_catalog_entry_the_error_names_the_cloud(keystone, tmp_path):
     env.update(OS_CLIENT_CONFIG_FILE=str(clouds), HOME=str(tmp_path))
     proc = provnet(env, "--os-cloud", "nosuchcloud", "net-list", ok=False)
     assert proc.returncode == 2 and "nosuchcloud" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_cloud_is_polled_by_revision_number_and_reservations_read_through_v2(cloud, monkeypatch):
+    """The stand-in cloud has Neutron's revision_number: companion mode's change check lists only
+    `fields=id&fields=revision_number`, so a change no DHCP attribute shows (a port's binding) still moves it;
+    reservation_rows, read from /v2.0/ports with `fields=`, are the rows provnet's own store gives."""
+    from keystone_support import FakeClock
+
+    from provnet.identity.clouds import CloudAuth
+    from provnet.registry.base import Page
+    from provnet.registry.neutron import NeutronRegistry
+
+    api, _db, env, access, net = cloud
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", env["OS_CLIENT_CONFIG_FILE"])
+    auth = CloudAuth("provnet")
+    clock = FakeClock()
+    registry = NeutronRegistry(auth.endpoint(), auth, auth.ssl_context, clock=clock)
+    try:
+        first = registry.revision()
+        polls = [p for p in access.paths() if "fields=" in p]
+        assert polls and all("fields=id&fields=revision_number" in p for p in polls)
+        assert registry._without_revision == set()  # no fallback to digesting attributes
+        port = next(p for p in registry.list_ports({"network_id": [net["id"]]}) if p.binding_host_id == "compute1")
+        api.client("root").ok("PUT", f"/v2.0/ports/{port.id}", {"port": {"binding:host_id": "compute2"}})
+        assert registry.revision() == first  # checked at most every poll_interval
+        clock.advance(registry.poll_interval)
+        assert registry.revision() == first + 1
+        batch = registry.changes_since(first)
+        assert batch.gap and batch.revision == first + 1
+        clock.advance(registry.poll_interval)
+        assert registry.revision() == first + 1  # nothing changed since: the counter stays
+        # the DHCP view's lean read, through Neutron's port list only
+        access.lines.clear()
+        rows = registry.reservation_rows([net["id"]])
+        assert rows == api.registry.reservation_rows([net["id"]])
+        assert {r.ip_address for r in rows} >= {"172.16.1.103", "172.16.1.104"}
+        assert registry.reservation_rows([net["id"]], [rows[0].port_id]) == [rows[0]]
+        assert registry.reservation_rows([net["id"]], []) == [] and registry.reservation_rows([]) == []
+        assert_neutron_api_only(access)
+        # a page, as the API's own lists are cut
+        assert len(registry.list_ports(None, Page(limit=1))) == 1
+    finally:
+        registry.close()

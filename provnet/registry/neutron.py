@@ -7,8 +7,8 @@ Neutron has no change feed. `revision()` is a counter that moves when the cloud 
 `wait_changes` answer every move with a gap (the reader rebuilds from the store): at most every `poll_interval`
 seconds (2 s) the registry lists networks, subnets and ports with `fields=id&fields=revision_number` (two short
 columns per row, scoped to the watched network when one is given) and compares a digest of them with the last one.
-A cloud whose API does not return `revision_number` (an old Neutron, or provnet's own API standing in for Neutron in
-the tests) is digested on the attributes the DHCP server and the exports use instead, still with `fields=`. So a
+A cloud whose API does not return `revision_number` (a Neutron without the standard-attributes extension) is
+digested on the attributes the DHCP server and the exports use instead, still with `fields=`. So a
 port created in the cloud reaches `provnet dhcp` within poll_interval plus one rebuild of its view. Nova's
 instances are not Neutron's: there are none here, and hostnames in DHCP replies are Neutron's own `host-<ip>` form.
 """
