@@ -133,3 +133,34 @@ def test_config_show_masks_the_service_password(keystone, tmp_path) -> None:
     out = provnet(os.environ.copy(), "--config-file", str(conf), "config", "show").stdout
     assert "[keystone_authtoken] password" in out and keystone.passwords["provnet"] not in out
     assert "***" in out
+
+
+def test_the_l3_agent_runs_with_the_service_user_and_reads_its_schedule(remote, keystone, tmp_path) -> None:
+    """`provnet l3-agent` behind Keystone: its heartbeat (service only) and its reads of the schedule
+    (get_l3-routers: admin or service) pass with the service user; no router is scheduled, so it builds nothing."""
+    from conftest import need_root, unique
+
+    need_root()  # the agent lists and adopts qrouter namespaces at start
+    url, env, _conf = remote
+    host = unique("pnl3")
+    log = tmp_path / "l3.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen([PROVNET, "--url", url, "--os-cloud", "provnet", "--debug", "l3-agent", "--host",
+                                  host], env={**env, "PROVNET_STATE_PATH": str(tmp_path / "l3")}, stdout=out,
+                                 stderr=subprocess.STDOUT)
+    try:
+        def listed():
+            agents = json.loads(provnet(env, "--url", url, "--os-cloud", "root", "agent-list", "-f", "json").stdout)
+            return [a for a in agents if a["host"] == host] or agent.poll() is not None
+
+        found = wait_until(listed, timeout=60)
+        assert agent.poll() is None, log.read_text()
+        assert found[0]["agent_type"] == "L3 agent" and found[0]["alive"] in (True, ":-)")
+        wait_until(lambda: "l3-routers" in (tmp_path / "api.log").read_text(), timeout=30)
+        api_log = (tmp_path / "api.log").read_text()
+        assert [line for line in api_log.splitlines() if "l3-routers" in line and '" 200 ' in line]
+        text = log.read_text()
+        assert "PolicyNotAuthorized" not in text and "requires authentication" not in text, text
+        assert keystone.passwords["provnet"] not in text
+    finally:
+        stop(agent)

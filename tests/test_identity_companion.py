@@ -243,3 +243,38 @@ def test_the_cloud_is_polled_by_revision_number_and_reservations_read_through_v2
         assert len(registry.list_ports(None, Page(limit=1))) == 1
     finally:
         registry.close()
+
+
+def test_the_l3_schedule_is_read_through_neutrons_scheduler_extension_and_never_changed(cloud, monkeypatch):
+    """An L3 agent reports to the stand-in cloud and gets its router: companion mode reads the schedule from
+    /v2.0/agents/{id}/l3-routers and /v2.0/routers/{id}/l3-agents (Neutron's l3_agent_scheduler extension) and
+    refuses to change it (read-only), with the cloud's schedule untouched."""
+    from provnet.identity.clouds import CloudAuth
+    from provnet.model import errors
+    from provnet.registry.neutron import NeutronRegistry
+
+    api, _db, env, access, _net = cloud
+    service = api.client("provnet")
+    agent = service.ok("POST", "/provnet/v1/agents/report", {"agent": {
+        "host": "network1", "agent_type": "L3 agent", "binary": "provnet-l3-agent",
+        "configurations": {"routers": 0}}})["agent"]
+    [router] = api.client("root").ok("GET", "/v2.0/routers?name=router1")["routers"]
+    access.lines.clear()
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", env["OS_CLIENT_CONFIG_FILE"])
+    auth = CloudAuth("provnet")
+    registry = NeutronRegistry(auth.endpoint(), auth, auth.ssl_context)
+    try:
+        assert [r.id for r in registry.list_routers_on_l3_agent(agent["id"])] == [router["id"]]
+        assert [a.host for a in registry.list_l3_agents_hosting_router(router["id"])] == ["network1"]
+        assert_neutron_api_only(access)
+        assert {p.split("?")[0] for p in access.paths()} == {f"/v2.0/agents/{agent['id']}/l3-routers",
+                                                             f"/v2.0/routers/{router['id']}/l3-agents"}
+        with pytest.raises(errors.ReadOnly):
+            registry.remove_router_from_l3_agent(agent["id"], router["id"])
+        with pytest.raises(errors.ReadOnly):
+            registry.add_router_to_l3_agent(agent["id"], router["id"])
+        assert [r.id for r in api.registry.list_routers_on_l3_agent(agent["id"])] == [router["id"]]
+        with pytest.raises(errors.AgentNotFound):  # an agent the cloud does not have: Neutron's 404, as its error
+            registry.list_routers_on_l3_agent("0" * 8 + "-0000-0000-0000-" + "0" * 12)
+    finally:
+        registry.close()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provnet.api.auth import Auth, check_noauth_bind, is_loopback, provnet_rule
+from provnet.api.auth import Auth, check_noauth_bind, is_loopback, route_policy
 from provnet.config import ConfigError, load_config, render
 from provnet.identity.neutron_policy import DEFAULT_RULES, match_rule
 from provnet.identity.policy import Policy, PolicyError, read_policy_file
@@ -169,12 +169,15 @@ def test_neutrons_default_rules(action: str, target: dict, who: dict, allowed: b
     assert DEFAULTS.check(action, target, who) is allowed
 
 
-def test_provnet_paths_map_to_their_rules() -> None:
-    assert provnet_rule("/provnet/v1/instances/abc/password") == "provnet:instances"
-    assert provnet_rule("/provnet/v1/agents/report") == "provnet:report_agent_state"
-    assert provnet_rule("/provnet/v1/revision") == "provnet:agent_lookups"
-    assert provnet_rule("/provnet/v1/ports/by-ip") == "provnet:agent_lookups"
-    assert provnet_rule("/v2.0/ports") is None
+def test_routes_map_to_their_policy_decisions() -> None:
+    assert route_policy("GET", "/provnet/v1/instances/{id}/password") == "provnet:instances"
+    assert route_policy("POST", "/provnet/v1/agents/report") == "provnet:report_agent_state"
+    assert route_policy("GET", "/provnet/v1/revision") == "provnet:agent_lookups"
+    assert route_policy("GET", "/provnet/v1/metadata/explain") == "provnet:metadata_explain"
+    assert route_policy("HEAD", "/healthz") == route_policy("GET", "/healthz") == "public"
+    assert route_policy("GET", "/v2.0/ports") == "resource"
+    assert route_policy("POST", "/v2.0/agents") is None  # agents come from their reports only
+    assert route_policy("PATCH", "/v2.0/ports/{id}") is None
 
 
 # --- tokens -------------------------------------------------------------------------------------------------------
@@ -326,3 +329,24 @@ def test_provnet_api_refuses_noauth_on_a_public_address_and_says_which_option(tm
                            "--bind-host", "0.0.0.0", "--bind-port", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "noauth_allow_remote = true" in proc.stderr and "auth_strategy = keystone" in proc.stderr
+
+
+@pytest.mark.parametrize("cls_path", ["provnet.registry.neutron:NeutronRegistry",
+                                      "provnet.registry.remote:RemoteRegistry", "provnet.registry.sql:SqlRegistry"])
+def test_every_registry_implements_every_method_of_the_interface(cls_path: str) -> None:
+    """Companion mode's NeutronRegistry (and the other two) answer every method of the Registry interface with the
+    same parameters: a method main adds to the interface and a registry lacks fails here, not in an agent."""
+    import importlib
+    import inspect
+
+    from provnet.registry.base import Registry
+
+    module, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    wanted = [m for m in vars(Registry) if not m.startswith("_") and callable(getattr(Registry, m))]
+    assert "reservation_rows" in wanted and "wait_changes" in wanted and "list_routers_on_l3_agent" in wanted
+    for method in wanted:
+        assert callable(getattr(cls, method, None)), f"{name} lacks {method}"
+        want = list(inspect.signature(getattr(Registry, method)).parameters)
+        have = list(inspect.signature(getattr(cls, method)).parameters)
+        assert have == want, f"{name}.{method}{have} differs from Registry.{method}{want}"

@@ -11,32 +11,71 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from provnet.api.authz import Authz
-from provnet.api.middleware import CONTEXT_KEY, REQUEST_ID_KEY, Handler, RequestContext, context
+from provnet.api.middleware import CONTEXT_KEY, REQUEST_ID_KEY, UNMATCHED, Handler, RequestContext, context, route_name
+from provnet.api.wire import RESOURCES
 from provnet.config import Config, ConfigError
 from provnet.identity.neutron_policy import DEFAULT_RULES
 from provnet.identity.policy import Policy, PolicyError, read_policy_file
 from provnet.identity.tls import TlsError, server_context
 from provnet.identity.tokens import InvalidToken, KeystoneSettings, KeystoneUnavailable, KeystoneValidator
+from provnet.model import errors
 
 log = logging.getLogger("provnet.api.auth")
 
-# No token needed: the version document (as Neutron's `/` app), the operational endpoints and the identity
-# documents' public keys (verifiers that hold no OpenStack credentials fetch them).
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/provnet/v1/metadata/jwks.json"})
-PROVNET_PREFIX = "/provnet/v1/"
+# Every route's policy decision, by (method, route template as middleware.route_name gives it; HEAD as GET):
+#   PUBLIC: no token (the version document as Neutron's `/` app, the operational endpoints, the identity documents'
+#     public keys: verifiers that hold no OpenStack credentials fetch them);
+#   AUTHENTICATED: any valid token, no rule (Neutron's resource and extension lists);
+#   RESOURCE: Neutron's per-resource rules (<action>_<member>, its attributes, the owner and network checks),
+#     applied by the handler through Authz, as Neutron's controllers do;
+#   any other value: the policy rule checked here before the handler runs.
+# Behind Keystone a route missing here is refused (403) before its handler runs: a new route needs its line.
+PUBLIC, AUTHENTICATED, RESOURCE = "public", "authenticated", "resource"
 
 
-def provnet_rule(path: str) -> str | None:
-    """The policy rule guarding a /provnet/v1 path (None for other paths)."""
-    if not path.startswith(PROVNET_PREFIX):
-        return None
-    if path.startswith(PROVNET_PREFIX + "instances"):
-        return "provnet:instances"
-    if path.rstrip("/") == PROVNET_PREFIX + "agents/report":
-        return "provnet:report_agent_state"
-    if path.startswith(PROVNET_PREFIX + "metadata/"):
-        return "provnet:metadata_explain"  # (jwks.json is public: it never gets here)
-    return "provnet:agent_lookups"
+def _route_policy() -> dict[tuple[str, str], str]:
+    table = {("GET", path): PUBLIC for path in ("/", "/healthz", "/readyz", "/metrics",
+                                                 "/provnet/v1/metadata/jwks.json")}
+    table.update({("GET", "/v2.0/"): AUTHENTICATED, ("GET", "/v2.0/extensions"): AUTHENTICATED,
+                  ("GET", "/v2.0/extensions/{alias}"): AUTHENTICATED})
+    for collection in RESOURCES:
+        table.update({("GET", f"/v2.0/{collection}"): RESOURCE, ("GET", f"/v2.0/{collection}/{{id}}"): RESOURCE,
+                      ("PUT", f"/v2.0/{collection}/{{id}}"): RESOURCE,
+                      ("DELETE", f"/v2.0/{collection}/{{id}}"): RESOURCE})
+        if collection != "agents":  # agents are created by their reports only
+            table[("POST", f"/v2.0/{collection}")] = RESOURCE
+    table.update({
+        ("PUT", "/v2.0/routers/{id}/{action}"): RESOURCE,  # add/remove_router_interface on a visible router
+        ("GET", "/v2.0/agents/{id}/l3-routers"): "get_l3-routers",
+        ("POST", "/v2.0/agents/{id}/l3-routers"): "create_l3-router",
+        ("DELETE", "/v2.0/agents/{id}/l3-routers/{router_id}"): "delete_l3-router",
+        ("GET", "/v2.0/routers/{id}/l3-agents"): "get_l3-agents",
+        # provnet's own API: user data, keys and passwords; agents' reports; agents' lookups and change feed
+        ("GET", "/provnet/v1/instances"): "provnet:instances",
+        ("POST", "/provnet/v1/instances"): "provnet:instances",
+        ("GET", "/provnet/v1/instances/{id}"): "provnet:instances",
+        ("PUT", "/provnet/v1/instances/{id}"): "provnet:instances",
+        ("DELETE", "/provnet/v1/instances/{id}"): "provnet:instances",
+        ("GET", "/provnet/v1/instances/{id}/password"): "provnet:instances",
+        ("POST", "/provnet/v1/instances/{id}/password"): "provnet:instances",
+        ("POST", "/provnet/v1/agents/report"): "provnet:report_agent_state",
+        ("GET", "/provnet/v1/ports/by-ip"): "provnet:agent_lookups",
+        ("GET", "/provnet/v1/ports/by-mac"): "provnet:agent_lookups",
+        ("GET", "/provnet/v1/routers/{id}/network_ids"): "provnet:agent_lookups",
+        ("GET", "/provnet/v1/revision"): "provnet:agent_lookups",
+        ("GET", "/provnet/v1/changes"): "provnet:agent_lookups",
+        ("POST", "/provnet/v1/reservations/query"): "provnet:agent_lookups",
+        ("GET", "/provnet/v1/metadata/explain"): "provnet:metadata_explain",  # any VM's ports, probes: admin
+    })
+    return table
+
+
+ROUTE_POLICY: dict[tuple[str, str], str] = _route_policy()
+
+
+def route_policy(method: str, template: str) -> str | None:
+    """The decision for a matched route (None: the route has none, and is refused behind Keystone)."""
+    return ROUTE_POLICY.get(("GET" if method == "HEAD" else method, template))
 
 
 @dataclass
@@ -152,7 +191,9 @@ def make_context_middleware(auth: Auth, authz: Authz):
     @web.middleware
     async def keystone_context(request: web.Request, handler: Handler) -> web.StreamResponse:
         """X-Auth-Token -> the caller (cached); no or bad token 401, Keystone unreachable 503, never a pass."""
-        if request.path in PUBLIC_PATHS:
+        template = route_name(request)
+        decision = route_policy(request.method, template)
+        if decision == PUBLIC:
             request[CONTEXT_KEY] = RequestContext(request[REQUEST_ID_KEY], "", is_admin=False, creds={"roles": ()})
             return await handler(request)
         token = request.headers.get("X-Auth-Token", "").strip()
@@ -171,9 +212,12 @@ def make_context_middleware(auth: Auth, authz: Authz):
                              is_admin=policy.check("context_is_admin", {}, creds), user_id=identity.user_id,
                              is_service=policy.check("service_api", {}, creds), creds=creds)
         request[CONTEXT_KEY] = ctx
-        rule = provnet_rule(request.path)
-        if rule is not None:
-            authz.check_rule(ctx, rule)
+        if decision is None and template != UNMATCHED:  # (an unmatched path is the handler's 404/405)
+            log.error("route %s %s has no policy decision (provnet.api.auth.ROUTE_POLICY): refused",
+                      request.method, template)
+            raise errors.PolicyNotAuthorized(action=f"{request.method} {template}")
+        if decision not in (None, AUTHENTICATED, RESOURCE):
+            authz.check_rule(ctx, decision)
         return await handler(request)
 
     return keystone_context

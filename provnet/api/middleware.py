@@ -64,12 +64,16 @@ def error_response(exc: NeutronError) -> web.Response:
     return json_response(exc.to_body(), status=exc.status)
 
 
+UNMATCHED = "unmatched"
+
+
 def route_name(request: web.Request) -> str:
-    """The route template (`/v2.0/ports/{id}`), not the path: bounded label values for the metrics."""
+    """The route template (`/v2.0/ports/{id}`), not the path: bounded label values for the metrics, the key of
+    the route's policy decision (provnet.api.auth.ROUTE_POLICY)."""
     info = request.match_info
     resource = info.route.resource if info.route is not None else None
     if resource is None or info.http_exception is not None:
-        return "unmatched"
+        return UNMATCHED
     return resource.canonical.replace("{ext}", "")
 
 

@@ -241,9 +241,9 @@ class NetworkingApi:
         result = await self.backend.write(fn, request.match_info["id"], subnet_id, port_id)
         return json_response(result)
 
-    # L3 agent scheduling (Neutron's l3_agent_scheduler extension)
+    # L3 agent scheduling (Neutron's l3_agent_scheduler extension); its rules are checked before the handler
+    # (provnet.api.auth.ROUTE_POLICY)
     async def l3_routers(self, request: web.Request) -> web.Response:
-        self.authz.check_rule(request[CONTEXT_KEY], "get_l3-routers")
         routers = await self.backend.read(self.registry.list_routers_on_l3_agent, request.match_info["id"])
         return json_response({"routers": [r.to_api() for r in routers]})
 
@@ -253,18 +253,15 @@ class NetworkingApi:
         if (not isinstance(body, dict) or not isinstance(body.get("router_id"), str)
                 or set(body) - {"router_id", "ha_chassis_priority"}):
             raise HTTPBadRequest(msg="Invalid format: the body must be {\"router_id\": \"<router id>\"}")
-        self.authz.check_rule(request[CONTEXT_KEY], "create_l3-router")
         await self.backend.write(self.registry.add_router_to_l3_agent, request.match_info["id"], body["router_id"])
         return json_response({}, status=201)
 
     async def l3_router_remove(self, request: web.Request) -> web.Response:
-        self.authz.check_rule(request[CONTEXT_KEY], "delete_l3-router")
         await self.backend.write(self.registry.remove_router_from_l3_agent, request.match_info["id"],
                                  request.match_info["router_id"])
         return web.Response(status=204)
 
     async def l3_agents(self, request: web.Request) -> web.Response:
-        self.authz.check_rule(request[CONTEXT_KEY], "get_l3-agents")
         agents = await self.backend.read(self.registry.list_l3_agents_hosting_router, request.match_info["id"])
         return json_response({"agents": [self.to_api(a) for a in agents]})
 

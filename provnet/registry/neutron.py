@@ -118,6 +118,15 @@ class NeutronRegistry:
     def list_agents(self, filters: Filters | None = None, page: Page | None = None) -> list[Agent]:
         return [Agent.from_api(d) for d in self._list("agents", filters, page=page)]
 
+    # L3 agent scheduling (Neutron's l3_agent_scheduler extension): reads
+    def list_routers_on_l3_agent(self, agent_id: str) -> list[Router]:
+        path = f"/v2.0/agents/{urllib.parse.quote(agent_id, safe='')}/l3-routers"
+        return [Router.from_api(d) for d in self._api.request("GET", path)["routers"]]
+
+    def list_l3_agents_hosting_router(self, router_id: str) -> list[Agent]:
+        path = f"/v2.0/routers/{urllib.parse.quote(router_id, safe='')}/l3-agents"
+        return [Agent.from_api(d) for d in self._api.request("GET", path)["agents"]]
+
     # the hot-path lookups, as Neutron's own list filters
     def router_network_ids(self, router_id: str) -> list[str]:
         ports = self._list("ports", {"device_id": [router_id], "device_owner": list(ROUTER_INTERFACE_OWNERS)},
@@ -291,6 +300,12 @@ class NeutronRegistry:
 
     def delete_agent(self, agent_id: str) -> None:
         raise self._read_only("delete agents")
+
+    def add_router_to_l3_agent(self, agent_id: str, router_id: str) -> None:
+        raise self._read_only("schedule routers to L3 agents")
+
+    def remove_router_from_l3_agent(self, agent_id: str, router_id: str) -> None:
+        raise self._read_only("remove routers from L3 agents")
 
     def create_instance(self, attrs: Mapping[str, Any]) -> Instance:
         raise self._read_only("create instances")
