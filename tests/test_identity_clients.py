@@ -164,3 +164,21 @@ def test_the_l3_agent_runs_with_the_service_user_and_reads_its_schedule(remote, 
         assert keystone.passwords["provnet"] not in text
     finally:
         stop(agent)
+
+
+def test_shell_completion_over_url_uses_the_same_credentials(remote) -> None:
+    """`provnet --url URL --os-cloud alice net-show <TAB>` offers alice's networks (completion authenticates as
+    the verb would); without credentials the API refuses and completion offers nothing, quietly."""
+    url, env, _conf = remote
+    provnet(env, "--url", url, "--os-cloud", "alice", "net-create", "alice-tab-net")
+
+    def complete(words: str) -> list[str]:
+        ran = subprocess.run([PROVNET], env={**env, "_PROVNET_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                                             "COMP_CWORD": str(len(words.split()))},
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0 and ran.stderr == "", ran
+        return ran.stdout.split()
+
+    assert complete(f"provnet --url {url} --os-cloud alice net-show ") == ["plain,alice-tab-net"]
+    assert complete(f"provnet --url {url} --os-cloud bob net-show ") == []  # another project: not visible
+    assert complete(f"provnet --url {url} net-show ") == []
