@@ -72,11 +72,14 @@ def wrk(url: str, network_id: str, token: str | None, seconds: int, concurrency:
                       f'wrk.body = \'{{"port": {{"network_id": "{network_id}"}}}}\'\n'
                       'wrk.headers["Content-Type"] = "application/json"\n'
                       + (f'wrk.headers["X-Auth-Token"] = "{token}"\n' if token else ""))
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          f"{url}/v2.0/ports"], check=True, capture_output=True, text=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))
+    ran = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"{url}/v2.0/ports"], capture_output=True, text=True)
+    out = ran.stdout
+    found = [re.search(pattern, out, re.M) for pattern in
+             (r"Requests/sec:\s+([\d.]+)", r"^\s+50%\s+(\S+)$", r"^\s+99%\s+(\S+)$")]
+    if ran.returncode != 0 or not all(found):  # e.g. no request answered within the slice: say what wrk said
+        raise RuntimeError(f"wrk against {url} (exit {ran.returncode}) gave no figures:\n{out}{ran.stderr}")
+    rate, p50, p99 = float(found[0].group(1)), _ms(found[1].group(1)), _ms(found[2].group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  failures {bad.group(1) if bad else 0}"
 
