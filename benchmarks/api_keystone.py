@@ -10,6 +10,9 @@
 # work, thermal) hits both alike; under keystone as a project member (its token validated once, then cached; the
 # create_port policy needs the network's owner, so it is the costlier caller) on the member's own network. The
 # figure is the keystone rate over the noauth rate, each summed over all its slices. Target (issue 13): >= 90 %.
+# With --profile, py-spy samples both API processes during the slices (stacks holding the GIL, --nonblocking: the
+# serial resource of a Python server) and prints each one's GIL time per create, split by what the stacks hold
+# (identity, SQLite commit, the rest of the store, HTTP, ...).
 # Then: a create_port check as Neutron composes it (action + binding:host_id + fixed_ips with its keys), timed in
 # provnet's compiled engine here and in oslo.policy inside Keystone's virtualenv (where oslo.policy is installed).
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from provnet.identity.policy import Policy  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PROVNET = Path(sys.executable).parent / "provnet"
 KEYSTONE_VENV = Path(os.environ.get("PROVNET_KEYSTONE_VENV", "/opt/provnet-keystone"))
+PROFILE_RATE = 250  # py-spy samples per second
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, token: str | None = None) -> dict:
@@ -76,12 +81,39 @@ def wrk(url: str, network_id: str, token: str | None, seconds: int, concurrency:
                           f"{url}/v2.0/ports"], capture_output=True, text=True)
     out = ran.stdout
     found = [re.search(pattern, out, re.M) for pattern in
-             (r"Requests/sec:\s+([\d.]+)", r"^\s+50%\s+(\S+)$", r"^\s+99%\s+(\S+)$")]
+             (r"Requests/sec:\s+([\d.]+)", r"^\s+50%\s+(\S+)\s*$", r"^\s+99%\s+(\S+)\s*$")]  # "1.29s "
     if ran.returncode != 0 or not all(found):  # e.g. no request answered within the slice: say what wrk said
         raise RuntimeError(f"wrk against {url} (exit {ran.returncode}) gave no figures:\n{out}{ran.stderr}")
     rate, p50, p99 = float(found[0].group(1)), _ms(found[1].group(1)), _ms(found[2].group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  failures {bad.group(1) if bad else 0}"
+
+
+# What a sampled stack is spent in, first match from the leaf up decides (inclusive of what it calls).
+PROFILE_GROUPS = (
+    ("identity (token, policy, attribute views)", ("provnet/api/auth.py", "provnet/api/authz.py", "provnet/identity/")),
+    ("SQLite commit", ("do_commit",)),
+    ("change feed", ("provnet/registry/feed", "wait_changes")),
+    ("store (registry, SQLAlchemy)", ("provnet/registry/", "sqlalchemy/")),
+    ("HTTP (aiohttp, JSON)", ("aiohttp/", "json/", "provnet/api/wire.py")),
+)
+
+
+def profile_groups(raw: Path) -> tuple[int, dict[str, int]]:
+    """py-spy's raw output (`frame;frame;... count`, root first) -> total samples and samples per group."""
+    total, groups = 0, dict.fromkeys([name for name, _ in PROFILE_GROUPS] + ["other"], 0)
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        frames = stack.split(";")
+        for frame in reversed(frames):  # the leaf's nearest owner: a commit inside the store counts as commit
+            name = next((n for n, marks in PROFILE_GROUPS if any(m in frame for m in marks)), None)
+            if name is not None:
+                break
+        groups[name or "other"] += int(count)
+    return total, groups
 
 
 class Api:
@@ -181,14 +213,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite", help="store (default sqlite)")
     parser.add_argument("--checks", type=int, default=20000, help="policy checks timed per repeat")
+    parser.add_argument("--profile", action="store_true", help="sample both APIs with py-spy during the slices")
     args = parser.parse_args()
     print(f"# benchmarks/api_keystone.py on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="pnbench") as tmp:
         keystone = start_keystone(tmp)
         apis: dict[str, Api] = {}
+        spies: dict[str, subprocess.Popen] = {}
         try:
             apis = {mode: Api(args.db, mode, tmp, keystone) for mode in ("noauth", "keystone")}
+            spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", str(PROFILE_RATE), "-f", "raw",
+                   "--gil", "--nonblocking"]
+            spies = {mode: subprocess.Popen([*spy, "-p", str(api.proc.pid), "-o", f"{tmp}/{mode}.spy"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for mode, api in apis.items()} if args.profile else {}
             for round_ in range(1, args.rounds + 1):
                 order = ("noauth", "keystone") if round_ % 2 else ("keystone", "noauth")
                 for mode in order:
@@ -198,7 +237,17 @@ def main() -> None:
             print(f"{args.db}: noauth {rates['noauth']:.0f} creates/s, keystone {rates['keystone']:.0f} creates/s "
                   f"over {args.rounds} x {args.slice} s each: keystone/noauth {rates['keystone'] / rates['noauth']:.1%}"
                   " (target >= 90 %)", flush=True)
+            for mode, spy in spies.items():
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+                total, groups = profile_groups(Path(f"{tmp}/{mode}.spy"))
+                per = 1000.0 / PROFILE_RATE / apis[mode].requests  # ms per create, per sample
+                print(f"profile  {mode:<8} {total * per:.3f} ms holding the GIL per create: " + ", ".join(
+                    f"{name} {count * per:.3f}" for name, count in groups.items()), flush=True)
         finally:
+            for spy in spies.values():
+                if spy.poll() is None:
+                    spy.kill()
             for api in apis.values():
                 api.close()
             subprocess.run(["bash", str(ROOT / "scripts/keystone.sh"), "stop", str(keystone["dir"])], check=False)

@@ -182,3 +182,29 @@ def test_shell_completion_over_url_uses_the_same_credentials(remote) -> None:
     assert complete(f"provnet --url {url} --os-cloud alice net-show ") == ["plain,alice-tab-net"]
     assert complete(f"provnet --url {url} --os-cloud bob net-show ") == []  # another project: not visible
     assert complete(f"provnet --url {url} net-show ") == []
+
+
+def test_doctor_and_dhcp_config_over_url_read_with_the_callers_credentials(remote, tmp_path) -> None:
+    """`provnet --url URL --os-cloud NAME doctor` reads the registry through the API as NAME (its agents and
+    bindings checks run); without credentials it says it could not read it, as a finding, not a traceback; the
+    DHCP exports over --url read the reservations with the service user."""
+    url, env, _conf = remote
+    admin = ["--url", url, "--os-cloud", "root"]
+    provnet(env, *admin, "net-create", "phy_net", "--", "--router:external=True", "--provider:network_type",
+            "flat", "--provider:physical_network", "physnet1")
+    provnet(env, *admin, "subnet-create", "phy_net", "172.16.1.0/24", "--gateway", "172.16.1.2", "--name", "s1")
+    provnet(env, *admin, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.103", "--binding:host_id",
+            "compute9")
+    doctor = subprocess.run([PROVNET, *admin, "doctor", "-f", "json"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    checks = {f["check"] for f in json.loads(doctor.stdout)["findings"]}
+    assert "registry.unreachable" not in checks and "binding.port-failed" in checks, doctor.stdout
+    anonymous = subprocess.run([PROVNET, "--url", url, "doctor", "-f", "json"], env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
+    [unread] = [f for f in json.loads(anonymous.stdout)["findings"] if f["check"] == "registry.unreachable"]
+    assert "requires authentication" in unread["problem"]
+    out = tmp_path / "export"
+    provnet(env, "--url", url, "--os-cloud", "provnet", "dhcp-config", "--format", "dnsmasq", "--network",
+            "phy_net", "--interface", "lo", "--output-dir", str(out))
+    assert "172.16.1.103" in "".join(p.read_text() for p in out.iterdir())
