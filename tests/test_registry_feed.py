@@ -5,6 +5,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from registry_support import SEED_NETWORK, seed_subnet
@@ -153,6 +154,46 @@ def test_the_feed_delivers_batches_in_order_on_the_loop(reg) -> None:
     asyncio.run(main())
     assert [(c.kind, c.op) for c in seen] == [("router", "create")] * 3
     assert resyncs == []
+
+
+def test_writes_made_while_the_feed_gathers_arrive_as_one_batch(reg) -> None:
+    """Churn costs the subscribers per batch, not per write: the commits made after a batch (while the feed's
+    thread gathers) reach the subscribers together, in order, none lost. The gathering pause is a gate the test
+    opens (no time passes)."""
+    batches: list[list[str]] = []
+
+    class Collect:
+        def apply(self, changes) -> None:
+            batches.append([c.id for c in changes])
+
+        def resync(self) -> None:
+            pass
+
+    gate, paused = threading.Event(), threading.Event()
+
+    class Gated(ChangeFeed):
+        def gather(self) -> None:
+            paused.set()
+            gate.wait(30)
+
+    async def main() -> list[str]:
+        feed = Gated(reg, "test")
+        feed.subscribe(Collect())
+        await feed.start()
+        first = await asyncio.to_thread(reg.create_router, {"name": "first"})
+        assert await asyncio.to_thread(paused.wait, 30)
+        ids = [first.id]
+        for n in range(20):
+            ids.append((await asyncio.to_thread(reg.create_router, {"name": f"r{n}"})).id)
+        target = await asyncio.to_thread(reg.revision)
+        gate.set()
+        while feed.revision < target:
+            await feed.wait_beyond(feed.revision, 30)
+        await feed.stop()
+        return ids
+
+    ids = asyncio.run(main())
+    assert batches == [ids[:1], ids[1:]]
 
 
 def test_bulk_port_creates_and_revision_constrained_updates_record_exactly_what_they_did(reg) -> None:
