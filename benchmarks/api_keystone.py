@@ -151,8 +151,10 @@ class Api:
 def start_keystone(tmp: str) -> dict:
     directory = Path(tmp) / "keystone"
     port = free_port()
-    subprocess.run(["bash", str(ROOT / "scripts/keystone.sh"), "start", str(directory), str(port)], check=True,
-                   capture_output=True)
+    ran = subprocess.run(["bash", str(ROOT / "scripts/keystone.sh"), "start", str(directory), str(port)],
+                         capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise SystemExit(f"scripts/keystone.sh start failed (exit {ran.returncode}):\n{ran.stderr[-3000:]}")
     url = f"http://127.0.0.1:{port}/v3"
     admin = KeystoneAdmin(url, (directory / "admin-password").read_text().strip())
     admin.ensure_user("provnet", "bench-service-pw", "service", ("service",))
