@@ -321,6 +321,22 @@ def test_keystone_needs_its_settings_and_config_show_masks_the_password(tmp_path
             load_config([tmp_path / "b.conf"], env={})
 
 
+def test_memcached_servers_is_ignored_with_a_log_line(tmp_path: Path, caplog) -> None:
+    """Neutron's configuration files name memcached_servers: accepted, and the log says provnet caches in memory."""
+    import logging
+
+    from provnet.api.auth import keystone_settings
+
+    (tmp_path / "c.conf").write_text("[DEFAULT]\nauth_strategy = keystone\n[keystone_authtoken]\n"
+                                     "auth_url = http://k:5000/v3\nusername = neutron\npassword = pw-secret\n"
+                                     "memcached_servers = 10.0.0.9:11211\n")
+    with caplog.at_level(logging.INFO, logger="provnet.api.auth"):
+        settings = keystone_settings(load_config([tmp_path / "c.conf"], env={}))
+    assert settings.auth_url == "http://k:5000/v3" and settings.username == "neutron"
+    assert any("memcached_servers is ignored" in r.getMessage() for r in caplog.records)
+    assert "pw-secret" not in caplog.text
+
+
 def test_provnet_api_refuses_noauth_on_a_public_address_and_says_which_option(tmp_path: Path) -> None:
     import subprocess
     import sys
