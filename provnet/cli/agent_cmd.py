@@ -53,13 +53,13 @@ def register(group: click.Group) -> None:
         if once:
             _report_once(app, build)
         else:
-            run(config, build, api_url=app.api_url)
+            run(config, build, api_url=app.api_url, client=app.client)
 
 
 def _report_once(app, build) -> None:
     """One heartbeat (e.g. from a health check): exit status 1 if it failed."""
     try:
-        registry = open_store(app.config, app.api_url)
+        registry = open_store(app.config, app.api_url, app.client)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 

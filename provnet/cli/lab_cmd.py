@@ -62,8 +62,12 @@ def register(group: click.Group) -> None:
                   help=f"Number of VMs (instances with a port each), 1..{plan.MAX_VMS}.")
     @click.option("--dhcp-client", type=click.Choice(plan.DHCP_CLIENTS), default="udhcpc", show_default=True,
                   help="DHCP client in the VMs: busybox udhcpc (as cirros) or ISC dhclient.")
+    @click.option("--keystone", is_flag=True,
+                  help="Put the lab behind a real Keystone (scripts/keystone.sh, 127.0.0.1): the networking API "
+                       "validates tokens, the seed's commands run as the admin through it, the metadata agent, "
+                       "metadata API and DHCP server as a service user (clouds.yaml in <state-path>/lab).")
     @click.pass_context
-    def up(ctx: click.Context, vms: int, dhcp_client: str) -> None:
+    def up(ctx: click.Context, vms: int, dhcp_client: str, keystone: bool) -> None:
         """Build the lab: registry, namespaces, bridge, rules, services, VMs with leases.
 
         An earlier lab in the same state path (also one left by a crash) is removed first. Progress goes to
@@ -72,6 +76,7 @@ def register(group: click.Group) -> None:
         \b
         Example:
           provnet lab up --vms 3 --dhcp-client dhclient
+          provnet lab up --keystone        # the same behind Keystone, services with a service user
         """
         from provnet.lab import build
 
@@ -82,7 +87,7 @@ def register(group: click.Group) -> None:
             raise click.BadParameter(str(exc), param_hint="--vms") from None
         path = lab_state_path(ctx)
         try:
-            state = build.up(path, vms, dhcp_client, _progress)
+            state = build.up(path, vms, dhcp_client, _progress, keystone=keystone)
         except (build.LabError, OSError, ValueError, RuntimeError) as exc:
             raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet{_sp(ctx)} lab down` "
                                        "removes what was built)") from None

@@ -37,7 +37,8 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
     """
     overrides = {"metadata_listen": host, "metadata_listen_port": port}
     config = effective_config(app, overrides)
-    run(config, compose.metadata_api_services, api_url=app.api_url, reconfigure=rereader(app, overrides))
+    run(config, compose.metadata_api_services, api_url=app.api_url, client=app.client,
+        reconfigure=rereader(app, overrides))
 
 
 @click.command("metadata-agent")
@@ -87,14 +88,14 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     if config.metadata_workers > 1 and not os.environ.get(compose.LISTEN_FD):
         _agent_workers(app, config, reconfigure)
     else:
-        run(config, compose.metadata_agent_services, api_url=app.api_url, reconfigure=reconfigure)
+        run(config, compose.metadata_agent_services, api_url=app.api_url, client=app.client, reconfigure=reconfigure)
 
 
 def _agent_workers(app, config: Config, reconfigure) -> None:
     """metadata_workers > 1: bind the socket here and supervise that many agents serving it (each with its own
     registry connection, lookup cache, rate-limit table and /metrics; a /metrics request reaches one of them)."""
-    if app.api_url:
-        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url")
+    if app.api_url or app.companion:
+        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url or --os-cloud")
     try:
         sock = compose.bind_agent_socket(config)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from provnet.dataplane import firewall, iptables, l3, netns
 from provnet.lab import clients, plan, procs, teardown
+from provnet.lab import keystone as lab_keystone
 from provnet.lab.plan import Names
 from provnet.lab.state import LabState, Vm, lab_dir, save
 
@@ -40,8 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(state_path: str, api_port: int) -> Path:
-    """The lab's provnet.conf: its own SQLite store, socket, secret and metadata API port (loopback only).
+def write_config(state_path: str, api_port: int, keystone: str = "") -> Path:
+    """The lab's provnet.conf: its own SQLite store, socket, secret and metadata API port (loopback only); with
+    `keystone` ([keystone_authtoken] lines), the networking API's auth_strategy is keystone.
 
     Everything of the lab's provnet lives in <state_path>/lab, so a lab never touches a real store.
     """
@@ -51,6 +53,7 @@ def write_config(state_path: str, api_port: int) -> Path:
         "# Written by `provnet lab up`; every lab process reads it.\n"
         "[DEFAULT]\n"
         f"state_path = {root}\n"
+        + ("auth_strategy = keystone\n" if keystone else "") +
         f"metadata_proxy_shared_secret = {secrets.token_hex(16)}\n"
         "metadata_listen = 127.0.0.1\n"
         f"metadata_listen_port = {api_port}\n"
@@ -61,14 +64,21 @@ def write_config(state_path: str, api_port: int) -> Path:
         f"connection = sqlite:///{root}/provnet.sqlite\n"
         "[ovs]\n"
         f"bridge_mappings = physnet1:{plan.BRIDGE}\n"
+        + keystone
     )
     path.chmod(0o600)
     return path
 
 
 class Builder:
-    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress) -> None:
+    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress,
+                 keystone: bool = False) -> None:
         self.state_path = state_path
+        self.keystone: lab_keystone.LabKeystone | None = None  # `lab up --keystone`: set by the keystone step
+        self.with_keystone = keystone
+        self.client_args: list[str] = []  # how the lab's verbs and services reach the registry
+        self.service_args: list[str] = []
+        self.env: dict[str, str] = {}
         self.dir = lab_dir(state_path)
         self.vms = plan.parse_vms(vms)
         if dhcp_client not in plan.DHCP_CLIENTS:
@@ -93,7 +103,7 @@ class Builder:
         netns.ensure_namespace(name)
 
     def _spawn(self, name: str, argv: Sequence[str], namespace: str | None = None) -> procs.Proc:
-        proc = procs.spawn(name, argv, self.dir / "logs", namespace)
+        proc = procs.spawn(name, argv, self.dir / "logs", namespace, env=self.env)
         self.state.processes.append(proc)
         self._save()
         return proc
@@ -101,8 +111,8 @@ class Builder:
     def provnet(self, *args: str) -> str:
         """Run one `provnet` verb against the lab's store, as an operator's shell would, and return its stdout."""
         self.progress("  $ provnet " + " ".join(args))
-        done = subprocess.run([*provnet_argv(), "--config-file", str(self.conf), *args], capture_output=True,
-                              text=True, env=procs.inherited_env(), timeout=120)
+        done = subprocess.run([*provnet_argv(), "--config-file", str(self.conf), *self.client_args, *args],
+                              capture_output=True, text=True, env={**procs.inherited_env(), **self.env}, timeout=120)
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
             raise LabError(f"`provnet {' '.join(args)}` failed: {reason}")
@@ -117,6 +127,8 @@ class Builder:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("clean up a previous lab", self.clean),
             ("write config and DHCP client script", self.files),
+            *([("Keystone, its service user and the networking API behind it", self.identity)]
+              if self.with_keystone else []),
             ("create the registry with the seed's commands", self.registry),
             (f"fabric namespace {self.names.fabric} with bridge {plan.BRIDGE}", self.fabric),
             (f"external router {plan.EXTERNAL_ROUTER_IP} ({self.names.external}), upstream host {plan.UPSTREAM_IP}",
@@ -162,6 +174,25 @@ class Builder:
         clients.write_client_files(self.dir)
         (self.dir / "www" / "index.html").write_text("upstream ok: you came through the external router\n")
         self._save()
+
+    def identity(self) -> None:
+        """Keystone (scripts/keystone.sh), the lab's service user, `provnet api` with auth_strategy = keystone in
+        the catalog as the `network` service; from here on the seed's commands run as the admin through the API
+        and the lab's services as the service user."""
+        self.keystone, master = lab_keystone.start(self.dir)
+        self.state.processes.append(master)
+        self._save()
+        write_config(self.state_path, self.state.metadata_api_port, self.keystone.authtoken())
+        self.env = {"OS_CLIENT_CONFIG_FILE": str(self.keystone.clouds)}
+        port = free_port()
+        api = self._spawn("networking-api", [*provnet_argv(), "--config-file", str(self.conf), "api",
+                                             "--bind-port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        self._wait(api, lambda: _http_ok(f"{url}/healthz"))
+        self.keystone.admin.ensure_endpoint("network", "neutron", url)
+        self.client_args = ["--url", url, "--os-cloud", lab_keystone.ADMIN_CLOUD]
+        self.service_args = ["--url", url, "--os-cloud", lab_keystone.SERVICE_CLOUD]
+
 
     def registry(self) -> None:
         self.provnet(*plan.SEED_NET)
@@ -220,8 +251,10 @@ class Builder:
         netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
 
     def metadata(self) -> None:
-        api = self._spawn("metadata-api", [*provnet_argv(), "--config-file", str(self.conf), "metadata-api"])
-        agent = self._spawn("metadata-agent", [*provnet_argv(), "--config-file", str(self.conf), "metadata-agent"])
+        api = self._spawn("metadata-api", [*provnet_argv(), "--config-file", str(self.conf), *self.service_args,
+                                           "metadata-api"])
+        agent = self._spawn("metadata-agent", [*provnet_argv(), "--config-file", str(self.conf), *self.service_args,
+                                               "metadata-agent"])
         ns = l3.router_namespace(self.state.router_id)
         proxy = self._spawn("metadata-proxy", [
             *provnet_argv(), "--config-file", str(self.conf), "metadata-proxy", "--router-id",
@@ -237,8 +270,14 @@ class Builder:
         netns.ensure_veth(self.names.fabric, self.names.dhcp_port, ns, "eth0")
         netns.attach_to_bridge(self.names.fabric, self.names.dhcp_port, plan.BRIDGE)
         netns.ensure_address(ns, "eth0", plan.DHCP_SERVER_IP, 24)
-        server = self._spawn("dhcp-server", [*provnet_argv(), "--config-file", str(self.conf), "dhcp",
-                                             "--interface", "eth0", "--network", "phy_net"], ns)
+        if self.keystone is not None:  # the server reaches Keystone and the API on the host's loopback via relays
+            for port in (self.keystone.port, int(self.service_args[1].rsplit(":", 1)[1])):
+                host_side, ns_side = lab_keystone.relay_argv(self.dir, port)
+                self._spawn(f"relay-{port}", host_side)
+                relay = self._spawn(f"relay-{port}-{ns}", ns_side, ns)
+                self._wait(relay, lambda p=port: _listening(ns, "tcp", p))
+        server = self._spawn("dhcp-server", [*provnet_argv(), "--config-file", str(self.conf), *self.service_args,
+                                             "dhcp", "--interface", "eth0", "--network", "phy_net"], ns)
         self._wait(server, lambda: _listening(ns, "udp", 67))
 
     def vm_namespaces(self) -> None:
@@ -307,11 +346,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def up(state_path: str, vms: int, dhcp_client: str, progress: Progress) -> LabState:
+def up(state_path: str, vms: int, dhcp_client: str, progress: Progress, keystone: bool = False) -> LabState:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
     missing = [t for t in ("ip", "iptables-restore", "curl", "busybox", "ss",
-                           *(("dhclient",) if dhcp_client == "dhclient" else ())) if shutil.which(t) is None]
+                           *(("dhclient",) if dhcp_client == "dhclient" else ()),
+                           *(("socat",) if keystone else ())) if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    return Builder(state_path, vms, dhcp_client, progress).run()
+    return Builder(state_path, vms, dhcp_client, progress, keystone).run()

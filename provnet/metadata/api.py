@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import posixpath
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from provnet.config import Config, ConfigError
+from provnet.identity.tls import server_context
 from provnet.metadata import content
 from provnet.metadata.attribution import instance_gone, project_mismatch
 from provnet.metadata.audit import Audit, SecretRead
@@ -125,8 +127,9 @@ class MetadataApi:
                  clock: Callable[[], float] = time.monotonic, previous_secret: str = "",
                  http_tokens: str = "optional", hop_limit: int = 1, identity: IdentitySigner | None = None,
                  watch_max_per_instance: int = 8, watch_max_total: int = 4096, watch_max_timeout: float = 50.0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
+        self.ssl_context = ssl_context  # https when set ([wsgi] ssl_cert_file / ssl_key_file)
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
         self.feed = ChangeFeed(registry, "metadata API feed")
         self.feed.subscribe(self)
@@ -162,7 +165,9 @@ class MetadataApi:
         """The API as [DEFAULT] metadata_listen*, [api] and [metadata] say; ConfigError for a bad vendor file."""
         try:
             vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
-        except ValueError as exc:
+            ssl_context = server_context(config.get("wsgi.ssl_cert_file"), config.get("wsgi.ssl_key_file"),
+                                         "[wsgi] ssl_cert_file/ssl_key_file")
+        except ValueError as exc:  # TlsError too
             raise ConfigError(str(exc)) from None
         if not config.metadata_proxy_shared_secret:
             log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
@@ -178,7 +183,7 @@ class MetadataApi:
                    identity=identity_signer(config),
                    watch_max_per_instance=config.get("metadata.watch_max_per_instance"),
                    watch_max_total=config.get("metadata.watch_max_total"),
-                   watch_max_timeout=config.get("metadata.watch_max_timeout"))
+                   watch_max_timeout=config.get("metadata.watch_max_timeout"), ssl_context=ssl_context)
 
     def reload(self, config: Config) -> None:
         """SIGHUP: take the secrets, the identity key and the token defaults from `config` (each swapped whole,
@@ -200,9 +205,9 @@ class MetadataApi:
 
     async def start(self) -> None:
         await self.feed.start()
-        self.port = await self.server.listen_tcp(self.host, self.port)
-        log.info("metadata API on %s:%d (direct mode %s; identity documents %s)", self.host, self.port,
-                 ",".join(map(str, self.trusted)) if self.trusted else "off",
+        self.port = await self.server.listen_tcp(self.host, self.port, ssl=self.ssl_context)
+        log.info("metadata API on %s:%d%s (direct mode %s; identity documents %s)", self.host, self.port,
+                 " (https)" if self.ssl_context else "", ",".join(map(str, self.trusted)) if self.trusted else "off",
                  f"signed with {self.identity.key.path} (kid {self.identity.key.kid})" if self.identity else "off")
 
     async def stop(self) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import socket
+import ssl as ssl_module
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -457,12 +458,14 @@ class HttpServer:
         load = len(self._connections) / self.max_connections
         return scaled(self.header_timeout, load), scaled(self.idle_timeout, load)
 
-    async def listen_tcp(self, host: str, port: int, backlog: int = 4096) -> int:
-        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port."""
+    async def listen_tcp(self, host: str, port: int, backlog: int = 4096, ssl: ssl_module.SSLContext | None = None,
+                         ) -> int:
+        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port.
+        With `ssl`, connections are TLS (https)."""
         loop = self._loop = asyncio.get_running_loop()
         hosts = [h.strip() for h in host.split(",") if h.strip()] if "," in host else host
         self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
-                                                reuse_address=True)
+                                                reuse_address=True, ssl=ssl)
         self._start_watchdog()
         return self._server.sockets[0].getsockname()[1]
 

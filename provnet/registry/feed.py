@@ -79,6 +79,8 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._advanced is not None:
+            await self._notify()  # long-polls waiting in wait_beyond answer now, not at their timeout
         if self._watch is not None:
             self._watch.cancel()
         wake = getattr(self.registry, "wake_waiters", None)
@@ -195,7 +197,8 @@ class ChangeFeed:
         try:
             async with self._advanced:
                 await asyncio.wait_for(self._advanced.wait_for(
-                    lambda: self.revision is not None and self.revision > revision), timeout)
+                    lambda: self._stopping.is_set() or (self.revision is not None and self.revision > revision)),
+                    timeout)
         except TimeoutError:
             pass
         return self.revision
