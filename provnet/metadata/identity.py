@@ -139,6 +139,7 @@ class IdentitySigner:
     def __init__(self, key: IdentityKey, issuer: str, ttl: int) -> None:
         assert key.private is not None
         self.key = key
+        self._private = key.private
         self.issuer = issuer
         self.ttl = ttl
 
@@ -146,4 +147,4 @@ class IdentitySigner:
         issued = int(now)
         payload = {"iss": self.issuer, "aud": audience, "iat": issued, "nbf": issued, "exp": issued + self.ttl,
                    **claims}
-        return jwt.encode(payload, self.key.private, algorithm=ALGORITHM, headers={"kid": self.key.kid})
+        return jwt.encode(payload, self._private, algorithm=ALGORITHM, headers={"kid": self.key.kid})

@@ -19,15 +19,15 @@ class Form:
         self.kind = kind
         self.spec = spec
         self.columns = tuple(name for name, attr in spec.items() if attr.listed)
-        stored = [(name, attr) for name, attr in spec.items() if attr.field]
-        self._names = tuple(name for name, _ in stored)
-        self._get = attrgetter(*[attr.field for _, attr in stored])
-        self._dumps = tuple((name, attr.dump) for name, attr in stored if attr.dump is not None)
+        stored = [(name, attr, field) for name, attr in spec.items() if (field := attr.field)]
+        self._names = tuple(name for name, _, _ in stored)
+        self._get = attrgetter(*[field for _, _, field in stored])
+        self._dumps = tuple((name, attr.dump) for name, attr, _ in stored if attr.dump is not None)
         self._derived = tuple((name, attr.derive) for name, attr in spec.items()
                               if attr.field is None and attr.derive is not None)
         self._classes: dict[type, tuple[frozenset[str], frozenset[str]]] = {}
 
-    def dump(self, obj: Any) -> dict:
+    def dump(self, obj: Any) -> dict[str, Any]:
         out = dict(zip(self._names, self._get(obj), strict=True))
         for name, fn in self._dumps:
             out[name] = fn(out[name])
