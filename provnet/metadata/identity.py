@@ -69,7 +69,9 @@ def load_key(path: str) -> IdentityKey:
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise IdentityKeyError(f"identity key {path}: must be an EC P-256 key (openssl genpkey -algorithm EC "
                         "-pkeyopt ec_paramgen_curve:P-256)")
-    return IdentityKey(thumbprint(public), public, private, path)  # type: ignore[arg-type]
+    # an EC P-256 public key (checked above) comes from an EC P-256 private key
+    ec_private = private if isinstance(private, ec.EllipticCurvePrivateKey) else None
+    return IdentityKey(thumbprint(public), public, ec_private, path)
 
 
 def generate_key_file(path: str) -> None:

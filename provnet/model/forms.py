@@ -4,11 +4,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from provnet.model.validation import SPECS, Attr
 
-T = TypeVar("T")
+
+class _Dataclass(Protocol):
+    """Any dataclass (what dataclasses.fields takes)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+T = TypeVar("T", bound=_Dataclass)
 
 
 class Form:
@@ -41,7 +48,7 @@ class Form:
         project_id) the first with a value wins."""
         known = self._classes.get(cls)
         if known is None:
-            fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+            fields = dataclasses.fields(cls)
             known = self._classes[cls] = (frozenset(f.name for f in fields if f.init),
                                           frozenset(f.name for f in fields if f.default is not None
                                                     and f.default is not dataclasses.MISSING
