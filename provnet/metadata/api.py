@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 from provnet.config import Config, ConfigError
@@ -38,6 +39,7 @@ from provnet.metadata.tokens import (
 from provnet.metadata.watch import Watchers, WatchQuery, WatchRefused, bare, not_modified, parse_watch
 from provnet.model.errors import Conflict, InstanceNotFound, InvalidInput, NotFound, ServiceUnavailable
 from provnet.model.metadata_options import options_of
+from provnet.model.resources import Network, Subnet
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
@@ -71,8 +73,8 @@ class _Entry:
     networks: tuple[str, ...]  # the networks (and subnets) its ports are on: a change to one drops the entry
 
 
-def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict | None,
-                request_address: str | None, shared: dict | None = None) -> content.Source:
+def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict[str, Any] | None,
+                request_address: str | None, shared: dict[str, Network | Subnet] | None = None) -> content.Source:
     """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from.
 
     `shared` memoizes networks and subnets (many instances share them); the caller drops what changed.
@@ -82,19 +84,19 @@ def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_v
     vifs = []
     for port in registry.list_ports({"device_id": [instance_id]}):
         network = shared.get(port.network_id)
-        if network is None:
+        if not isinstance(network, Network):
             network = shared[port.network_id] = registry.get_network(port.network_id)
         subnets = []
         for subnet_id in dict.fromkeys(f.subnet_id for f in port.fixed_ips):
             subnet = shared.get(subnet_id)
-            if subnet is None:
+            if not isinstance(subnet, Subnet):
                 subnet = shared[subnet_id] = registry.get_subnet(subnet_id)
             subnets.append(subnet)
         vifs.append(content.Vif(port, network, tuple(subnets)))
     return content.Source(instance, vifs, dhcp_domain, static_vendor_data, request_address)
 
 
-def load_vendor_data(path: str) -> dict:
+def load_vendor_data(path: str) -> dict[str, Any]:
     """vendordata_jsonfile_path: a JSON object; an unreadable or non-object file is a startup error."""
     if not path:
         return {}
@@ -121,7 +123,7 @@ class MetadataApi:
     name = "metadata API"
 
     def __init__(self, registry: Registry, *, shared_secret: str, host: str = "127.0.0.1", port: int = 8775,
-                 dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
+                 dhcp_domain: str = "novalocal", static_vendor_data: dict[str, Any] | None = None,
                  trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0,
                  registry_timeout: float = 10.0, stale_if_error: float = 600.0,
                  clock: Callable[[], float] = time.monotonic, previous_secret: str = "",
@@ -156,7 +158,8 @@ class MetadataApi:
         self._cache: dict[str, _Entry] = {}
         self._refreshing: dict[str, asyncio.Future[content.MetadataTree | Response]] = {}
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
-        self._shared: dict = {}  # networks and subnets by id, shared by instances' loads; dropped per change
+        # networks and subnets by id, shared by instances' loads; dropped per change
+        self._shared: dict[str, Network | Subnet] = {}
         self._all_networks: list[str] | None = None
         self.invalidated = 0
 

@@ -17,7 +17,7 @@ class NeutronError(Exception):
     def type(self) -> str:
         return type(self).__name__
 
-    def to_body(self) -> dict:
+    def to_body(self) -> dict[str, dict[str, str]]:
         return {"NeutronError": {"type": self.type, "message": self.message, "detail": ""}}
 
 
