@@ -38,6 +38,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     auth = auth or Auth()
     metrics = Metrics()
     backend = Backend(registry, writers)
+    assert auth.policy is not None  # Auth.__post_init__ sets the default policy
     authz = Authz(auth.policy, registry, backend.read)
     app = web.Application(middlewares=[make_observe_middleware(metrics), errors, make_context_middleware(auth, authz)],
                           client_max_size=MAX_BODY)

@@ -157,6 +157,12 @@ class Authz:
     def enforcing(ctx: RequestContext) -> bool:
         return ctx.creds is not None
 
+    @staticmethod
+    def _creds(ctx: RequestContext) -> Mapping[str, Any]:
+        """The caller's credentials, where the caller already returned for noauth (creds None)."""
+        assert ctx.creds is not None
+        return ctx.creds
+
     async def _settle(self, networks: Networks, step: Callable[[], T], hint: Iterable[str] = ()) -> T:
         """Run the pure `step` until it stops asking for networks; the first read also takes `hint` (a list's
         network ids), so a whole page costs one registry call."""
@@ -181,10 +187,11 @@ class Authz:
             return items
         networks = Networks(self._owners)
         rule = f"get_{member}"
+        creds = ctx.creds
 
         def step() -> list[dict]:
             return [self._strip(ctx, member, item, networks) for item in items
-                    if self.policy.check(rule, Target(item, networks), ctx.creds)]
+                    if self.policy.check(rule, Target(item, networks), creds)]
 
         hint = {i["network_id"] for i in items if isinstance(i.get("network_id"), str)}
         return await self._settle(networks, step, hint)
@@ -196,7 +203,7 @@ class Authz:
         networks = Networks(self._owners)
 
         def step() -> dict:
-            if not self.policy.check(f"get_{member}", Target(item, networks), ctx.creds):
+            if not self.policy.check(f"get_{member}", Target(item, networks), self._creds(ctx)):
                 raise NOT_FOUND[member](str(item.get("id", "")))
             return self._strip(ctx, member, item, networks)
 
@@ -214,7 +221,8 @@ class Authz:
         if not rules:
             return item
         target = Target(item, networks)
-        hidden = [attr for attr, name in rules if attr in item and not self.policy.check(name, target, ctx.creds)]
+        creds = self._creds(ctx)
+        hidden = [attr for attr, name in rules if attr in item and not self.policy.check(name, target, creds)]
         return {k: v for k, v in item.items() if k not in hidden} if hidden else item
 
     # writes
@@ -244,7 +252,8 @@ class Authz:
         it is shared (else a 404 that does not say the network exists)."""
         network_id = target.data["network_id"]
         owner = networks.owner(network_id)
-        if owner is None or not self.policy.check("get_network", NetworkTarget(network_id, networks), ctx.creds):
+        if owner is None or not self.policy.check("get_network", NetworkTarget(network_id, networks),
+                                                  self._creds(ctx)):
             raise errors.NetworkNotFound(net_id=network_id)
         if owner != target.data.get("project_id", ctx.project_id):
             network = networks.full(network_id)
@@ -274,7 +283,7 @@ class Authz:
         networks = Networks(self._owners)
 
         def step() -> None:
-            if not self.policy.check(f"get_{member}", Target(current, networks), ctx.creds):
+            if not self.policy.check(f"get_{member}", Target(current, networks), self._creds(ctx)):
                 raise NOT_FOUND[member](str(current.get("id", "")))
             self._enforce(ctx, match_rule(action, member, {}), Target(current, networks))
 
@@ -286,14 +295,14 @@ class Authz:
             raise errors.PolicyNotAuthorized(action=f"rule:{rule}")
 
     def _enforce(self, ctx: RequestContext, rule: MatchRule, target: Target) -> None:
-        if not all(self.policy.check(name, target, ctx.creds) for name in rule.rules):
+        if not all(self.policy.check(name, target, self._creds(ctx)) for name in rule.rules):
             raise errors.PolicyNotAuthorized(action=rule.text)
 
     def _enforce_or_hide(self, ctx: RequestContext, member: str, current: dict, rule: MatchRule,
                          target: Target) -> None:
         """Neutron's update/delete: a refusal on something the caller cannot even see is its NotFound."""
-        if all(self.policy.check(name, target, ctx.creds) for name in rule.rules):
+        if all(self.policy.check(name, target, self._creds(ctx)) for name in rule.rules):
             return
-        if not self.policy.check(f"get_{member}", Target(current, target.networks), ctx.creds):
+        if not self.policy.check(f"get_{member}", Target(current, target.networks), self._creds(ctx)):
             raise NOT_FOUND[member](str(current.get("id", "")))
         raise errors.PolicyNotAuthorized(action=rule.text)

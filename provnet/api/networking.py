@@ -109,6 +109,7 @@ class NetworkingApi:
         page = wire.page_of(query, self.max_limit)
         list_fn = kind.method(self.registry, "list")
         limit = page.limit if page is not None else None
+        reverse = page is not None and page.reverse
         chunk = max(limit, VISIBLE_CHUNK) if limit is not None else None
         found: list[dict] = []
         marker = page.marker if page is not None else None
@@ -117,20 +118,20 @@ class NetworkingApi:
             async with self.list_lanes:
                 items = await self.backend.read_many(list_fn, query.filters, store_page)
             visible = await self.authz.visible(ctx, kind.member, [self.to_api(i) for i in items])
-            if page is not None and page.reverse:
+            if reverse:
                 found[:0] = visible
             else:
                 found.extend(visible)
             if chunk is None or limit is None or len(items) < chunk or len(found) >= limit:
                 break
-            marker = items[0].id if page.reverse else items[-1].id
+            marker = items[0].id if reverse else items[-1].id
         if limit is not None and len(found) > limit:
-            found = found[-limit:] if page.reverse else found[:limit]
+            found = found[-limit:] if reverse else found[:limit]
         extra = {}
         if limit is not None and (query.limit or len(found) >= limit):
             url, pairs = f"{base_url(request)}{request.path}", list(request.query.items())
             extra[f"{kind.collection}_links"] = wire.pagination_links(url, pairs, [i["id"] for i in found], limit,
-                                                                      page.reverse)
+                                                                      reverse)
         body = wire.encode_collection(kind.collection, (wire.select_fields(i, query.fields) for i in found), extra)
         return web.Response(body=body, content_type="application/json")
 

@@ -10,6 +10,7 @@ import logging
 import os
 import ssl
 import threading
+from typing import Any
 
 from keystoneauth1 import exceptions as ksa
 from openstack import config as os_config
@@ -37,8 +38,9 @@ class CloudAuth:
 
     def __init__(self, name: str | None, cacert: str | None = None) -> None:
         self.name = name or "envvars"
+        extra: dict[str, Any] = {"cacert": cacert} if cacert else {}  # (get_one's keyword arguments are typed)
         try:
-            self.region = os_config.OpenStackConfig().get_one(cloud=name, **({"cacert": cacert} if cacert else {}))
+            self.region = os_config.OpenStackConfig().get_one(cloud=name, **extra)
         except os_exceptions.ConfigException as exc:
             raise CloudError(f"cloud {self.name!r}: {_first_line(exc)}") from None
         except ksa.ClientException as exc:

@@ -1,6 +1,7 @@
 # `provnet lab up`: the seed's topology in namespaces, its registry made with the seed's commands, provnet's services.
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -275,7 +276,7 @@ class Builder:
                 host_side, ns_side = lab_keystone.relay_argv(self.dir, port)
                 self._spawn(f"relay-{port}", host_side)
                 relay = self._spawn(f"relay-{port}-{ns}", ns_side, ns)
-                self._wait(relay, lambda p=port: _listening(ns, "tcp", p))
+                self._wait(relay, functools.partial(_listening, ns, "tcp", port))
         server = self._spawn("dhcp-server", [*provnet_argv(), "--config-file", str(self.conf), *self.service_args,
                                              "dhcp", "--interface", "eth0", "--network", "phy_net"], ns)
         self._wait(server, lambda: _listening(ns, "udp", 67))

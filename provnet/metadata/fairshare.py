@@ -20,7 +20,7 @@ class FairShare:
         self.clock = clock
         self.running = 0
         self._flight: dict[str, int] = {}  # places held, by address
-        self._waiting: dict[str, deque[asyncio.Future]] = {}  # in rotation order: the next address first
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # in rotation order: the next address first
         self._recent = [("", -1e9), ("", -1e9)]  # the two most recent distinct addresses to ask, and when
 
     @property
@@ -52,7 +52,7 @@ class FairShare:
 
     async def wait(self, address: str) -> None:
         """Wait for this address's turn; the place is taken for it when granted."""
-        granted = asyncio.get_running_loop().create_future()
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(address, deque()).append(granted)
         self._grant()  # (a place may be free for it though others wait, over their share)
         try:

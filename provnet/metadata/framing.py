@@ -31,7 +31,8 @@ class _Stop(Exception):
 
 
 def _cause(exc: httptools.HttpParserCallbackError) -> BaseException | None:
-    return exc.__context__
+    context: BaseException | None = exc.__context__  # (httptools is untyped: exc is Any)
+    return context
 
 
 class RequestReader:

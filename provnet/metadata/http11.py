@@ -69,7 +69,7 @@ def reason(status: int) -> str:
         return "Unknown"
 
 
-def render_response(status: int, body: bytes, headers: list[tuple[str, str]] | tuple = (),
+def render_response(status: int, body: bytes, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
                     keep_alive: bool = True, head_only: bool = False) -> bytes:
     lines = [f"HTTP/1.1 {status} {reason(status)}\r\nContent-Length: {len(body)}\r\n"]
     for name, value in headers:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from provnet.metadata.fairshare import FairShare
 from provnet.metadata.http11 import Message
@@ -64,8 +65,8 @@ class MetadataProxy:
                  neighbours: NeighbourTable | None = None) -> None:
         if bool(router_id) == bool(network_id):
             raise ValueError("a metadata proxy serves exactly one router or one network")
-        self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
-                                         else ("X-Neutron-Network-ID", network_id))  # type: ignore[assignment]
+        self.id_header = "X-Neutron-Router-ID" if router_id else "X-Neutron-Network-ID"
+        self.id_value: str = router_id or network_id or ""  # exactly one of the two (checked above)
         self.bind, self.port = bind, port
         self.status_socket = status_socket
         self.metrics = Metrics("proxy")
@@ -144,7 +145,7 @@ class _EdgeCollector:
     def __init__(self, server: HttpServer) -> None:
         self.server = server
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("provnet_metadata_proxy_connections", "Open client connections.",
                                 value=self.server.open_connections)
         events = CounterMetricFamily(

@@ -136,14 +136,16 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.loop = server._loop
-        self.transport: asyncio.Transport | None = None
+        loop = server._loop
+        assert loop is not None  # connections are made once the server listens
+        self.loop = loop
+        self.transport: asyncio.Transport  # set by connection_made, before anything else runs
         self.peer = Peer("")
         self.reader = RequestReader()
         self.pending = b""  # input not yet parsed, from offset `pending_at`
         self.pending_at = 0
         self.failure: HttpError | None = None  # answered after the requests before it
-        self.busy: asyncio.Future | None = None  # the handler's pending answer
+        self.busy: asyncio.Future[Response] | None = None  # the handler's pending answer
         self.active = self.loop.time()  # last byte read or answer written
         self.partial_since: float | None = None  # when the request being received began
         self.stalled_since: float | None = None  # the client is not reading its answers
@@ -154,7 +156,7 @@ class _Connection(asyncio.Protocol):
         self.scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
         self.peer = Peer(_peer_address(transport))
         refusal = self.server._admit(self)
         if refusal is not None:
@@ -266,7 +268,7 @@ class _Connection(asyncio.Protocol):
         self.busy = future
         future.add_done_callback(lambda f: self._answered(request, f))
 
-    def _answered(self, request: Message, future: asyncio.Future) -> None:
+    def _answered(self, request: Message, future: asyncio.Future[Response]) -> None:
         self.busy = None
         if future.cancelled() or self.closed:
             return
@@ -417,6 +419,7 @@ class HttpServer:
 
     def _within_rate(self, source: str) -> bool:
         """A token bucket per address: `max_rate_per_source` new connections a second, as many at once."""
+        assert self._loop is not None  # connections are admitted once the server listens
         now = self._loop.time()
         rate = self.max_rate_per_source
         tokens, then = self._rates.get(source, (rate, now))
@@ -467,7 +470,8 @@ class HttpServer:
         self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
                                                 reuse_address=True, ssl=ssl)
         self._start_watchdog()
-        return self._server.sockets[0].getsockname()[1]
+        port_bound: int = self._server.sockets[0].getsockname()[1]
+        return port_bound
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
         await self.listen_socket(bind_unix(path, backlog, mode), backlog)
@@ -484,6 +488,7 @@ class HttpServer:
     def _start_watchdog(self) -> None:
         interval = max(0.05, min(FLOOR / 4, self.header_timeout / 4, self.idle_timeout / 4))
         loop = self._loop
+        assert loop is not None  # started by listen_*
 
         def tick() -> None:
             now = loop.time()

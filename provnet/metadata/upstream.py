@@ -37,15 +37,15 @@ class _Conn(asyncio.Protocol):
     """One upstream connection: reads one response at a time into `waiter`; bytes nobody asked for spoil it."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, before the connection is handed out
         self.reader: ResponseReader | None = None
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[Message] | None = None
         self.closed = False
         self.spoiled = False  # the upstream said something unasked (e.g. a 408): never reuse
         self.got_bytes = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -59,24 +59,24 @@ class _Conn(asyncio.Protocol):
             else:
                 waiter.set_exception(_Stale())
 
-    def send(self, data: bytes, waiter: asyncio.Future, head_only: bool) -> None:
+    def send(self, data: bytes, waiter: asyncio.Future[Message], head_only: bool) -> None:
         self.waiter, self.reader, self.got_bytes = waiter, ResponseReader(head_only), False
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        waiter = self.waiter
-        if waiter is None or waiter.done():
+        waiter, reader = self.waiter, self.reader  # send() sets both
+        if waiter is None or waiter.done() or reader is None:
             self.spoiled = True
             return
         self.got_bytes = True
         try:
-            response = self.reader.feed(data)
+            response = reader.feed(data)
         except HttpError as exc:
             waiter.set_exception(UpstreamUnavailable(exc.message))
             self.transport.close()
             return
         if response is not None:
-            self.spoiled = self.reader.extra
+            self.spoiled = reader.extra
             waiter.set_result(response)
 
 
@@ -126,7 +126,7 @@ class Upstream:
 
     async def _exchange(self, conn: _Conn, data: bytes, method: str) -> Message:
         loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter: asyncio.Future[Message] = loop.create_future()
         timer = loop.call_later(self.timeout, _expire, waiter)
         conn.send(data, waiter, method == "HEAD")
         try:
@@ -160,6 +160,6 @@ class _Timeout(Exception):
     pass
 
 
-def _expire(waiter: asyncio.Future) -> None:
+def _expire(waiter: asyncio.Future[Message]) -> None:
     if not waiter.done():
         waiter.set_exception(_Timeout())

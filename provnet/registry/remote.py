@@ -118,15 +118,15 @@ class RemoteRegistry:
             return conn, True
         if conn is not None:
             conn.close()
+        new: http.client.HTTPConnection
         if self._scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(self._netloc, timeout=self.timeout,
-                                                                            context=self._ssl)
+            new = http.client.HTTPSConnection(self._netloc, timeout=self.timeout, context=self._ssl)
         else:
-            conn = http.client.HTTPConnection(self._netloc, timeout=self.timeout)
-        self._local.conn = conn
+            new = http.client.HTTPConnection(self._netloc, timeout=self.timeout)
+        self._local.conn = new
         with self._lock:
-            self._all.append(conn)
-        return conn, False
+            self._all.append(new)
+        return new, False
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                 headers: Mapping[str, str] | None = None) -> Any:
