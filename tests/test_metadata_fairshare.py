@@ -42,7 +42,8 @@ def world(tmp_path_factory):
     state = tempfile.mkdtemp(prefix="pn-")
     topo = None
     try:
-        topo = build_topology(VMS)
+        # each VM on its port's MAC, as Nova plugs it: the agent checks the MAC the proxy reads ([metadata] verify_mac)
+        topo = build_topology(VMS, macs={vm: registry.get_port(port).mac_address for vm, port in seed.ports.items()})
         log_path = str(tmp / "proxy.log")
         start_proxy(topo, chain.socket_path, seed.router_id, state, log_path, 1024)
         wait_port(topo.router_ns, "127.0.0.1", 9697)
