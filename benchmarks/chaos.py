@@ -295,6 +295,7 @@ class World:
                                   "fixed_ips": [{"subnet_id": self.seed.subnet_id, "ip_address": ip}],
                                   "device_owner": "compute:nova", "name": f"dhcp-{ip}"})
         add_vm(registry, self.seed, "uncached", "172.16.1.111")  # a lookup no cache holds before row 2
+        macs = {vm: registry.get_port(port).mac_address for vm, port in self.seed.ports.items()}  # as Nova plugs
         registry.close()
 
         self.mnt.mkdir()
@@ -302,7 +303,7 @@ class World:
                        check=True)
         self.mounted = True
         self.state = self.mnt / "state"
-        self.topo = build_topology(vms)
+        self.topo = build_topology(vms, macs=macs)
         for mac in dhcp_macs:
             ns, outer = unique("pnv"), unique("pnh")
             self.topo.vm_ns[ns] = ns  # torn down with the others

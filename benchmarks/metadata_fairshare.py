@@ -64,6 +64,7 @@ def main() -> None:
     db_url = f"sqlite:///{workdir}/provnet.sqlite"
     registry = open_registry(db_url)
     seed = build_seed(registry, vms)
+    macs = {vm: registry.get_port(port).mac_address for vm, port in seed.ports.items()}  # as Nova plugs them
     registry.close()
     sock, api_port = f"{state}/metadata_proxy", free_port()
     conf = workdir / "provnet.conf"
@@ -78,7 +79,7 @@ def main() -> None:
         procs.start("agent", *base, "metadata-agent", "--socket", sock)
         wait_http(api_port)
         wait_unix(sock)
-        topo = build_topology(vms)
+        topo = build_topology(vms, macs=macs)
         with open(workdir / "proxy.log", "ab") as log:
             nofile = args.nofile
             proxy = subprocess.Popen(
