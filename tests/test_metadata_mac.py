@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from metadata_chain import Chain, agent_get, build_seed
 
+from provnet.config import ConfigError, load_config
+from provnet.metadata.agent import MetadataAgent
 from provnet.metadata.http11 import Message
 from provnet.metadata.neighbours import SOURCE_MAC_HEADER, NeighbourTable, mac_in_arp_table
 from provnet.metadata.proxy import agent_headers
@@ -85,3 +87,23 @@ def test_the_agent_checks_the_mac_unless_told_not_to(tmp_path, verify):
     finally:
         chain.close()
         registry.close()
+
+
+@pytest.mark.parametrize(("text", "expected"), [("", True), ("[metadata]\nverify_mac = false\n", False),
+                                                ("[metadata]\nverify_mac = true\n", True)])
+def test_verify_mac_comes_from_the_configuration_file(tmp_path, text, expected):
+    conf = tmp_path / "provnet.conf"
+    conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\nmetadata_proxy_shared_secret = s\n{text}")
+    registry = open_registry(f"sqlite:///{tmp_path}/provnet.sqlite")
+    try:
+        agent = MetadataAgent.from_config(load_config(files=[str(conf)], env={}), registry)
+        assert agent.verify_mac is expected
+    finally:
+        registry.close()
+
+
+def test_a_bad_verify_mac_value_is_a_configuration_error(tmp_path):
+    conf = tmp_path / "provnet.conf"
+    conf.write_text("[metadata]\nverify_mac = maybe\n")
+    with pytest.raises(ConfigError, match="verify_mac"):
+        load_config(files=[str(conf)], env={})
