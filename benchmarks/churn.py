@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import metadata_bootstorm as bs  # noqa: E402 - the storm's store, processes and clients
+from scale import cpu_seconds  # noqa: E402 - one reader of /proc/PID/stat for both benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,14 +60,6 @@ def churn(db_url: str, network_id: str, rate: float, go: multiprocessing.Event, 
         registry.delete_port(port_id)
     done.put((writes, active))
     registry.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(roots: dict[str, int]) -> dict[str, int]:

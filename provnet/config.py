@@ -115,6 +115,20 @@ def to_protocol(value: Any) -> str:
     return text
 
 
+def to_auth_strategy(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("noauth", "keystone"):
+        raise ValueError(f"must be noauth or keystone, got {value!r}")
+    return text
+
+
+def to_auth_type(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("password", "v3password"):
+        raise ValueError(f"only password authentication is supported for provnet's service user, got {value!r}")
+    return text
+
+
 # What each converter accepts, in the words of an error message ("... must be <this>, got 'x'").
 EXPECTED: dict[Callable[[Any], Any], str] = {
     to_bool: "a boolean (true or false)",
@@ -125,6 +139,8 @@ EXPECTED: dict[Callable[[Any], Any], str] = {
     to_nonneg_int: "an integer 0 or more",
     to_lease_time: f"an integer {MIN_LEASE}..{0xFFFFFFFF - 1} (seconds)",
     to_protocol: "http or https",
+    to_auth_strategy: "noauth or keystone",
+    to_auth_type: "password",
     to_token_mode: "optional or required",
     to_hop_limit: "an integer 1..64",
     to_wait: "an integer 1..55 (seconds)",
@@ -158,9 +174,45 @@ OPTIONS: tuple[Option, ...] = (
     Option("use_json", "DEFAULT", False, "Log JSON objects, one per line (time, level, logger, process, message, "
            "request_id), instead of text; --log-format json.", to_bool),
     # networking API (neutron-server)
-    Option("bind_host", "DEFAULT", "127.0.0.1", "Address the networking API listens on. It has no "
-           "authentication yet: keep it on a management network."),
+    Option("bind_host", "DEFAULT", "127.0.0.1", "Address the networking API listens on. Anything but a loopback "
+           "address needs auth_strategy = keystone (or noauth_allow_remote)."),
     Option("bind_port", "DEFAULT", 9696, "Port of the networking API.", to_port),
+    # identity (Neutron's auth_strategy and [keystone_authtoken]; oslo.policy's policy_file)
+    Option("auth_strategy", "DEFAULT", "noauth", "noauth (every caller is admin; loopback only) or keystone "
+           "(X-Auth-Token validated against Keystone, Neutron's policy).", to_auth_strategy),
+    Option("noauth_allow_remote", "DEFAULT", False, "Let auth_strategy = noauth listen on a non-loopback bind_host: "
+           "anyone who reaches it is admin. Only from a configuration file.", to_bool),
+    Option("policy_file", "oslo_policy", "", "Policy file in oslo.policy's YAML (or JSON) format overriding "
+           "Neutron's default rules by name (empty: the defaults)."),
+    Option("www_authenticate_uri", "keystone_authtoken", "", "Keystone URL clients are sent to in a 401's "
+           "WWW-Authenticate header (default: auth_url)."),
+    Option("auth_url", "keystone_authtoken", "", "Keystone URL provnet validates tokens at, e.g. "
+           "http://keystone:5000/v3."),
+    Option("auth_type", "keystone_authtoken", "password", "How provnet's service user authenticates (password).",
+           to_auth_type),
+    Option("username", "keystone_authtoken", "", "provnet's service user (needs the service or admin role to "
+           "validate tokens)."),
+    Option("password", "keystone_authtoken", "", "Password of the service user.", secret=True),
+    Option("project_name", "keystone_authtoken", "service", "Project of the service user."),
+    Option("user_domain_name", "keystone_authtoken", "Default", "Domain of the service user."),
+    Option("project_domain_name", "keystone_authtoken", "Default", "Domain of the service user's project."),
+    Option("cafile", "keystone_authtoken", "", "CA bundle to verify Keystone's certificate (https)."),
+    Option("insecure", "keystone_authtoken", False, "Do not verify Keystone's certificate.", to_bool),
+    Option("token_cache_time", "keystone_authtoken", 300.0, "Seconds a validated token is trusted without asking "
+           "Keystone again (never past its expiry): a revoked token works at most this long.", to_nonneg),
+    Option("negative_cache_time", "keystone_authtoken", 10.0, "Seconds a token Keystone refused is refused "
+           "without asking again.", to_nonneg),
+    Option("http_connect_timeout", "keystone_authtoken", 5.0, "Seconds to wait for Keystone before answering "
+           "503.", to_positive),
+    Option("memcached_servers", "keystone_authtoken", "", "Ignored (provnet caches tokens in memory); logged "
+           "when set.", to_list),
+    # TLS for the two HTTP APIs (oslo.service's [ssl] for neutron-server, nova's [wsgi] for the metadata API)
+    Option("cert_file", "ssl", "", "Certificate (PEM, chain included) of the networking API: with key_file it "
+           "serves https."),
+    Option("key_file", "ssl", "", "Private key of [ssl] cert_file."),
+    Option("ssl_cert_file", "wsgi", "", "Certificate (PEM) of the metadata API: with ssl_key_file it serves "
+           "https (agents then need nova_metadata_protocol = https)."),
+    Option("ssl_key_file", "wsgi", "", "Private key of [wsgi] ssl_cert_file."),
     Option("agent_down_time", "DEFAULT", 75.0, "Seconds without a heartbeat after which an agent is dead. "
            "Keep it at least twice [agent] report_interval.", to_positive),
     Option("pagination_max_limit", "DEFAULT", 1000, "Items one list answer of the networking API holds at most; "
@@ -188,6 +240,20 @@ OPTIONS: tuple[Option, ...] = (
            to_nonneg_int),
     Option("metadata_backlog", "DEFAULT", 4096, "Listen backlog of the agent's socket.", to_nonneg_int),
     Option("metadata_port", "DEFAULT", 9697, "Port the namespace metadata proxy listens on.", to_port),
+    Option("max_connections", "metadata_proxy", 4096, "Client connections one metadata proxy holds at most (0: "
+           "what the open files limit allows; the proxy raises its soft limit to the hard limit at start and lowers "
+           "this to fit). When full, the address holding the most connections loses its longest-idle one to a "
+           "newcomer; 503 only when none is idle.", to_nonneg_int),
+    Option("max_connections_per_source", "metadata_proxy", 64, "Connections one source address (one VM) may hold "
+           "open at a proxy; more are refused at once with 429, so one VM cannot starve the others (0: no cap).",
+           to_nonneg_int),
+    Option("max_connection_rate_per_source", "metadata_proxy", 100.0, "New connections a second one source "
+           "address may open at a proxy (as many at once); beyond, they are reset at once, so a VM reconnecting "
+           "in a loop costs the proxy little (0: no limit). cloud-init opens about 30 in a boot.", to_nonneg),
+    Option("header_timeout", "metadata_proxy", 30.0, "Seconds a client has to send a whole request, head and body, "
+           "before 408. Shrinks to 1 s as the proxy fills from half of max_connections to full.", to_positive),
+    Option("idle_timeout", "metadata_proxy", 30.0, "Seconds a keep-alive connection may stay idle, or a client "
+           "leave its answers unread, before the proxy closes it. Shrinks as header_timeout does.", to_positive),
     Option("rate_limit_enabled", "metadata_rate_limiting", False, "Limit requests per source address (429).",
            to_bool),
     Option("base_window_duration", "metadata_rate_limiting", 10.0, "Seconds of the base window.", to_positive),
@@ -206,6 +272,10 @@ OPTIONS: tuple[Option, ...] = (
            "read before answering 503 (a hung database delays no cached answer).", to_positive),
     Option("cache_stale_if_error", "metadata", 600.0, "Seconds the metadata agent and API keep answering from "
            "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
+    Option("verify_mac", "metadata", True, "The metadata agent requires the port with the request's address to "
+           "have the MAC the proxy read from its namespace's neighbour table (a guest on a neighbour's address "
+           "gets 404, not the neighbour's data). Requests without a MAC (Neutron's haproxy sends none; IPv6 and "
+           "routed sources) are identified by address alone.", to_bool),
     # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
     Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
            "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  iproute2 iptables curl procps psmisc
+  iproute2 iptables curl procps psmisc socat   # socat: loopback services reached from inside a namespace
   busybox isc-dhcp-client            # real DHCP clients for tests and the lab
   dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server   # peers: exports are checked by the real servers; perfdhcp
   haproxy nginx-light wrk            # HTTP anchor for the metadata benchmark
@@ -49,6 +49,11 @@ if ! .venv/bin/pip install -q -e '.[test]' >.venv/pip-install.log 2>&1; then
   exit 1
 fi
 .venv/bin/python -c 'import provnet, sqlalchemy, aiohttp'
+# Keystone for the identity tests and `lab up --keystone`, in its own virtualenv (its pins never meet provnet's)
+if ! bash scripts/keystone.sh install >.venv/keystone-install.log 2>&1; then
+  cat .venv/keystone-install.log >&2
+  exit 1
+fi
 
 # `provnet` on PATH and `man provnet`: symlinks to this checkout's venv and its generated manual page. Something
 # there that is not a symlink (an operator's own install) is left alone.

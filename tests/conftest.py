@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 # shared fixtures: `reg` (a fresh SqlRegistry) and `setup` (seed + metadata API/agent chain)
-pytest_plugins = ["registry_support", "metadata_chain"]
+pytest_plugins = ["registry_support", "metadata_chain", "keystone_support"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("PROVNET_TEST_PG_URL", "")

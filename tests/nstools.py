@@ -198,3 +198,38 @@ def wait_udp_listen(ns: str, port: int, proc: subprocess.Popen | None = None, ti
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on udp {port} in {ns}")
 
+
+
+class LoopbackRelay:
+    """Make host-loopback TCP ports reachable at the same 127.0.0.1:PORT inside namespace `ns` (two socat each:
+    TCP in the namespace -> a unix socket file -> TCP on the host's loopback). No host interface is touched."""
+
+    def __init__(self, ns: str, workdir: Path) -> None:
+        self.ns, self.workdir = ns, workdir
+        self.procs: list[subprocess.Popen] = []
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, port: int) -> None:
+        sock = self.workdir / f"relay-{port}.sock"
+        self.procs.append(subprocess.Popen(
+            ["socat", f"UNIX-LISTEN:{sock},fork,unlink-early", f"TCP:127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"socat did not create {sock}")
+            time.sleep(0.05)
+        sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+        self.procs.append(subprocess.Popen(
+            in_ns(self.ns, "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{sock}"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        deadline = time.monotonic() + 10
+        while not sh(*in_ns(self.ns, "ss", "-Hltn", f"sport = :{port}"), check=False).stdout.strip():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"socat does not listen on {port} in {self.ns}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            _kill(proc)
+        self.procs.clear()

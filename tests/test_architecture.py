@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "provnet"
 # cli -> runtime -> (api, metadata, dhcp, agents, dataplane, doctor) -> registry -> model; lab runs what an
 # operator runs (runtime, the registry), never the CLI
-LAYERS = {"model": 0, "config": 0, "metrics": 0, "binding": 0, "registry": 1,
+LAYERS = {"model": 0, "config": 0, "metrics": 0, "binding": 0, "identity": 1, "registry": 1,
           "api": 2, "metadata": 2, "dhcp": 2, "dataplane": 2, "agents": 2, "doctor": 2,
           "runtime": 3, "lab": 4, "cli": 5}
 

@@ -131,6 +131,25 @@ def test_configs_are_what_deploy_md_writes(tmp_path):
         "host2", {"physnet1": "br-phy"}, "@pnabc-h2")
     assert (h2.get("nova_metadata_host"), h2.state_path) == ("10.0.0.10", str(tmp_path / "hosts" / "host2"))
     assert all(path.stat().st_mode & 0o077 == 0 for path in confs.values())  # they hold the secret
+    # without Keystone the controller's API is noauth on the lab's own management network, said so in its file
+    assert (ctl.auth_strategy, ctl.noauth_allow_remote) == ("noauth", True)
+
+
+def test_lab_up_keystone_puts_the_controllers_api_behind_keystone(tmp_path):
+    from provnet.config import load_config
+    from provnet.identity.keystone_admin import KeystoneAdmin
+    from provnet.lab.build import write_configs
+    from provnet.lab.keystone import LabKeystone
+
+    ks = LabKeystone(tmp_path / "keystone", 35357, KeystoneAdmin("http://127.0.0.1:35357/v3", "x"), "s3cret",
+                     tmp_path / "clouds.yaml")
+    confs = write_configs(tmp_path, 1, Names("pnabc"), ks)
+    ctl = load_config([str(confs["controller"])])
+    assert (ctl.auth_strategy, ctl.noauth_allow_remote) == ("keystone", False)
+    assert (ctl.get("keystone_authtoken.auth_url"), ctl.get("keystone_authtoken.username"),
+            ctl.get("keystone_authtoken.password")) == ("http://127.0.0.1:35357/v3", "provnet-lab", "s3cret")
+    for name in ("host1", "dhcp"):  # the agents' password is in clouds.yaml, never in their configuration
+        assert "s3cret" not in confs[name].read_text()
 
 
 def test_judge_port_and_l3():
@@ -172,9 +191,14 @@ def test_supervisor_services_are_checked_and_die_with_it():
     for bad in (None, [], {"name": "x"}, {"name": "", "argv": ["a"]}, {"name": "x", "argv": []},
                 {"name": "x", "argv": [1]}, {"name": "../x", "argv": ["a"]}, {"name": "x", "argv": ["a"],
                                                                               "namespace": 3},
-                {"name": "x", "argv": ["a"], "notify": "yes"}):
+                {"name": "x", "argv": ["a"], "notify": "yes"}, {"name": "x", "argv": ["a"], "env": ["A=1"]},
+                {"name": "x", "argv": ["a"], "env": {"A": 1}}, {"name": "x", "argv": ["a"], "env": {"A=B": "1"}},
+                {"name": "x", "argv": ["a"], "env": {"": "1"}}):
         with pytest.raises(ControlError):
             Service.from_json(bad)
+    with_env = Service("x", ("true",), "pnabc-h1", True, {"OS_CLIENT_CONFIG_FILE": "/lab/clouds.yaml"})
+    assert Service.from_json(with_env.to_json()) == with_env  # what the supervisor is sent is what it runs
+    assert Service.from_json({"name": "x", "argv": ["a"]}).env == {}
 
 
 def test_the_lab_builds_no_dataplane_of_its_own():

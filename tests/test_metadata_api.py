@@ -76,6 +76,9 @@ def test_password_set_once_and_read_back(setup):
     path = "/openstack/2013-04-04/password"
     assert api_get(port, path, headers).body == b""
     assert api_get(port, path, headers, "POST", b"x" * 1021).status == 400
+    for bad in (b"a\x00b", b"\xed\xa0\x80", b"\xff"):  # NUL (a traceback per request, found by the fuzz), a
+        assert api_get(port, path, headers, "POST", bad).status == 400  # UTF-8-encoded surrogate, not UTF-8
+    assert registry.get_instance_password(vm1) in (None, "")  # nothing stored
     assert api_get(port, path, headers, "POST", b"encrypted-password").status == 200
     assert api_get(port, path, headers).body == b"encrypted-password"
     assert registry.get_instance_password(vm1) == "encrypted-password"

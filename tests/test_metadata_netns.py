@@ -15,6 +15,7 @@ from metadata_chain import (
     KEY,
     USER_DATA,
     Chain,
+    add_vm,
     build_seed,
     build_topology,
     ns_python,
@@ -36,13 +37,14 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metadata-netns")
     registry = open_registry(f"sqlite:///{tmp}/provnet.sqlite")
     seed = build_seed(registry)
+    add_vm(registry, seed, "victim", "172.16.1.120")  # a port with no namespace: "thief" takes its address
     chain = Chain(registry, tmp)
     topo = None
     state = tempfile.mkdtemp(prefix="pn-")  # short: unix socket paths are limited to 107 bytes
     try:
         macs = {vm: registry.get_port(port).mac_address for vm, port in seed.ports.items()}
-        topo = build_topology({"vm1": "172.16.1.103", "vm2": "172.16.1.104", "stranger": "172.16.1.150"},
-                              macs=macs)
+        topo = build_topology({"vm1": "172.16.1.103", "vm2": "172.16.1.104", "stranger": "172.16.1.150",
+                               "thief": "172.16.1.120"}, macs=macs)  # the thief keeps the MAC the kernel gave it
         log_path = str(tmp / "proxy.log")
         topo.start_proxy(chain.socket_path, seed.router_id, state, log_path)
         wait_port(topo.router_ns, "127.0.0.1", 9697)
@@ -238,3 +240,21 @@ def test_password_post_through_the_proxy(world):
     assert [a["status"] for a in answers] == [200, 200, 409]
     assert answers[1]["body"] == "ZW5jcnlwdGVk"
     assert world["registry"].get_instance_password(world["seed"].instances["vm2"]) == "ZW5jcnlwdGVk"
+
+
+def test_a_guest_on_a_neighbours_address_with_its_own_mac_gets_404_not_the_neighbours_data(world):
+    """Port security off (nothing here filters the segment): the thief's packets carry the victim's address, but
+    the router's neighbour table has the thief's MAC, which the proxy passes on and the agent checks; a copy of
+    the victim's MAC in the thief's own headers changes nothing."""
+    registry, seed = world["registry"], world["seed"]
+    victim_mac = registry.get_port(seed.ports["victim"]).mac_address
+    path = "/openstack/latest/meta_data.json"
+    answers = vm_requests(world["topo"], "thief", [["GET", path, [], ""],
+                                                    ["GET", path, [["X-Provnet-Source-MAC", victim_mac]], ""],
+                                                    ["GET", "/latest/meta-data/instance-id", [], ""]])
+    for answer in answers:
+        assert answer["status"] == 404, answer
+        assert "does not have MAC" in answer["body"] and victim_mac not in answer["body"]
+        assert seed.instances["victim"] not in answer["body"]
+    own = vm_requests(world["topo"], "vm1", [["GET", path, [], ""]])[0]  # the proxy read vm1's own MAC
+    assert own["status"] == 200 and seed.instances["vm1"] in own["body"]

@@ -97,6 +97,8 @@ def test_head_and_body_limits(loop, tmp_path):
         body = b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n"
         assert status_of(raw(proxy.port, body)) == 413
         assert status_of(raw(proxy.port, b"GARBAGE\r\n\r\n")) == 400
+        # issue 10 row 7: a non-ASCII digit in Content-Length was a traceback per request; now a 400
+        assert status_of(raw(proxy.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\nxx")) == 400
         chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         assert status_of(raw(proxy.port, chunked)) == 501
         # an idle keep-alive connection is closed quietly, without a stray 408

@@ -1,5 +1,5 @@
-# Pure pieces of the metadata path: HTTP/1.1 head parsing with bad input, the proxy's header rule, the agent's
-# header parsing, rate limiting, the status pages, and reading Neutron's metadata_agent.ini.
+# Pure pieces of the metadata path: HTTP/1.1 rendering (parsing: test_metadata_http.py), the proxy's header rule,
+# the agent's header parsing, rate limiting, the status pages, and reading Neutron's metadata_agent.ini.
 from __future__ import annotations
 
 import asyncio
@@ -11,60 +11,12 @@ from provnet.config import ConfigError, load_config
 from provnet.metadata import http11
 from provnet.metadata.agent import BadRequest, parse_forwarded_for, parse_scope
 from provnet.metadata.api import MetadataApi
-from provnet.metadata.http11 import HttpError, Message, parse_request_head, parse_response_head
+from provnet.metadata.http11 import Message
 from provnet.metadata.neutron_conf import read_neutron_ini
 from provnet.metadata.proxy import agent_headers
 from provnet.metadata.ratelimit import RateLimiter, Window
 from provnet.metadata.serving import Peer, Response
 from provnet.registry import open_registry
-
-
-def head(*lines: str) -> bytes:
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def test_request_head_parsed_with_case_insensitive_lookup():
-    req, length = parse_request_head(head("GET /openstack/latest/meta_data.json?x=1 HTTP/1.1", "Host: a",
-                                          "x-forwarded-for: 1.2.3.4", "X-Forwarded-For: 5.6.7.8"))
-    assert (req.method, req.path, req.query, length) == ("GET", "/openstack/latest/meta_data.json", "x=1", 0)
-    assert req.get_all("X-FORWARDED-FOR") == ["1.2.3.4", "5.6.7.8"]
-    assert req.keep_alive
-    req10, _ = parse_request_head(head("GET / HTTP/1.0"))
-    assert not req10.keep_alive
-    close, _ = parse_request_head(head("GET / HTTP/1.1", "Connection: close"))
-    assert not close.keep_alive
-
-
-@pytest.mark.parametrize("raw,status", [
-    (head("GET /"), 400),
-    (head("GET / HTTP/2.0"), 400),
-    (head("BREW / HTTP/1.1"), 501),
-    (head("GET http://evil/ HTTP/1.1"), 400),
-    (head("GET / HTTP/1.1", "Bad Header: x"), 400),
-    (head("GET / HTTP/1.1", "NoColon"), 400),
-    (head("GET / HTTP/1.1", " folded: x"), 400),
-    (head("GET / HTTP/1.1", "X: a\x00b"), 400),
-    (head("POST / HTTP/1.1", "Content-Length: -1"), 400),
-    (head("POST / HTTP/1.1", "Content-Length: 1", "Content-Length: 2"), 400),
-    (head("POST / HTTP/1.1", "Content-Length: 99999999"), 413),
-    (head("POST / HTTP/1.1", "Transfer-Encoding: chunked"), 501),
-    (head("GET / HTTP/1.1", "Host: a", "Host: b"), 400),
-    (head("GET / HTTP/1.1", *[f"X-{i}: y" for i in range(http11.MAX_HEADERS + 1)]), 431),
-    (b"\r\n\r\n", 400),
-])
-def test_bad_request_heads_get_a_clear_status(raw, status):
-    with pytest.raises(HttpError) as err:
-        parse_request_head(raw)
-    assert err.value.status == status and err.value.message
-
-
-def test_response_heads():
-    resp, length, chunked = parse_response_head(head("HTTP/1.1 404 Not Found", "Content-Length: 3"))
-    assert (resp.status, length, chunked, resp.keep_alive) == (404, 3, False, True)
-    _, length, chunked = parse_response_head(head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"))
-    assert (length, chunked) == (None, True)
-    with pytest.raises(HttpError):
-        parse_response_head(head("garbage"))
 
 
 def test_rendered_response_has_length_and_no_body_for_head():

@@ -1,5 +1,5 @@
 # The keep-alive pool to the agent/API against hand-written upstreams (chunked, close-delimited, closing idle
-# connections, garbage), and the once-per-loop-iteration registry revision.
+# connections, garbage, malformed chunk sizes).
 from __future__ import annotations
 
 import asyncio
@@ -152,3 +152,20 @@ def test_unasked_bytes_on_an_idle_connection_never_pass_for_the_next_answer():
         return first.body, second.status, second.body
 
     assert run(go()) == (b"first", 200, b"first")  # the second went on a fresh connection, not the 408
+
+
+@pytest.mark.parametrize("size", [b"-6", b"0x5", b"+5", b"5_0", b"5 ", b"fffffffffffffffffffff"])
+def test_malformed_chunk_sizes_are_refused_at_once(size):
+    """Issue 10 row 7: the old reader took 0x/_/signs and looped forever on -6; now: refused, the connection closed."""
+    async def go():
+        server, port, _ = await serve([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size
+                                       + b"\r\nhello\r\n0\r\n\r\n"])
+        try:
+            async with asyncio.timeout(5):  # a refusal, not the request timeout
+                await Upstream(Target(port=port), timeout=60).request("GET", "/", [])
+        except UpstreamUnavailable as exc:
+            return str(exc)
+        finally:
+            server.close()
+
+    assert "chunk size" in run(go()).lower()

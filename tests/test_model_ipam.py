@@ -84,3 +84,14 @@ def test_ipv6_pools_are_probed_without_overflow() -> None:
     probes = probe_addresses(v6, random.Random(5))
     assert len(probes) == 16 and all(p.startswith("fd00::") for p in probes)
     assert pick_ip(v6, ["fd00::2"]) is not None
+
+
+def test_an_allocation_pool_holds_addresses_of_its_own_version_only():
+    # mypy found the old comparison mixing versions (an IPv6 address against an IPv4 pool raised TypeError);
+    # '::a' has the same integer as 0.0.0.10, inside this pool by number but not by version
+    pool = AllocationPool("0.0.0.1", "0.0.0.255")
+    assert "0.0.0.10" in pool
+    assert "::a" not in pool
+    assert "0.0.1.0" not in pool
+    assert "2001:db8::5" not in AllocationPool("2001:db8::1", "2001:db8::4")
+    assert "2001:db8::3" in AllocationPool("2001:db8::1", "2001:db8::4")

@@ -13,7 +13,7 @@ from registry_support import SEED_NETWORK, seed_subnet
 from provnet.model.errors import NeutronError
 from provnet.registry import sql_changes
 from provnet.registry.changes import Change
-from provnet.registry.feed import ChangeFeed
+from provnet.registry.feed import COALESCE, ChangeFeed
 
 
 def _seed(reg):
@@ -194,6 +194,23 @@ def test_writes_made_while_the_feed_gathers_arrive_as_one_batch(reg) -> None:
 
     ids = asyncio.run(main())
     assert batches == [ids[:1], ids[1:]]
+
+
+def test_the_feed_gathers_only_under_churn(reg) -> None:
+    """A lone change on a quiet system goes on at once; a batch that follows the previous one within COALESCE makes
+    the feed wait COALESCE for what comes next. Clock and wait injected: no time passes."""
+    feed = ChangeFeed(reg, "test")
+    now, waits = [1000.0], []
+    feed.clock = lambda: now[0]
+    feed._stopping.wait = lambda seconds: waits.append(seconds)  # type: ignore[method-assign]
+    feed.gather()
+    assert waits == []  # the first batch after a quiet time
+    now[0] += COALESCE / 2
+    feed.gather()
+    assert waits == [COALESCE]  # churn: gather
+    now[0] += 10 * COALESCE
+    feed.gather()
+    assert waits == [COALESCE]  # quiet again
 
 
 def test_bulk_port_creates_and_revision_constrained_updates_record_exactly_what_they_did(reg) -> None:

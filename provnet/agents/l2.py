@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,7 @@ class L2Agent:
         self._full = True
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._events = None
+        self._events: socket.socket | None = None  # rtnetlink link events, while there are bridges to watch
         self._worker: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
 

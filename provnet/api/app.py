@@ -4,14 +4,17 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import ssl
 import sys
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from provnet.api.auth import Auth, api_ssl_context, make_context_middleware
+from provnet.api.authz import Authz
 from provnet.api.backend import Backend
 from provnet.api.metadata_v1 import MetadataRoutes, MetadataSettings
-from provnet.api.middleware import Metrics, context, errors, json_response, make_observe_middleware
+from provnet.api.middleware import Metrics, errors, json_response, make_observe_middleware
 from provnet.api.networking import NetworkingApi
 from provnet.api.provnet_v1 import ProvnetApi
 from provnet.api.wire import PAGINATION_MAX_LIMIT
@@ -28,12 +31,16 @@ METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | None = None,
-             metadata: MetadataSettings | None = None,
+             auth: Auth | None = None, metadata: MetadataSettings | None = None,
              pagination_max_limit: int = PAGINATION_MAX_LIMIT) -> web.Application:
-    """The whole API over one registry. Middlewares run in this order: observe, errors, context (auth goes here)."""
+    """The whole API over one registry. Middlewares run in this order: observe, errors, context (noauth, or the
+    Keystone token and /provnet/v1's rules); the handlers apply Neutron's policy through one Authz."""
+    auth = auth or Auth()
     metrics = Metrics()
     backend = Backend(registry, writers)
-    app = web.Application(middlewares=[make_observe_middleware(metrics), errors, context],
+    assert auth.policy is not None  # Auth.__post_init__ sets the default policy
+    authz = Authz(auth.policy, registry, backend.read)
+    app = web.Application(middlewares=[make_observe_middleware(metrics), errors, make_context_middleware(auth, authz)],
                           client_max_size=MAX_BODY)
     app[BACKEND_KEY] = backend
     app[METRICS_KEY] = metrics
@@ -50,7 +57,7 @@ def make_app(registry: Registry, agent_down_time: float = 75.0, writers: int | N
     app.on_startup.append(start_backend)
     app.on_shutdown.append(stop_backend)
     app.on_cleanup.append(close_backend)
-    NetworkingApi(backend, agent_down_time, pagination_max_limit).add_routes(app)
+    NetworkingApi(backend, agent_down_time, authz, pagination_max_limit).add_routes(app)
     ProvnetApi(backend, agent_down_time, pagination_max_limit).add_routes(app)
     MetadataRoutes(backend, metadata or MetadataSettings()).add_routes(app)
 
@@ -99,8 +106,8 @@ class ApiService:
     name = "networking API"
 
     def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9696,
-                 agent_down_time: float = 75.0, writers: int | None = None,
-                 metadata: MetadataSettings | None = None,
+                 agent_down_time: float = 75.0, writers: int | None = None, auth: Auth | None = None,
+                 ssl_context: ssl.SSLContext | None = None, metadata: MetadataSettings | None = None,
                  pagination_max_limit: int = PAGINATION_MAX_LIMIT, tune_runtime: bool = True) -> None:
         self.registry = registry
         self.metadata = metadata
@@ -110,19 +117,29 @@ class ApiService:
         self.port = port
         self.agent_down_time = agent_down_time
         self.writers = writers
+        self.auth = auth or Auth()
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
 
     @classmethod
     def from_config(cls, config: Config, registry: Registry) -> ApiService:
+        """The API as configured; ConfigError (naming the option) for an unusable identity or TLS setting."""
         return cls(registry, config.bind_host, config.bind_port, config.agent_down_time,
-                   writers=writers_for(config.db_url), metadata=MetadataSettings.from_config(config),
+                   writers=writers_for(config.db_url), auth=Auth.from_config(config),
+                   ssl_context=api_ssl_context(config), metadata=MetadataSettings.from_config(config),
                    pagination_max_limit=config.get("pagination_max_limit"))
 
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
+
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.registry, self.agent_down_time, self.writers, self.metadata,
-                                              self.pagination_max_limit), access_log=None)
+        app = make_app(self.registry, self.agent_down_time, self.writers, self.auth, self.metadata,
+                       self.pagination_max_limit)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -134,9 +151,10 @@ class ApiService:
             self.port = self._runner.addresses[0][1]
         if self.tune_runtime:  # after start-up, so what it made is frozen too
             tune_runtime()
-        log.info("networking API listening on http://%s:%d", self.host, self.port)
+        log.info("networking API listening on %s (auth_strategy %s)", self.url, self.auth.strategy)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.auth.close()

@@ -58,6 +58,7 @@ class Backend:
         loop, even on SQLite)."""
         if self._inline_first and inline:
             try:
+                # without_waiting is SqlRegistry's, not the Registry interface's (checked by hasattr in __init__)
                 return self.registry.without_waiting(fn, *args)  # type: ignore[attr-defined]
             except WriteWouldWait:
                 pass  # another process is writing: wait for it in the writer thread, not on the loop

@@ -44,8 +44,8 @@ class MetadataRoutes:
         self.settings = settings
         self._jwks: tuple[tuple, dict] | None = None  # (the key files' identities, the JWKS made from them)
 
-    def _key_files(self) -> tuple:
-        out = []
+    def _key_files(self) -> tuple[tuple[str, int | None, int | None], ...]:
+        out: list[tuple[str, int | None, int | None]] = []
         for path in (self.settings.signing_key, *self.settings.verify_keys):
             try:
                 st = os.stat(path)

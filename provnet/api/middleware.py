@@ -1,4 +1,5 @@
-# The API's middlewares, outermost first: request id + access log + metrics, errors as NeutronError bodies, context.
+# The API's middlewares, outermost first: request id + access log + metrics, errors as NeutronError bodies, context
+# (noauth here; the Keystone one is provnet/api/auth.py).
 from __future__ import annotations
 
 import json
@@ -6,8 +7,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,12 +28,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Who is asking. Without authentication everyone is an admin of the project the headers name; a token check
-    later is one middleware that builds this from the token instead."""
+    """Who is asking. Without authentication (noauth) everyone is an admin of the project the headers name and
+    `creds` is None (no policy); with Keystone it comes from the token (provnet/api/auth.py)."""
 
     request_id: str
     project_id: str
     is_admin: bool = True
+    user_id: str = ""
+    is_service: bool = False
+    creds: Mapping[str, Any] | None = None  # the policy's view of the caller; None: no policy is enforced
 
 
 class Metrics:
@@ -59,12 +64,16 @@ def error_response(exc: NeutronError) -> web.Response:
     return json_response(exc.to_body(), status=exc.status)
 
 
+UNMATCHED = "unmatched"
+
+
 def route_name(request: web.Request) -> str:
-    """The route template (`/v2.0/ports/{id}`), not the path: bounded label values for the metrics."""
+    """The route template (`/v2.0/ports/{id}`), not the path: bounded label values for the metrics, the key of
+    the route's policy decision (provnet.api.auth.ROUTE_POLICY)."""
     info = request.match_info
     resource = info.route.resource if info.route is not None else None
     if resource is None or info.http_exception is not None:
-        return "unmatched"
+        return UNMATCHED
     return resource.canonical.replace("{ext}", "")
 
 
@@ -138,7 +147,7 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 @web.middleware
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No authentication yet: the project is X-Project-Id / X-Tenant-Id, else Neutron's noauth default."""
+    """noauth: the project is X-Project-Id / X-Tenant-Id, else Neutron's noauth default (Keystone: api/auth.py)."""
     project = (request.headers.get("X-Project-Id") or request.headers.get("X-Tenant-Id") or "").strip()
     request[CONTEXT_KEY] = RequestContext(request_id=request[REQUEST_ID_KEY], project_id=project or DEFAULT_PROJECT_ID)
     return await handler(request)

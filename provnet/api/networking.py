@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from provnet.api import wire
+from provnet.api.authz import Authz
 from provnet.api.backend import Backend
 from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
@@ -18,6 +20,7 @@ from provnet.model.resources import Agent
 # Lists rendered at once per app (the others wait their turn on the loop): each is Python work that holds the
 # GIL, and every thread wanting it delays the event loop's next turn by up to a switch interval
 LIST_LANES = 2
+VISIBLE_CHUNK = 200  # items read per store page when the policy may hide some of them
 LARGE_BODY = 64 * 1024  # create bodies past this size are handled wholly off the event loop
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path
 ID = "{id:[^/]+?}"
@@ -76,10 +79,12 @@ async def list_response(request: web.Request, backend: Backend, list_fn: Callabl
 
 
 class NetworkingApi:
-    def __init__(self, backend: Backend, agent_down_time: float, max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
+    def __init__(self, backend: Backend, agent_down_time: float, authz: Authz,
+                 max_limit: int = wire.PAGINATION_MAX_LIMIT) -> None:
         self.backend = backend
         self.registry = backend.registry
         self.agent_down_time = agent_down_time
+        self.authz = authz  # Neutron's policy: one call per step below (nothing is checked under noauth)
         self.max_limit = max_limit
         self.list_lanes = asyncio.Semaphore(LIST_LANES)
 
@@ -96,6 +101,39 @@ class NetworkingApi:
             created = self.registry.create_many(kind.member, items)
             return wire.encode_collection(kind.collection, (self.to_api(o) for o in created))
         return json.dumps({kind.member: self.to_api(kind.method(self.registry, "create")(items[0]))}).encode()
+
+    async def _list_visible(self, request: web.Request, ctx: RequestContext, kind: Kind) -> web.Response:
+        """A list under Neutron's policy: the store's pages (sorted, from the marker) read until `limit` items the
+        caller may see are found or the store has no more; the links name only items the caller sees."""
+        query = wire.parse_query(request.query.items())
+        page = wire.page_of(query, self.max_limit)
+        list_fn = kind.method(self.registry, "list")
+        limit = page.limit if page is not None else None
+        reverse = page is not None and page.reverse
+        chunk = max(limit, VISIBLE_CHUNK) if limit is not None else None
+        found: list[dict] = []
+        marker = page.marker if page is not None else None
+        while True:
+            store_page = dataclasses.replace(page, marker=marker, limit=chunk) if page is not None else None
+            async with self.list_lanes:
+                items = await self.backend.read_many(list_fn, query.filters, store_page)
+            visible = await self.authz.visible(ctx, kind.member, [self.to_api(i) for i in items])
+            if reverse:
+                found[:0] = visible
+            else:
+                found.extend(visible)
+            if chunk is None or limit is None or len(items) < chunk or len(found) >= limit:
+                break
+            marker = items[0].id if reverse else items[-1].id
+        if limit is not None and len(found) > limit:
+            found = found[-limit:] if reverse else found[:limit]
+        extra = {}
+        if limit is not None and (query.limit or len(found) >= limit):
+            url, pairs = f"{base_url(request)}{request.path}", list(request.query.items())
+            extra[f"{kind.collection}_links"] = wire.pagination_links(url, pairs, [i["id"] for i in found], limit,
+                                                                      reverse)
+        body = wire.encode_collection(kind.collection, (wire.select_fields(i, query.fields) for i in found), extra)
+        return web.Response(body=body, content_type="application/json")
 
     # documents
     async def versions(self, request: web.Request) -> web.Response:
@@ -117,38 +155,57 @@ class NetworkingApi:
     # collections
     def handlers(self, kind: Kind) -> dict[str, Callable]:
         async def list_(request: web.Request) -> web.Response:
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                return await self._list_visible(request, ctx, kind)
             return await list_response(request, self.backend, kind.method(self.registry, "list"), kind.collection,
                                        self.to_api, self.max_limit, self.list_lanes)
 
         async def show(request: web.Request) -> web.Response:
             query = wire.parse_query(request.query.items())
             obj = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
-            return json_response({kind.member: wire.select_fields(self.to_api(obj), query.fields)})
+            shown = await self.authz.show(request[CONTEXT_KEY], kind.member, self.to_api(obj))
+            return json_response({kind.member: wire.select_fields(shown, query.fields)})
 
         async def create(request: web.Request) -> web.Response:
             raw, ctx = await request.read(), request[CONTEXT_KEY]
-            if len(raw) > LARGE_BODY:  # a bulk: parsed, created and encoded in the writer thread, not the loop
-                body = await self.backend.write(self._create_many, raw, kind, ctx, inline=False)
+            enforcing = self.authz.enforcing(ctx)
+            if len(raw) > LARGE_BODY and not enforcing:  # a bulk: parsed, created and encoded in the writer
+                body = await self.backend.write(self._create_many, raw, kind, ctx, inline=False)  # thread
                 return web.Response(body=body, status=201, content_type="application/json")
-            items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
+            if len(raw) > LARGE_BODY:  # parsed off the loop, then checked item by item against the policy
+                items, bulk = await asyncio.to_thread(wire.parse_create_body, raw, kind.member, kind.collection)
+            else:
+                items, bulk = wire.parse_create_body(raw, kind.member, kind.collection)
             items = [with_project(attrs, ctx) for attrs in items]
+            await self.authz.check_create(ctx, kind.member, items)
             if bulk:  # one transaction: all of them, or none (and nobody saw the first ones)
                 created = await self.backend.write(self.registry.create_many, kind.member, items, inline=False)
-                return json_response({kind.collection: [self.to_api(o) for o in created]}, status=201)
+                shown = [await self.authz.view(ctx, kind.member, self.to_api(o)) for o in created]
+                return json_response({kind.collection: shown}, status=201)
             obj = await self.backend.write(kind.method(self.registry, "create"), items[0])
-            return json_response({kind.member: self.to_api(obj)}, status=201)
+            return json_response({kind.member: await self.authz.view(ctx, kind.member, self.to_api(obj))},
+                                 status=201)
 
         async def update(request: web.Request) -> web.Response:
             attrs = wire.parse_member_body(await request.read(), kind.member)
             if_revision = wire.parse_if_match(request.headers.get("If-Match"))
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                current = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
+                await self.authz.check_update(ctx, kind.member, self.to_api(current), attrs)
             update = kind.method(self.registry, "update")
             if if_revision is None:  # (agents have no revision)
                 obj = await self.backend.write(update, request.match_info["id"], attrs)
             else:
                 obj = await self.backend.write(update, request.match_info["id"], attrs, if_revision)
-            return json_response({kind.member: self.to_api(obj)})
+            return json_response({kind.member: await self.authz.view(ctx, kind.member, self.to_api(obj))})
 
         async def delete(request: web.Request) -> web.Response:
+            ctx = request[CONTEXT_KEY]
+            if self.authz.enforcing(ctx):
+                current = await self.backend.read(kind.method(self.registry, "get"), request.match_info["id"])
+                await self.authz.check_delete(ctx, kind.member, self.to_api(current))
             await self.backend.write(kind.method(self.registry, "delete"), request.match_info["id"])
             return web.Response(status=204)
 
@@ -171,11 +228,22 @@ class NetworkingApi:
             raise HTTPBadRequest(msg="Bad router request: Either subnet_id or port_id must be specified.")
         if subnet_id and port_id and action == "add_router_interface":
             raise HTTPBadRequest(msg="Bad router request: Cannot specify both subnet-id and port-id.")
+        ctx = request[CONTEXT_KEY]
+        if self.authz.enforcing(ctx):
+            router = await self.backend.read(self.registry.get_router, request.match_info["id"])
+            await self.authz.check_action(ctx, action, "router", router.to_api())
+            if subnet_id:
+                subnet = await self.backend.read(self.registry.get_subnet, subnet_id)
+                await self.authz.show(ctx, "subnet", subnet.to_api())
+            if port_id:
+                port = await self.backend.read(self.registry.get_port, port_id)
+                await self.authz.show(ctx, "port", port.to_api())
         fn = getattr(self.registry, action)
         result = await self.backend.write(fn, request.match_info["id"], subnet_id, port_id)
         return json_response(result)
 
-    # L3 agent scheduling (Neutron's l3_agent_scheduler extension)
+    # L3 agent scheduling (Neutron's l3_agent_scheduler extension); its rules are checked before the handler
+    # (provnet.api.auth.ROUTE_POLICY)
     async def l3_routers(self, request: web.Request) -> web.Response:
         routers = await self.backend.read(self.registry.list_routers_on_l3_agent, request.match_info["id"])
         return json_response({"routers": [r.to_api() for r in routers]})

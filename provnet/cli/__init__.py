@@ -33,28 +33,57 @@ class AppContext:
 
     `verb` and `may_create` are set by the verb before it touches the registry: only a verb that creates
     something may create a new local store (`provnet net-list` on an empty state path says there is none).
+
+    The registry is the local store; with --url, provnet's API there (with a Keystone token when --os-cloud names
+    a cloud, or OS_AUTH_URL is set); with --os-cloud and no --url, the cloud's own Neutron, read-only (companion
+    mode). `watch_network` (companion mode) narrows what the registry follows for changes.
     """
 
-    def __init__(self, config: Config, api_url: str | None, reread: Callable[[], Config] | None = None) -> None:
+    def __init__(self, config: Config, api_url: str | None, os_cloud: str | None = None,
+                 os_cacert: str | None = None, reread: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.api_url = api_url
+        self.os_cloud = os_cloud
+        self.os_cacert = os_cacert
         # the configuration read again as at start (files, environment, global options): a server's SIGHUP
         self.reread: Callable[[], Config] = reread or (lambda: config)
         self.verb = ""
         self.may_create = True
+        self.watch_network: str | None = None
+
+    @property
+    def companion(self) -> bool:
+        return bool(self.os_cloud) and not self.api_url
+
+    @cached_property
+    def client(self):  # -> provnet.identity.clouds.ClientIdentity | None
+        """How this process reaches a remote registry (None: a local store, or --url without credentials and CA)."""
+        from provnet.identity.clouds import CloudError, client_identity
+
+        try:
+            return client_identity(self.os_cloud, self.os_cacert, bool(self.api_url), self.watch_network)
+        except CloudError as exc:
+            raise click.UsageError(str(exc)) from None
 
     @cached_property
     def registry(self):  # -> provnet.registry.Registry
         from provnet.cli.store import open_for_verb
+        from provnet.identity.clouds import CloudError
+        from provnet.model.errors import NeutronError
 
-        return open_for_verb(self.config, self.api_url, self.verb, self.may_create)
+        try:
+            return open_for_verb(self.config, self.api_url, self.verb, self.may_create, self.client)
+        except CloudError as exc:  # e.g. the cloud's catalog has no network endpoint
+            raise click.UsageError(str(exc)) from None
+        except NeutronError as exc:  # Keystone refused or unreachable
+            raise click.ClickException(exc.message) from None
 
     @property
     def store(self) -> str:
         """The store this verb works on, for messages."""
         from provnet.cli.store import describe
 
-        return describe(self.config, self.api_url)
+        return describe(self.config, self.api_url, self.client)
 
 
 class ProvnetGroup(click.Group):
@@ -86,7 +115,14 @@ def config_error(exc: ConfigError) -> click.ClickException:
 @click.option("--db", envvar="PROVNET_DB", default=None,
               help="Database URL. Default: sqlite:///<state-path>/provnet.sqlite; postgresql://... for several hosts.")
 @click.option("--url", envvar="PROVNET_URL", default=None,
-              help="Use a remote provnet networking API (http://HOST:9696) instead of the local database.")
+              help="Use a remote provnet networking API (http(s)://HOST:9696) instead of the local database.")
+@click.option("--os-cloud", envvar="OS_CLOUD", default=None, metavar="NAME",
+              help="Authenticate with Keystone as cloud NAME of clouds.yaml (envvars: OS_AUTH_URL, OS_USERNAME, ...). "
+                   "With --url: to provnet's API there. Without --url: read the cloud's own Neutron from its "
+                   "catalog (companion mode: doctor, dhcp-config, dhcp, lists; read-only).")
+@click.option("--os-cacert", envvar="OS_CACERT", default=None, metavar="FILE",
+              help="CA bundle to verify https servers (the API, Keystone) with; default: clouds.yaml's cacert, "
+                   "else the system's CAs.")
 @click.option("--debug", is_flag=True, default=None, help="Log at DEBUG level.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
               help="Log lines as text (default) or JSON objects, one per line (config use_json).")
@@ -96,7 +132,8 @@ def config_error(exc: ConfigError) -> click.ClickException:
 @click.version_option(package_name="provnet")
 @click.pass_context
 def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | None, db: str | None,
-         url: str | None, debug: bool | None, log_format: str | None, log_file: str | None) -> None:
+         url: str | None, os_cloud: str | None, os_cacert: str | None, debug: bool | None, log_format: str | None,
+         log_file: str | None) -> None:
     """provnet: instance metadata (169.254.169.254) for VMs on provider networks.
 
     VMs on flat/VLAN networks routed by an external router, addressed by an external DHCP server, get
@@ -120,7 +157,8 @@ def main(ctx: click.Context, config_files: tuple[str, ...], state_path: str | No
         setup_logging(config.debug, "json" if config.use_json else "text", config.log_file or None)
     except OSError as exc:
         raise click.ClickException(f"cannot open the log file {config.log_file}: {exc.strerror}") from None
-    ctx.obj = AppContext(config, url, lambda: load_config(files=config_files or None, overrides=overrides))
+    ctx.obj = AppContext(config, url, os_cloud, os_cacert,
+                         lambda: load_config(files=config_files or None, overrides=overrides))
 
 
 for _name in VERB_MODULES:

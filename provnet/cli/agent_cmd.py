@@ -57,13 +57,13 @@ def register(group: click.Group) -> None:
             _report_once(app, host)
         else:
             run(config, lambda c, registry: compose.l2_agent_services(c, registry, host), api_url=app.api_url,
-                reconfigure=rereader(app, {}))
+                client=app.client, reconfigure=rereader(app, {}))
 
 
 def _report_once(app, host: str) -> None:
     """One heartbeat (e.g. from a health check): exit status 1 if it failed."""
     try:
-        registry = open_store(app.config, app.api_url)
+        registry = open_store(app.config, app.api_url, app.client)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -38,13 +38,16 @@ def resource_names(ctx: click.Context, kind: str) -> list[str]:
     there is no store, it cannot be read, or the configuration is bad. Logs nothing."""
     from provnet.cli.store import open_for_verb
     from provnet.config import load_config
+    from provnet.identity.clouds import client_identity
 
     params = ctx.find_root().params
     logging.disable(logging.CRITICAL)
     try:
         overrides = {"state_path": params.get("state_path"), "database.connection": params.get("db")}
         config = load_config(files=params.get("config_files") or None, overrides=overrides)
-        registry = open_for_verb(config, params.get("url"), "", may_create=False)
+        url = params.get("url")  # with --os-cloud / OS_* / --os-cacert as the verb itself would use them
+        client = client_identity(params.get("os_cloud"), params.get("os_cacert"), bool(url))
+        registry = open_for_verb(config, url, "", may_create=False, client=client)
     except Exception:  # noqa: BLE001 - completion must never print an error into the user's prompt
         logging.disable(logging.NOTSET)
         return []

@@ -41,8 +41,9 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
       provnet dhcp --interface br-phy --network phy_net
     """
     config: Config = app.config
+    app.watch_network = network or config.get("dhcp.network") or None  # companion mode follows only this network
     run(config, lambda c, registry: compose.dhcp_services(c, registry, interface or "", network or "", metrics_port),
-        api_url=app.api_url)
+        api_url=app.api_url, client=app.client)
 
 
 @click.command("dhcp-leases")

@@ -67,7 +67,8 @@ def register(group: click.Group) -> None:
                        "or shell history. Without a registry, doctor takes subnets, allocation pools, host routes "
                        "and router interfaces from it. Repeatable.")
     @click.option("--registry/--no-registry", default=True, show_default=True,
-                  help="Also check the live registry (the local database, or the API given with --url).")
+                  help="Also check the live registry (the local database, the API given with --url, or with "
+                       "--os-cloud alone the cloud's own Neutron).")
     @output_options
     @click.pass_obj
     def doctor(app, config_dirs: tuple[str, ...], local_conf: str | None, dnsmasq_files: tuple[str, ...],
@@ -95,7 +96,7 @@ def register(group: click.Group) -> None:
         db_file = _sqlite_file(app.config.db_url)
         if not registry:
             not_read = "--no-registry"
-        elif not app.api_url and db_file is not None and not Path(db_file).exists():
+        elif not app.api_url and not app.companion and db_file is not None and not Path(db_file).exists():
             registry = False  # reading must not create a database
             not_read = f"no database at {db_file}"
             extra.append(Finding(
@@ -103,13 +104,14 @@ def register(group: click.Group) -> None:
                 "the registry checks (agents, bindings, leases) did not run",
                 "pass `--url http://HOST:9696`, `--db URL` or `--state-path DIR` of the running provnet"))
         if registry:
-            label = f"registry {app.api_url}" if app.api_url else "registry (database)"
+            remote = app.api_url or app.companion
+            label = f"registry {app.store}" if remote else "registry (database)"
             try:
                 snapshot = Snapshot.from_registry(app.registry, source=label)
             except Exception as exc:  # any failure to reach it is a finding, not a traceback
                 not_read = "unreachable"
                 extra.append(Finding(
-                    "error", "registry.unreachable", Location(app.api_url or "database"),
+                    "error", "registry.unreachable", Location(app.store if remote else "database"),
                     f"cannot read the registry: {exc}", "the registry checks (agents, bindings, leases) did not run",
                     "start the API / fix --url or --db, or pass --no-registry to check the files only"))
         inputs = gather(config_dirs=config_dirs, local_conf=local_conf, dnsmasq_files=dnsmasq_files,

@@ -55,8 +55,11 @@ def metadata_explain(app, router: str | None, network: str | None, ip: str, mac:
     registry = app.registry
     config = app.config
     try:
-        kind, scope = ("router", find_id(registry, "router", router)) if router else \
-            ("network", find_id(registry, "network", network))
+        if router:
+            kind, scope = "router", find_id(registry, "router", router)
+        else:
+            assert network is not None  # exactly one of the two (checked above)
+            kind, scope = "network", find_id(registry, "network", network)
     except NeutronError as exc:
         raise click.ClickException(exc.message) from None
     probe = None if no_probe else http_probe(config.nova_metadata_host, config.nova_metadata_port,

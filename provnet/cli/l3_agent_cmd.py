@@ -13,7 +13,8 @@ log = logging.getLogger("provnet.l3_agent")
 
 def register(group: click.Group) -> None:
     @group.command("l3-agent", epilog="\b\nExamples:\n  provnet --config-file /etc/provnet/provnet.conf l3-agent\n"
-                   "  provnet --url http://controller:9696 l3-agent --host network1")
+                   "  provnet --url http://controller:9696 l3-agent --host network1\n"
+                   "  provnet --url https://controller:9696 --os-cloud provnet-agent l3-agent  # behind Keystone")
     @click.option("--host", default=None, help="This host's name (default: [DEFAULT] host, this machine's name).")
     @click.pass_obj
     def l3_agent(app, host: str | None) -> None:
@@ -41,4 +42,4 @@ def register(group: click.Group) -> None:
         if not config.get("ovs.bridge_mappings"):
             log.warning("[ovs] bridge_mappings is empty: no router can be plugged on host %s", host)
         run(config, lambda c, registry: compose.l3_agent_services(c, registry, host), api_url=app.api_url,
-            reconfigure=rereader(app, {}))
+            client=app.client, reconfigure=rereader(app, {}))

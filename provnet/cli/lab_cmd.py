@@ -70,8 +70,12 @@ def register(group: click.Group) -> None:
                   help=f"Number of VMs (instances with a port each), 1..{plan.MAX_VMS}.")
     @click.option("--dhcp-client", type=click.Choice(plan.DHCP_CLIENTS), default="udhcpc", show_default=True,
                   help="DHCP client in the VMs: busybox udhcpc (as cirros) or ISC dhclient.")
+    @click.option("--keystone", is_flag=True,
+                  help="Put the lab behind a real Keystone (scripts/keystone.sh, 127.0.0.1): the controller's "
+                       "networking API validates tokens, the seed is made as the admin through it, the hosts' agents "
+                       "and the DHCP server run as a service user (clouds.yaml in <state-path>/lab).")
     @click.pass_context
-    def up(ctx: click.Context, hosts: int, vms: int, dhcp_client: str) -> None:
+    def up(ctx: click.Context, hosts: int, vms: int, dhcp_client: str, keystone: bool) -> None:
         """Build the lab: the physical world, the services each machine runs, the seed through the API, VMs
         plugged on their hosts, their leases.
 
@@ -81,6 +85,7 @@ def register(group: click.Group) -> None:
         \b
         Example:
           provnet lab up --hosts 2 --vms 3 --dhcp-client dhclient
+          provnet lab up --keystone        # the same behind Keystone, services with a service user
         """
         from provnet.lab import build
 
@@ -92,7 +97,7 @@ def register(group: click.Group) -> None:
                 raise click.BadParameter(str(exc), param_hint=hint) from None
         path = lab_state_path(ctx)
         try:
-            state = build.up(path, vms, dhcp_client, _progress, hosts)
+            state = build.up(path, vms, dhcp_client, _progress, hosts, keystone=keystone)
         except (build.LabError, OSError, ValueError, RuntimeError) as exc:
             raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet{_sp(ctx)} lab down` "
                                        "removes what was built)") from None

@@ -7,6 +7,7 @@ import logging.handlers
 import re
 import sys
 import time
+from typing import TextIO
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s %(message)s"
@@ -54,7 +55,7 @@ class StderrHandler(logging.StreamHandler):
         super().__init__()
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
@@ -77,7 +78,7 @@ def setup_logging(debug: bool, fmt: str = "text", log_file: str | None = None) -
     """Install provnet's one handler on the root logger, replacing an earlier one (the lab and tests run the CLI
     several times in one process); INFO (DEBUG with `debug`), libraries' chatter at WARNING."""
     handler = make_handler(fmt, log_file)
-    handler._provnet = True  # type: ignore[attr-defined]
+    handler._provnet = True  # type: ignore[attr-defined]  # our mark on the handler, found again with getattr
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_provnet", False)]:
         root.removeHandler(old)

@@ -89,7 +89,9 @@ def command_section(name: str, command: click.Command, parent: click.Context) ->
         out += paragraphs(command.epilog)
     if isinstance(command, click.Group):
         for sub in command.list_commands(ctx):
-            out += command_section(sub, command.get_command(ctx, sub), ctx)
+            subcommand = command.get_command(ctx, sub)
+            if subcommand is not None:  # every listed name is a command
+                out += command_section(sub, subcommand, ctx)
     return out
 
 

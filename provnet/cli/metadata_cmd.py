@@ -37,7 +37,8 @@ def metadata_api(app, host: str | None, port: int | None) -> None:
     """
     overrides = {"metadata_listen": host, "metadata_listen_port": port}
     config = effective_config(app, overrides)
-    run(config, compose.metadata_api_services, api_url=app.api_url, reconfigure=rereader(app, overrides))
+    run(config, compose.metadata_api_services, api_url=app.api_url, client=app.client,
+        reconfigure=rereader(app, overrides))
 
 
 @click.command("metadata-agent")
@@ -87,14 +88,14 @@ def metadata_agent(app, neutron_files: tuple[str, ...], socket_path: str | None)
     if config.metadata_workers > 1 and not os.environ.get(compose.LISTEN_FD):
         _agent_workers(app, config, reconfigure)
     else:
-        run(config, compose.metadata_agent_services, api_url=app.api_url, reconfigure=reconfigure)
+        run(config, compose.metadata_agent_services, api_url=app.api_url, client=app.client, reconfigure=reconfigure)
 
 
 def _agent_workers(app, config: Config, reconfigure) -> None:
     """metadata_workers > 1: bind the socket here and supervise that many agents serving it (each with its own
     registry connection, lookup cache, rate-limit table and /metrics; a /metrics request reaches one of them)."""
-    if app.api_url:
-        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url")
+    if app.api_url or app.companion:
+        raise click.UsageError("metadata_workers > 1 runs on the local database, not with --url or --os-cloud")
     try:
         sock = compose.bind_agent_socket(config)
     except ConfigError as exc:
@@ -130,7 +131,16 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
     X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For and X-Metadata-Provider* header, sets
     X-Forwarded-For to the TCP source address and X-Neutron-Router-ID (or -Network-ID), and forwards
     over the agent's unix socket. While the agent is down VMs get 502 (504 when it is too slow); it
-    reconnects by itself. Heads over 8 KiB: 431; heads slower than 30 s: 408.
+    reconnects by itself. Malformed requests: 400 (431 for heads over 8 KiB, 413 for bodies over 64 KiB,
+    501/505 for what it does not speak) and the connection closed; requests slower than
+    [metadata_proxy] header_timeout: 408.
+
+    Fair share ([metadata_proxy] options): one VM holds at most max_connections_per_source (64)
+    connections, more are refused at once with 429, and opens at most max_connection_rate_per_source
+    (100) a second, more are reset; all VMs together at most max_connections (4096,
+    within the open files limit, which the proxy raises to its hard limit at start). When full, the
+    address holding the most connections loses its longest-idle one, and the head and idle timeouts
+    shrink towards 1 s. Counters: provnet_metadata_proxy_connection_events_total in /metrics.
 
     \b
     Example:
@@ -149,7 +159,12 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
     scope = router_id or network_id
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")
     proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=router_id, network_id=network_id,
-                          bind=bind, port=config.metadata_port, status_socket=status_socket)
+                          bind=bind, port=config.metadata_port, status_socket=status_socket,
+                          max_connections=config.get("metadata_proxy.max_connections"),
+                          max_per_source=config.get("metadata_proxy.max_connections_per_source"),
+                          max_rate_per_source=config.get("metadata_proxy.max_connection_rate_per_source"),
+                          header_timeout=config.get("metadata_proxy.header_timeout"),
+                          idle_timeout=config.get("metadata_proxy.idle_timeout"))
     run(config, lambda c, registry: [proxy], needs_store=False)
 
 

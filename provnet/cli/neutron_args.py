@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -209,7 +209,7 @@ def take_positionals(positionals: Sequence[str], names: Sequence[str]) -> list[s
     return list(positionals)
 
 
-def merge_body(body: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+def merge_body(body: Mapping[str, Any], extras: Mapping[str, Any]) -> dict[str, Any]:
     """Pass-through extras join the body; the same attribute from an option and an extra is an error."""
     both = sorted(set(body) & set(extras))
     if both:

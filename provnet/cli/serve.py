@@ -26,11 +26,12 @@ def rereader(app, overrides: dict, then: Callable[[Config], Config] = lambda c: 
     return lambda: then(app.reread().with_overrides(overrides))
 
 
-def run(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,
+def run(config: Config, build: Build, *, api_url: str | None = None, client=None, needs_store: bool = True,
         children: Sequence[ChildSpec] = (), reconfigure: Callable[[], Config] | None = None) -> None:
-    """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1."""
+    """Every server verb's life (runtime.process.run_server), its failures mapped to one line and exit 1.
+    `client` (provnet.identity.clouds.ClientIdentity): credentials and CA for a remote registry."""
     try:
-        run_server(config, build, api_url=api_url, needs_store=needs_store, children=children,
+        run_server(config, build, api_url=api_url, client=client, needs_store=needs_store, children=children,
                    reconfigure=reconfigure)
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
@@ -113,12 +114,13 @@ def api(app, bind_host: str | None, bind_port: int | None) -> None:
 
     Serves the Neutron v2.0 subset (networks, subnets, ports, routers, agents, extensions) and
     /provnet/v1 (instances, passwords, agent reports, the change feed) with /healthz, /readyz and
-    /metrics. There is no authentication yet: the project comes from X-Project-Id (default
-    fake_project_id), so keep bind_host on a management network.
+    /metrics. With [DEFAULT] auth_strategy = keystone every request carries a Keystone token and Neutron's
+    policy applies; with noauth (the default) every caller is admin and the project comes from X-Project-Id, so
+    noauth listens only on a loopback address unless noauth_allow_remote says otherwise.
 
     \b
     Example:
-      provnet --db postgresql://provnet:secret@db/provnet api --bind-host 0.0.0.0
+      provnet --config-file /etc/provnet/provnet.conf api --bind-host 0.0.0.0   # auth_strategy = keystone
       provnet --url http://HOST:9696 net-list       # clients and agents on other hosts
     """
     refuse_url(app)

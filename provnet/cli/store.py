@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from provnet.config import Config
+from provnet.identity.client import ClientIdentity
 from provnet.registry import registry_from_config
 from provnet.registry.base import Registry
 
@@ -46,8 +47,11 @@ def lab_hint(state_path: str, verb: str) -> str:
             f"provnet --config-file {conf} {verb}")
 
 
-def describe(config: Config, api_url: str | None) -> str:
-    """The store a verb uses, for messages: the API URL or the database URL (password hidden)."""
+def describe(config: Config, api_url: str | None, client: ClientIdentity | None = None) -> str:
+    """The store a verb uses, for messages: the API URL, the cloud's Neutron, or the database URL (password
+    hidden)."""
+    if client is not None and client.companion:
+        return client.describe()
     return api_url or mask_url(config.db_url)
 
 
@@ -81,9 +85,11 @@ def check_exists(config: Config, verb: str) -> None:
         engine.dispose()
 
 
-def open_for_verb(config: Config, api_url: str | None, verb: str, may_create: bool) -> Registry:
-    """The registry a client verb works on: the remote API, or the local database (which must exist unless
-    `may_create`)."""
-    if not api_url and not may_create:
+def open_for_verb(config: Config, api_url: str | None, verb: str, may_create: bool,
+                  client: ClientIdentity | None = None) -> Registry:
+    """The registry a client verb works on: the remote API, the cloud's Neutron (companion mode), or the local
+    database (which must exist unless `may_create`)."""
+    companion = client is not None and client.companion
+    if not api_url and not companion and not may_create:
         check_exists(config, verb)
-    return registry_from_config(config, api_url)
+    return registry_from_config(config, api_url, client)

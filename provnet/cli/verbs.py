@@ -46,7 +46,7 @@ class NeutronCommand(click.Command):
 
 def fields_of(kind: str) -> list[str]:
     """The fields a resource of `kind` shows, to check -c before anything is written."""
-    samples = {
+    samples: dict[str, Callable[[], Network | Subnet | Port | Router | Agent | Instance]] = {
         "network": lambda: Network(id=""),
         "subnet": lambda: Subnet(id="", network_id="", cidr="0.0.0.0/0"),
         "port": lambda: Port(id="", network_id="", mac_address=""),

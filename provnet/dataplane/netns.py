@@ -307,8 +307,8 @@ def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) 
     """Exactly these IPv4 addresses (`ip/prefixlen`) on the link: missing ones added (returned), others removed."""
     wanted = set()
     for text in addresses:
-        ip, _, plen = text.partition("/")
-        wanted.add((ip, int(plen)))
+        ip, _, prefix = text.partition("/")
+        wanted.add((ip, int(prefix)))
     with _ns(namespace) as ipr:
         idx = _index(ipr, ifname)
         have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}

@@ -68,7 +68,7 @@ def kea(snap: Snapshot, settings: Settings, interface: str, directory: str) -> d
     subnets = []
     for i, (s, o) in enumerate(_options(snap, settings)):
         net = o.net
-        data: list[dict] = []
+        data: list[dict[str, str | int | bool]] = []
         if o.router is not None:
             data.append({"name": "routers", "data": str(o.router)})
         if o.dns:

@@ -14,7 +14,7 @@ _collectors: dict[int, Collector] = {}
 class DhcpCollector(Collector):
     """provnet_dhcp_{received,replies,dropped,unknown_clients}_total from the server's counters."""
 
-    def __init__(self, counters: Counter, interface: str) -> None:
+    def __init__(self, counters: Counter[tuple[str, str]], interface: str) -> None:
         self.counters, self.interface = counters, interface
 
     def collect(self) -> Iterator[CounterMetricFamily]:
@@ -34,13 +34,13 @@ class DhcpCollector(Collector):
         yield from (rx, tx, drop, unknown)
 
 
-def register_counters(counters: Counter, interface: str) -> None:
+def register_counters(counters: Counter[tuple[str, str]], interface: str) -> None:
     collector = DhcpCollector(counters, interface)
     REGISTRY.register(collector)
     _collectors[id(counters)] = collector
 
 
-def unregister_counters(counters: Counter) -> None:
+def unregister_counters(counters: Counter[tuple[str, str]]) -> None:
     collector = _collectors.pop(id(counters), None)
     if collector is not None:
         REGISTRY.unregister(collector)

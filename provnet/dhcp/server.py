@@ -122,10 +122,11 @@ def _inform(req: Message, r: Reservation, view: View) -> Reply:
     return Reply(codec.ACK, data, _destination(req, codec.ACK))
 
 
-def handle(packet: bytes | Message, view: View, now: float, counters: Counter | None = None) -> Reply | None:
+def handle(packet: bytes | Message, view: View, now: float,
+           counters: Counter[tuple[str, str]] | None = None) -> Reply | None:
     """Answer one client message. Never raises: malformed input, strangers and messages for other servers give
     None (counted in `counters` as ("drop", reason) / ("unknown", "") / ("rx", type) / ("tx", type))."""
-    c: Counter = counters if counters is not None else Counter()
+    c: Counter[tuple[str, str]] = counters if counters is not None else Counter()
     if isinstance(packet, bytes | bytearray):
         # cheap reject before a full decode: unknown Ethernet MACs are the common garbage on a shared segment
         if len(packet) >= codec.MIN_LEN and packet[1] == 1 and packet[2] == 6 and \
@@ -146,7 +147,7 @@ def handle(packet: bytes | Message, view: View, now: float, counters: Counter | 
         return None
 
 
-def _handle(req: Message, view: View, now: float, c: Counter) -> Reply | None:
+def _handle(req: Message, view: View, now: float, c: Counter[tuple[str, str]]) -> Reply | None:
     if req.op != codec.BOOTREQUEST:
         c["drop", "not_request"] += 1
         return None

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from provnet.config import Config, ConfigError
 from provnet.dhcp import server
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 REBUILD_TIMEOUT = 300.0  # seconds a whole read of the served networks may take before it counts as failed
 MAX_BATCH = 256  # datagrams handled per wake-up before their journal lines are written and replies sent
+T = TypeVar("T")
 
 
 def interface_addresses(ifname: str) -> list[ipaddress.IPv4Interface]:
@@ -122,7 +123,7 @@ class DhcpService:
         self.journal = LeaseJournal(journal_path)
         self.sync_interval, self.resync_interval = sync_interval, resync_interval
         self.metrics_port = metrics_port
-        self.counters: Counter = Counter()
+        self.counters: Counter[tuple[str, str]] = Counter()
         self.view: View | None = None
         self.rebuilds = 0
         self.port_updates = 0
@@ -133,7 +134,7 @@ class DhcpService:
         if self.feed is not None:
             self.feed.subscribe(self)
         self._sock: socket.socket | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._dirty_ports: set[str] = set()
         self._rebuild_wanted = False
         self._work = asyncio.Event()
@@ -216,7 +217,7 @@ class DhcpService:
         if sock is None or view is None:
             return
         now = time.time()
-        replies: list[server.Reply] = []
+        sends: list[tuple[bytes, tuple[str, int]]] = []  # the replies' datagrams and destinations
         records: list[LeaseRecord] = []
         c = self.counters
         for _ in range(MAX_BATCH):
@@ -238,19 +239,19 @@ class DhcpService:
                 records.append(LeaseRecord(int(now), reply.lease.state, reply.lease.expires, r.ip_text, r.mac_text,
                                            r.port_id, r.hostname))
             if reply.data is not None:
-                replies.append(reply)
+                sends.append((reply.data, reply.dest))
         if records:
             try:
                 self.journal.write(records)  # in the page cache before any ACK leaves
             except OSError:  # the journal logs one line per outage; the ACKs of this batch are withheld
-                c["drop", "journal_error"] += len(replies)
+                c["drop", "journal_error"] += len(sends)
                 return
-        for reply in replies:
+        for data, dest in sends:
             try:
-                sock.sendto(reply.data, reply.dest)
+                sock.sendto(data, dest)
             except OSError as exc:
                 c["drop", "send_error"] += 1
-                log.debug("send to %s failed: %s", reply.dest, exc)
+                log.debug("send to %s failed: %s", dest, exc)
 
     # --- the change feed (subscriber) and the work it asks for, off the serving path ------------------------------
     def apply(self, changes: Sequence[Change]) -> None:
@@ -295,15 +296,17 @@ class DhcpService:
     async def _update_ports(self) -> None:
         ids, self._dirty_ports = sorted(self._dirty_ports), set()
         view = self.view
-        assert view is not None
-        found = await self._read(self.source.port_hosts, view, ids)  # type: ignore[attr-defined]
+        source = self.source
+        assert view is not None and isinstance(source, RegistrySource)  # only a registry's source has a feed
+        found = await self._read(source.port_hosts, view, ids)
         if self.view is not view:  # rebuilt meanwhile: the new view already holds these ports as they are
             return
         for port_id, hosts in found.items():
             if replace_port(view, port_id, hosts):
                 self.port_updates += 1
 
-    async def _read(self, fn, *args):  # noqa: ANN001, ANN202 - a registry read off the loop, with its deadline
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        """A registry read off the loop, with its deadline."""
         if self.areg is None:
             return await asyncio.to_thread(fn, *args)
         return await self.areg(fn, *args)

@@ -131,8 +131,8 @@ def resolve_networks(registry: Registry, network: str | None,
         if not found:
             raise LookupError(f"no network with name or id {network!r}")
         if len(found) > 1:
-            ids = ", ".join(n.id for n in found)
-            raise LookupError(f"network name {network!r} is ambiguous ({ids}); give the id")
+            listed = ", ".join(n.id for n in found)
+            raise LookupError(f"network name {network!r} is ambiguous ({listed}); give the id")
         return found
     subnets = registry.list_subnets()
     ids = {s.network_id for s in subnets if s.ip_version == 4

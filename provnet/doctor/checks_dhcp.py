@@ -62,9 +62,9 @@ def groups(inputs: Inputs) -> list[Group]:
         subnet = next((s for s in map(lambda ip: _subnet_for(inputs, ip), _hops(options)) if s), None)
         out.append(Group(f"clients tagged {','.join(tags)} (no range read here sets the tag)", options, subnet, []))
     if not cfg.ranges and (cfg.hosts or any(not o.tags for o in cfg.options)):
-        tags = [t for h in cfg.hosts for t in h.set_tags] + cfg.interfaces
+        client_tags = [t for h in cfg.hosts for t in h.set_tags] + cfg.interfaces
         ip = next((h.ip for h in cfg.hosts if h.ip), None)
-        options = options_for(cfg, tags)
+        options = options_for(cfg, client_tags)
         subnet = _subnet_for(inputs, ip) or next((s for s in map(lambda x: _subnet_for(inputs, x), _hops(options))
                                                   if s), None)
         out.append(Group("every client", options, subnet, [h.where for h in cfg.hosts]))
@@ -93,12 +93,12 @@ def _route_findings(inputs: Inputs, g: Group) -> Iterator[Finding]:
         routes = parsed
         default = _default(routes)
         if default is None:
-            hop = o3.values[0] if o3 and o3.values else "<router>"
+            router = o3.values[0] if o3 and o3.values else "<router>"
             yield Finding(
                 "error", "dhcp.121-no-default", o121.where,
                 f"option 121 ({_fmt(routes)}) has no 0.0.0.0/0 route",
                 "RFC 3442: a client that gets 121 ignores option 3 (router), so VMs get no default route and "
-                "reach nothing beyond their subnet", f"append `0.0.0.0/0,{hop}` to the option 121 list")
+                "reach nothing beyond their subnet", f"append `0.0.0.0/0,{router}` to the option 121 list")
         if o249 is None:
             yield Finding(
                 "warning", "dhcp.249-missing", o121.where,

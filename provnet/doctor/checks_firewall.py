@@ -15,13 +15,14 @@ def _destinations(inputs: Inputs, suffix: str) -> list[str]:
     """Addresses a DHCP reply to this port may be sent to: broadcast, its fixed IPs, what dnsmasq offers it."""
     dsts = [BROADCAST]
     cfg = inputs.dnsmasq
-    port = next((p for p in inputs.snapshot.ports if p.id.startswith(suffix)), None) if inputs.snapshot else None
-    if port is not None:
+    snap = inputs.snapshot
+    port = next((p for p in snap.ports if p.id.startswith(suffix)), None) if snap else None
+    if snap and port is not None:
         dsts += port.ips()
         hosts = [h.ip for h in cfg.hosts if h.ip and port.mac_address.lower() in h.macs]
         dsts += hosts
         if not hosts:  # a dynamic range on the port's subnet offers it some address of the range
-            nets = [s.network for s in inputs.snapshot.subnets if s.network_id == port.network_id]
+            nets = [s.network for s in snap.subnets if s.network_id == port.network_id]
             dsts += [str(r.start) for r in cfg.ranges if r.dynamic and any(r.start in n for n in nets)]
     else:
         dsts += [h.ip for h in cfg.hosts if h.ip] + [str(r.start) for r in cfg.ranges if r.dynamic]

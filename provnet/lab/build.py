@@ -1,9 +1,11 @@
 # `provnet lab up`: the physical world of the seed in namespaces (hosts, switches, external router, DHCP server's
 # host, controller), the commands docs/deploy.md gives an operator on each of them, the seed made through the API,
 # and VMs plugged as Nova plugs them. Routers' namespaces, qr- devices, rules, firewall and proxies are the agents'.
+# With --keystone, behind a real Keystone on the machine's loopback, reached from the namespaces through relays.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 import shutil
@@ -16,6 +18,7 @@ from typing import Any
 
 from provnet.dataplane import netns
 from provnet.lab import clients, plan, supervisor, teardown
+from provnet.lab import keystone as lab_keystone
 from provnet.lab.api import ControllerApi
 from provnet.lab.plan import Names
 from provnet.lab.procs import Proc, is_running, spawn
@@ -50,17 +53,24 @@ def _conf(path: Path, sections: dict[str, dict[str, Any]], what: str) -> Path:
     return path
 
 
-def write_configs(root: Path, hosts: int, names: Names) -> dict[str, Path]:
+def write_configs(root: Path, hosts: int, names: Names,
+                  keystone: lab_keystone.LabKeystone | None = None) -> dict[str, Path]:
     """The lab's configuration files, one per machine, as docs/deploy.md writes them (a random shared secret,
-    the controller at 10.0.0.10, short agent_down_time so a failover is quick to watch)."""
+    the controller at 10.0.0.10, short agent_down_time so a failover is quick to watch). With `keystone`, the
+    controller's API validates tokens there ([keystone_authtoken]); without, it is noauth on the lab's own
+    management network (noauth_allow_remote: only the lab's namespaces reach 10.0.0.10)."""
     secret = secrets.token_hex(16)
     common = {"metadata_proxy_shared_secret": secret, "agent_down_time": plan.AGENT_DOWN_TIME}
+    auth: dict[str, dict[str, Any]] = {"DEFAULT": {"noauth_allow_remote": "true"}} if keystone is None else {
+        "DEFAULT": {"auth_strategy": "keystone"}, "keystone_authtoken": keystone.authtoken()}
     ctl = root / "controller"
     ctl.mkdir(parents=True, exist_ok=True)
     out = {"controller": _conf(root / "controller" / "provnet.conf", {
         "DEFAULT": {"state_path": ctl, **common, "bind_host": plan.CONTROLLER_IP, "bind_port": plan.API_PORT,
-                    "metadata_listen": plan.CONTROLLER_IP, "metadata_listen_port": plan.METADATA_API_PORT},
+                    "metadata_listen": plan.CONTROLLER_IP, "metadata_listen_port": plan.METADATA_API_PORT,
+                    **auth["DEFAULT"]},
         "database": {"connection": f"sqlite:///{ctl}/provnet.sqlite"},
+        **{k: v for k, v in auth.items() if k != "DEFAULT"},
     }, "the controller (provnet serve)")}
     for i in range(1, hosts + 1):
         name = Names.host(i)
@@ -81,8 +91,11 @@ def write_configs(root: Path, hosts: int, names: Names) -> dict[str, Path]:
 
 
 class Builder:
-    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2) -> None:
+    def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2,
+                 keystone: bool = False) -> None:
         self.state_path = state_path
+        self.with_keystone = keystone
+        self.keystone: lab_keystone.LabKeystone | None = None  # `lab up --keystone`: set by the identity step
         self.dir = lab_dir(state_path)
         self.vms = plan.parse_vms(vms)
         self.host_count = plan.parse_hosts(hosts)
@@ -109,22 +122,37 @@ class Builder:
             self._save()  # recorded before it exists: a crash right after still cleans it up
         netns.ensure_namespace(name)
 
-    def service(self, name: str, argv: list[str], namespace: str | None, notify: bool = True) -> None:
-        supervisor.request(self.dir, {"op": "add", "service": Service(name, argv, namespace, notify).to_json()})
+    def service(self, name: str, argv: list[str], namespace: str | None, notify: bool = True,
+                env: dict[str, str] | None = None) -> None:
+        supervisor.request(self.dir, {"op": "add",
+                                      "service": Service(name, argv, namespace, notify, env or {}).to_json()})
 
     def provnet(self, conf: Path, *verb: str) -> list[str]:
         return [*provnet_argv(), "--config-file", str(conf), *verb]
 
+    def client(self) -> tuple[list[str], dict[str, str]]:
+        """How a service reaches the controller's API: its URL, and with Keystone the service user's cloud from
+        the lab's clouds.yaml (named by the environment: no password on a command line)."""
+        if self.keystone is None:
+            return ["--url", plan.api_url()], {}
+        return (["--url", plan.api_url(), "--os-cloud", lab_keystone.SERVICE_CLOUD],
+                {"OS_CLIENT_CONFIG_FILE": str(self.keystone.clouds)})
+
     # ---- steps ----
     def run(self) -> LabState:
         n = self.host_count
+        keystone = self.with_keystone
         steps: list[tuple[str, Callable[[], None]]] = [
             ("clean up a previous lab", self.clean),
+            *([("Keystone on 127.0.0.1 (scripts/keystone.sh): the lab's service user, clouds.yaml, the controller's "
+                "API in the catalog as the `network` service", self.identity)] if keystone else []),
             ("configuration files (controller, hosts, DHCP server's host) and the DHCP client script", self.files),
             (f"the physical world: provider segment and management network, controller, {n} host(s) with "
              f"{plan.BRIDGE}, external router {plan.EXTERNAL_ROUTER_IP}, upstream {plan.UPSTREAM_IP}, the DHCP "
              "server's host", self.world),
             ("the lab's supervisor (every service below runs under it)", self.supervise),
+            *([("relays to Keystone in the controller's, the hosts' and the DHCP server host's namespaces",
+                self.relays)] if keystone else []),
             (f"controller: `provnet serve` (networking API {plan.api_url()}, metadata API "
              f"{plan.CONTROLLER_IP}:{plan.METADATA_API_PORT})", self.controller),
             ("each host: `provnet agent`, `provnet metadata-agent`, `provnet l3-agent` (docs/deploy.md)",
@@ -169,8 +197,33 @@ class Builder:
             (self.dir / sub).mkdir()
         self._save()
 
+    def identity(self) -> None:
+        """Keystone on the machine's loopback (its gunicorn master a lab process, stopped by `lab down`), the
+        service user the agents and the DHCP server run as, the admin the lab's own API calls use."""
+        self.keystone, master = lab_keystone.start(self.dir)
+        self.state.processes.append(master)
+        self.state.keystone_port = self.keystone.port
+        self._save()
+        self.keystone.admin.ensure_endpoint("network", "neutron", plan.api_url())
+
+    def relays(self) -> None:
+        """Keystone listens on the machine's 127.0.0.1 only: a socat relay in each namespace whose services talk
+        to it (token validation on the controller, tokens for the hosts' agents and the DHCP server) answers at the
+        same URL there, through a unix socket; no address or route is added anywhere."""
+        assert self.keystone is not None
+        port = self.keystone.port
+        outside, inside = lab_keystone.relay_argv(self.dir, port)
+        self.service("keystone-relay", outside, None, notify=False)
+        where = [("controller", self.names.controller), *((h.name, h.namespace) for h in self.state.hosts),
+                 ("dhcp", self.names.dhcp)]
+        for label, ns in where:
+            self.service(f"{label}-keystone-relay", inside, ns, notify=False)
+        for label, ns in where:
+            self._wait(functools.partial(_listening, ns, "tcp", port), None, f"the Keystone relay in {label}", 20,
+                       log=self.dir / "logs" / f"{label}-keystone-relay.log")
+
     def files(self) -> None:
-        self.confs = write_configs(self.dir, self.host_count, self.names)
+        self.confs = write_configs(self.dir, self.host_count, self.names, self.keystone)
         for i in range(1, self.host_count + 1):
             name = Names.host(i)
             self.state.hosts.append(Host(name, self.names.host_ns(i), plan.host_mgmt_ip(i),
@@ -229,16 +282,16 @@ class Builder:
 
     def controller(self) -> None:
         self.service("controller-serve", self.provnet(self.confs["controller"], "serve"), self.names.controller)
-        self.api = ControllerApi(self.names.controller, plan.api_url())
+        self.api = ControllerApi.for_lab(self.state_path, self.state)
         self._wait_service("controller-serve")
         self._wait(lambda: _answers(self.api), None, "the networking API", 30)
 
     def agents(self) -> None:
-        url = ["--url", plan.api_url()]
+        url, env = self.client()
         for host in self.state.hosts:
             conf = self.confs[host.name]
             for verb in ("agent", "metadata-agent", "l3-agent"):
-                self.service(f"{host.name}-{verb}", [*self.provnet(conf, *url, verb)], host.namespace)
+                self.service(f"{host.name}-{verb}", [*self.provnet(conf, *url, verb)], host.namespace, env=env)
         for host in self.state.hosts:
             for verb in ("agent", "metadata-agent", "l3-agent"):
                 self._wait_service(f"{host.name}-{verb}")
@@ -284,8 +337,9 @@ class Builder:
         self._save()
 
     def dhcp(self) -> None:
-        self.service("dhcp-server", self.provnet(self.confs["dhcp"], "--url", plan.api_url(), "dhcp", "--interface",
-                                                 "eth0", "--network", "phy_net"), self.names.dhcp)
+        url, env = self.client()
+        self.service("dhcp-server", self.provnet(self.confs["dhcp"], *url, "dhcp", "--interface", "eth0",
+                                                 "--network", "phy_net"), self.names.dhcp, env=env)
         self.service("upstream-httpd", ["busybox", "httpd", "-f", "-v", "-p", f"{plan.UPSTREAM_IP}:80", "-h",
                                         str(self.dir / "www")], self.names.upstream, notify=False)
         self._wait_service("dhcp-server")
@@ -396,11 +450,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def up(state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2) -> LabState:
+def up(state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2,
+       keystone: bool = False) -> LabState:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
-    missing = [t for t in (*TOOLS, *(("dhclient",) if dhcp_client == "dhclient" else ()))
-               if shutil.which(t) is None]
+    missing = [t for t in (*TOOLS, *(("dhclient",) if dhcp_client == "dhclient" else ()),
+                           *(("socat",) if keystone else ())) if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    return Builder(state_path, vms, dhcp_client, progress, hosts).run()
+    return Builder(state_path, vms, dhcp_client, progress, hosts, keystone).run()

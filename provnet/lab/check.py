@@ -170,7 +170,7 @@ def hosting(api: ControllerApi, state: LabState) -> Result:
 
 def check(state_path: str, state: LabState) -> tuple[bool, str]:
     """All VMs' results as a table, and whether every cell passed."""
-    api = ControllerApi(state.controller, state.api_url)
+    api = ControllerApi.for_lab(state_path, state)
     try:
         try:
             ports = {p.id: p for p in api.list_ports({"id": [vm.port_id for vm in state.vms]})}

@@ -102,14 +102,14 @@ def gather(state: LabState, snap: Snapshot) -> Topology:
             elif not snap.api_error:
                 b.lines.append(Line(f"{kind}: not registered", bad=True))
     for ns in sorted(n for n in snap.namespaces if n.startswith("qrouter-")):
-        host = next((h for h in state.hosts if ns.endswith(h.namespace_suffix)), None)
-        if host is None:
+        owner = next((h for h in state.hosts if ns.endswith(h.namespace_suffix)), None)
+        if owner is None:
             continue
-        b = box(ns, ns, "qrouter", host_column[host.name], via_host=host.name)
-        hosting = host.name in snap.hosting
-        b.lines.append(Line(f"router1 hosted here by {host.name}'s L3 agent" if hosting else
-                            f"router1 is NOT hosted by {host.name} (left over)", bad=not hosting))
-        proxy = snap.proxies.get(host.name)
+        b = box(ns, ns, "qrouter", host_column[owner.name], via_host=owner.name)
+        hosted = owner.name in snap.hosting
+        b.lines.append(Line(f"router1 hosted here by {owner.name}'s L3 agent" if hosted else
+                            f"router1 is NOT hosted by {owner.name} (left over)", bad=not hosted))
+        proxy = snap.proxies.get(owner.name)
         if proxy is not None and ns.startswith(f"qrouter-{state.router_id}"):
             b.lines.append(Line(f"metadata proxy pid {proxy[0]} {'running' if proxy[1] else 'STOPPED'} "
                                 f":{plan.METADATA_PORT}", bad=not proxy[1]))

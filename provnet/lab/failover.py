@@ -41,7 +41,7 @@ def served(vm_namespace: str, instance_id: str) -> bool:
 def failover(state_path: str, state: LabState, progress: Callable[[str], None],
              clock: Callable[[], float] = time.monotonic) -> Outcome:
     directory = lab_dir(state_path)
-    api = ControllerApi(state.controller, state.api_url)
+    api = ControllerApi.for_lab(state_path, state)
     try:
         agents = api.list_l3_agents_hosting_router(state.router_id)
         if len(agents) != 1:

@@ -46,6 +46,7 @@ class LabState:
     router_id: str = ""
     router_port_id: str = ""
     metadata_api_port: int = 0
+    keystone_port: int = 0  # `lab up --keystone`: Keystone on 127.0.0.1 at this port (0: no Keystone)
     complete: bool = False
 
     def to_json(self) -> dict:
@@ -63,6 +64,10 @@ class LabState:
                     for vm in d.get("vms", [])]
         d["hosts"] = [Host(**h) for h in d.get("hosts", [])]
         return cls(**d)
+
+    def process(self, name: str) -> Proc | None:
+        """The lab's own process of that name (its supervisor; with --keystone also Keystone's gunicorn master)."""
+        return next((p for p in self.processes if p.name == name), None)
 
     def host(self, name: str) -> Host:
         for host in self.hosts:

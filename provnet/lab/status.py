@@ -42,7 +42,7 @@ def _alive(pid: int | None, start: int | None) -> bool:
 
 def snapshot(state_path: str, state: LabState) -> Snapshot:
     directory = lab_dir(state_path)
-    sup = state.processes[0] if state.processes else None
+    sup = state.process("supervisor")
     sup_running = sup is not None and procs.is_running(sup)
     found = supervisor.read_status(directory) or {}
     rows = []
@@ -76,7 +76,7 @@ def snapshot(state_path: str, state: LabState) -> Snapshot:
         proxies[host.name] = (pid, procs.start_time(pid) is not None)
     snap = Snapshot({ns: ns in present for ns in names}, sup_running, rows, proxies, router_ports=qrouters)
     if state.controller and netns.namespace_exists(state.controller):
-        api = ControllerApi(state.controller, state.api_url, timeout=5)
+        api = ControllerApi.for_lab(state_path, state, timeout=5)
         try:
             snap.ports = {p.id: p.status for p in api.list_ports({"id": [vm.port_id for vm in state.vms]})} \
                 if state.vms else {}
@@ -105,13 +105,18 @@ def render_text(state_path: str, state: LabState, snap: Snapshot) -> str:
     out.append("namespaces:")
     for ns, present in snap.namespaces.items():
         out.append(f"  {ns:<58} {'present' if present else 'GONE'}")
-    sup = state.processes[0] if state.processes else None
+    sup = state.process("supervisor")
     if snap.supervisor_running:
         out.append(f"supervisor: pid {sup.pid if sup else '-'} running (services restart when they die; logs in "
                    f"{d / 'logs'})")
     else:
         out.append(f"supervisor: pid {sup.pid if sup else '-'} STOPPED (its services stopped with it; "
                    f"`provnet lab up` builds the lab again; logs in {d / 'logs'})")
+    keystone = state.process("keystone")
+    if keystone is not None:
+        out.append(f"keystone: pid {keystone.pid} {'running' if procs.is_running(keystone) else 'STOPPED'} on "
+                   f"127.0.0.1:{state.keystone_port} (the controller, the agents and the DHCP server reach it through "
+                   "the *-keystone-relay services)")
     out.append("services:")
     for row in snap.services:
         restarts = f", {row.restarts} restart(s)" if row.restarts else ""

@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +32,32 @@ class ControlError(RuntimeError):
 
 @dataclass(frozen=True)
 class Service:
-    """One lab service: `argv` run in `namespace` (None: the machine's own) with its log in logs/<name>.log."""
+    """One lab service: `argv` run in `namespace` (None: the machine's own) with `env` added to the supervisor's
+    environment, its log in logs/<name>.log."""
 
     name: str
     argv: Sequence[str]
     namespace: str | None = None
     notify: bool = True  # a provnet server (tells READY and WATCHDOG); False: someone else's program
+    env: dict[str, str] = field(default_factory=dict)  # e.g. OS_CLIENT_CONFIG_FILE: the clouds.yaml it reads
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "argv": list(self.argv), "namespace": self.namespace, "notify": self.notify}
+        return {"name": self.name, "argv": list(self.argv), "namespace": self.namespace, "notify": self.notify,
+                "env": dict(self.env)}
 
     @classmethod
     def from_json(cls, d: Any) -> Service:
         if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"] \
                 or not isinstance(d.get("argv"), list) or not d["argv"] \
                 or not all(isinstance(a, str) for a in d["argv"]) \
-                or not isinstance(d.get("namespace"), str | None) or not isinstance(d.get("notify", True), bool):
+                or not isinstance(d.get("namespace"), str | None) or not isinstance(d.get("notify", True), bool) \
+                or not isinstance(d.get("env", {}), dict) \
+                or not all(isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+                           for k, v in d.get("env", {}).items()):
             raise ControlError(f"not a service: {str(d)[:200]}")
         if "/" in d["name"] or d["name"].startswith("."):
             raise ControlError(f"bad service name {d['name']!r}")
-        return cls(d["name"], tuple(d["argv"]), d.get("namespace"), d.get("notify", True))
+        return cls(d["name"], tuple(d["argv"]), d.get("namespace"), d.get("notify", True), dict(d.get("env", {})))
 
     def command(self) -> list[str]:
         """The process: the kernel stops it when the supervisor dies (setpriv --pdeathsig, kept across exec),
@@ -86,7 +92,7 @@ class LabSupervisor:
         if service.name in self.services:
             raise ControlError(f"a service named {service.name} runs already")
         self.services[service.name] = service
-        spec = ChildSpec(service.name, service.command(), notify=service.notify,
+        spec = ChildSpec(service.name, service.command(), env=service.env, notify=service.notify,
                          log=str(self.dir / "logs" / f"{service.name}.log"))
         self.supervisor.add(spec)
 

@@ -12,6 +12,7 @@ from provnet.config import Config, ConfigError
 from provnet.metadata.attribution import Miss, check_mac, not_found_text
 from provnet.metadata.http11 import Message
 from provnet.metadata.lookup import Lookup
+from provnet.metadata.neighbours import SOURCE_MAC_HEADER
 from provnet.metadata.observe import REQUEST_ID_HEADER, STATUS_PATHS, Metrics, new_request_id, registry_status
 from provnet.metadata.ratelimit import RateLimiter, Window
 from provnet.metadata.serving import HttpServer, Peer, Response, error
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ROUTER_HEADER = "X-Neutron-Router-ID"
 NETWORK_HEADER = "X-Neutron-Network-ID"
-MAC_HEADER = "X-Provnet-Source-MAC"  # the requesting VM's MAC, when the proxy read it (it overwrites any a guest sent)
+MAC_HEADER = SOURCE_MAC_HEADER  # the requesting VM's MAC, when the proxy read it (a guest's own is never forwarded)
 API_TIMEOUT = 60.0  # Neutron's agent waits 60 s for nova; the proxy waits longer than this
 PASSED_BACK = ("content-type", "retry-after", "etag", "allow", TTL_HEADERS[0], HOP_LIMIT_HEADER.lower())
 # what the proxy passed on from the guest (tokens, conditional requests) or about it, for the API
@@ -95,8 +96,9 @@ class MetadataAgent:
     def __init__(self, registry: Registry, *, shared_secret: str, socket_path: str, api: Target,
                  backlog: int = 4096, rate_limiter: RateLimiter | None = None,
                  api_timeout: float = API_TIMEOUT, listen_sock: socket.socket | None = None,
-                 registry_timeout: float = 10.0, stale_if_error: float = 600.0) -> None:
+                 registry_timeout: float = 10.0, stale_if_error: float = 600.0, verify_mac: bool = True) -> None:
         self.registry = registry
+        self.verify_mac = verify_mac
         self.socket_path = socket_path
         self.backlog = backlog
         self.metrics = Metrics("agent")
@@ -136,7 +138,8 @@ class MetadataAgent:
                    socket_path=config.metadata_proxy_socket, api=target, backlog=config.metadata_backlog,
                    rate_limiter=limiter, listen_sock=listen_sock,
                    registry_timeout=config.get("metadata.registry_timeout"),
-                   stale_if_error=config.get("metadata.cache_stale_if_error"))
+                   stale_if_error=config.get("metadata.cache_stale_if_error"),
+                   verify_mac=config.get("metadata.verify_mac"))
 
     def reload(self, config: Config) -> None:
         """SIGHUP: sign with the configuration's metadata_proxy_shared_secret from the next request on."""
@@ -202,7 +205,8 @@ class MetadataAgent:
         if self._outage is not None:
             log.info("the registry answers again")
             self._outage = None
-        answer = check_mac(answer, request.get(MAC_HEADER), address)
+        if self.verify_mac:
+            answer = check_mac(answer, request.get(MAC_HEADER), address)
         if isinstance(answer, Miss):
             detail = f"; {answer.detail}" if answer.detail else ""
             return error(404, not_found_text(kind, scope_id, answer.reason)), answer.reason + detail

@@ -7,13 +7,16 @@ import ipaddress
 import json
 import logging
 import posixpath
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 from provnet.config import Config, ConfigError
+from provnet.identity.tls import server_context
 from provnet.metadata import content
 from provnet.metadata.attribution import instance_gone, project_mismatch
 from provnet.metadata.audit import Audit, SecretRead
@@ -34,8 +37,9 @@ from provnet.metadata.tokens import (
     parse_ttl,
 )
 from provnet.metadata.watch import Watchers, WatchQuery, WatchRefused, bare, not_modified, parse_watch
-from provnet.model.errors import Conflict, InstanceNotFound, NotFound, ServiceUnavailable
+from provnet.model.errors import Conflict, InstanceNotFound, InvalidInput, NotFound, ServiceUnavailable
 from provnet.model.metadata_options import options_of
+from provnet.model.resources import Network, Subnet
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
@@ -44,6 +48,7 @@ from provnet.registry.feed import ChangeFeed, Touched
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000  # instance trees cached (about 10 KB each once a boot has read its tree)
+STALE_WAIT = 0.5  # seconds a VM waits for its expired tree's refresh before the tree it had is served
 _IDENTITY = ("x-instance-id", "x-instance-id-signature", "x-tenant-id", "x-forwarded-for", "x-metadata-provider")
 _GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a relay in the guest sent these
 REFUSAL_LOG_INTERVAL = 60.0  # seconds: a source's token refusals are logged once per interval, with a count
@@ -68,8 +73,8 @@ class _Entry:
     networks: tuple[str, ...]  # the networks (and subnets) its ports are on: a change to one drops the entry
 
 
-def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict | None,
-                request_address: str | None, shared: dict | None = None) -> content.Source:
+def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict[str, Any] | None,
+                request_address: str | None, shared: dict[str, Network | Subnet] | None = None) -> content.Source:
     """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from.
 
     `shared` memoizes networks and subnets (many instances share them); the caller drops what changed.
@@ -79,19 +84,19 @@ def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_v
     vifs = []
     for port in registry.list_ports({"device_id": [instance_id]}):
         network = shared.get(port.network_id)
-        if network is None:
+        if not isinstance(network, Network):
             network = shared[port.network_id] = registry.get_network(port.network_id)
         subnets = []
         for subnet_id in dict.fromkeys(f.subnet_id for f in port.fixed_ips):
             subnet = shared.get(subnet_id)
-            if subnet is None:
+            if not isinstance(subnet, Subnet):
                 subnet = shared[subnet_id] = registry.get_subnet(subnet_id)
             subnets.append(subnet)
         vifs.append(content.Vif(port, network, tuple(subnets)))
     return content.Source(instance, vifs, dhcp_domain, static_vendor_data, request_address)
 
 
-def load_vendor_data(path: str) -> dict:
+def load_vendor_data(path: str) -> dict[str, Any]:
     """vendordata_jsonfile_path: a JSON object; an unreadable or non-object file is a startup error."""
     if not path:
         return {}
@@ -118,14 +123,15 @@ class MetadataApi:
     name = "metadata API"
 
     def __init__(self, registry: Registry, *, shared_secret: str, host: str = "127.0.0.1", port: int = 8775,
-                 dhcp_domain: str = "novalocal", static_vendor_data: dict | None = None,
+                 dhcp_domain: str = "novalocal", static_vendor_data: dict[str, Any] | None = None,
                  trusted_networks: Sequence[str] = (), cache_expiration: float = 15.0,
                  registry_timeout: float = 10.0, stale_if_error: float = 600.0,
                  clock: Callable[[], float] = time.monotonic, previous_secret: str = "",
                  http_tokens: str = "optional", hop_limit: int = 1, identity: IdentitySigner | None = None,
                  watch_max_per_instance: int = 8, watch_max_total: int = 4096, watch_max_timeout: float = 50.0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
+        self.ssl_context = ssl_context  # https when set ([wsgi] ssl_cert_file / ssl_key_file)
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
         self.feed = ChangeFeed(registry, "metadata API feed")
         self.feed.subscribe(self)
@@ -150,8 +156,10 @@ class MetadataApi:
         self.audit = Audit(self.metrics.registry)
         self.server = HttpServer(self.handle)
         self._cache: dict[str, _Entry] = {}
+        self._refreshing: dict[str, asyncio.Future[content.MetadataTree | Response]] = {}
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
-        self._shared: dict = {}  # networks and subnets by id, shared by instances' loads; dropped per change
+        # networks and subnets by id, shared by instances' loads; dropped per change
+        self._shared: dict[str, Network | Subnet] = {}
         self._all_networks: list[str] | None = None
         self.invalidated = 0
 
@@ -160,7 +168,9 @@ class MetadataApi:
         """The API as [DEFAULT] metadata_listen*, [api] and [metadata] say; ConfigError for a bad vendor file."""
         try:
             vendor = load_vendor_data(config.get("api.vendordata_jsonfile_path"))
-        except ValueError as exc:
+            ssl_context = server_context(config.get("wsgi.ssl_cert_file"), config.get("wsgi.ssl_key_file"),
+                                         "[wsgi] ssl_cert_file/ssl_key_file")
+        except ValueError as exc:  # TlsError too
             raise ConfigError(str(exc)) from None
         if not config.metadata_proxy_shared_secret:
             log.warning("metadata_proxy_shared_secret is empty: signatures are HMACs with an empty key")
@@ -176,7 +186,7 @@ class MetadataApi:
                    identity=identity_signer(config),
                    watch_max_per_instance=config.get("metadata.watch_max_per_instance"),
                    watch_max_total=config.get("metadata.watch_max_total"),
-                   watch_max_timeout=config.get("metadata.watch_max_timeout"))
+                   watch_max_timeout=config.get("metadata.watch_max_timeout"), ssl_context=ssl_context)
 
     def reload(self, config: Config) -> None:
         """SIGHUP: take the secrets, the identity key and the token defaults from `config` (each swapped whole,
@@ -198,13 +208,15 @@ class MetadataApi:
 
     async def start(self) -> None:
         await self.feed.start()
-        self.port = await self.server.listen_tcp(self.host, self.port)
-        log.info("metadata API on %s:%d (direct mode %s; identity documents %s)", self.host, self.port,
-                 ",".join(map(str, self.trusted)) if self.trusted else "off",
+        self.port = await self.server.listen_tcp(self.host, self.port, ssl=self.ssl_context)
+        log.info("metadata API on %s:%d%s (direct mode %s; identity documents %s)", self.host, self.port,
+                 " (https)" if self.ssl_context else "", ",".join(map(str, self.trusted)) if self.trusted else "off",
                  f"signed with {self.identity.key.path} (kid {self.identity.key.kid})" if self.identity else "off")
 
     async def stop(self) -> None:
         await self.server.close()
+        for refresh in list(self._refreshing.values()):
+            refresh.cancel()
         await self.feed.stop()
         self.areg.close()
 
@@ -376,6 +388,28 @@ class MetadataApi:
         return None
 
     async def _load_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
+        """A tree from the registry. One past cache_expiration (still within stale_if_error) is refreshed, one
+        refresh per instance at a time, but a registry slower than STALE_WAIT (hung, or not yet known to be down)
+        does not hold its VMs: the request that started the refresh waits at most STALE_WAIT, the others not at
+        all, for the tree they had (stale-while-revalidate; the change feed drops a tree whose instance changed,
+        so an expired one differs from the registry only if the feed missed a change)."""
+        stale = self._cache.get(instance_id)
+        if stale is None or self.clock() - stale.born >= self.cache_expiration + self.stale_if_error:
+            return await self._fetch_tree(instance_id, address)
+        if instance_id in self._refreshing:
+            self.metrics.cache_hit.inc()
+            return stale.tree
+        refresh = asyncio.ensure_future(self._fetch_tree(instance_id, address))
+        self._refreshing[instance_id] = refresh
+        refresh.add_done_callback(lambda done: (self._refreshing.pop(instance_id, None),
+                                                done.cancelled() or done.exception()))
+        try:
+            return await asyncio.wait_for(asyncio.shield(refresh), STALE_WAIT)
+        except TimeoutError:
+            self.metrics.cache_hit.inc()
+            return stale.tree
+
+    async def _fetch_tree(self, instance_id: str, address: str | None) -> content.MetadataTree | Response:
         self.metrics.cache_miss.inc()
         mark = self.touched.mark()
         try:
@@ -587,6 +621,8 @@ class MetadataApi:
                 await self.areg(self.registry.set_instance_password, instance_id, new)
             except Conflict:
                 return error(409, "The password is already set.")
+            except InvalidInput as exc:  # what the store refuses is the VM's bad input, never a 500
+                return error(400, exc.message)
         return Response(reply.status, reply.body, [("Content-Type", content.TEXT)])
 
 

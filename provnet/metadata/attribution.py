@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from provnet.model.resources import Port
+from provnet.registry.base import Registry
 
 RESULTS = ("no_interface", "not_found", "ambiguous", "unbound", "mac_mismatch")
 
@@ -82,7 +83,7 @@ def not_found_text(kind: str, scope_id: str, reason: str) -> str:
     return f"Instance was not found on {kind} {scope_id}: {reason}."
 
 
-def walk(registry, kind: str, scope_id: str, address: str, networks: list[str] | None = None) -> Walk:
+def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: list[str] | None = None) -> Walk:
     """The registry part of the chain (blocking: run it off the event loop). `networks`: the router's interface
     networks when the caller knows them already."""
     steps: list[Step] = []

@@ -10,6 +10,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from provnet.model.metadata_options import guest_properties, options_of
 from provnet.model.resources import Instance, Network, Port, Subnet
@@ -74,7 +75,7 @@ class Source:
     instance: Instance
     vifs: list[Vif] = field(default_factory=list)
     dhcp_domain: str = "novalocal"
-    static_vendor_data: Mapping | None = None  # vendordata_jsonfile_path content ({} when unset)
+    static_vendor_data: Mapping[str, Any] | None = None  # vendordata_jsonfile_path content ({} when unset)
     request_address: str | None = None  # X-Forwarded-For: the local-ipv4 fallback
 
 
@@ -127,14 +128,14 @@ def _first_ipv4(source: Source) -> str | None:
     return None
 
 
-def ec2_tree(source: Source, version: str) -> dict:
+def ec2_tree(source: Source, version: str) -> dict[str, Any]:
     """The EC2 tree of one version (already resolved from `latest`): {"meta-data": {...}, "user-data": bytes}."""
     inst = source.instance
     host = hostname(source)
     groups: list[str] = []
     for vif in source.vifs:
         groups.extend(g for g in vif.port.security_groups if g not in groups)
-    md: dict = {
+    md: dict[str, Any] = {
         "ami-id": _ec2_id("ami", f"image-{inst.id}"),
         "ami-launch-index": inst.launch_index,
         "ami-manifest-path": "FIXME",
@@ -162,7 +163,7 @@ def ec2_tree(source: Source, version: str) -> dict:
     tags = instance_tags(inst)
     if tags is not None:
         md["tags"] = {"instance": tags}
-    tree: dict = {"meta-data": md}
+    tree: dict[str, Any] = {"meta-data": md}
     if inst.user_data is not None:
         tree["user-data"] = inst.user_data
     return tree
@@ -176,10 +177,10 @@ def instance_tags(inst: Instance) -> dict[str, str] | None:
     return {k: v for k, v in guest_properties(inst.metadata).items() if "/" not in k and k not in (".", "..")}
 
 
-def meta_data(source: Source, version: str) -> dict:
+def meta_data(source: Source, version: str) -> dict[str, Any]:
     """meta_data.json without `random_seed` (added per request by `MetadataTree`)."""
     inst = source.instance
-    md: dict = {"uuid": inst.id}
+    md: dict[str, Any] = {"uuid": inst.id}
     meta = guest_properties(inst.metadata)
     if meta:
         md["meta"] = meta
@@ -206,7 +207,7 @@ def _netmask(subnet: Subnet) -> str:
     return str(subnet.network.netmask)
 
 
-def _routes(subnet: Subnet) -> list[dict]:
+def _routes(subnet: Subnet) -> list[dict[str, str]]:
     if subnet.ip_version == 4:
         return [{"network": str(r.destination.network_address), "netmask": str(r.destination.netmask),
                  "gateway": str(r.nexthop)} for r in port_routes(subnet)]
@@ -215,7 +216,7 @@ def _routes(subnet: Subnet) -> list[dict]:
     return []
 
 
-def network_data(source: Source) -> dict:
+def network_data(source: Source) -> dict[str, Any]:
     """network_data.json: links, networks (first v4 and first v6 subnet per port) and DNS services.
 
     A subnet with enable_dhcp is `ipv4_dhcp`; any other (the seed's external-DHCP subnet) is static with the
@@ -223,9 +224,9 @@ def network_data(source: Source) -> dict:
     """
     if not source.vifs:
         return {}
-    links: list[dict] = []
-    networks: list[dict] = []
-    services: list[dict] = []
+    links: list[dict[str, Any]] = []
+    networks: list[dict[str, Any]] = []
+    services: list[dict[str, str]] = []
     for vif in source.vifs:
         port = vif.port
         link_id = f"tap{port.id[:11]}"
@@ -261,7 +262,7 @@ def network_data(source: Source) -> dict:
     return {"links": links, "networks": networks, "services": services}
 
 
-def vendor_data(source: Source) -> dict:
+def vendor_data(source: Source) -> dict[str, Any]:
     """vendor_data.json: the static JSON file, overlaid by the instance's own vendor data."""
     return {**(source.static_vendor_data or {}), **source.instance.vendor_data}
 
@@ -277,7 +278,7 @@ class MetadataTree:
         self.source = source
         self._today = today
         self._replies: dict[str, Reply] = {}
-        self._ec2_trees: dict[str, dict] = {}
+        self._ec2_trees: dict[str, dict[str, Any]] = {}
 
     def lookup(self, raw_path: str) -> Reply:
         """Reply for a request path; `PASSWORD_LEAF` for an OpenStack `password` path (the caller serves it)."""
@@ -377,4 +378,6 @@ def password_post(current: str | None, body: bytes) -> tuple[Reply, str | None]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return Reply(400, b"400 Bad Request\n\nThe password must be UTF-8 text.\n"), None
+    if "\x00" in text:  # no store keeps it (PostgreSQL refuses it)
+        return Reply(400, b"400 Bad Request\n\nThe password must not contain NUL.\n"), None
     return Reply(200), text

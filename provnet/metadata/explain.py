@@ -20,6 +20,7 @@ from provnet.metadata.attribution import (
 )
 from provnet.metadata.signing import sign_instance_id
 from provnet.model.errors import InstanceNotFound, NotFound
+from provnet.registry.base import Registry
 
 SIGNATURE_REFUSED = "the metadata API refused the signature: the shared secrets do not match"
 # a probe of the metadata API: (instance id, tenant id, address) -> HTTP status (or raises OSError)
@@ -61,7 +62,7 @@ class Explanation:
         return out
 
 
-def explain(registry, kind: str, scope_id: str, address: str, mac: str | None = None,
+def explain(registry: Registry, kind: str, scope_id: str, address: str, mac: str | None = None,
             probe: Probe | None = None) -> Explanation:
     """Blocking (registry reads, the probe): run it off an event loop."""
     found = walk(registry, kind, scope_id, address)

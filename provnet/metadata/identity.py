@@ -69,7 +69,9 @@ def load_key(path: str) -> IdentityKey:
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise IdentityKeyError(f"identity key {path}: must be an EC P-256 key (openssl genpkey -algorithm EC "
                         "-pkeyopt ec_paramgen_curve:P-256)")
-    return IdentityKey(thumbprint(public), public, private, path)  # type: ignore[arg-type]
+    # an EC P-256 public key (checked above) comes from an EC P-256 private key
+    ec_private = private if isinstance(private, ec.EllipticCurvePrivateKey) else None
+    return IdentityKey(thumbprint(public), public, ec_private, path)
 
 
 def generate_key_file(path: str) -> None:
@@ -139,6 +141,7 @@ class IdentitySigner:
     def __init__(self, key: IdentityKey, issuer: str, ttl: int) -> None:
         assert key.private is not None
         self.key = key
+        self._private = key.private
         self.issuer = issuer
         self.ttl = ttl
 
@@ -146,4 +149,4 @@ class IdentitySigner:
         issued = int(now)
         payload = {"iss": self.issuer, "aud": audience, "iat": issued, "nbf": issued, "exp": issued + self.ttl,
                    **claims}
-        return jwt.encode(payload, self.key.private, algorithm=ALGORITHM, headers={"kid": self.key.kid})
+        return jwt.encode(payload, self._private, algorithm=ALGORITHM, headers={"kid": self.key.kid})

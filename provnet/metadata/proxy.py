@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from provnet.metadata.fairshare import FairShare
 from provnet.metadata.http11 import Message
+from provnet.metadata.neighbours import SOURCE_MAC_HEADER, NeighbourTable
 from provnet.metadata.observe import REQUEST_ID_HEADER, Metrics, healthz, new_request_id
-from provnet.metadata.serving import HttpServer, Peer, Response, error
+from provnet.metadata.serving import HttpServer, LogBudget, Peer, Response, error
 from provnet.metadata.tokens import HOP_LIMIT_HEADER, RELAYED_HEADER, TOKEN_HEADERS, TTL_HEADERS
 from provnet.metadata.upstream import Target, Upstream, UpstreamTimeout, UpstreamUnavailable
 
@@ -16,6 +21,11 @@ log = logging.getLogger(__name__)
 AGENT_TIMEOUT = 65.0  # longer than the agent's 60 s to the API, so the agent's own 503/504 gets through
 HEADER_TIMEOUT = 30.0  # haproxy's timeout http-request in Neutron
 IDLE_TIMEOUT = 30.0  # timeout http-keep-alive
+MAX_CONNECTIONS = 4096  # Neutron's haproxy has maxconn 1024 and no share per VM
+MAX_PER_SOURCE = 64  # cloud-init holds one; a VM at this many is refused at once, not its neighbours
+MAX_RATE_PER_SOURCE = 100.0  # new connections a second from one address (cloud-init opens about 30 in a boot)
+IN_FLIGHT = 64  # requests at the agent at once (a boot storm's worth); beyond, addresses take turns
+IN_FLIGHT_PER_SOURCE = 4  # of those, from one address: a VM's backlog never stands before its neighbours
 # Client headers that reach the agent; everything else (X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For,
 # X-Metadata-Provider*, X-OVN-*, request ids, in any case and any number) is dropped by not being listed.
 FORWARDED_CLIENT_HEADERS = ("content-type",)
@@ -26,10 +36,13 @@ GUEST_FORWARDING = ("x-forwarded-for", "forwarded", "x-forwarded-host")  # a rel
 
 
 def agent_headers(client: Message, peer_address: str, id_header: str, id_value: str,
-                  request_id: str) -> list[tuple[str, str]]:
-    """The headers of the request to the agent: ours, plus the few client headers the API may need."""
+                  request_id: str, mac: str = "") -> list[tuple[str, str]]:
+    """The headers of the request to the agent: ours (the source's MAC when this namespace's neighbour table has
+    it), plus the few client headers the API may need."""
     out = [("Host", "169.254.169.254"), ("X-Forwarded-For", peer_address), (id_header, id_value),
            (REQUEST_ID_HEADER, request_id)]
+    if mac:
+        out.append((SOURCE_MAC_HEADER, mac))
     if client.body:
         out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_CLIENT_HEADERS)
     out.extend((k, v) for k, v in client.headers if k.lower() in FORWARDED_ALWAYS)
@@ -47,24 +60,33 @@ class MetadataProxy:
     def __init__(self, *, socket_path: str, router_id: str | None = None, network_id: str | None = None,
                  bind: str = "0.0.0.0", port: int = 9697, status_socket: str | None = None,
                  agent_timeout: float = AGENT_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                 max_per_source: int = MAX_PER_SOURCE, max_rate_per_source: float = MAX_RATE_PER_SOURCE,
+                 neighbours: NeighbourTable | None = None) -> None:
         if bool(router_id) == bool(network_id):
             raise ValueError("a metadata proxy serves exactly one router or one network")
-        self.id_header, self.id_value = (("X-Neutron-Router-ID", router_id) if router_id
-                                         else ("X-Neutron-Network-ID", network_id))  # type: ignore[assignment]
+        self.id_header = "X-Neutron-Router-ID" if router_id else "X-Neutron-Network-ID"
+        self.id_value: str = router_id or network_id or ""  # exactly one of the two (checked above)
         self.bind, self.port = bind, port
         self.status_socket = status_socket
         self.metrics = Metrics("proxy")
         self.agent = Upstream(Target(unix_path=socket_path), timeout=agent_timeout)
-        self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout)
+        self.share = FairShare(IN_FLIGHT, IN_FLIGHT_PER_SOURCE)
+        self.neighbours = neighbours if neighbours is not None else NeighbourTable()
+        self._log = LogBudget(log)  # agent failures: one line a second, however many VMs ask meanwhile
+        self.server = HttpServer(self.handle, header_timeout=header_timeout, idle_timeout=idle_timeout,
+                                 max_connections=max_connections, max_per_source=max_per_source,
+                                 max_rate_per_source=max_rate_per_source)
+        self.metrics.registry.register(_EdgeCollector(self.server))
         self.status_server = HttpServer(self._status) if status_socket else None
 
     async def start(self) -> None:
         self.port = await self.server.listen_tcp(self.bind, self.port, backlog=1024)
         if self.status_server is not None and self.status_socket:
             await self.status_server.listen_unix(self.status_socket, mode=0o660)
-        log.info("metadata proxy for %s %s on %s:%d -> %s", self.id_header, self.id_value, self.bind, self.port,
-                 self.agent.target.describe())
+        log.info("metadata proxy for %s %s on %s:%d -> %s (at most %d connections, %d per address)", self.id_header,
+                 self.id_value, self.bind, self.port, self.agent.target.describe(), self.server.max_connections,
+                 self.server.max_per_source)
 
     async def stop(self) -> None:
         await self.server.close()
@@ -75,14 +97,19 @@ class MetadataProxy:
     async def handle(self, request: Message, peer: Peer) -> Response:
         started = time.perf_counter()
         rid = new_request_id()
-        headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid)
+        if peer.mac is None:  # once per connection, when its first request comes
+            peer.mac = self.neighbours.mac_of(peer.address)
+        headers = agent_headers(request, peer.address, self.id_header, self.id_value, rid, peer.mac)
+        share = self.share
+        if not share.enter(peer.address):
+            await share.wait(peer.address)
         try:
             upstream = await self.agent.request(request.method, request.target, headers, request.body)
         except UpstreamUnavailable as exc:
-            log.warning("%s metadata agent unavailable: %s", rid, exc)
+            self._log(logging.WARNING, f"{rid} metadata agent unavailable: {exc}", time.monotonic())
             response = error(502, "The metadata agent is unavailable.", rid)
         except UpstreamTimeout as exc:
-            log.warning("%s %s", rid, exc)
+            self._log(logging.WARNING, f"{rid} {exc}", time.monotonic())
             response = error(504, "The metadata agent did not answer in time.", rid)
         else:
             response = Response(upstream.status, upstream.body,
@@ -91,11 +118,11 @@ class MetadataProxy:
             hop = upstream.get(HOP_LIMIT_HEADER) or ""
             if hop.isdigit() and 1 <= int(hop) <= 255:  # a token's answer: it must not cross a router in the VM
                 response.ip_ttl = int(hop)
+        finally:
+            share.release(peer.address)
         self.metrics.observe(response.status, time.perf_counter() - started)
-        level = logging.DEBUG if response.status < 400 else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "%s %s %s from %s -> %d", rid, request.method, request.target, peer.address,
-                    response.status)
+        if log.isEnabledFor(logging.DEBUG):  # every answer is counted in /metrics; a VM cannot drive this log
+            log.debug("%s %s %s from %s -> %d", rid, request.method, request.target, peer.address, response.status)
         return response
 
     async def _status(self, request: Message, peer: Peer) -> Response:
@@ -110,3 +137,23 @@ class MetadataProxy:
         if request.path == "/healthz":
             return healthz()
         return error(404, "Only /healthz, /readyz and /metrics are served here.")
+
+
+class _EdgeCollector:
+    """/metrics: the proxy's open connections and what its edge refused, evicted or timed out."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("provnet_metadata_proxy_connections", "Open client connections.",
+                                value=self.server.open_connections)
+        events = CounterMetricFamily(
+            "provnet_metadata_proxy_connection_events",
+            "Client connections refused (refused_source: at the per-address cap, refused_rate: opened too fast, "
+            "refused_full: at the total cap), evicted to make room, closed when idle or not reading (stalled), "
+            "and refusals of malformed or slow requests by status (400, 408, 413, 431, 501, 505).",
+            labels=["event"])
+        for event, count in sorted(self.server.stats.items()):
+            events.add_metric([event], count)
+        yield events

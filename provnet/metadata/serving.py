@@ -1,20 +1,28 @@
-# The socket edge every metadata service shares: HTTP/1.1 keep-alive over TCP or a unix socket, with limits.
+# The socket edge every metadata service shares: HTTP/1.1 keep-alive over TCP or a unix socket, with limits on
+# time, memory and connections (per source address and in all) that make an abuser pay before its neighbours.
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import resource
 import socket
+import ssl as ssl_module
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from provnet.metadata import http11
+from provnet.metadata.framing import RequestReader
 from provnet.metadata.http11 import HttpError, Message
 
 log = logging.getLogger(__name__)
 
 TEXT = "text/plain; charset=UTF-8"
-_MAX_BUFFER = http11.MAX_HEAD + http11.MAX_BODY  # more unread data than this (pipelining flood): stop reading
+SLICE = 4096  # input is parsed this much at a time: one read never becomes thousands of queued requests
+FLOOR = 1.0  # seconds: what the head and idle timeouts shrink to when the server is full
+FD_RESERVE = 64  # descriptors kept for listening sockets, logs, the store
+LINGER = 2.0  # seconds a closing connection still reads (and drops) what the client sends, so its answer arrives
 
 
 @dataclass
@@ -28,9 +36,11 @@ class Response:
 
 @dataclass
 class Peer:
-    """Who is on the other end: the TCP source address (empty for a unix socket)."""
+    """Who is on the other end: the TCP source address (empty for a unix socket), and its MAC once a handler has
+    read it (None: not read yet; "": not known)."""
 
     address: str
+    mac: str | None = None
 
 
 # A handler answers at once (a Response) or later (an awaitable); answers leave in request order.
@@ -67,82 +77,183 @@ def _peer_address(transport: asyncio.BaseTransport) -> str:
     return ""
 
 
+class LogBudget:
+    """At most one log line a second from one source of lines a VM can drive; the next line says how many were
+    left out."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -1e9
+        self._suppressed = 0
+
+    def __call__(self, level: int, message: str, now: float) -> None:
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        self.logger.log(level, "%s%s", message, more)
+        self._last, self._suppressed = now, 0
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to its hard limit where allowed; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as fh:
+                target = int(fh.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_capacity(fd_limit: int) -> int:
+    """Client connections a proxy can hold at `fd_limit` descriptors: each may need one more towards its upstream."""
+    return max(16, (fd_limit - FD_RESERVE) // 2)
+
+
+def scaled(timeout: float, load: float) -> float:
+    """A timeout under load (open connections / the cap): whole up to half full, then down to FLOOR when full."""
+    if load <= 0.5:
+        return timeout
+    return max(min(timeout, FLOOR), timeout * 2 * (1 - load))
+
+
 class _Connection(asyncio.Protocol):
-    """One client connection: parses requests as bytes arrive, runs the handler, writes answers in order."""
+    """One client connection: parses requests as bytes arrive, runs the handler, writes answers in order.
+
+    Flow control: input waits unparsed (and reading pauses) while a request is being answered or the client does
+    not read its answers; it is parsed SLICE bytes at a time when the queue is empty, and reading resumes as soon as
+    nothing waits. So a connection holds at most one read, one slice's requests and one write buffer.
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        loop = server._loop
+        assert loop is not None  # connections are made once the server listens
+        self.loop = loop
+        self.transport: asyncio.Transport  # set by connection_made, before anything else runs
         self.peer = Peer("")
-        self.buffer = bytearray()
-        self.busy: asyncio.Future | None = None  # the handler's pending answer
-        self.request: Message | None = None
-        self.body_needed = 0
-        self.idle_since = self.loop.time()
-        self.partial_since: float | None = None
-        self.paused = False
+        self.reader = RequestReader()
+        self.pending = b""  # input not yet parsed, from offset `pending_at`
+        self.pending_at = 0
+        self.failure: HttpError | None = None  # answered after the requests before it
+        self.busy: asyncio.Future[Response] | None = None  # the handler's pending answer
+        self.active = self.loop.time()  # last byte read or answer written
+        self.partial_since: float | None = None  # when the request being received began
+        self.stalled_since: float | None = None  # the client is not reading its answers
+        self.linger_since: float | None = None  # closing: our side is shut, the client's bytes are dropped
+        self.reading = True
+        self.eof = False
         self.closed = False
         self.scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
         self.peer = Peer(_peer_address(transport))
-        self.server._connections.add(self)
+        refusal = self.server._admit(self)
+        if refusal is not None:
+            self.closed = True
+            if refusal.status:
+                self.transport.write(http11.render_response(refusal.status, refusal.body, refusal.headers, False))
+                self.transport.close()
+            else:
+                self.transport.abort()  # connecting too fast: a reset, the cheapest refusal
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server._connections.discard(self)
+        self.server._forget(self)
         if self.busy is not None:
             self.busy.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.busy is None and not self.scheduled:
-            self._process()
-        elif len(self.buffer) > _MAX_BUFFER and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if self.closed or self.failure is not None or self.reader.done:
+            return  # nothing after a bad or closing request is read
+        self.active = self.loop.time()
+        if self.pending:
+            self.pending, self.pending_at = self.pending[self.pending_at:] + data, 0
+        else:
+            self.pending = data
+        if not self.scheduled:
+            self._work()
 
-    def _process(self) -> None:
+    def eof_received(self) -> bool:
+        self.eof = True  # the client half-closed: answer what it sent, then close
+        if self.linger_since is not None:
+            self.transport.close()
+        elif not self.scheduled:
+            self._work()
+        return True
+
+    def pause_writing(self) -> None:
+        self.stalled_since = self.loop.time()
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.stalled_since = None
+        if not self.scheduled:
+            self._work()
+
+    def _work(self) -> None:
         self.scheduled = False
-        while not self.closed and self.busy is None:
-            if self.request is None:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self.buffer) > http11.MAX_HEAD:
-                        self._fail(431, f"request head over {http11.MAX_HEAD} bytes")
-                    elif self.buffer and self.partial_since is None:
-                        self.partial_since = self.loop.time()
-                    return
-                if end + 4 > http11.MAX_HEAD:
-                    self._fail(431, f"request head over {http11.MAX_HEAD} bytes")
-                    return
-                try:
-                    self.request, self.body_needed = http11.parse_request_head(bytes(self.buffer[:end + 4]))
-                except HttpError as exc:
-                    self._fail(exc.status, exc.message)
-                    return
-                del self.buffer[:end + 4]
-                if self.partial_since is None:
-                    self.partial_since = self.loop.time()
-            if len(self.buffer) < self.body_needed:
-                return
-            request = self.request
-            if self.body_needed:
-                request.body = bytes(self.buffer[:self.body_needed])
-                del self.buffer[:self.body_needed]
-            self.request, self.body_needed, self.partial_since = None, 0, None
-            self._dispatch(request)
-            if self.buffer and self.busy is None and not self.closed:
-                # A pipelined request waits for the next loop iteration: what it is answered from (see
-                # freshness.Revision) is then read after its bytes arrived.
-                self.scheduled = True
-                self.loop.call_soon(self._process)
-                return
-        if self.paused and self.busy is None and not self.closed:
-            self.paused = False
-            self.transport.resume_reading()
+        answered = False
+        while not self.closed and self.busy is None and self.stalled_since is None:
+            ready = self.reader.ready
+            if ready:
+                if answered:  # the next pipelined request waits one loop iteration: other connections go first
+                    self.scheduled = True
+                    self.loop.call_soon(self._work)
+                    break
+                answered = True
+                self._dispatch(ready.popleft())
+            elif self.failure is not None:
+                self._fail(self.failure)
+            elif self.pending:
+                self._feed()
+            elif self.eof or self.reader.done:
+                self._close(linger=not self.eof)  # every request before the end (or the closing one) is answered
+            else:
+                break
+        self._flow()
+
+    def _feed(self) -> None:
+        data, at = self.pending, self.pending_at
+        if len(data) - at > SLICE:
+            piece = data[at:at + SLICE]
+            self.pending_at = at + SLICE
+        else:
+            piece = data[at:] if at else data
+            self.pending, self.pending_at = b"", 0
+        reader = self.reader
+        try:
+            reader.feed(piece)
+        except HttpError as exc:
+            self.failure = exc
+            self.pending, self.pending_at = b"", 0
+            return
+        if reader.ready:
+            self.partial_since = self.loop.time() if reader.in_progress else None
+        elif reader.in_progress and self.partial_since is None:
+            self.partial_since = self.loop.time()
+
+    def _flow(self) -> None:
+        """Read while nothing waits to be parsed and the client reads its answers; pause otherwise."""
+        if self.closed:
+            return
+        want = not self.pending and self.stalled_since is None and self.failure is None and not self.reader.done
+        if want != self.reading:
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     def _dispatch(self, request: Message) -> None:
         try:
@@ -157,7 +268,7 @@ class _Connection(asyncio.Protocol):
         self.busy = future
         future.add_done_callback(lambda f: self._answered(request, f))
 
-    def _answered(self, request: Message, future: asyncio.Future) -> None:
+    def _answered(self, request: Message, future: asyncio.Future[Response]) -> None:
         self.busy = None
         if future.cancelled() or self.closed:
             return
@@ -168,7 +279,8 @@ class _Connection(asyncio.Protocol):
         else:
             response = future.result()
         self._write(request, response)
-        self._process()
+        if not self.scheduled:
+            self._work()
 
     def _write(self, request: Message, response: Response) -> None:
         if response.ip_ttl:
@@ -176,50 +288,190 @@ class _Connection(asyncio.Protocol):
         keep = request.keep_alive and not response.close
         self.transport.write(http11.render_response(response.status, response.body, response.headers, keep,
                                                     request.method == "HEAD"))
-        self.idle_since = self.loop.time()
+        self.active = self.loop.time()
         if not keep:
-            self._close()
+            self._close(linger=True)
 
-    def _fail(self, status: int, message: str) -> None:
-        response = error(status, message, close=True)
-        self.transport.write(http11.render_response(status, response.body, response.headers, False))
-        self._close()
+    def _fail(self, exc: HttpError) -> None:
+        self.server.stats[str(exc.status)] += 1
+        self.server._notice(f"{self.peer.address or 'unix socket'}: {exc.status} {exc.message}", exc.status)
+        response = error(exc.status, exc.message, close=True)
+        self.transport.write(http11.render_response(exc.status, response.body, response.headers, False))
+        self._close(linger=True)
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        """Close after what was written. `linger`: the client may still be sending (pipelined requests, the rest of
+        a refused body), and closing on unread bytes resets the connection, which can destroy the answer before
+        the client reads it; so shut our side and drop what comes for up to LINGER seconds (nginx's lingering
+        close). The connection keeps its place in the counts until it is gone."""
+        if self.closed:
+            return
         self.closed = True
+        if linger and not self.eof and self.transport.can_write_eof():
+            self.linger_since = self.loop.time()
+            self.transport.write_eof()
+            if not self.reading:
+                self.reading = True
+                self.transport.resume_reading()
+            return
+        self.server._forget(self)
         self.transport.close()
 
-    def check_deadlines(self, now: float) -> None:
-        """Called by the server's watchdog: 408 for a head (or body) too slow, quiet close when idle too long."""
-        if self.closed or self.busy is not None:
+    def _abort(self) -> None:
+        """Drop the connection now (evicted, or not reading its answers)."""
+        self.closed = True
+        self.server._forget(self)
+        self.transport.abort()
+
+    def _close_now(self) -> None:
+        self.server._forget(self)
+        self.transport.close()
+
+    def evictable(self) -> bool:
+        """Holding a slot without work of ours in flight: idle, lingering, receiving a request, not reading."""
+        return self.busy is None and not self.reader.ready and not self.scheduled and (
+            not self.closed or self.linger_since is not None)
+
+    def check_deadlines(self, now: float, header_timeout: float, idle_timeout: float) -> None:
+        """Called by the server's watchdog: 408 for a request too slow to arrive, close when idle or stalled."""
+        if self.linger_since is not None:
+            if now - self.linger_since > LINGER:
+                if self.transport.get_write_buffer_size():
+                    self._abort()
+                else:
+                    self._close_now()
+            return
+        if self.closed:
+            return
+        if self.stalled_since is not None:
+            if now - self.stalled_since > idle_timeout:
+                self.server.stats["stalled"] += 1
+                self._abort()  # the client does not read: drop what it did not take
+            return
+        if self.busy is not None or self.reader.ready or self.scheduled:
             return
         if self.partial_since is not None:
-            if now - self.partial_since > self.server.header_timeout:
-                self._fail(408, "The request was not received in time.")
-        elif now - self.idle_since > self.server.idle_timeout:
+            if now - self.partial_since > header_timeout:
+                self._fail(HttpError(408, "The request was not received in time."))
+        elif now - self.active > idle_timeout:
+            self.server.stats["idle"] += 1
             self._close()
 
 
 class HttpServer:
-    """Serves `handler` on one listening socket. Bounded: head size (431), head time (408), idle keep-alive time."""
+    """Serves `handler` on one listening socket, bounded in head size (431), body size (413), head time (408),
+    keep-alive idle time and connections: `max_per_source` per TCP source address (0: no cap; a source at its cap is
+    refused at once with 429) and `max_connections` in all (0: what the open files limit allows). When full, the
+    source holding the most connections loses its longest-idle one to the newcomer (503 only when none is idle), and
+    the head and idle timeouts shrink as the server fills past half (to FLOOR seconds when full).
+    """
 
-    def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0) -> None:
+    def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0,
+                 max_connections: int = 0, max_per_source: int = 0, max_rate_per_source: float = 0) -> None:
         self.handler = handler
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        capacity = connection_capacity(raise_fd_limit())
+        if max_connections > capacity:
+            log.warning("%d connections asked, the open files limit allows %d: raise LimitNOFILE (ulimit -n)",
+                        max_connections, capacity)
+        self.max_connections = min(max_connections, capacity) if max_connections else capacity
+        self.max_per_source = max_per_source
+        self.max_rate_per_source = max_rate_per_source
+        self._rates: dict[str, tuple[float, float]] = {}  # source -> (tokens left, when counted): new connections
+        self.stats: Counter[str] = Counter()  # refused_*, evicted, idle, stalled, and the 4xx answered by status
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[_Connection] = set()
+        self._connections: dict[_Connection, None] = {}
+        self._by_source: dict[str, dict[_Connection, None]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._unix_path: str | None = None
+        self._log = LogBudget(log)
 
-    async def listen_tcp(self, host: str, port: int, backlog: int = 4096) -> int:
-        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port."""
-        loop = asyncio.get_running_loop()
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def _admit(self, conn: _Connection) -> Response | None:
+        """None to take the connection, or the answer that refuses it."""
+        source = conn.peer.address
+        if self.max_rate_per_source and source and not self._within_rate(source):
+            self.stats["refused_rate"] += 1
+            self._notice(f"{source}: connection reset, more than {self.max_rate_per_source:g} new ones a second",
+                         429)
+            return Response(0)
+        mine = self._by_source.get(source)
+        if self.max_per_source and source and mine is not None and len(mine) >= self.max_per_source:
+            self.stats["refused_source"] += 1
+            self._notice(f"{source}: connection refused, it holds {len(mine)} (the limit per address)", 429)
+            return error(429, f"Too many open connections from {source} (at most {self.max_per_source}).",
+                         close=True)
+        if len(self._connections) >= self.max_connections and not self._evict():
+            self.stats["refused_full"] += 1
+            self._notice(f"{source or 'unix socket'}: connection refused, {len(self._connections)} open "
+                         f"(the limit) and none idle", 503)
+            return error(503, "The service is at its connection limit; try again.", close=True)
+        self._connections[conn] = None
+        if mine is None:
+            mine = self._by_source[source] = {}
+        mine[conn] = None
+        return None
+
+    def _within_rate(self, source: str) -> bool:
+        """A token bucket per address: `max_rate_per_source` new connections a second, as many at once."""
+        assert self._loop is not None  # connections are admitted once the server listens
+        now = self._loop.time()
+        rate = self.max_rate_per_source
+        tokens, then = self._rates.get(source, (rate, now))
+        tokens = min(rate, tokens + (now - then) * rate)
+        if tokens < 1:
+            self._rates[source] = (tokens, now)
+            return False
+        self._rates[source] = (tokens - 1, now)
+        return True
+
+    def _evict(self) -> bool:
+        """Close the longest-idle connection of the source holding the most; False if none can go."""
+        for _, conns in sorted(self._by_source.items(), key=lambda item: -len(item[1])):
+            victim = min((c for c in conns if c.evictable()), key=lambda c: c.active, default=None)
+            if victim is not None:
+                self.stats["evicted"] += 1
+                self._notice(f"{victim.peer.address or 'unix socket'}: closed an idle connection to make room "
+                             f"({len(conns)} open from that address)", 0)
+                victim._abort()
+                return True
+        return False
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn in self._connections:
+            del self._connections[conn]
+            mine = self._by_source[conn.peer.address]
+            del mine[conn]
+            if not mine:
+                del self._by_source[conn.peer.address]
+
+    def _notice(self, message: str, status: int) -> None:
+        """One log line per refused or malformed connection, at most one a second in all (a VM cannot flood);
+        malformed requests at INFO, refusals for capacity at WARNING."""
+        level = logging.INFO if status not in (0, 429, 503) else logging.WARNING
+        self._log(level, message, self._loop.time() if self._loop is not None else 0.0)
+
+    def timeouts(self) -> tuple[float, float]:
+        """(head, idle) timeouts at the current load."""
+        load = len(self._connections) / self.max_connections
+        return scaled(self.header_timeout, load), scaled(self.idle_timeout, load)
+
+    async def listen_tcp(self, host: str, port: int, backlog: int = 4096, ssl: ssl_module.SSLContext | None = None,
+                         ) -> int:
+        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port.
+        With `ssl`, connections are TLS (https)."""
+        loop = self._loop = asyncio.get_running_loop()
         hosts = [h.strip() for h in host.split(",") if h.strip()] if "," in host else host
         self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
-                                                reuse_address=True)
+                                                reuse_address=True, ssl=ssl)
         self._start_watchdog()
-        return self._server.sockets[0].getsockname()[1]
+        port_bound: int = self._server.sockets[0].getsockname()[1]
+        return port_bound
 
     async def listen_unix(self, path: str, backlog: int = 4096, mode: int = 0o666) -> None:
         await self.listen_socket(bind_unix(path, backlog, mode), backlog)
@@ -229,18 +481,23 @@ class HttpServer:
         """Serve on an already listening unix socket (shared by the agent's worker processes). `backlog` again:
         the event loop listens once more, with its own default of 100 unless told (a burst of more connections
         than that got EAGAIN, a 502 at the proxy)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock, backlog=backlog)
         self._start_watchdog()
 
     def _start_watchdog(self) -> None:
-        interval = max(0.05, min(1.0, self.header_timeout / 4, self.idle_timeout / 4))
-        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(FLOOR / 4, self.header_timeout / 4, self.idle_timeout / 4))
+        loop = self._loop
+        assert loop is not None  # started by listen_*
 
         def tick() -> None:
             now = loop.time()
+            header, idle = self.timeouts()
             for conn in list(self._connections):
-                conn.check_deadlines(now)
+                conn.check_deadlines(now, header, idle)
+            if len(self._rates) > 1024:  # forget addresses whose bucket has filled up again
+                rate = self.max_rate_per_source
+                self._rates = {a: (t, w) for a, (t, w) in self._rates.items() if t + (now - w) * rate < rate}
             self._watchdog = loop.call_later(interval, tick)
 
         self._watchdog = loop.call_later(interval, tick)
@@ -252,7 +509,7 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             for conn in list(self._connections):
-                conn._close()
+                conn._close_now()
             await self._server.wait_closed()
             if self._unix_path and os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)

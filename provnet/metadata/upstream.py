@@ -6,9 +6,8 @@ import ssl
 from dataclasses import dataclass
 
 from provnet.metadata import http11
+from provnet.metadata.framing import ResponseReader
 from provnet.metadata.http11 import HttpError, Message
-
-MAX_RESPONSE = 16 * 1024 * 1024  # user data is at most 64 KiB in Nova; keep a wide margin
 
 
 class UpstreamUnavailable(Exception):
@@ -35,104 +34,50 @@ class Target:
 
 
 class _Conn(asyncio.Protocol):
-    """One upstream connection: collects one response at a time into `waiter`."""
+    """One upstream connection: reads one response at a time into `waiter`; bytes nobody asked for spoil it."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future | None = None
-        self.head_only = False
-        self.response: Message | None = None
-        self.length: int | None = None
-        self.chunked = False
+        self.transport: asyncio.Transport  # set by connection_made, before the connection is handed out
+        self.reader: ResponseReader | None = None
+        self.waiter: asyncio.Future[Message] | None = None
         self.closed = False
+        self.spoiled = False  # the upstream said something unasked (e.g. a 408): never reuse
         self.got_bytes = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            if self.response is not None and self.length is None and not self.chunked:
-                self.response.body = bytes(self.buffer)  # body delimited by the close
-                self.response.keep_alive = False
-                waiter.set_result(self.response)
+            response = self.reader.eof() if self.reader is not None else None
+            if response is not None:
+                waiter.set_result(response)  # a body delimited by the close
             elif self.got_bytes:
                 waiter.set_exception(UpstreamUnavailable("the upstream closed mid-response"))
             else:
                 waiter.set_exception(_Stale())
 
-    def send(self, data: bytes, waiter: asyncio.Future, head_only: bool) -> None:
-        self.waiter, self.head_only = waiter, head_only
-        self.response, self.length, self.chunked, self.got_bytes = None, None, False, False
+    def send(self, data: bytes, waiter: asyncio.Future[Message], head_only: bool) -> None:
+        self.waiter, self.reader, self.got_bytes = waiter, ResponseReader(head_only), False
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        self.buffer += data
-        waiter = self.waiter
-        if waiter is None or waiter.done():
+        waiter, reader = self.waiter, self.reader  # send() sets both
+        if waiter is None or waiter.done() or reader is None:
+            self.spoiled = True
             return
+        self.got_bytes = True
         try:
-            if self.response is None:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self.buffer) > 65536:
-                        raise UpstreamUnavailable("the upstream's response head is too large")
-                    return
-                try:
-                    self.response, self.length, self.chunked = http11.parse_response_head(
-                        bytes(self.buffer[:end + 4]))
-                except HttpError as exc:
-                    raise UpstreamUnavailable(exc.message) from None
-                del self.buffer[:end + 4]
-                if self.head_only:
-                    self.length, self.chunked = 0, False
-            if self.chunked:
-                body = _dechunk(self.buffer)
-                if body is None:
-                    return
-                self.buffer.clear()
-            elif self.length is None:
-                if len(self.buffer) > MAX_RESPONSE:
-                    raise UpstreamUnavailable("the upstream's response is too large")
-                return  # until the upstream closes
-            else:
-                if self.length > MAX_RESPONSE:
-                    raise UpstreamUnavailable("the upstream's response is too large")
-                if len(self.buffer) < self.length:
-                    return
-                body = bytes(self.buffer[:self.length])
-                del self.buffer[:self.length]
-            self.response.body = body
-            waiter.set_result(self.response)
-        except UpstreamUnavailable as exc:
-            waiter.set_exception(exc)
+            response = reader.feed(data)
+        except HttpError as exc:
+            waiter.set_exception(UpstreamUnavailable(exc.message))
             self.transport.close()
-
-
-def _dechunk(buffer: bytearray) -> bytes | None:
-    """The whole body of a chunked message, or None while it is incomplete."""
-    parts: list[bytes] = []
-    pos = 0
-    while True:
-        eol = buffer.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        try:
-            size = int(bytes(buffer[pos:eol]).split(b";")[0].strip() or b"0", 16)
-        except ValueError:
-            raise UpstreamUnavailable("bad chunk size from the upstream") from None
-        if size == 0:
-            return b"".join(parts) if buffer.find(b"\r\n\r\n", eol) >= 0 else None
-        if eol + 2 + size + 2 > len(buffer):
-            return None
-        parts.append(bytes(buffer[eol + 2:eol + 2 + size]))
-        pos = eol + 2 + size + 2
-        if sum(map(len, parts)) > MAX_RESPONSE:
-            raise UpstreamUnavailable("the upstream's response is too large")
+            return
+        if response is not None:
+            self.spoiled = reader.extra
+            waiter.set_result(response)
 
 
 class Upstream:
@@ -166,7 +111,7 @@ class Upstream:
         data = http11.render_request(method, target, headers, body)
         while self._idle:
             conn = self._idle.pop()
-            if conn.closed or conn.buffer:  # closed, or the upstream said something unasked (e.g. a 408)
+            if conn.closed or conn.spoiled:  # closed, or the upstream said something unasked (e.g. a 408)
                 conn.transport.close()
                 continue
             try:
@@ -181,7 +126,7 @@ class Upstream:
 
     async def _exchange(self, conn: _Conn, data: bytes, method: str) -> Message:
         loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter: asyncio.Future[Message] = loop.create_future()
         timer = loop.call_later(self.timeout, _expire, waiter)
         conn.send(data, waiter, method == "HEAD")
         try:
@@ -195,7 +140,7 @@ class Upstream:
         finally:
             timer.cancel()
             conn.waiter = None
-        if response.keep_alive and not conn.closed and not conn.buffer and len(self._idle) < self.max_idle:
+        if response.keep_alive and not conn.closed and not conn.spoiled and len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:
             conn.transport.close()
@@ -215,6 +160,6 @@ class _Timeout(Exception):
     pass
 
 
-def _expire(waiter: asyncio.Future) -> None:
+def _expire(waiter: asyncio.Future[Message]) -> None:
     if not waiter.done():
         waiter.set_exception(_Timeout())

@@ -17,7 +17,7 @@ class NeutronError(Exception):
     def type(self) -> str:
         return type(self).__name__
 
-    def to_body(self) -> dict:
+    def to_body(self) -> dict[str, dict[str, str]]:
         return {"NeutronError": {"type": self.type, "message": self.message, "detail": ""}}
 
 
@@ -32,6 +32,13 @@ class HTTPBadRequest(BadRequest):
     message_format = "%(msg)s"
 
 
+class ReadOnly(BadRequest):
+    """Companion mode reads a cloud through Neutron's API and never changes it."""
+
+    message_format = ("cannot %(what)s: provnet reads this cloud through Neutron's API and never writes to it "
+                      "(companion mode); use the cloud's own tools (openstack ...)")
+
+
 class InvalidInput(BadRequest):
     message_format = "Invalid input for operation: %(error_message)s."
 
@@ -41,9 +48,30 @@ class NotAuthorized(NeutronError):
     message_format = "Not authorized."
 
 
+class PolicyNotAuthorized(NotAuthorized):
+    """oslo.policy's refusal as Neutron answers it; `action` is the rendered check, e.g.
+    "(rule:create_port and rule:create_port:binding:host_id)"."""
+
+    message_format = "%(action)s is disallowed by policy"
+
+
+class NotAuthenticated(NeutronError):
+    """401: no token, or one Keystone does not accept (a client-side error; the server answers keystonemiddleware's
+    body)."""
+
+    status = 401
+    message_format = "The request you have made requires authentication."
+
+
 class NotFound(NeutronError):
     status = 404
     message_format = "An unknown exception occurred."
+
+
+class HTTPNotFound(NotFound):
+    """Neutron's answer for something the caller may not see (it does not say whether it exists)."""
+
+    message_format = "The resource could not be found."
 
 
 class Conflict(NeutronError):

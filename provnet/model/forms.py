@@ -4,11 +4,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from provnet.model.validation import SPECS, Attr
 
-T = TypeVar("T")
+
+class _Dataclass(Protocol):
+    """Any dataclass (what dataclasses.fields takes)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+T = TypeVar("T", bound=_Dataclass)
 
 
 class Form:
@@ -19,15 +26,15 @@ class Form:
         self.kind = kind
         self.spec = spec
         self.columns = tuple(name for name, attr in spec.items() if attr.listed)
-        stored = [(name, attr) for name, attr in spec.items() if attr.field]
-        self._names = tuple(name for name, _ in stored)
-        self._get = attrgetter(*[attr.field for _, attr in stored])
-        self._dumps = tuple((name, attr.dump) for name, attr in stored if attr.dump is not None)
+        stored = [(name, attr, field) for name, attr in spec.items() if (field := attr.field)]
+        self._names = tuple(name for name, _, _ in stored)
+        self._get = attrgetter(*[field for _, _, field in stored])
+        self._dumps = tuple((name, attr.dump) for name, attr, _ in stored if attr.dump is not None)
         self._derived = tuple((name, attr.derive) for name, attr in spec.items()
                               if attr.field is None and attr.derive is not None)
         self._classes: dict[type, tuple[frozenset[str], frozenset[str]]] = {}
 
-    def dump(self, obj: Any) -> dict:
+    def dump(self, obj: Any) -> dict[str, Any]:
         out = dict(zip(self._names, self._get(obj), strict=True))
         for name, fn in self._dumps:
             out[name] = fn(out[name])
@@ -41,7 +48,7 @@ class Form:
         project_id) the first with a value wins."""
         known = self._classes.get(cls)
         if known is None:
-            fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+            fields = dataclasses.fields(cls)
             known = self._classes[cls] = (frozenset(f.name for f in fields if f.init),
                                           frozenset(f.name for f in fields if f.default is not None
                                                     and f.default is not dataclasses.MISSING

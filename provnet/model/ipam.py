@@ -64,7 +64,7 @@ def pick_ip(subnet: Subnet, used: Iterable[str], rng: random.Random | None = Non
 
 def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int = PROBES) -> list[str]:
     """Up to `count` distinct random addresses spread over the subnet's pools (weighted by pool size)."""
-    rng = rng or random
+    sample, randrange = (rng.sample, rng.randrange) if rng else (random.sample, random.randrange)
     ranges = [(start, end) for start, end in pool_ranges(subnet.allocation_pools) if end >= start]
     sizes = [end - start + 1 for start, end in ranges]
     total = sum(sizes)
@@ -72,9 +72,9 @@ def probe_addresses(subnet: Subnet, rng: random.Random | None = None, count: int
         return []
     offsets: set[int] = set()
     if total <= 4 * count and total < 2**62:  # most of the pool: a sample, not randrange until distinct
-        offsets = set(rng.sample(range(total), min(count, total)))
+        offsets = set(sample(range(total), min(count, total)))
     while len(offsets) < min(count, total):  # randrange, not sample: an IPv6 pool is too big for len()
-        offsets.add(rng.randrange(total))
+        offsets.add(randrange(total))
     picks: set[int] = set()
     for offset in offsets:
         for (start, _end), size in zip(ranges, sizes, strict=True):
@@ -116,10 +116,10 @@ def subnet_for_ip(subnets: Sequence[Subnet], ip: str) -> Subnet:
 
 def random_mac(rng: random.Random | None = None, base: str = BASE_MAC) -> str:
     """Neutron's scheme: keep base_mac's first 3 octets (and the 4th when it is not 00), randomise the rest."""
-    rng = rng or random
+    randrange = rng.randrange if rng else random.randrange
     octets = base.lower().split(":")
     keep = 4 if octets[3] != "00" else 3
-    tail = [f"{rng.randrange(256):02x}" for _ in range(6 - keep)]
+    tail = [f"{randrange(256):02x}" for _ in range(6 - keep)]
     return ":".join(octets[:keep] + tail)
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from provnet.model.forms import FORMS
 from provnet.model.values import DEFAULT_PROJECT_ID, AllocationPool, FixedIP, HostRoute, KeyPair
@@ -46,11 +48,11 @@ class Network:
     def mtu(self) -> int:
         return MTU_BY_TYPE.get(self.network_type or "local", 1500)
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return FORMS["network"].dump(self)
 
     @classmethod
-    def from_api(cls, d: dict) -> Network:
+    def from_api(cls, d: Mapping[str, Any]) -> Network:
         return FORMS["network"].load(cls, d)
 
 
@@ -76,11 +78,11 @@ class Subnet:
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.cidr)
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return FORMS["subnet"].dump(self)
 
     @classmethod
-    def from_api(cls, d: dict) -> Subnet:
+    def from_api(cls, d: Mapping[str, Any]) -> Subnet:
         return FORMS["subnet"].load(cls, d)
 
 
@@ -98,12 +100,12 @@ class Port:
     status: str = "DOWN"
     security_groups: list[str] = field(default_factory=list)
     port_security_enabled: bool = True
-    allowed_address_pairs: list[dict] = field(default_factory=list)
+    allowed_address_pairs: list[dict[str, str]] = field(default_factory=list)
     binding_host_id: str = ""
     binding_vnic_type: str = "normal"
-    binding_profile: dict = field(default_factory=dict)
+    binding_profile: dict[str, Any] = field(default_factory=dict)
     binding_vif_type: str = "unbound"
-    binding_vif_details: dict = field(default_factory=dict)
+    binding_vif_details: dict[str, Any] = field(default_factory=dict)
     binding_failure_reason: str | None = None
     description: str = ""
     created_at: datetime | None = None  # Neutron's standard attributes: set by the registry
@@ -117,11 +119,11 @@ class Port:
     def ips(self) -> list[str]:
         return [f.ip_address for f in self.fixed_ips]
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return FORMS["port"].dump(self)
 
     @classmethod
-    def from_api(cls, d: dict) -> Port:
+    def from_api(cls, d: Mapping[str, Any]) -> Port:
         return FORMS["port"].load(cls, d)
 
 
@@ -137,11 +139,11 @@ class Router:
     updated_at: datetime | None = None
     revision_number: int = 0
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return FORMS["router"].dump(self)
 
     @classmethod
-    def from_api(cls, d: dict) -> Router:
+    def from_api(cls, d: Mapping[str, Any]) -> Router:
         return FORMS["router"].load(cls, d)
 
 
@@ -153,7 +155,7 @@ class Agent:
     binary: str = "provnet-agent"
     topic: str = "N/A"
     admin_state_up: bool = True
-    configurations: dict = field(default_factory=dict)
+    configurations: dict[str, Any] = field(default_factory=dict)
     heartbeat_timestamp: datetime | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -170,13 +172,13 @@ class Agent:
             return None
         return ((now or datetime.now(UTC)) - self.heartbeat_timestamp).total_seconds()
 
-    def to_api(self, agent_down_time: float = 75, now: datetime | None = None) -> dict:
+    def to_api(self, agent_down_time: float = 75, now: datetime | None = None) -> dict[str, Any]:
         body = FORMS["agent"].dump(self)
         body["alive"] = self.is_alive(agent_down_time, now)
         return body
 
     @classmethod
-    def from_api(cls, d: dict) -> Agent:
+    def from_api(cls, d: Mapping[str, Any]) -> Agent:
         return FORMS["agent"].load(cls, d)
 
 
@@ -193,16 +195,16 @@ class Instance:
     user_data: bytes | None = None
     key_pairs: list[KeyPair] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
-    vendor_data: dict = field(default_factory=dict)
+    vendor_data: dict[str, Any] = field(default_factory=dict)
     flavor: str = "m1.small"
     password: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     revision_number: int = 0
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return FORMS["instance"].dump(self)
 
     @classmethod
-    def from_api(cls, d: dict) -> Instance:
+    def from_api(cls, d: Mapping[str, Any]) -> Instance:
         return FORMS["instance"].load(cls, d)

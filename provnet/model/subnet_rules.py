@@ -123,7 +123,7 @@ def normalise_cidr(cidr: str, ip_version: int) -> IpNetwork:
 
 def check_no_overlap(net: IpNetwork, network_id: str, siblings: Sequence[Subnet]) -> None:
     for other in siblings:
-        if other.ip_version == net.version and other.network.overlaps(net):  # type: ignore[arg-type]
+        if other.ip_version == net.version and other.network.overlaps(net):
             raise _invalid(f"Requested subnet with cidr: {net} for network: {network_id} overlaps with "
                            f"another subnet")
 

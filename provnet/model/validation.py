@@ -17,9 +17,9 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from provnet.model.errors import HTTPBadRequest
 from provnet.model.metadata_options import check_property
@@ -113,6 +113,10 @@ def to_text(value: Any) -> str:
     return check_text(str(value))
 
 
+@overload
+def to_string(max_len: int = 255, allow_none: Literal[False] = False) -> Callable[[Any], str]: ...
+@overload
+def to_string(max_len: int = 255, *, allow_none: bool) -> Callable[[Any], str | None]: ...
 def to_string(max_len: int = 255, allow_none: bool = False) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
         if value is None and allow_none:
@@ -236,7 +240,7 @@ def check_json(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
-def to_dict(value: Any) -> dict:
+def to_dict(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Invalid(f"'{value}' is not a dictionary")
     return dict(check_json(value))
@@ -257,19 +261,19 @@ def to_one_of(*values: str | None) -> Callable[[Any], Any]:
     return convert
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise Invalid(f"'{value}' is not a list")
     return value
 
 
-def _entry(value: Any, what: str, keys: tuple[str, ...], required: tuple[str, ...]) -> dict:
+def _entry(value: Any, what: str, keys: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict) or not set(value) <= set(keys) or not set(required) <= set(value):
         raise Invalid(f"Invalid data format for {what}: '{value}'")
     return value
 
 
-def to_pools(value: Any) -> list[dict]:
+def to_pools(value: Any) -> list[dict[str, str]]:
     out = []
     for item in _list(value):
         entry = _entry(item, "IP pool", ("start", "end"), ("start", "end"))
@@ -290,8 +294,8 @@ def to_nameservers(value: Any) -> list[str]:
     return out
 
 
-def to_host_routes(value: Any) -> list[dict]:
-    out: list[dict] = []
+def to_host_routes(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     for item in _list(value):
         entry = _entry(item, "hostroute", ("destination", "nexthop"), ("destination", "nexthop"))
         route = {"destination": str(ipaddress.ip_network(to_cidr(entry["destination"]), strict=False)),
@@ -302,13 +306,13 @@ def to_host_routes(value: Any) -> list[dict]:
     return out
 
 
-def to_fixed_ips(value: Any) -> list[dict]:
-    out: list[dict] = []
+def to_fixed_ips(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     for item in _list(value):
         entry = _entry(item, "fixed IP", ("subnet_id", "ip_address"), ())
         if not entry:
             raise Invalid(f"Invalid data format for fixed IP: '{item}'")
-        clean: dict = {}
+        clean: dict[str, str] = {}
         if "subnet_id" in entry:
             clean["subnet_id"] = to_uuid(entry["subnet_id"])
         if "ip_address" in entry:
@@ -319,8 +323,8 @@ def to_fixed_ips(value: Any) -> list[dict]:
     return out
 
 
-def to_address_pairs(value: Any) -> list[dict]:
-    out: list[dict] = []
+def to_address_pairs(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     for item in _list(value):
         entry = _entry(item, "allowed address pair", ("ip_address", "mac_address"), ("ip_address",))
         ip = entry["ip_address"]
@@ -357,8 +361,8 @@ def to_user_data(value: Any) -> bytes | None:
     return data
 
 
-def to_key_pairs(value: Any) -> list[dict]:
-    out: list[dict] = []
+def to_key_pairs(value: Any) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     for item in _list(value):
         entry = _entry(item, "key pair", ("name", "type", "data"), ("name", "data"))
         name = to_string()(entry["name"])
@@ -386,7 +390,7 @@ def to_metadata(value: Any) -> dict[str, str]:
     return out
 
 
-def to_json_object(value: Any) -> dict:
+def to_json_object(value: Any) -> dict[str, Any]:
     obj = to_dict(value)
     try:
         json.dumps(obj)
@@ -417,23 +421,23 @@ _STANDARD = {
 }
 
 
-def _pools(value: list) -> list[AllocationPool]:
+def _pools(value: Iterable[AllocationPool | Mapping[str, str]]) -> list[AllocationPool]:
     return [p if isinstance(p, AllocationPool) else AllocationPool(p["start"], p["end"]) for p in value]
 
 
-def _routes(value: list) -> list[HostRoute]:
+def _routes(value: Iterable[HostRoute | Mapping[str, str]]) -> list[HostRoute]:
     return [r if isinstance(r, HostRoute) else HostRoute(r["destination"], r["nexthop"]) for r in value]
 
 
-def _fixed_ips(value: list) -> list[FixedIP]:
+def _fixed_ips(value: Iterable[FixedIP | Mapping[str, str]]) -> list[FixedIP]:
     return [f if isinstance(f, FixedIP) else FixedIP(f["subnet_id"], f["ip_address"]) for f in value]
 
 
-def _key_pairs(value: list) -> list[KeyPair]:
+def _key_pairs(value: Iterable[KeyPair | Mapping[str, str]]) -> list[KeyPair]:
     return [k if isinstance(k, KeyPair) else KeyPair(k["name"], k["data"], k.get("type", "ssh")) for k in value]
 
 
-def _to_api_list(value: list) -> list:
+def _to_api_list(value: Iterable[AllocationPool | HostRoute | FixedIP | KeyPair]) -> list[dict[str, str]]:
     return [v.to_api() for v in value]
 
 
@@ -588,7 +592,7 @@ def _convert(name: str, attr: Attr, value: Any) -> Any:
         raise HTTPBadRequest(msg=f"Invalid input for {name}. Reason: {exc}.") from None
 
 
-def _project(body: Mapping[str, Any], clean: dict) -> None:
+def _project(body: Mapping[str, Any], clean: dict[str, Any]) -> None:
     """tenant_id and project_id are one attribute; keep project_id."""
     tenant = clean.pop("tenant_id", None)
     project = clean.get("project_id")

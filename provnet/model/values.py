@@ -13,12 +13,13 @@ class AllocationPool:
     start: str
     end: str
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, str]:
         return {"start": self.start, "end": self.end}
 
     def __contains__(self, ip: object) -> bool:
         addr = ipaddress.ip_address(str(ip))
-        return ipaddress.ip_address(self.start) <= addr <= ipaddress.ip_address(self.end)
+        start, end = ipaddress.ip_address(self.start), ipaddress.ip_address(self.end)
+        return addr.version == start.version == end.version and int(start) <= int(addr) <= int(end)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class HostRoute:
     destination: str
     nexthop: str
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, str]:
         return {"destination": self.destination, "nexthop": self.nexthop}
 
 
@@ -35,7 +36,7 @@ class FixedIP:
     subnet_id: str
     ip_address: str
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, str]:
         return {"subnet_id": self.subnet_id, "ip_address": self.ip_address}
 
 
@@ -45,7 +46,7 @@ class KeyPair:
     data: str
     type: str = "ssh"
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, str]:
         return {"name": self.name, "type": self.type, "data": self.data}
 
 

@@ -124,7 +124,7 @@ class NeutronRegistry:
         """One list, sorted and cut by the store when paged; a marker naming nothing is the kind's NotFound."""
         found = self._read(lambda tx: tx.list(kind, filters, page))
         if found is None:
-            raise NOT_FOUND[kind](page.marker if page else "")
+            raise NOT_FOUND[kind](page.marker if page and page.marker else "")
         return found
 
     def _stamp(self, obj: Any, now: datetime | None = None) -> Any:
@@ -465,10 +465,11 @@ class NeutronRegistry:
         kept = list(keep)
         for req in requests:
             if "subnet_id" in req:
-                subnet = by_id.get(req["subnet_id"])
-                if subnet is None:
+                named = by_id.get(req["subnet_id"])
+                if named is None:
                     raise InvalidInput(error_message=f"Failed to create port on network {network.id}, because "
                                                      f"fixed_ips included invalid subnet {req['subnet_id']}")
+                subnet = named
             else:
                 subnet = ipam.subnet_for_ip(subnets, req["ip_address"])
             if "ip_address" in req:
@@ -720,7 +721,7 @@ class NeutronRegistry:
             for other in held:
                 if other.id == subnet.id:
                     raise BadRequest(resource="router", msg=f"Router already has a port on subnet {subnet.id}")
-                if other.ip_version == subnet.ip_version and other.network.overlaps(subnet.network):  # type: ignore
+                if other.ip_version == subnet.ip_version and other.network.overlaps(subnet.network):
                     raise BadRequest(resource="router", msg=(
                         f"Cidr {subnet.cidr} of subnet {subnet.id} overlaps with cidr {other.cidr} of subnet "
                         f"{other.id}"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from provnet.identity.tls import describe_failure
 from provnet.model import errors
 from provnet.model.resources import (
     Agent,
@@ -28,6 +30,17 @@ _BY_STATUS: dict[int, type[errors.NeutronError]] = {
 _BULK: dict[str, tuple[str, Any]] = {"network": ("networks", Network), "subnet": ("subnets", Subnet),
                                      "port": ("ports", Port), "router": ("routers", Router)}
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
+CA_HINT = "give the CA bundle that signed it with --os-cacert FILE (or OS_CACERT, or cacert in clouds.yaml)"
+
+
+class TokenSource(Protocol):
+    """Where a client's Keystone token comes from (provnet.identity.clouds.CloudAuth)."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+    def describe(self) -> str: ...
 
 
 def error_from_body(status: int, body: bytes) -> errors.NeutronError:
@@ -78,13 +91,19 @@ class RemoteRegistry:
     ServiceUnavailable (503) naming the URL.
     """
 
-    def __init__(self, url: str, timeout: float = 30.0, project_id: str | None = None) -> None:
+    what = "the provnet API"  # how errors name the server
+
+    def __init__(self, url: str, timeout: float = 30.0, project_id: str | None = None,
+                 auth: TokenSource | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"not an http(s) URL of a provnet API: {url!r}")
-        self.url = f"{parsed.scheme}://{parsed.netloc}"
-        self._scheme, self._netloc = parsed.scheme, parsed.netloc
+        prefix = parsed.path.rstrip("/")  # an endpoint under a path (https://cloud/networking) keeps it
+        self.url = f"{parsed.scheme}://{parsed.netloc}{prefix}"
+        self._scheme, self._netloc, self._prefix = parsed.scheme, parsed.netloc, prefix
         self.timeout = timeout
+        self.auth = auth  # a Keystone token on every request; None: noauth
+        self._ssl = ssl_context  # None: the system's CAs
         self._headers = {"Accept": "application/json", "Content-Type": "application/json"}
         if project_id:
             self._headers["X-Project-Id"] = project_id
@@ -99,17 +118,45 @@ class RemoteRegistry:
             return conn, True
         if conn is not None:
             conn.close()
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._netloc, timeout=self.timeout)
-        self._local.conn = conn
+        new: http.client.HTTPConnection
+        if self._scheme == "https":
+            new = http.client.HTTPSConnection(self._netloc, timeout=self.timeout, context=self._ssl)
+        else:
+            new = http.client.HTTPConnection(self._netloc, timeout=self.timeout)
+        self._local.conn = new
         with self._lock:
-            self._all.append(conn)
-        return conn, False
+            self._all.append(new)
+        return new, False
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                 headers: Mapping[str, str] | None = None) -> Any:
-        """One API call; the decoded JSON answer (None for 204), or the NeutronError the API answered."""
+        """One API call; the decoded JSON answer (None for 204), or the NeutronError the API answered.
+
+        With a token source, a 401 is answered once by a fresh token (the old one expired or was revoked)."""
+        status, data = self._exchange(method, path, body, timeout, headers)
+        if status == 401 and self.auth is not None:
+            self.auth.invalidate()
+            status, data = self._exchange(method, path, body, timeout, headers)
+        if status == 401:
+            how = (f"the token of {self.auth.describe()} was refused" if self.auth is not None else
+                   "give credentials with --os-cloud NAME (clouds.yaml) or OS_CLOUD")
+            raise errors.NotAuthenticated(f"{self.what} at {self.url} requires authentication: {how}")
+        if status >= 400:
+            raise error_from_body(status, data)
+        if status == 204 or not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise errors.ServiceUnavailable(f"{self.what} at {self.url} answered {method} {path} with "
+                                            "something that is not JSON") from None
+
+    def _exchange(self, method: str, path: str, body: Any, timeout: float | None,
+                  extra: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         payload = json.dumps(body).encode() if body is not None else None
+        headers = {**self._headers, **(extra or {})}
+        if self.auth is not None:
+            headers["X-Auth-Token"] = self.auth.token()
         conn, reused = self._connection()
         while True:
             try:
@@ -117,31 +164,24 @@ class RemoteRegistry:
                     conn.timeout = timeout
                     if conn.sock is not None:
                         conn.sock.settimeout(timeout)
-                conn.request(method, path, body=payload, headers={**self._headers, **(headers or {})})
+                conn.request(method, self._prefix + path, body=payload, headers=headers)
                 response = conn.getresponse()
-                data = response.read()
-                break
+                return response.status, response.read()
             except _RETRYABLE:
                 conn.close()
                 if not reused:  # a fresh connection failed: the API really went away
-                    raise errors.ServiceUnavailable(f"the provnet API at {self.url} closed the connection") from None
+                    raise errors.ServiceUnavailable(f"{self.what} at {self.url} closed the connection") from None
                 conn, reused = self._connection(fresh=True)  # the server closed an idle keep-alive connection
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
+                tls = describe_failure(self.url, exc, CA_HINT)
+                if tls is not None:
+                    raise errors.ServiceUnavailable(tls) from None
                 reason = "timed out" if isinstance(exc, socket.timeout | TimeoutError) else exc
-                raise errors.ServiceUnavailable(f"cannot reach the provnet API at {self.url}: {reason}") from None
+                raise errors.ServiceUnavailable(f"cannot reach {self.what} at {self.url}: {reason}") from None
             finally:
                 if timeout is not None:
                     conn.timeout = self.timeout
-        if response.status >= 400:
-            raise error_from_body(response.status, data)
-        if response.status == 204 or not data:
-            return None
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise errors.ServiceUnavailable(f"the provnet API at {self.url} answered {method} {path} with "
-                                            "something that is not JSON") from None
 
     def _create(self, collection: str, member: str, attrs: Mapping[str, Any]) -> dict:
         return self.request("POST", f"/v2.0/{collection}", {member: dict(attrs)})[member]
@@ -161,7 +201,10 @@ class RemoteRegistry:
             if nxt is None or not body[collection]:
                 break
             parts = urllib.parse.urlsplit(nxt)
-            body = self.request("GET", f"{parts.path}?{parts.query}")
+            path = parts.path  # the API's own view of the path; a prefixed endpoint's prefix is added again
+            if self._prefix and path.startswith(self._prefix + "/"):
+                path = path[len(self._prefix):]
+            body = self.request("GET", f"{path}?{parts.query}")
             items.extend(body[collection])
         return items
 

@@ -1,6 +1,7 @@
 # The registry's storage on SQLAlchemy (SQLite or PostgreSQL): rows, statements, transactions; SqlRegistry = rules + it.
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -380,10 +381,11 @@ class SqlTx:
     def l3_remove(self, agent_id: str, router_id: str) -> None:
         l3.remove(self.conn, agent_id, router_id, self._note_router)
 
-    def l3_routers_on_agent(self, agent_id: str) -> list[Router]:
+    # builtins.list: in this class `list` names the method above
+    def l3_routers_on_agent(self, agent_id: str) -> builtins.list[Router]:
         return l3.routers_on_agent(self.conn, agent_id)
 
-    def l3_agents_hosting(self, router_id: str) -> list[Agent]:
+    def l3_agents_hosting(self, router_id: str) -> builtins.list[Agent]:
         return l3.agents_hosting(self.conn, router_id)
 
     # ---- the change feed ---------------------------------------------------------------------------------------
@@ -446,14 +448,13 @@ class SqlStore:
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: True})
-                pending: Pending | None = Pending()
+                pending = Pending()
                 with conn.begin():
                     result = fn(SqlTx(conn, self.stmts, pending))
-                    if changed is None or changed(result):
+                    noted = changed is None or changed(result)
+                    if noted:
                         feed.commit(conn, pending, self._postgresql)
-                    else:
-                        pending = None
-            if pending is not None:
+            if noted:
                 self._bell.ring()
             return result
         except (sa.exc.DataError, OverflowError) as exc:

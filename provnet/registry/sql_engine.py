@@ -60,9 +60,10 @@ def make_engine(db_url: str) -> sa.Engine:
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    memory = url.database in (None, "", ":memory:")
-    if not memory:
-        directory = Path(url.database).expanduser().parent
+    database = url.database
+    memory = database in (None, "", ":memory:")
+    if database and not memory:
+        directory = Path(database).expanduser().parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -15,7 +15,7 @@ from provnet.registry import sql_rows as rows
 Note = Callable[[sa.Connection, str], None]  # records "router <id> update" in the change feed
 
 
-def _agents(conn: sa.Connection, *where: object) -> list[Agent]:
+def _agents(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> list[Agent]:
     query = sa.select(t.agents).where(t.agents.c.agent_type == L3_AGENT_TYPE, *where)
     return [rows.MAPS["agent"].load(r) for r in conn.execute(query.order_by(t.agents.c.host, t.agents.c.id))]
 

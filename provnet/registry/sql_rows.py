@@ -54,7 +54,7 @@ class RowMap:
         self._dumps: list[tuple[str, Callable[[Any], Any] | None]] = []  # (field, dumper) of every stored field
         for _name, attr in stored_attrs(kind):
             field = attr.field
-            if field not in table.c:
+            if not field or field not in table.c:
                 continue
             column = table.c[field]
             loader = None
@@ -71,7 +71,7 @@ class RowMap:
                 self._dumps.append((extra.name, None))
                 self.fields.append((extra.name, names.index(extra.name),
                                     utc if isinstance(table.c[extra.name].type, sa.DateTime) else None))
-        self.filters: dict[str, tuple[Column, Callable[[Any], Any]]] = {}
+        self.filters: dict[str, tuple[sa.Column[Any], Callable[[Any], Any]]] = {}
         for name, attr in SPECS[kind].items():
             if not attr.field or attr.field not in table.c or attr.filter is False:
                 continue
@@ -193,7 +193,7 @@ SPECIAL_FILTERS: dict[str, dict[str, Callable[[list], Column]]] = {
 SORT_NULLS: dict[type, Any] = {sa.String: "", sa.Integer: -(2**31)}  # what a null sorts as (first, ascending)
 
 
-def _sortable(column: sa.Column) -> Column:
+def _sortable(column: sa.Column[Any]) -> Column:
     """The column as it sorts: a nullable one with nulls as the least value, so keyset comparisons hold."""
     if not column.nullable:
         return column
@@ -213,7 +213,7 @@ def sort_order(kind: str, sort: Sequence[tuple[str, bool]]) -> list[tuple[Column
     table = rmap.table
     if not sort:
         return [(table.c.created_at, True), (table.c.id, True)]
-    order = [(_sortable(rmap.filters[key][0]), ascending) for key, ascending in sort]  # type: ignore[arg-type]
+    order = [(_sortable(rmap.filters[key][0]), ascending) for key, ascending in sort]
     if not any(key == "id" for key, _ in sort):
         order.append((table.c.id, True))
     return order

@@ -9,6 +9,7 @@ import select
 import struct
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +92,41 @@ class InotifyWatch:
         os.close(self.fd)
 
 
+class _PgConn(Protocol):
+    """What PgListener uses of a psycopg connection's libpq side."""
+
+    @property
+    def socket(self) -> int: ...
+    def consume_input(self) -> None: ...
+    def notifies(self) -> object | None: ...
+
+
+class _Connection(Protocol):
+    """What PgListener uses of a psycopg connection."""
+
+    autocommit: bool
+
+    @property
+    def pgconn(self) -> _PgConn: ...
+    def execute(self, query: str) -> object: ...
+    def close(self) -> None: ...
+
+
 class PgListener:
     """A dedicated PostgreSQL connection that LISTENs on the feed's channel; its socket becomes readable when a
     NOTIFY arrives (after the notifying transaction committed)."""
 
-    def __init__(self, connect: Callable[[], object], channel: str) -> None:
+    def __init__(self, connect: Callable[[], _Connection], channel: str) -> None:
         self.conn = connect()
-        self.conn.autocommit = True  # type: ignore[attr-defined]
-        self.conn.execute(f"LISTEN {channel}")  # type: ignore[attr-defined]
-        self.fd = self.conn.pgconn.socket  # type: ignore[attr-defined]
+        self.conn.autocommit = True
+        self.conn.execute(f"LISTEN {channel}")
+        self.fd = self.conn.pgconn.socket
 
     def fileno(self) -> int:
         return self.fd
 
     def drain(self) -> bool:
-        pgconn = self.conn.pgconn  # type: ignore[attr-defined]
+        pgconn = self.conn.pgconn
         pgconn.consume_input()  # raises on a broken connection: the caller reconnects
         got = False
         while pgconn.notifies() is not None:
@@ -114,7 +135,7 @@ class PgListener:
 
     def close(self) -> None:
         try:
-            self.conn.close()  # type: ignore[attr-defined]
+            self.conn.close()
         except Exception:  # already broken
             pass
 

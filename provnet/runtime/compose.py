@@ -109,10 +109,14 @@ def local_address(listen: str) -> str:
 
 
 def serve_config(config: Config) -> Config:
-    """serve's agent forwards to serve's own metadata API, whatever nova_metadata_* say."""
+    """serve's agent forwards to serve's own metadata API, whatever nova_metadata_* say (https when [wsgi] gives
+    the API a certificate: verified with auth_ca_cert, else with that certificate itself)."""
+    tls = bool(config.get("wsgi.ssl_cert_file"))
     return config.with_overrides({"nova_metadata_host": local_address(config.metadata_listen),
                                   "nova_metadata_port": config.metadata_listen_port,
-                                  "nova_metadata_protocol": "http"}, source="provnet serve")
+                                  "nova_metadata_protocol": "https" if tls else "http",
+                                  "auth_ca_cert": (config.auth_ca_cert or config.get("wsgi.ssl_cert_file")) if tls
+                                  else config.auth_ca_cert}, source="provnet serve")
 
 
 def serve_children(config: Config, conf_path: str) -> list[ChildSpec]:

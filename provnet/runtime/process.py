@@ -58,20 +58,23 @@ def prepare_state_dir(path: str) -> None:
         raise StoreError(f"cannot create the state directory {path}: {exc.strerror}") from None
 
 
-def open_store(config: Config, api_url: str | None = None) -> Registry:
-    """The local database (or the API at `api_url`) as a Registry, or a StoreError naming it."""
-    where = api_url or mask_url(config.db_url)
+def open_store(config: Config, api_url: str | None = None, client=None) -> Registry:
+    """The local database (or the API at `api_url`, or in companion mode the cloud's Neutron) as a Registry, or a
+    StoreError naming it. `client`: provnet.identity.clouds.ClientIdentity (credentials, CA bundle)."""
+    companion = client is not None and client.companion
+    where = api_url or (client.describe() if companion else mask_url(config.db_url))
     try:
-        registry = registry_from_config(config, api_url)
+        registry = registry_from_config(config, api_url, client)
     except Exception as exc:  # driver errors differ per database; the operator needs the reason, not a trace
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.debug("opening %s failed", where, exc_info=True)
-        raise StoreError(f"cannot open the {'API' if api_url else 'database'} {where}: {reason}") from None
+        kind = "API" if api_url or companion else "database"
+        raise StoreError(f"cannot open the {kind} {where}: {reason}") from None
     log.log(logging.DEBUG if _supervised else logging.INFO, "registry: %s", where)
     return registry
 
 
-def run_server(config: Config, build: Build, *, api_url: str | None = None, needs_store: bool = True,
+def run_server(config: Config, build: Build, *, api_url: str | None = None, client=None, needs_store: bool = True,
                children: Sequence[ChildSpec] = (), reconfigure: Callable[[], Config] | None = None) -> None:
     """Open the store, start `children` (supervised) then `build(config, registry)`'s services, run until
     SIGTERM/SIGINT, stop everything in reverse; on SIGHUP, `reconfigure()` and the services' `reload`.
@@ -82,7 +85,7 @@ def run_server(config: Config, build: Build, *, api_url: str | None = None, need
     if not api_url:
         prepare_state_dir(config.state_path)
     install_fast_loop()
-    registry = open_store(config, api_url) if needs_store else None
+    registry = open_store(config, api_url, client) if needs_store else None
     try:
         asyncio.run(_main(config, build, registry, children, reconfigure))
     except KeyboardInterrupt:

@@ -138,13 +138,11 @@ class Supervisor:
         for child in self.children:
             if child.restart_timer is not None:
                 child.restart_timer.cancel()
-        running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
-        for child in running:
-            child.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        running = [(c, c.proc) for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for _child, proc in running:
+            proc.send_signal(signal.SIGTERM)
         deadline = self.clock() + STOP_TIMEOUT
-        for child in running:
-            proc = child.proc
-            assert proc is not None
+        for child, proc in running:
             while proc.poll() is None and self.clock() < deadline:
                 await asyncio.sleep(0.05)
             if proc.poll() is None:
@@ -291,9 +289,9 @@ class Supervisor:
             if "READY=1" in fields and not child.ready:
                 child.ready = True
                 if child.ever_ready:
-                    log.info("%s (process %d) is serving again", child.spec.name, child.proc.pid)
+                    log.info("%s (process %d) is serving again", child.spec.name, pid)
                 else:
-                    log.debug("%s (process %d) is ready", child.spec.name, child.proc.pid)
+                    log.debug("%s (process %d) is ready", child.spec.name, pid)
                 child.ever_ready = True
                 if all(c.ever_ready for c in self.children):
                     self.all_ready.set()

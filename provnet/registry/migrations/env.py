@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context
+from alembic.util import CommandError
 
 from provnet.registry.schema import metadata
 
@@ -13,6 +14,8 @@ def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
         url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise CommandError("no database URL: give -x url=... or set sqlalchemy.url in alembic.ini")
         engine = sa.create_engine(url)
         with engine.connect() as conn:
             _migrate(conn)
