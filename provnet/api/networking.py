@@ -12,14 +12,14 @@ from aiohttp import web
 
 from provnet.api import wire
 from provnet.api.authz import Authz
-from provnet.api.backend import Backend
+from provnet.api.backend import LIST_THREADS, Backend
 from provnet.api.middleware import CONTEXT_KEY, RequestContext, json_response
 from provnet.model.errors import ExtensionNotFound, HTTPBadRequest
 from provnet.model.resources import Agent
 
 # Lists rendered at once per app (the others wait their turn on the loop): each is Python work that holds the
 # GIL, and every thread wanting it delays the event loop's next turn by up to a switch interval
-LIST_LANES = 2
+LIST_LANES = LIST_THREADS
 VISIBLE_CHUNK = 200  # items read per store page when the policy may hide some of them
 LARGE_BODY = 64 * 1024  # create bodies past this size are handled wholly off the event loop
 EXT = "{ext:(\\.json)?}"  # clients may add `.json` to any path

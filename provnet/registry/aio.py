@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,17 @@ class RegistryTimeout(ServiceUnavailable):
         return "ServiceUnavailable"
 
 
+def lower_priority(nice: int) -> None:
+    """Make the calling thread `nice` steps nicer than its process (Linux schedules threads one by one): a pool for
+    bulk work gives way to every other process on the host when the CPUs are contended, and costs nothing when
+    they are not. Best effort: a platform without per-thread priorities keeps the thread as it is."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        log.debug("thread priority not lowered: %s", exc)
+
+
 class AsyncRegistry:
     """`await areg(registry.method, *args)` runs the call in this facade's threads and waits at most `timeout`.
 
@@ -38,12 +51,13 @@ class AsyncRegistry:
     """
 
     def __init__(self, registry: Registry, *, timeout: float = DEFAULT_TIMEOUT, threads: int = DEFAULT_THREADS,
-                 name: str = "registry", clock: Callable[[], float] = time.monotonic) -> None:
+                 name: str = "registry", clock: Callable[[], float] = time.monotonic, nice: int = 0) -> None:
         self.registry = registry
         self.timeout = timeout
         self.threads = threads
         self.clock = clock
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"provnet-{name}")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"provnet-{name}",
+                                        initializer=functools.partial(lower_priority, nice) if nice else None)
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}  # running calls: id -> when their thread took them
         self.timeouts = 0
