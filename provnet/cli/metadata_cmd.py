@@ -1,7 +1,6 @@
 # `provnet metadata-api`, `metadata-agent` and `metadata-proxy`: the three hops of the metadata path as processes.
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 
@@ -114,8 +113,9 @@ def _agent_workers(app, config: Config, reconfigure) -> None:
 @click.command("metadata-proxy")
 @click.option("--router-id", default=None, help="Serve this router's VMs (sets X-Neutron-Router-ID).")
 @click.option("--network-id", default=None, help="Serve this network's VMs (sets X-Neutron-Network-ID).")
-@click.option("--bind", default="0.0.0.0", show_default=True,
-              help="Address(es) to listen on, comma-separated: 0.0.0.0,:: also takes IPv6 (fe80::a9fe:a9fe).")
+@click.option("--bind", default="0.0.0.0,::", show_default=True,
+              help="Address(es) to listen on, comma-separated: 0.0.0.0,:: also takes IPv6; a link-local one names its "
+                   "device: 169.254.169.254,fe80::a9fe:a9fe%tap1234 (network mode, no redirect).")
 @click.option("--port", type=int, default=None, help="Port to listen on (config metadata_port, default 9697).")
 @click.option("--socket", "socket_path", default=None,
               help="The agent's unix socket (config metadata_proxy_socket, default <state_path>/metadata_proxy).")
@@ -127,34 +127,37 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
                    socket_path: str | None, status_socket: str | None) -> None:
     """Run one namespace metadata proxy (what Neutron runs haproxy for), normally inside qrouter-<id>.
 
-    Takes VM requests (redirected from 169.254.169.254:80 by iptables), drops every client-sent
-    X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For and X-Metadata-Provider* header, sets
-    X-Forwarded-For to the TCP source address and X-Neutron-Router-ID (or -Network-ID), and forwards
-    over the agent's unix socket. While the agent is down VMs get 502 (504 when it is too slow); it
-    reconnects by itself. Malformed requests: 400 (431 for heads over 8 KiB, 413 for bodies over 64 KiB,
-    501/505 for what it does not speak) and the connection closed; requests slower than
+    Takes VM requests (redirected from 169.254.169.254:80 by iptables, [fe80::a9fe:a9fe]:80 by
+    ip6tables), reads each connection's MAC from the namespace's neighbour table (netlink), drops
+    every client-sent X-Neutron-*, X-Instance-*, X-Tenant-*, X-Forwarded-For, X-Metadata-Provider*
+    and X-Provnet-Source-MAC header, sets X-Forwarded-For to the TCP source address,
+    X-Neutron-Router-ID (or -Network-ID) and X-Provnet-Source-MAC (when the MAC is known), and
+    forwards over the agent's unix socket. While the agent is down VMs get 502 (504 when it is too
+    slow); it reconnects by itself. Malformed requests: 400 (431 for heads over 8 KiB, 413 for bodies
+    over 64 KiB, 501/505 for what it does not speak) and the connection closed; requests slower than
     [metadata_proxy] header_timeout: 408.
 
-    Fair share ([metadata_proxy] options): one VM holds at most max_connections_per_source (64)
-    connections, more are refused at once with 429, and opens at most max_connection_rate_per_source
-    (100) a second, more are reset; all VMs together at most max_connections (4096,
-    within the open files limit, which the proxy raises to its hard limit at start). When full, the
-    address holding the most connections loses its longest-idle one, and the head and idle timeouts
-    shrink towards 1 s. Counters: provnet_metadata_proxy_connection_events_total in /metrics.
+    Fair share ([metadata_proxy] options; a VM is its MAC, IPv4 and IPv6 together, else its
+    address): one VM holds at most max_connections_per_source (64) connections, more are refused at
+    once with 429, and opens at most max_connection_rate_per_source (100) a second, more are reset;
+    all VMs together at most max_connections (4096, within the open files limit, which the proxy
+    raises to its hard limit at start). When full, the VM holding the most connections loses its
+    longest-idle one, and the head and idle timeouts shrink towards 1 s. Counters:
+    provnet_metadata_proxy_connection_events_total in /metrics.
 
     \b
     Example:
       ip netns exec qrouter-$ROUTER provnet metadata-proxy --router-id $ROUTER --port 9697
     """
-    from provnet.metadata.proxy import MetadataProxy
+    from provnet.metadata.proxy import MetadataProxy, parse_bind
 
     if bool(router_id) == bool(network_id):
         raise click.UsageError("give exactly one of --router-id or --network-id")
     try:
-        for address in filter(None, (a.strip() for a in bind.split(","))):  # as listen_tcp reads it
-            ipaddress.ip_address(address)
-    except ValueError:
-        raise click.UsageError(f"--bind {bind!r}: give IP addresses, comma-separated (e.g. 0.0.0.0,::)") from None
+        parse_bind(bind)
+    except ValueError as exc:
+        raise click.UsageError(f"--bind: {exc} (give IP addresses, comma-separated: 0.0.0.0,:: or "
+                               "169.254.169.254,fe80::a9fe:a9fe%<device>)") from None
     config = effective_config(app, {"metadata_proxy_socket": socket_path, "metadata_port": port})
     scope = router_id or network_id
     status_socket = status_socket or os.path.join(config.state_path, "metadata-proxy", f"{scope}.sock")

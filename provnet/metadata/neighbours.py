@@ -1,61 +1,164 @@
-# The requesting VM's MAC, read from the proxy's namespace's neighbour table: the packet came from that segment, so
-# the kernel's entry for the source address names the link-layer sender the agent checks against the port.
+# The requesting VM's MAC, asked of the kernel's neighbour table over rtnetlink (IPv4 and IPv6) in the proxy's own
+# namespace: the packet came from that segment, so the entry for the source names the link-layer sender.
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import socket
+import struct
+
+from pyroute2.netlink import NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ndmsg import NUD_DELAY, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE, ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 log = logging.getLogger(__name__)
 
 SOURCE_MAC_HEADER = "X-Provnet-Source-MAC"  # set by the proxy alone: a guest's own copy is never forwarded
-ARP_TABLE = "/proc/net/arp"  # per network namespace: the table of the namespace the reading process is in
-ATF_COM = 0x2  # the entry is complete (the kernel has the MAC)
+# states in which the kernel has the neighbour's link-layer address (NUD_VALID without NOARP: no MAC there)
+HAS_MAC = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
+RTN_UNICAST = 1
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
 
 
-def mac_in_arp_table(text: str, address: str) -> str | None:
-    """The MAC of `address` in /proc/net/arp's text, if it has one complete entry (or several that agree)."""
-    found: set[str] = set()
-    start = 0
-    prefix = address + " "
-    while True:
-        at = text.find("\n" + prefix, start)
-        if at < 0:
+def neighbour_request(address: str, ifindex: int, sequence: int) -> bytes:
+    """RTM_GETNEIGH for one address on one link (the kernel wants both: `ip neigh get ADDR dev DEV`)."""
+    ip = ipaddress.ip_address(address)
+    msg = ndmsg()
+    msg["family"] = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    msg["ifindex"] = ifindex
+    msg["attrs"] = [("NDA_DST", str(ip))]
+    msg["header"]["type"] = RTM_GETNEIGH
+    msg["header"]["flags"] = NLM_F_REQUEST
+    msg["header"]["sequence_number"] = sequence
+    msg.encode()
+    return bytes(msg.data)
+
+
+def route_request(address: str, sequence: int) -> bytes:
+    """RTM_GETROUTE for the route back to `address` (`ip route get ADDR`): its device and whether it is on-link."""
+    ip = ipaddress.ip_address(address)
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    msg["dst_len"] = ip.max_prefixlen
+    msg["attrs"] = [("RTA_DST", str(ip))]
+    msg["header"]["type"] = RTM_GETROUTE
+    msg["header"]["flags"] = NLM_F_REQUEST
+    msg["header"]["sequence_number"] = sequence
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _messages(data: bytes, sequence: int) -> list[tuple[int, bytes]]:
+    """(type, bytes) of each message in a datagram that answers `sequence` (stale answers are skipped)."""
+    out = []
+    at = 0
+    while at + _HEADER.size <= len(data):
+        length, kind, _flags, seq, _pid = _HEADER.unpack_from(data, at)
+        if length < _HEADER.size or at + length > len(data):
             break
-        start = at + 1
-        end = text.find("\n", start)
-        fields = text[start:end if end >= 0 else len(text)].split()
-        if len(fields) < 4:
-            continue
-        try:
-            flags = int(fields[2], 16)
-        except ValueError:
-            continue
-        if flags & ATF_COM and fields[3] != "00:00:00:00:00:00":
-            found.add(fields[3].lower())
-    return found.pop() if len(found) == 1 else None
+        if seq == sequence:
+            out.append((kind, data[at:at + length]))
+        at += (length + 3) & ~3
+    return out
+
+
+def mac_in_reply(data: bytes, sequence: int) -> str | None:
+    """The MAC in an RTM_NEWNEIGH answer when the entry holds one (None: an error such as ENOENT, an incomplete
+    or failed entry, no link-layer address, or all zeros)."""
+    for kind, raw in _messages(data, sequence):
+        if kind != RTM_NEWNEIGH:
+            return None  # NLMSG_ERROR: no such entry
+        msg = ndmsg(raw)
+        msg.decode()
+        mac = msg.get_attr("NDA_LLADDR")
+        if not msg["state"] & HAS_MAC or not isinstance(mac, str) or len(mac) != 17 or mac == "00:00:00:00:00:00":
+            return None
+        return mac.lower()
+    return None
+
+
+def on_link_device(data: bytes, sequence: int) -> int:
+    """The ifindex of a unicast route without a gateway in an RTM_NEWROUTE answer (the source is on that link),
+    else 0 (routed through a gateway, local, unreachable, an error)."""
+    for kind, raw in _messages(data, sequence):
+        if kind != RTM_NEWROUTE:
+            return 0
+        msg = rtmsg(raw)
+        msg.decode()
+        if msg["type"] != RTN_UNICAST or msg.get_attr("RTA_GATEWAY") or msg.get_attr("RTA_VIA"):
+            return 0
+        return int(msg.get_attr("RTA_OIF") or 0)
+    return 0
 
 
 class NeighbourTable:
-    """Reads the table afresh for every connection: a cached entry could name the MAC of a guest the address
-    belonged to a moment ago. IPv4 from /proc/net/arp; other families are not read (no header is sent)."""
+    """Asks the kernel afresh for every connection (a cached entry could name the MAC of a guest the address
+    belonged to a moment ago): one RTM_GETNEIGH for the address on the link it came in on, after one RTM_GETROUTE
+    to find that link when the connection does not say (IPv4, IPv6 global). Non-blocking: the kernel answers a
+    request while it is sent, so the answer is read at once or not at all (then the MAC is not known).
+    """
 
-    def __init__(self, arp_table: str = ARP_TABLE) -> None:
-        self.arp_table = arp_table
+    def __init__(self) -> None:
         self.reads = 0
-        self.unreadable = False
+        self._sock: socket.socket | None = None
+        self._sequence = 0
+        self._failed = False
 
-    def mac_of(self, address: str) -> str:
-        """The source's MAC, or "" when the table has none for it (not on a segment of this namespace: loopback,
-        routed, IPv6)."""
-        if not address or ":" in address:
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            sock.setblocking(False)
+            sock.bind((0, 0))
+            self._sock = sock
+        return self._sock
+
+    def _ask(self, request: bytes) -> bytes:
+        sock = self._socket()
+        while True:  # drop answers a failed read left behind
+            try:
+                sock.recv(65536)
+            except BlockingIOError:
+                break
+        sock.send(request)
+        return sock.recv(65536)
+
+    def _next(self) -> int:
+        self._sequence = self._sequence % 0x7FFFFFFF + 1
+        return self._sequence
+
+    def mac_of(self, address: str, ifindex: int = 0) -> str:
+        """The source's MAC, or "" when the table has none for it (not on a link of this namespace: loopback,
+        routed; an IPv6 link-local source without its ifindex; an entry without a MAC)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return ""
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
             return ""
         try:
-            with open(self.arp_table, encoding="ascii", errors="replace") as table:
-                text = "\n" + table.read()
+            if not ifindex:
+                if ip.version == 6 and ip.is_link_local:
+                    return ""  # which link is in the connection's scope id, and only there
+                sequence = self._next()
+                ifindex = on_link_device(self._ask(route_request(address, sequence)), sequence)
+                if not ifindex:
+                    return ""
+            sequence = self._next()
+            mac = mac_in_reply(self._ask(neighbour_request(address, ifindex, sequence)), sequence)
         except OSError as exc:
-            if not self.unreadable:
-                log.warning("the neighbour table %s cannot be read (%s): requests go to the agent without the "
-                            "VM's MAC", self.arp_table, exc)
-                self.unreadable = True
+            if not self._failed:
+                log.warning("the neighbour table cannot be read over netlink (%s): requests go to the agent "
+                            "without the VM's MAC", exc.strerror or exc)
+                self._failed = True
+            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
+                self.close()
             return ""
         self.reads += 1
-        return mac_in_arp_table(text, address) or ""
+        return mac or ""
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

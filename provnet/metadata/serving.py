@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
 import os
+import re
 import resource
 import socket
 import ssl as ssl_module
@@ -36,11 +39,18 @@ class Response:
 
 @dataclass
 class Peer:
-    """Who is on the other end: the TCP source address (empty for a unix socket), and its MAC once a handler has
-    read it (None: not read yet; "": not known)."""
+    """Who is on the other end: the TCP source address (empty for a unix socket; an IPv6 zone is in `ifindex`, the
+    link it came in on, not in the text), and its MAC once read (None: not read yet; "": not known)."""
 
     address: str
     mac: str | None = None
+    ifindex: int = 0
+
+    @property
+    def key(self) -> str:
+        """Whom the per-source limits count: the MAC when known (a VM's IPv4 and IPv6 addresses, and however many
+        addresses it adds, are one source), else the address."""
+        return self.mac or self.address
 
 
 # A handler answers at once (a Response) or later (an awaitable); answers leave in request order.
@@ -69,12 +79,15 @@ def set_ip_ttl(transport: asyncio.BaseTransport, ttl: int) -> None:
             pass
 
 
-def _peer_address(transport: asyncio.BaseTransport) -> str:
+def _peer(transport: asyncio.BaseTransport) -> Peer:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and peer:
-        address = str(peer[0])
-        return address[7:] if address.startswith("::ffff:") and "." in address else address
-    return ""
+        address = str(peer[0]).partition("%")[0]
+        if address.startswith("::ffff:") and "." in address:
+            return Peer(address[7:])
+        scope = peer[3] if len(peer) == 4 else 0  # the link of a scoped (link-local) IPv6 source, else 0
+        return Peer(address, ifindex=scope if isinstance(scope, int) else 0)
+    return Peer("")
 
 
 class LogBudget:
@@ -157,7 +170,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
-        self.peer = Peer(_peer_address(transport))
+        self.peer = _peer(transport)
+        if self.server.identify is not None and self.peer.address:
+            self.peer.mac = self.server.identify(self.peer.address, self.peer.ifindex)
         refusal = self.server._admit(self)
         if refusal is not None:
             self.closed = True
@@ -364,11 +379,16 @@ class HttpServer:
     refused at once with 429) and `max_connections` in all (0: what the open files limit allows). When full, the
     source holding the most connections loses its longest-idle one to the newcomer (503 only when none is idle), and
     the head and idle timeouts shrink as the server fills past half (to FLOOR seconds when full).
+
+    `identify(address, ifindex)` names a new connection's MAC (or ""): then a source is its MAC, whatever its
+    addresses (Peer.key), so a VM's IPv4 and IPv6 connections share one cap and one rate.
     """
 
     def __init__(self, handler: Handler, *, header_timeout: float = 30.0, idle_timeout: float = 30.0,
-                 max_connections: int = 0, max_per_source: int = 0, max_rate_per_source: float = 0) -> None:
+                 max_connections: int = 0, max_per_source: int = 0, max_rate_per_source: float = 0,
+                 identify: Callable[[str, int], str] | None = None) -> None:
         self.handler = handler
+        self.identify = identify
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         capacity = connection_capacity(raise_fd_limit())
@@ -394,17 +414,19 @@ class HttpServer:
 
     def _admit(self, conn: _Connection) -> Response | None:
         """None to take the connection, or the answer that refuses it."""
-        source = conn.peer.address
+        source = conn.peer.key
+        who = conn.peer.address + (f" (MAC {conn.peer.mac})" if conn.peer.mac else "")
         if self.max_rate_per_source and source and not self._within_rate(source):
             self.stats["refused_rate"] += 1
-            self._notice(f"{source}: connection reset, more than {self.max_rate_per_source:g} new ones a second",
+            self._notice(f"{who}: connection reset, more than {self.max_rate_per_source:g} new ones a second",
                          429)
             return Response(0)
         mine = self._by_source.get(source)
         if self.max_per_source and source and mine is not None and len(mine) >= self.max_per_source:
             self.stats["refused_source"] += 1
-            self._notice(f"{source}: connection refused, it holds {len(mine)} (the limit per address)", 429)
-            return error(429, f"Too many open connections from {source} (at most {self.max_per_source}).",
+            self._notice(f"{who}: connection refused, it holds {len(mine)} (the limit per source)", 429)
+            return error(429, f"Too many open connections from {conn.peer.address}"
+                         f"{' and its other addresses' if conn.peer.mac else ''} (at most {self.max_per_source}).",
                          close=True)
         if len(self._connections) >= self.max_connections and not self._evict():
             self.stats["refused_full"] += 1
@@ -445,10 +467,10 @@ class HttpServer:
     def _forget(self, conn: _Connection) -> None:
         if conn in self._connections:
             del self._connections[conn]
-            mine = self._by_source[conn.peer.address]
+            mine = self._by_source[conn.peer.key]
             del mine[conn]
             if not mine:
-                del self._by_source[conn.peer.address]
+                del self._by_source[conn.peer.key]
 
     def _notice(self, message: str, status: int) -> None:
         """One log line per refused or malformed connection, at most one a second in all (a VM cannot flood);
@@ -463,12 +485,31 @@ class HttpServer:
 
     async def listen_tcp(self, host: str, port: int, backlog: int = 4096, ssl: ssl_module.SSLContext | None = None,
                          ) -> int:
-        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6); returns the port.
-        With `ssl`, connections are TLS (https)."""
+        """Listen on `host` (or several, comma-separated: `0.0.0.0,::` for IPv4 and IPv6, `fe80::a9fe:a9fe%qr-1`
+        for a link-local address on one device: parse_bind); returns the port. With `ssl`, connections are TLS
+        (https). OSError naming the address when one cannot be bound."""
         loop = self._loop = asyncio.get_running_loop()
-        hosts = [h.strip() for h in host.split(",") if h.strip()] if "," in host else host
-        self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
-                                                reuse_address=True, ssl=ssl)
+        try:
+            hosts = parse_bind(host)
+        except ValueError:  # a host name (metadata_listen = localhost): getaddrinfo's error says what is wrong
+            hosts = [h.strip() for h in host.split(",") if h.strip()]
+        for item in hosts:
+            _, _, zone = item.partition("%")
+            if zone and not zone.isdigit():
+                try:
+                    socket.if_nametoindex(zone)
+                except OSError:
+                    raise OSError(errno.ENODEV, f"cannot listen on {item}: there is no device {zone} in this "
+                                                "network namespace") from None
+        try:
+            self._server = await loop.create_server(lambda: _Connection(self), hosts, port, backlog=backlog,
+                                                    reuse_address=True, ssl=ssl)
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+            raise OSError(exc.errno, f"cannot listen on {', '.join(hosts)} port {port}: an address is not on this "
+                                     "namespace's devices (or is still tentative: duplicate address detection "
+                                     f"takes a second after `ip address add`): {exc.strerror or exc}") from None
         self._start_watchdog()
         port_bound: int = self._server.sockets[0].getsockname()[1]
         return port_bound
@@ -514,6 +555,40 @@ class HttpServer:
             if self._unix_path and os.path.exists(self._unix_path):
                 os.unlink(self._unix_path)
             self._server = None
+
+
+_DEVICE = re.compile(r"[A-Za-z0-9_.@:+-]{1,15}")  # a Linux interface name (IFNAMSIZ - 1), or an ifindex
+
+
+def parse_bind(text: str) -> list[str]:
+    """`--bind`'s addresses, comma-separated: IPv4, IPv6, and IPv6 link-local with the device it is on
+    (`fe80::a9fe:a9fe%qr-1a2b3c4d-5e`: a link-local address means nothing without one). ValueError saying what
+    is wrong with the first bad one; the addresses normalized, in order."""
+    out: list[str] = []
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError("no address given (e.g. 0.0.0.0,::)")
+    for item in items:
+        if not item:
+            continue
+        address, percent, zone = item.partition("%")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{item[:80]!r} is not an IP address") from None
+        if percent:
+            if ip.version != 6 or not ip.is_link_local:
+                raise ValueError(f"{item[:80]!r}: a %device belongs only after an IPv6 link-local address (fe80::/10)")
+            if not _DEVICE.fullmatch(zone) or zone in (".", ".."):
+                raise ValueError(f"{item[:80]!r}: {zone[:40]!r} is not a device name (at most 15 letters, digits "
+                                 "and _.@:+-)")
+        elif ip.version == 6 and ip.is_link_local:
+            raise ValueError(f"{item[:80]!r} is link-local: name its device, e.g. {ip}%qr-1a2b3c4d-5e")
+        normal = f"{ip}%{zone}" if percent else str(ip)
+        if normal in out:
+            raise ValueError(f"{item[:80]!r} is given twice")
+        out.append(normal)
+    return out
 
 
 def bind_unix(path: str, backlog: int = 4096, mode: int = 0o666) -> socket.socket:
