@@ -244,12 +244,14 @@ OPTIONS: tuple[Option, ...] = (
            "what the open files limit allows; the proxy raises its soft limit to the hard limit at start and lowers "
            "this to fit). When full, the address holding the most connections loses its longest-idle one to a "
            "newcomer; 503 only when none is idle.", to_nonneg_int),
-    Option("max_connections_per_source", "metadata_proxy", 64, "Connections one source address (one VM) may hold "
-           "open at a proxy; more are refused at once with 429, so one VM cannot starve the others (0: no cap).",
+    Option("max_connections_per_source", "metadata_proxy", 64, "Connections one source (one VM: its MAC when the "
+           "proxy's neighbour table names it, IPv4 and IPv6 together, else its address) may hold open at a proxy; "
+           "more are refused at once with 429, so one VM cannot starve the others (0: no cap).",
            to_nonneg_int),
     Option("max_connection_rate_per_source", "metadata_proxy", 100.0, "New connections a second one source "
-           "address may open at a proxy (as many at once); beyond, they are reset at once, so a VM reconnecting "
-           "in a loop costs the proxy little (0: no limit). cloud-init opens about 30 in a boot.", to_nonneg),
+           "(its MAC, else its address) may open at a proxy (as many at once); beyond, they are reset at once, "
+           "so a VM reconnecting in a loop costs the proxy little (0: no limit). cloud-init opens about 30 in a "
+           "boot.", to_nonneg),
     Option("header_timeout", "metadata_proxy", 30.0, "Seconds a client has to send a whole request, head and body, "
            "before 408. Shrinks to 1 s as the proxy fills from half of max_connections to full.", to_positive),
     Option("idle_timeout", "metadata_proxy", 30.0, "Seconds a keep-alive connection may stay idle, or a client "
@@ -274,8 +276,9 @@ OPTIONS: tuple[Option, ...] = (
            "their caches while the registry is unreachable (0: answer 503 at once).", to_nonneg),
     Option("verify_mac", "metadata", True, "The metadata agent requires the port with the request's address to "
            "have the MAC the proxy read from its namespace's neighbour table (a guest on a neighbour's address "
-           "gets 404, not the neighbour's data). Requests without a MAC (Neutron's haproxy sends none; IPv6 and "
-           "routed sources) are identified by address alone.", to_bool),
+           "gets 404, not the neighbour's data; so does one on a neighbour's EUI-64 IPv6 link-local address). Requests "
+           "without a MAC (Neutron's haproxy sends none; routed sources) are identified by address alone; an IPv6 "
+           "link-local source is always found by its MAC (the proxy's, else its EUI-64 one).", to_bool),
     # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
     Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
            "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
@@ -58,6 +59,19 @@ def _normalized_address(text: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # a proxy bound to :: sees IPv4 clients as ::ffff:a.b.c.d
     return str(ip)
+
+
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+
+
+def parse_mac(values: list[str]) -> str | None:
+    """The proxy's X-Provnet-Source-MAC (None when absent); several values or a non-MAC are refused."""
+    if not values:
+        return None
+    mac = values[0].strip().lower()
+    if len(values) != 1 or not _MAC.fullmatch(mac):
+        raise BadRequest(f"{MAC_HEADER} must be one MAC address (aa:bb:cc:dd:ee:ff)")
+    return mac
 
 
 def parse_scope(request: Message) -> tuple[str, str]:
@@ -186,16 +200,18 @@ class MetadataAgent:
         try:
             kind, scope_id = parse_scope(request)
             address = parse_forwarded_for(xff)
+            mac = parse_mac(request.get_all(MAC_HEADER))
         except BadRequest as exc:
             return error(400, str(exc), close=True), str(exc)
-        if self.rate_limiter is not None:
-            wait = self.rate_limiter.check(address, time.monotonic())
+        if self.rate_limiter is not None:  # a VM's IPv4 and IPv6 addresses are one source when its MAC is known
+            source = f"{kind} {scope_id} {mac}" if mac else address
+            wait = self.rate_limiter.check(source, time.monotonic())
             if wait:
                 response = error(429, "Too many metadata requests from this address.")
                 response.headers.append(("Retry-After", str(wait)))
                 return response, "rate limited"
         try:
-            answer = await self.lookup(kind, scope_id, address)
+            answer = await self.lookup(kind, scope_id, address, mac)
         except ServiceUnavailable as exc:
             if self._outage is None:
                 log.error("the registry is unavailable; answering 503 for VMs whose lookup is not cached: %s",
@@ -206,7 +222,7 @@ class MetadataAgent:
             log.info("the registry answers again")
             self._outage = None
         if self.verify_mac:
-            answer = check_mac(answer, request.get(MAC_HEADER), address)
+            answer = check_mac(answer, mac, address)
         if isinstance(answer, Miss):
             detail = f"; {answer.detail}" if answer.detail else ""
             return error(404, not_found_text(kind, scope_id, answer.reason)), answer.reason + detail

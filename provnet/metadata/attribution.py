@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from provnet.model.resources import Port
 from provnet.registry.base import Registry
 
-RESULTS = ("no_interface", "not_found", "ambiguous", "unbound", "mac_mismatch")
+RESULTS = ("no_interface", "not_found", "ambiguous", "unbound", "mac_mismatch", "no_mac")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +55,29 @@ class Walk:
 
 
 @functools.lru_cache(maxsize=65536)
+def is_link_local(address: str) -> bool:
+    """An IPv6 link-local source (fe80::/10): it names a VM only together with the segment, so by its MAC."""
+    try:
+        return ipaddress.ip_address(address.partition("%")[0]).is_link_local and ":" in address
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=65536)
 def mac_from_link_local(address: str) -> str | None:
-    """The MAC inside an EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56)."""
-    if ":" not in address:
+    """The MAC inside a modified EUI-64 IPv6 link-local address (fe80::f816:3eff:fe12:3456 -> fa:16:3e:12:34:56:
+    ff:fe in the middle, the universal/local bit flipped back). None for anything else: not IPv6 link-local, no
+    ff:fe (stable-privacy, temporary or hand-made addresses), or a MAC no NIC sends from (multicast, all zeros)."""
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
         return None
-    ip = ipaddress.IPv6Address(address)
     raw = ip.packed
     if not ip.is_link_local or raw[11:13] != b"\xff\xfe":
         return None
     mac = bytes((raw[8] ^ 0x02,)) + raw[9:11] + raw[13:16]
+    if mac[0] & 0x01 or not any(mac):  # a group address (incl. broadcast), or none
+        return None
     return ":".join(f"{b:02x}" for b in mac)
 
 
@@ -83,9 +97,11 @@ def not_found_text(kind: str, scope_id: str, reason: str) -> str:
     return f"Instance was not found on {kind} {scope_id}: {reason}."
 
 
-def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: list[str] | None = None) -> Walk:
+def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: list[str] | None = None,
+         mac: str | None = None) -> Walk:
     """The registry part of the chain (blocking: run it off the event loop). `networks`: the router's interface
-    networks when the caller knows them already."""
+    networks when the caller knows them already. An IPv6 link-local source is found by its MAC: `mac` (what the
+    proxy read from its neighbour table) when given, else the one in its EUI-64 address."""
     steps: list[Step] = []
     where = f"on {kind} {scope_id}'s networks" if kind == "router" else f"on network {scope_id}"
     if kind == "router":
@@ -101,10 +117,22 @@ def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: l
                     f"router {scope_id} has no interface ports (or does not exist)",
                     f"provnet router-interface-add {scope_id} <subnet>")
         return Walk(miss, networks, steps)
-    mac = mac_from_link_local(address)
-    if mac is not None:  # an IPv6 link-local source (fe80::a9fe:a9fe): the port is found by its MAC
-        ports: list[Port] = registry.find_ports_by_mac(mac, networks)
-        by = f"MAC {mac} (from the link-local address {address})"
+    if is_link_local(address):  # fe80::/10 (asking fe80::a9fe:a9fe): the port is found by the VM's MAC
+        eui = mac_from_link_local(address)
+        if mac:
+            by = f"MAC {mac.lower()} (the link-local address {address}'s, from the neighbour table)"
+        elif eui:
+            by = f"MAC {eui} (in the EUI-64 link-local address {address})"
+        else:
+            steps.append(Step("mac", False, f"the link-local address {address} holds no MAC and the proxy sent none"))
+            miss = Miss(f"the link-local address {address} is not EUI-64 (a stable-privacy or temporary address) and "
+                        "the proxy could not read the MAC it came from, so no port can be found for it", "no_mac",
+                        "the proxy sends X-Provnet-Source-MAC when its namespace's neighbour table has the source",
+                        "ask from an address with a port (its IPv4 or global IPv6 fixed IP), or use an EUI-64 "
+                        "link-local address (net.ipv6.conf.<dev>.addr_gen_mode=0); a Neutron haproxy in front "
+                        "of the agent never sends the MAC")
+            return Walk(miss, networks, steps)
+        ports: list[Port] = registry.find_ports_by_mac((mac or eui or "").lower(), networks)
     else:
         ports = registry.find_ports_by_ip(address, networks)
         by = f"address {address}"
@@ -132,8 +160,16 @@ def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: l
 
 
 def check_mac(answer: Answer, mac: str | None, address: str) -> Answer:
-    """When the request's MAC is known (the proxy read it), the port must have it."""
-    if mac is None or not isinstance(answer, Identity) or not answer.mac or answer.mac.lower() == mac.lower():
+    """When the request's MAC is known (the proxy read it), the port must have it, and an EUI-64 link-local
+    source address must hold it (a guest on a neighbour's link-local address)."""
+    if mac is None or not isinstance(answer, Identity):
+        return answer
+    eui = mac_from_link_local(address)
+    if eui is not None and eui != mac.lower():
+        return Miss(f"the link-local address {address} belongs to MAC {eui}, not to {mac.lower()} it came from",
+                    "mac_mismatch", f"port {answer.port_id or 'of MAC ' + mac.lower()}",
+                    "the VM uses a neighbour's link-local address: check port security")
+    if not answer.mac or answer.mac.lower() == mac.lower():
         return answer
     return Miss(f"the port with address {address} does not have MAC {mac.lower()}", "mac_mismatch",
                 f"port {answer.port_id or 'with that address'} has MAC {answer.mac}",

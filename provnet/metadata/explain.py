@@ -65,7 +65,7 @@ class Explanation:
 def explain(registry: Registry, kind: str, scope_id: str, address: str, mac: str | None = None,
             probe: Probe | None = None) -> Explanation:
     """Blocking (registry reads, the probe): run it off an event loop."""
-    found = walk(registry, kind, scope_id, address)
+    found = walk(registry, kind, scope_id, address, mac=mac)
     out = Explanation(kind, scope_id, address, mac, list(found.steps))
     answer = check_mac(found.answer, mac, address)
     if mac is not None and isinstance(found.answer, Identity):

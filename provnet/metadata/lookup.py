@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from provnet.metadata.attribution import Answer, Identity, Miss, mac_from_link_local, walk
+from provnet.metadata.attribution import Answer, Identity, Miss, is_link_local, mac_from_link_local, walk
 from provnet.metadata.observe import Metrics
 from provnet.model.errors import ServiceUnavailable
 from provnet.registry.aio import AsyncRegistry
@@ -17,7 +17,7 @@ from provnet.registry.feed import ChangeFeed, Touched
 log = logging.getLogger("provnet.metadata.agent")
 
 MAX_ENTRIES = 200_000  # about 0.5 KB each; past this the oldest entries go first
-Key = tuple[str, str, str]  # ("router"|"network", scope id, address)
+Key = tuple[str, str, str]  # ("router"|"network", scope id, address), an IPv6 link-local one as "address@mac"
 
 
 __all__ = ["Answer", "Identity", "Lookup", "Miss", "mac_from_link_local"]
@@ -61,11 +61,21 @@ class Lookup:
             return found
         return None
 
-    async def __call__(self, kind: str, scope_id: str, address: str) -> Answer:
-        found = self.cached(kind, scope_id, address)
+    @staticmethod
+    def subject(address: str, mac: str | None = None) -> str:
+        """The key's address part: the address, or for an IPv6 link-local one "address@MAC" with the MAC that
+        finds its port (the proxy's, else the EUI-64 one, else none: such a key always misses)."""
+        if not is_link_local(address):
+            return address
+        return f"{address}@{(mac or mac_from_link_local(address) or '').lower()}"
+
+    async def __call__(self, kind: str, scope_id: str, address: str, mac: str | None = None) -> Answer:
+        """The answer for a source; `mac` (the proxy's header) finds an IPv6 link-local source's port."""
+        subject = self.subject(address, mac)
+        found = self.cached(kind, scope_id, subject)
         if found is not None:
             return found
-        key = (kind, scope_id, address)
+        key = (kind, scope_id, subject)
         pending = self._pending.get(key)
         if pending is not None:  # another request is already asking: share its answer
             self.metrics.cache_hit.inc()
@@ -75,7 +85,7 @@ class Lookup:
         self._pending[key] = future
         mark = self.touched.mark()
         try:
-            answer, networks = await self.areg(self._find, kind, scope_id, address)
+            answer, networks = await self.areg(self._find, kind, scope_id, subject)
         except ServiceUnavailable as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: sharers re-raise it, nobody logs "never retrieved"
@@ -89,11 +99,12 @@ class Lookup:
         future.set_result(answer)
         return answer
 
-    def _find(self, kind: str, scope_id: str, address: str) -> tuple[Answer, list[str]]:
+    def _find(self, kind: str, scope_id: str, subject: str) -> tuple[Answer, list[str]]:
         """In a worker thread: the registry's answer for one key (attribution.walk, as metadata-explain walks it),
         and the networks it looked on."""
+        address, _, mac = subject.partition("@")
         found = walk(self.registry, kind, scope_id, address,
-                     self._networks.get(scope_id) if kind == "router" else None)
+                     self._networks.get(scope_id) if kind == "router" else None, mac or None)
         answer = found.answer
         if isinstance(answer, Identity):  # cached by the hundred thousand: the port id is only for explain
             answer = Identity(answer.instance_id, answer.tenant_id, mac=answer.mac)
@@ -109,8 +120,8 @@ class Lookup:
         self._cache[key] = answer
         scope = (key[0], key[1])
         self._scopes[scope] = self._scopes.get(scope, 0) + 1
-        mac = mac_from_link_local(key[2])
-        if mac is not None:
+        mac = self._mac(key)
+        if mac:
             self._link_local.setdefault(mac, set()).add(key)
 
     def _drop(self, key: Key) -> None:
@@ -123,8 +134,8 @@ class Lookup:
             self._scopes[scope] = left
         else:
             self._scopes.pop(scope, None)
-        mac = mac_from_link_local(key[2])
-        if mac is not None:
+        mac = self._mac(key)
+        if mac:
             keys = self._link_local.get(mac)
             if keys is not None:
                 keys.discard(key)
@@ -146,9 +157,14 @@ class Lookup:
         return len(self._cache)
 
     @staticmethod
-    def _names(key: Key) -> list[str]:
-        mac = mac_from_link_local(key[2])
-        return [key[1], key[2], *([mac] if mac else [])]
+    def _mac(key: Key) -> str:
+        """The MAC an IPv6 link-local key's port is found by ("" for other keys)."""
+        return key[2].partition("@")[2]
+
+    @classmethod
+    def _names(cls, key: Key) -> list[str]:
+        mac = cls._mac(key)
+        return [key[1], key[2].partition("@")[0], *([mac] if mac else [])]
 
     # --- the change feed (ChangeFeed subscriber) ---------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> None:

@@ -13,8 +13,9 @@ class Window:
 
 
 class RateLimiter:
-    """`check(address, now)` -> 0 when allowed (and counted), else the seconds to wait (Retry-After).
+    """`check(source, now)` -> 0 when allowed (and counted), else the seconds to wait (Retry-After).
 
+    A source is an address, or a VM's MAC when the proxy read it (so its IPv4 and IPv6 addresses count together);
     IPv4 and IPv6 sources share one table; only allowed requests are counted, so a client that waits
     `Retry-After` seconds is served. At most `max_sources` addresses are tracked (oldest forgotten first).
     """
