@@ -165,20 +165,28 @@ def _run(namespace: str | None, argv: Sequence[str], stdin: str | None = None) -
     return proc.stdout
 
 
-def save(namespace: str | None, tables: Iterable[str] = ("filter", "nat", "mangle", "raw")) -> dict[str, Table]:
+def _tool(name: str, ipv6: bool) -> str:
+    """iptables-save / -restore, or their ip6tables twins (the same text format, IPv6 rules)."""
+    return "ip6" + name[2:] if ipv6 else name
+
+
+def save(namespace: str | None, tables: Iterable[str] = ("filter", "nat", "mangle", "raw"), ipv6: bool = False,
+         ) -> dict[str, Table]:
     out: dict[str, Table] = {}
     for table in tables:
-        out.update(parse_save(_run(namespace, ["iptables-save", "-t", table])))
+        out.update(parse_save(_run(namespace, [_tool("iptables-save", ipv6), "-t", table])))
     return out
 
 
-def apply(namespace: str | None, ruleset: Ruleset) -> None:
-    """Make the namespace's iptables hold exactly `ruleset` for its owner (idempotent, one transaction)."""
-    _run(namespace, ["iptables-restore", "--noflush"], plan_apply(save(namespace), ruleset))
+def apply(namespace: str | None, ruleset: Ruleset, ipv6: bool = False) -> None:
+    """Make the namespace's iptables (ip6tables with `ipv6`) hold exactly `ruleset` for its owner (idempotent, one
+    transaction)."""
+    _run(namespace, [_tool("iptables-restore", ipv6), "--noflush"], plan_apply(save(namespace, ipv6=ipv6), ruleset))
 
 
-def remove(namespace: str | None, prefix: str) -> None:
-    """Remove every chain and jump of the owner `prefix` from the namespace (complete; a no-op if none)."""
-    current = save(namespace)
+def remove(namespace: str | None, prefix: str, ipv6: bool = False) -> None:
+    """Remove every chain and jump of the owner `prefix` from the namespace's iptables (ip6tables with `ipv6`):
+    complete; a no-op if none."""
+    current = save(namespace, ipv6=ipv6)
     if any(_owned(t, prefix) for t in current.values()):
-        _run(namespace, ["iptables-restore", "--noflush"], plan_remove(current, prefix))
+        _run(namespace, [_tool("iptables-restore", ipv6), "--noflush"], plan_remove(current, prefix))

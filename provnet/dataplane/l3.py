@@ -10,6 +10,8 @@ from provnet.dataplane.iptables import Chain, Jump, Ruleset
 
 PREFIX = "provnet-l3-"
 METADATA_CIDR = "169.254.169.254/32"
+METADATA_V6_IP = "fe80::a9fe:a9fe"  # neutron-lib's METADATA_V6_IP: on every qr- device, /64 as the L3 agent adds it
+METADATA_V6_CIDR = "fe80::a9fe:a9fe/128"
 METADATA_ACCESS_MARK = 0x1
 MARK_MASK = 0xFFFF  # neutron-lib ROUTER_MARK_MASK
 DEFAULT_METADATA_PORT = 9697
@@ -62,6 +64,7 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
     netns.ensure_namespace(ns)
     if created:  # metadata only: L3 goes through the external router, so this namespace never forwards
         netns.set_sysctl(ns, "net.ipv4.ip_forward", "0")
+        _no_ipv6_autoconf(ns)
     wanted = {router_port_device(p.port_id) for p in ports}
     gone = [name for name in netns.link_names(ns) if name.startswith("qr-") and name not in wanted]
     for name in gone:
@@ -84,7 +87,8 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
             netns.attach_to_bridge(bridge_namespace, tap, port.bridge)
         added.update(netns.set_addresses(ns, device, port.addresses))
         addresses += [(device, port.mac, a.partition("/")[0]) for a in port.addresses]
-    iptables.apply(ns, metadata_ruleset(metadata_port))
+        netns.ensure_address(ns, device, METADATA_V6_IP, 64)
+    apply_metadata_rules(ns, metadata_port)
     return Synced(created, tuple(addresses), frozenset(added))
 
 
@@ -95,6 +99,19 @@ def _is_ovs(bridge: str) -> bool:
     if ovs.is_bridge(bridge):
         return True
     raise netns.DataplaneError(f"{bridge} is neither a Linux bridge nor an Open vSwitch bridge")
+
+
+def _no_ipv6_autoconf(ns: str) -> None:
+    """qr- devices made from now on take no address or route from the segment's router advertisements (the
+    namespace only answers metadata; fe80::a9fe:a9fe and the device's own link-local address are enough)."""
+    netns.set_sysctl(ns, "net.ipv6.conf.default.accept_ra", "0")
+    netns.set_sysctl(ns, "net.ipv6.conf.default.autoconf", "0")
+
+
+def apply_metadata_rules(ns: str, metadata_port: int = DEFAULT_METADATA_PORT) -> None:
+    """The metadata rules in iptables (169.254.169.254) and ip6tables (fe80::a9fe:a9fe); idempotent."""
+    iptables.apply(ns, metadata_ruleset(metadata_port))
+    iptables.apply(ns, metadata_ruleset(metadata_port, ipv6=True), ipv6=True)
 
 
 def remove_router(router_id: str, suffix: str = "") -> None:
@@ -113,16 +130,17 @@ def router_port_device(port_id: str) -> str:
 
 
 def metadata_ruleset(metadata_port: int = DEFAULT_METADATA_PORT, mark: int = METADATA_ACCESS_MARK,
-                     mask: int = MARK_MASK) -> Ruleset:
+                     mask: int = MARK_MASK, ipv6: bool = False) -> Ruleset:
     """The L3 agent's rules: redirect 169.254.169.254:80 arriving on qr-+ to the proxy, and let only those in.
 
     nat PREROUTING REDIRECTs to `metadata_port`; mangle PREROUTING marks the same packets; filter INPUT accepts
     the mark and then drops any other TCP to `metadata_port`, so a direct connection to the proxy never gets
-    through; marked packets are never forwarded.
+    through; marked packets are never forwarded. With `ipv6`, the same for ip6tables and [fe80::a9fe:a9fe]:80
+    (the proxy must listen on :: too).
     """
     if not 0 < metadata_port < 65536:
         raise ValueError(f"metadata_port must be 1..65535, got {metadata_port}")
-    match = f"-d {METADATA_CIDR} -i qr-+ -p tcp -m tcp --dport 80"
+    match = f"-d {METADATA_V6_CIDR if ipv6 else METADATA_CIDR} -i qr-+ -p tcp -m tcp --dport 80"
     xmark = f"{mark:#x}/{mask:#x}"
     chains = (
         Chain("nat", f"{PREFIX}PREROUTING", (f"{match} -j REDIRECT --to-ports {metadata_port}",)),
@@ -152,12 +170,16 @@ def plug_router_port(router_id: str, port_id: str, mac: str, cidr: str, gateway_
     """
     ns = router_namespace(router_id)
     prefixlen = ipaddress.ip_network(cidr, strict=False).prefixlen
+    created = not netns.namespace_exists(ns)
     netns.ensure_namespace(ns)
+    if created:
+        _no_ipv6_autoconf(ns)
     device = router_port_device(port_id)
     netns.ensure_veth(bridge_namespace, bridge_port, ns, device, mac=mac)
     netns.attach_to_bridge(bridge_namespace, bridge_port, bridge)
     netns.ensure_address(ns, device, gateway_ip, prefixlen)
-    iptables.apply(ns, metadata_ruleset(metadata_port))
+    netns.ensure_address(ns, device, METADATA_V6_IP, 64)
+    apply_metadata_rules(ns, metadata_port)
     return ns
 
 
@@ -166,4 +188,5 @@ def unplug_router(router_id: str) -> None:
     ns = router_namespace(router_id)
     if netns.namespace_exists(ns):
         iptables.remove(ns, PREFIX)
+        iptables.remove(ns, PREFIX, ipv6=True)
         netns.delete_namespace(ns)

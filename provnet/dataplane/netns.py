@@ -296,11 +296,13 @@ def attach_to_bridge(namespace: str | None, ifname: str, bridge: str) -> None:
 
 
 def ensure_address(namespace: str | None, ifname: str, address: str, prefixlen: int) -> None:
+    """`address/prefixlen` (IPv4 or IPv6) on the link, unless it is there."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with _ns(namespace) as ipr:
         idx = _index(ipr, ifname)
-        have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
-        if (address, prefixlen) not in have:
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        have = {(str(a.get("IFA_ADDRESS")).lower(), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=family)}
+        if (address.lower(), prefixlen) not in have:
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, family=family)
 
 
 def set_addresses(namespace: str | None, ifname: str, addresses: Sequence[str]) -> list[str]:
