@@ -1,6 +1,7 @@
 # The MAC is part of a VM's identity (issue 12 item 3): the proxy reads the source's MAC from its namespace's
-# neighbour table and the agent requires the port with that address to have it. The parser and the agent's option
-# here; a guest on a neighbour's address in real namespaces is in test_metadata_netns.py.
+# neighbour table and the agent requires the port with that address to have it. The header and the agent's option
+# here; the netlink answers in test_metadata_ipv6.py; the table itself and a guest on a neighbour's address in real
+# namespaces in test_metadata_ipv6_netns.py and test_metadata_netns.py.
 from __future__ import annotations
 
 import pytest
@@ -9,54 +10,13 @@ from metadata_chain import Chain, agent_get, build_seed
 from provnet.config import ConfigError, load_config
 from provnet.metadata.agent import MetadataAgent
 from provnet.metadata.http11 import Message
-from provnet.metadata.neighbours import SOURCE_MAC_HEADER, NeighbourTable, mac_in_arp_table
+from provnet.metadata.neighbours import SOURCE_MAC_HEADER
 from provnet.metadata.proxy import agent_headers
 from provnet.registry import open_registry
-
-ARP = """IP address       HW type     Flags       HW address            Mask     Device
-172.16.1.10      0x1         0x2         fa:16:3e:00:00:10     *        qr-1
-172.16.1.1       0x1         0x2         FA:16:3E:00:00:01     *        qr-1
-172.16.1.103     0x1         0x0         00:00:00:00:00:00     *        qr-1
-172.16.1.104     0x1         0x2         fa:16:3e:00:01:04     *        qr-1
-172.16.1.104     0x1         0x6         fa:16:3e:00:01:04     *        qr-2
-172.16.1.105     0x1         0x2         fa:16:3e:00:01:05     *        qr-1
-172.16.1.105     0x1         0x2         fa:16:3e:00:99:99     *        qr-2
-172.16.1.106     0x1         0xzz        fa:16:3e:00:01:06     *        qr-1
-172.16.1.107     0x1
-"""
 
 
 def router_headers(seed) -> list[tuple[str, str]]:
     return [("X-Forwarded-For", seed.ips["vm1"]), ("X-Neutron-Router-ID", seed.router_id)]
-
-
-@pytest.mark.parametrize(("address", "mac"), [
-    ("172.16.1.1", "fa:16:3e:00:00:01"),  # not confused with .10; lower case
-    ("172.16.1.10", "fa:16:3e:00:00:10"),
-    ("172.16.1.103", None),  # incomplete: the kernel has no MAC yet
-    ("172.16.1.104", "fa:16:3e:00:01:04"),  # two entries that agree
-    ("172.16.1.105", None),  # two that do not: no MAC rather than a guess
-    ("172.16.1.106", None),  # unreadable flags
-    ("172.16.1.107", None),  # a short line
-    ("172.16.1.2", None),
-    ("IP", None),
-])
-def test_the_arp_table_is_read_strictly(address, mac):
-    assert mac_in_arp_table("\n" + ARP, address) == mac
-
-
-def test_the_table_is_read_afresh_for_each_connection_and_a_missing_table_is_one_warning(tmp_path, caplog):
-    table = tmp_path / "arp"
-    table.write_text(ARP)
-    neighbours = NeighbourTable(str(table))
-    assert neighbours.mac_of("172.16.1.10") == "fa:16:3e:00:00:10"
-    table.write_text(ARP.replace("fa:16:3e:00:00:10", "02:00:00:00:00:66"))  # the address moved to another MAC
-    assert neighbours.mac_of("172.16.1.10") == "02:00:00:00:00:66"
-    assert neighbours.reads == 2
-    assert neighbours.mac_of("fe80::1") == "" and neighbours.mac_of("") == "" and neighbours.reads == 2
-    table.unlink()
-    assert neighbours.mac_of("172.16.1.10") == "" and neighbours.mac_of("172.16.1.10") == ""
-    assert len([r for r in caplog.records if "cannot be read" in r.getMessage()]) == 1
 
 
 def test_the_proxy_sends_the_mac_it_read_and_never_the_guests():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,7 +88,8 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
             netns.attach_to_bridge(bridge_namespace, tap, port.bridge)
         added.update(netns.set_addresses(ns, device, port.addresses))
         addresses += [(device, port.mac, a.partition("/")[0]) for a in port.addresses]
-        netns.ensure_address(ns, device, METADATA_V6_IP, 64)
+        if ipv6_available():
+            netns.ensure_address(ns, device, METADATA_V6_IP, 64)
     apply_metadata_rules(ns, metadata_port)
     return Synced(created, tuple(addresses), frozenset(added))
 
@@ -101,9 +103,16 @@ def _is_ovs(bridge: str) -> bool:
     raise netns.DataplaneError(f"{bridge} is neither a Linux bridge nor an Open vSwitch bridge")
 
 
+def ipv6_available() -> bool:
+    """Whether this kernel has IPv6 (not booted with ipv6.disable=1): without it, router mode is IPv4 only."""
+    return os.path.isdir("/proc/sys/net/ipv6")
+
+
 def _no_ipv6_autoconf(ns: str) -> None:
     """qr- devices made from now on take no address or route from the segment's router advertisements (the
     namespace only answers metadata; fe80::a9fe:a9fe and the device's own link-local address are enough)."""
+    if not ipv6_available():
+        return
     netns.set_sysctl(ns, "net.ipv6.conf.default.accept_ra", "0")
     netns.set_sysctl(ns, "net.ipv6.conf.default.autoconf", "0")
 
@@ -111,7 +120,8 @@ def _no_ipv6_autoconf(ns: str) -> None:
 def apply_metadata_rules(ns: str, metadata_port: int = DEFAULT_METADATA_PORT) -> None:
     """The metadata rules in iptables (169.254.169.254) and ip6tables (fe80::a9fe:a9fe); idempotent."""
     iptables.apply(ns, metadata_ruleset(metadata_port))
-    iptables.apply(ns, metadata_ruleset(metadata_port, ipv6=True), ipv6=True)
+    if ipv6_available():
+        iptables.apply(ns, metadata_ruleset(metadata_port, ipv6=True), ipv6=True)
 
 
 def remove_router(router_id: str, suffix: str = "") -> None:
@@ -178,7 +188,8 @@ def plug_router_port(router_id: str, port_id: str, mac: str, cidr: str, gateway_
     netns.ensure_veth(bridge_namespace, bridge_port, ns, device, mac=mac)
     netns.attach_to_bridge(bridge_namespace, bridge_port, bridge)
     netns.ensure_address(ns, device, gateway_ip, prefixlen)
-    netns.ensure_address(ns, device, METADATA_V6_IP, 64)
+    if ipv6_available():
+        netns.ensure_address(ns, device, METADATA_V6_IP, 64)
     apply_metadata_rules(ns, metadata_port)
     return ns
 
@@ -188,5 +199,6 @@ def unplug_router(router_id: str) -> None:
     ns = router_namespace(router_id)
     if netns.namespace_exists(ns):
         iptables.remove(ns, PREFIX)
-        iptables.remove(ns, PREFIX, ipv6=True)
+        if ipv6_available():
+            iptables.remove(ns, PREFIX, ipv6=True)
         netns.delete_namespace(ns)
