@@ -162,14 +162,14 @@ def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: l
 def check_mac(answer: Answer, mac: str | None, address: str) -> Answer:
     """When the request's MAC is known (the proxy read it), the port must have it, and an EUI-64 link-local
     source address must hold it (a guest on a neighbour's link-local address)."""
-    if mac is None or not isinstance(answer, Identity):
+    if mac is None:
         return answer
     eui = mac_from_link_local(address)
-    if eui is not None and eui != mac.lower():
+    if eui is not None and eui != mac.lower():  # whether or not the sender's own MAC has a port
         return Miss(f"the link-local address {address} belongs to MAC {eui}, not to {mac.lower()} it came from",
-                    "mac_mismatch", f"port {answer.port_id or 'of MAC ' + mac.lower()}",
+                    "mac_mismatch", "the EUI-64 address names one MAC, the neighbour table another",
                     "the VM uses a neighbour's link-local address: check port security")
-    if not answer.mac or answer.mac.lower() == mac.lower():
+    if not isinstance(answer, Identity) or not answer.mac or answer.mac.lower() == mac.lower():
         return answer
     return Miss(f"the port with address {address} does not have MAC {mac.lower()}", "mac_mismatch",
                 f"port {answer.port_id or 'with that address'} has MAC {answer.mac}",

@@ -172,7 +172,11 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # a stream connection's is a Transport
         self.peer = _peer(transport)
         if self.server.identify is not None and self.peer.address:
-            self.peer.mac = self.server.identify(self.peer.address, self.peer.ifindex)
+            try:
+                self.peer.mac = self.server.identify(self.peer.address, self.peer.ifindex)
+            except Exception:  # noqa: BLE001 - never a lost connection for it: the source is its address then
+                self.server._notice(f"{self.peer.address}: its MAC could not be read", 0)
+                self.peer.mac = ""
         refusal = self.server._admit(self)
         if refusal is not None:
             self.closed = True
