@@ -330,3 +330,20 @@ def test_the_ipv6_ruleset_is_the_ipv4_one_for_fe80_a9fe_a9fe():
     nat = next(c for c in v6.chains if c.table == "nat")
     assert nat.rules == ("-d fe80::a9fe:a9fe/128 -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697",)
     assert [c.rules for c in v6.chains if c.table == "filter"] == [c.rules for c in v4.chains if c.table == "filter"]
+
+
+def test_the_requests_are_what_pyroute2_reads_them_as():
+    """The requests are packed by hand (pyroute2's classes are too slow per connection): its decoder agrees."""
+    from pyroute2.netlink.rtnl import RTM_GETNEIGH, RTM_GETROUTE
+
+    from provnet.metadata.neighbours import neighbour_request, route_request
+
+    msg = ndmsg(neighbour_request("fe80::f816:3eff:fe00:6", 7, 41))
+    msg.decode()
+    assert (msg["header"]["type"], msg["header"]["flags"], msg["header"]["sequence_number"]) == \
+        (RTM_GETNEIGH, NLM_F_REQUEST, 41)
+    assert (msg["family"], msg["ifindex"], msg.get_attr("NDA_DST")) == (socket.AF_INET6, 7, "fe80::f816:3eff:fe00:6")
+    msg = rtmsg(route_request("172.16.1.103", 42))
+    msg.decode()
+    assert (msg["header"]["type"], msg["header"]["sequence_number"]) == (RTM_GETROUTE, 42)
+    assert (msg["family"], msg["dst_len"], msg.get_attr("RTA_DST")) == (socket.AF_INET, 32, "172.16.1.103")
