@@ -53,8 +53,9 @@ class Running:
     (["metadata-proxy"], "exactly one of --router-id or --network-id"),
     (["metadata-proxy", "--router-id", "r", "--network-id", "n"], "exactly one of --router-id or --network-id"),
     (["metadata-proxy", "--router-id", "r", "--port", "70000"], "metadata_port"),
-    (["metadata-proxy", "--router-id", "r", "--bind", "notanaddress"], "--bind 'notanaddress': give IP addresses"),
-    (["metadata-proxy", "--router-id", "r", "--bind", "0.0.0.0,::,localhost"], "give IP addresses"),
+    (["metadata-proxy", "--router-id", "r", "--bind", "notanaddress"], "--bind: 'notanaddress' is not an IP address"),
+    (["metadata-proxy", "--router-id", "r", "--bind", "0.0.0.0,::,localhost"], "'localhost' is not an IP address"),
+    (["metadata-proxy", "--router-id", "r", "--bind", "fe80::a9fe:a9fe"], "link-local: name its device"),
 ])
 def test_proxy_usage_errors(tmp_path, args, message):
     result = provnet("--state-path", str(tmp_path), *args)

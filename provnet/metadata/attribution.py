@@ -119,10 +119,10 @@ def walk(registry: Registry, kind: str, scope_id: str, address: str, networks: l
         return Walk(miss, networks, steps)
     if is_link_local(address):  # fe80::/10 (asking fe80::a9fe:a9fe): the port is found by the VM's MAC
         eui = mac_from_link_local(address)
-        if mac:
-            by = f"MAC {mac.lower()} (the link-local address {address}'s, from the neighbour table)"
-        elif eui:
+        if eui and (not mac or mac.lower() == eui):  # (the same words whether or not the proxy read it too)
             by = f"MAC {eui} (in the EUI-64 link-local address {address})"
+        elif mac:
+            by = f"MAC {mac.lower()} (the link-local address {address}'s, from the neighbour table)"
         else:
             steps.append(Step("mac", False, f"the link-local address {address} holds no MAC and the proxy sent none"))
             miss = Miss(f"the link-local address {address} is not EUI-64 (a stable-privacy or temporary address) and "
