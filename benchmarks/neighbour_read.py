@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "a54624e"  # the last commit with the /proc/net/arp reader (provnet/metadata/neighbours.py)
-CLASSES = "e653bc2"  # the netlink reader with pyroute2's message classes (ndmsg/rtmsg encode and decode)
+CLASSES = "327686e"  # the netlink reader with pyroute2's message classes (ndmsg/rtmsg encode and decode)
 
 INSIDE = r'''
 import json, socket, sys, time, types

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from provnet.config import ConfigError, load_config
-from provnet.metadata.proxy import MetadataProxy
+from provnet.metadata.proxy import DEFAULT_BIND, MetadataProxy
 from provnet.runtime.process import StartupError, run_server
 
 # the CLI's text log line (provnet.cli.logs), which this entry cannot import without loading the whole CLI
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO, format=LOG_FORMAT,
                         datefmt=DATE_FORMAT)
     status = args.status_socket or os.path.join(config.state_path, "metadata-proxy", f"{args.router_id}.sock")
-    proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=args.router_id, bind="0.0.0.0",
+    proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=args.router_id, bind=DEFAULT_BIND,
                           port=config.metadata_port, status_socket=status)
     try:
         run_server(config, lambda c, registry: [proxy], needs_store=False)
