@@ -149,7 +149,8 @@ def metadata_proxy(app, router_id: str | None, network_id: str | None, bind: str
     Example:
       ip netns exec qrouter-$ROUTER provnet metadata-proxy --router-id $ROUTER --port 9697
     """
-    from provnet.metadata.proxy import MetadataProxy, parse_bind
+    from provnet.metadata.proxy import MetadataProxy
+    from provnet.metadata.serving import parse_bind
 
     if bool(router_id) == bool(network_id):
         raise click.UsageError("give exactly one of --router-id or --network-id")
