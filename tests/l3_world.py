@@ -73,6 +73,7 @@ class World:
     suffix: str
     hosts: dict[str, str] = field(default_factory=dict)  # host name -> namespace (with br-phy)
     vms: dict[str, str] = field(default_factory=dict)  # vm name -> namespace
+    ports: dict[str, str] = field(default_factory=dict)  # vm name -> port id
     network_id: str = ""
     subnet_id: str = ""
     router_id: str = ""
@@ -105,7 +106,9 @@ class World:
             netns.attach_to_bridge(sw, f"{self.suffix}s{i}", "seg")
             netns.attach_to_bridge(ns, "uplink", "br-phy")
 
-    def add_vm(self, host: str, name: str, ip: str) -> str:
+    def add_vm(self, host: str, name: str, ip: str, via: str = "172.16.1.2", bound: bool = False) -> str:
+        """A VM on `host`'s bridge whose route to 169.254.169.254 goes `via` (the router's address, or network
+        mode's metadata port); `bound`: its port's binding:host_id names the host, as Nova sets it."""
         reg = self.registry
         inst = reg.create_instance({
             "name": name, "hostname": name, "project_id": PROJECT,
@@ -113,7 +116,9 @@ class World:
             "key_pairs": [{"name": "k", "data": KEY, "type": "ssh"}], "metadata": {"vm": name}})
         port = reg.create_port({"network_id": self.network_id, "project_id": PROJECT, "device_id": inst.id,
                                 "device_owner": "compute:nova", "name": f"{name}-port",
-                                "fixed_ips": [{"subnet_id": self.subnet_id, "ip_address": ip}]})
+                                "fixed_ips": [{"subnet_id": self.subnet_id, "ip_address": ip}],
+                                **({"binding:host_id": host} if bound else {})})
+        self.ports[name] = port.id
         ns = f"{self.suffix}-{name}"
         netns.ensure_namespace(ns)
         self.vms[name] = ns
@@ -121,7 +126,7 @@ class World:
         netns.ensure_veth(self.hosts[host], tap, ns, "eth0", mac=port.mac_address)
         netns.attach_to_bridge(self.hosts[host], tap, "br-phy")
         netns.ensure_address(ns, "eth0", ip, 24)
-        netns.ensure_route(ns, "169.254.169.254/32", "172.16.1.2")
+        netns.ensure_route(ns, "169.254.169.254/32", via)
         return inst.id
 
     def agent_db_url(self) -> str:

@@ -1,5 +1,6 @@
 # `provnet l3-agent`: Neutron's L3 agent for provider networks. It hosts the routers the registry schedules to it
-# (namespace, qr- devices on the mapped bridge, metadata rules, one metadata proxy each), driven by the change feed.
+# (namespace, qr- devices on the mapped bridge, metadata rules, one metadata proxy each) and network mode's metadata
+# namespaces (agents/metadata_ns.py), driven by the change feed.
 from __future__ import annotations
 
 import asyncio
@@ -7,14 +8,15 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from provnet.agents.metadata_ns import MetadataNetworks
 from provnet.agents.proxies import ProxyKeeper
 from provnet.agents.report import StateReporter
-from provnet.dataplane import arp, l3, netns
+from provnet.dataplane import arp, l3, metadata_ns, netns
 from provnet.model.resources import L3_AGENT_TYPE, ROUTER_INTERFACE_OWNERS, Network, Port, Subnet
 from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
@@ -91,7 +93,7 @@ class L3Agent:
     name = "L3 agent"
 
     def __init__(self, registry: Registry, *, host: str, bridge_mappings: Mapping[str, str], state_dir: str,
-                 proxy_argv: Callable[[str], list[str]], metadata_port: int = l3.DEFAULT_METADATA_PORT,
+                 proxy_argv: ProxyArgv, metadata_port: int = l3.DEFAULT_METADATA_PORT,
                  namespace_suffix: str = "", report_interval: float = 30.0, resync_interval: float = 300.0,
                  proxy_env: dict[str, str] | None = None) -> None:
         self.registry = registry
@@ -118,12 +120,17 @@ class L3Agent:
         self._probes: set[asyncio.Task] = set()
         # ARP probes wait on the segment: threads of their own, so a burst's probes never queue its builds
         self._probe_pool = ThreadPoolExecutor(4, thread_name_prefix="arp-probe")
+        self.networks = MetadataNetworks(registry, self.areg, self.proxies, host=host,
+                                         bridge_mappings=lambda: self.bridge_mappings, suffix=namespace_suffix,
+                                         proxy_argv=lambda net, bind: proxy_argv(net, network=True, bind=bind),
+                                         kick=self._kick, report_soon=self.reporter.report_soon)
 
     # --- the service --------------------------------------------------------------------------------------------
     def configurations(self) -> dict[str, Any]:
         return {"agent_mode": "legacy", "routers": len(self.hosted), "router_ids": sorted(self.hosted),
-                "bridge_mappings": dict(self.bridge_mappings), "metadata_port": self.metadata_port,
-                "namespace_suffix": self.suffix, "errors": dict(sorted(self.problems.items()))}
+                "metadata_networks": sorted(self.networks.served), "bridge_mappings": dict(self.bridge_mappings),
+                "metadata_port": self.metadata_port, "namespace_suffix": self.suffix,
+                "errors": dict(sorted({**self.problems, **self.networks.problems}.items()))}
 
     async def start(self) -> None:
         await self.reporter.start()
@@ -148,6 +155,7 @@ class L3Agent:
         for hosted in self.hosted.values():
             if hosted.retry is not None:
                 hosted.retry.cancel()
+        self.networks.close()
         self.proxies.close()  # the dataplane and the proxies stay: the next agent adopts them
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.areg.close()
@@ -165,6 +173,7 @@ class L3Agent:
                 self._dirty.update(d for d in change.devices if d)
             elif change.kind in ("network", "subnet"):
                 self._dirty.update(self._routers_on(change.network_id))
+            self.networks.note(change)  # network mode: the network of a metadata port, or of a VM bound here
             # not "agent": this agent's own reports change its configurations (the routers it hosts), and a
             # router moved to or from it is a router change; a resync per report made a burst quadratic
         self._kick()
@@ -197,7 +206,7 @@ class L3Agent:
 
     async def _work(self) -> None:
         while True:
-            if not self._full and not self._dirty:
+            if not self._full and not self._dirty and not self.networks.dirty:
                 self._idle.set()
                 await self._wake.wait()
             self._wake.clear()
@@ -205,9 +214,12 @@ class L3Agent:
                 self._full = False
                 self._dirty.clear()
                 await self._sync_all()
-            elif self._dirty:
-                batch, self._dirty = self._dirty, set()
-                await self._sync_some(batch)
+            else:
+                if self._dirty:
+                    batch, self._dirty = self._dirty, set()
+                    await self._sync_some(batch)
+                if self.networks.dirty:
+                    await self.networks.sync_some(self.networks.take())
 
     async def _my_routers(self) -> set[str] | None:
         agent = self.reporter.agent
@@ -231,8 +243,9 @@ class L3Agent:
         local = set(await asyncio.to_thread(self._local_routers))
         for router_id in sorted(local | mine | set(self.hosted)):
             await self._sync_router(router_id, router_id in mine, repair=True)
+        networks = await self.networks.sync_all(await asyncio.to_thread(self._local_networks))
         for key in self.proxies.orphans():
-            if key not in mine:
+            if key not in mine and networks is not None and key not in networks:
                 self.proxies.remove(key)
         self.reporter.report_soon()
 
@@ -259,6 +272,11 @@ class L3Agent:
                 if rid and "@" not in rid:
                     out.append(rid)
         return out
+
+    def _local_networks(self) -> list[str]:
+        """Networks whose metadata namespace exists here (this agent's suffix)."""
+        found = (metadata_ns.network_of(name, self.suffix) for name in netns.list_namespaces())
+        return [n for n in found if n]
 
     async def _read_state(self, router_id: str) -> RouterState:
         ports = await self.areg(self.registry.list_ports, {"device_id": [router_id]})
@@ -375,16 +393,22 @@ class L3Agent:
         hosted.retry = asyncio.get_running_loop().call_later(delay, again)
 
 
+class ProxyArgv(Protocol):
+    def __call__(self, key: str, network: bool = False, bind: str = "") -> list[str]: ...
+
+
 def default_proxy_argv(state_path: str, socket_path: str, metadata_port: int, proxies_dir: str,
-                       debug: bool = False) -> Callable[[str], list[str]]:
-    """The command line of router R's proxy: this interpreter's provnet, nothing but what the proxy needs (the
-    proxy's own entry, not the CLI's: loading every verb cost ~1.1 CPU-s per proxy, 80 % of its start)."""
-    def argv(router_id: str) -> list[str]:
-        status = f"{proxies_dir}/{router_id[:13]}.sock"  # /metrics and /healthz, never reachable from VMs
+                       debug: bool = False) -> ProxyArgv:
+    """The command line of router R's proxy (on `metadata_port`, behind the redirect), or of network N's (bound to
+    `bind` port 80 itself): this interpreter's provnet, nothing but what the proxy needs (the proxy's own entry,
+    not the CLI's: loading every verb cost ~1.1 CPU-s per proxy, 80 % of its start)."""
+    def argv(key: str, network: bool = False, bind: str = "") -> list[str]:
+        status = f"{proxies_dir}/{key[:13]}.sock"  # /metrics and /healthz, never reachable from VMs
         status_args = ["--status-socket", status] if len(status.encode()) <= MAX_UNIX_PATH else []
+        who = ["--network-id", key, "--bind", bind, "--port", str(metadata_ns.METADATA_PORT)] if network else \
+            ["--router-id", key, "--port", str(metadata_port)]
         return [sys.executable, "-m", "provnet.runtime.proxy_main", "--state-path", state_path,
-                *(["--debug"] if debug else []), "--router-id", router_id, "--port", str(metadata_port),
-                "--socket", socket_path, *status_args]
+                *(["--debug"] if debug else []), *who, "--socket", socket_path, *status_args]
     return argv
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from provnet.dataplane.netns import NETNS_RUN_DIR
+
 log = logging.getLogger("provnet.l3_agent")
 
 RESPAWN_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before respawn, by deaths within STABLE seconds
@@ -27,6 +29,20 @@ class _Proxy:
     deaths: int = 0
     started: float = 0.0
     timer: asyncio.TimerHandle | None = None
+
+
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def in_namespace(pid: int, namespace: str) -> bool:
+    """Whether process `pid` lives in the network namespace named `namespace` now (a namespace deleted by hand and
+    made again is another one: a process left in the old one serves nobody)."""
+    want = _netns_inode(os.path.join(NETNS_RUN_DIR, namespace))
+    return want is not None and _netns_inode(f"/proc/{pid}/ns/net") == want
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -64,7 +80,10 @@ class ProxyKeeper:
         proxy = self.procs.get(key)
         if proxy is not None and proxy.argv == list(argv) and proxy.namespace == namespace and \
                 (proxy.pidfd is not None or proxy.timer is not None):
-            return
+            if proxy.pidfd is None or in_namespace(proxy.pid, namespace):
+                return
+            log.warning("metadata proxy %s (process %d) is not in namespace %s any more (made again?); replacing it",
+                        key, proxy.pid, namespace)
         if proxy is not None:
             self._kill(proxy)
         proxy = self.procs[key] = _Proxy(key, namespace, list(argv))
@@ -83,6 +102,37 @@ class ProxyKeeper:
                 except ProcessLookupError:
                     pass
         (self.pids / f"{key}.pid").unlink(missing_ok=True)
+
+    async def stop(self, key: str, timeout: float = 5.0) -> None:
+        """Stop the key's process and wait until it has exited (so that the next one can bind its addresses);
+        SIGKILL after `timeout` seconds."""
+        proxy = self.procs.pop(key, None)
+        if proxy is None or not proxy.pid:
+            self.remove(key)
+            return
+        try:
+            fd = os.pidfd_open(proxy.pid)
+        except ProcessLookupError:
+            fd = None
+        pid = proxy.pid
+        self._kill(proxy)
+        (self.pids / f"{key}.pid").unlink(missing_ok=True)
+        if fd is None:
+            return
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+        try:
+            await asyncio.wait_for(gone, timeout)
+        except TimeoutError:
+            log.warning("metadata proxy %s (process %d) did not stop in %g s; killing it", key, pid, timeout)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
 
     def orphans(self) -> list[str]:
         """Keys with a pid file and no process kept: left by an earlier run for routers no longer ours."""
@@ -110,9 +160,11 @@ class ProxyKeeper:
         if not pid:
             return False
         cmdline = _cmdline(pid)
-        if cmdline != proxy.argv:
-            if cmdline and proxy.key in " ".join(cmdline):  # ours, but with other options: replace it
-                log.info("metadata proxy %s (process %d) runs with other options; replacing it", proxy.key, pid)
+        elsewhere = cmdline == proxy.argv and not in_namespace(pid, proxy.namespace)
+        if cmdline != proxy.argv or elsewhere:
+            if cmdline and proxy.key in " ".join(cmdline):  # ours, but other options or a stale namespace: replace
+                log.info("metadata proxy %s (process %d) runs %s; replacing it", proxy.key, pid,
+                         f"outside {proxy.namespace} (made again?)" if elsewhere else "with other options")
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:

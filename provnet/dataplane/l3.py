@@ -79,7 +79,7 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
         if not netns.link_exists(bridge_namespace, port.bridge):
             raise netns.DataplaneError(f"bridge {port.bridge} does not exist on this host")
         if port.bridge not in kinds:
-            kinds[port.bridge] = bridge_namespace is None and _is_ovs(port.bridge)
+            kinds[port.bridge] = bridge_namespace is None and bridge_is_ovs(port.bridge)
         tap = bridge_port_device(port.port_id)
         netns.ensure_veth(bridge_namespace, tap, ns, device, mac=port.mac)
         if kinds[port.bridge]:
@@ -94,7 +94,7 @@ def sync_router(router_id: str, ports: Sequence[RouterPort], metadata_port: int 
     return Synced(created, tuple(addresses), frozenset(added))
 
 
-def _is_ovs(bridge: str) -> bool:
+def bridge_is_ovs(bridge: str) -> bool:
     """A Linux bridge (False), an Open vSwitch bridge (True), or an error saying it is neither."""
     if netns.link_kind(None, bridge) == "bridge":
         return False

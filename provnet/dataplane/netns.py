@@ -357,3 +357,28 @@ def set_sysctl(namespace: str, key: str, value: str) -> None:
                           capture_output=True, text=True, timeout=10)
     if proc.returncode != 0:
         raise DataplaneError(f"sysctl {key}={value} in {namespace}: {proc.stderr.strip()}")
+
+
+IFA_F_NODAD = 0x02
+
+
+def set_ipv6_address(namespace: str | None, ifname: str, address: str, prefixlen: int, present: bool) -> bool:
+    """The IPv6 `address/prefixlen` on the link (added without duplicate address detection, so a server can bind
+    it at once) or not; the kernel's own addresses are left alone. True when something changed."""
+    with _ns(namespace) as ipr:
+        idx = _index(ipr, ifname)
+        have = any(a.get("IFA_ADDRESS") == address and a["prefixlen"] == prefixlen
+                   for a in ipr.get_addr(index=idx, family=socket.AF_INET6))
+        if have == present:
+            return False
+        if present:
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, flags=IFA_F_NODAD)
+        else:
+            ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
+        return True
+
+
+def ipv6_addresses(namespace: str | None, ifname: str) -> list[str]:
+    with _ns(namespace) as ipr:
+        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=_index(ipr, ifname), family=socket.AF_INET6)]
