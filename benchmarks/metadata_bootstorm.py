@@ -5,8 +5,10 @@
 #   .venv/bin/python benchmarks/metadata_bootstorm.py --ports 2000 --boots 100 --concurrency 16 --duration 3
 # Session tokens (issue 14): `--modes separate,tokens --rounds 3` alternates the storm without and with IMDSv2
 # tokens (one PUT per boot, then the same 28 GETs carrying the token) on the same processes' code, and prints the
-# ratio; `--rotate` rotates metadata_proxy_shared_secret during each token storm in the README's order (SIGHUP to
-# the API and the agent at 25 %, 50 % and 75 % of the boots) and counts every failed request.
+# ratio; network mode (issue 12): `--modes separate,network,anchor --rounds 3` runs the same three processes with the
+# proxy identifying the network (--network-id, X-Neutron-Network-ID) instead of the router, and prints both storms
+# against the anchor; `--rotate` rotates metadata_proxy_shared_secret during each token storm in the README's order
+# (SIGHUP to the API and the agent at 25 %, 50 % and 75 % of the boots) and counts every failed request.
 #
 # What it does:
 # 1. A SQLite store with --ports ports on one flat network (subnet 127.0.0.0/15, so every simulated VM has its own
@@ -81,6 +83,11 @@ def prepare_store(store_dir: Path, ports: int, boots: int) -> tuple[str, dict]:
     if db.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("boots", 0) >= boots:
+            if "network_id" not in meta:  # a store made before network mode was measured
+                reg = open_registry(f"sqlite:///{db}")
+                meta["network_id"] = reg.list_networks({"name": ["bench"]})[0].id
+                reg.close()
+                meta_path.write_text(json.dumps(meta))
             print(f"store: reusing {db} ({ports} ports)", flush=True)
             return f"sqlite:///{db}", meta
         db.unlink()
@@ -117,7 +124,8 @@ def prepare_store(store_dir: Path, ports: int, boots: int) -> tuple[str, dict]:
         if i and i % 5000 == 0:
             print(f"store: {i} ports ({time.monotonic() - started:.0f} s)", flush=True)
     registry.close()
-    meta = {"router_id": router.id, "boots": boots, "instances": instances, "wrk_instance": wrk_instance}
+    meta = {"router_id": router.id, "network_id": net.id, "boots": boots, "instances": instances,
+            "wrk_instance": wrk_instance}
     meta_path.write_text(json.dumps(meta))
     print(f"store: {ports} ports registered in {time.monotonic() - started:.0f} s", flush=True)
     return url, meta
@@ -186,7 +194,7 @@ def write_conf(path: Path, api_port: int, secret: str, previous: str = "") -> No
                     f"{previous_line}metadata_listen_port = {api_port}\nbind_port = {free_port()}\n")
 
 
-def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tuple[Procs, int]:
+def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path, network_id: str = "") -> tuple[Procs, int]:
     api_port, proxy_port = free_port(), free_port()
     state = tempfile.mkdtemp(prefix="pnb-", dir="/tmp")
     sock = f"{state}/metadata_proxy"
@@ -195,7 +203,7 @@ def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tupl
     base = ["--config-file", str(conf), "--state-path", state, "--db", db_url]
     procs = Procs(workdir, state)
     procs.api_port = api_port
-    if mode in ("separate", "tokens"):  # tokens: the same processes; the API and the agent each read their own file
+    if mode in ("separate", "tokens", "network"):  # the same processes; the API and the agent read their own file
         api_conf, agent_conf = workdir / "api.conf", workdir / "agent.conf"
         write_conf(api_conf, api_port, SECRET)
         write_conf(agent_conf, api_port, SECRET)
@@ -204,7 +212,8 @@ def start_provnet(mode: str, db_url: str, router_id: str, workdir: Path) -> tupl
         procs.start("agent", "--config-file", str(agent_conf), *base[2:], "metadata-agent", "--socket", sock)
     else:
         procs.start("serve", *base, "serve")
-    procs.start("proxy", *base, "metadata-proxy", "--router-id", router_id, "--bind", "127.0.0.1",
+    scope = ["--network-id", network_id] if mode == "network" else ["--router-id", router_id]
+    procs.start("proxy", *base, "metadata-proxy", *scope, "--bind", "127.0.0.1",
                 "--port", str(proxy_port), "--socket", sock)
     try:
         wait_http(api_port)
@@ -378,7 +387,7 @@ def main() -> None:
             finally:
                 subprocess.run(["bash", ANCHOR, "stop"], capture_output=True)
         else:
-            procs, port = start_provnet(mode, db_url, meta["router_id"], workdir)
+            procs, port = start_provnet(mode, db_url, meta["router_id"], workdir, meta.get("network_id", ""))
             steps: list[str] = []
             rotate = rotation(procs, steps) if mode == "tokens" and args.rotate else None
             try:
@@ -402,6 +411,14 @@ def main() -> None:
         print(f"{mode:9s} wrk -c{args.concurrency}: {wrk.get('rps', float('nan')):.0f} req/s, "
               f"p50 {wrk.get('p50_ms', float('nan')):.2f} ms, p99 {wrk.get('p99_ms', float('nan')):.2f} ms, "
               f"non-2xx {wrk.get('non_2xx')}, socket errors {wrk.get('socket_errors') or 'none'}", flush=True)
+    anchor = [b["rps"] for m, b in runs if m == "anchor"]
+    for mode in ("separate", "network"):
+        rps = [b["rps"] for m, b in runs if m == mode]
+        if rps and anchor:
+            name = "router" if mode == "separate" else "network"
+            print(f"{name} mode bootstorm: mean {sum(rps) / len(rps):.0f} req/s "
+                  f"= {sum(rps) / len(rps) / (sum(anchor) / len(anchor)):.2f} x the anchor's "
+                  f"{sum(anchor) / len(anchor):.0f} req/s ({len(rps)}+{len(anchor)} storms)", flush=True)
     plain = [b["boots_per_s"] for m, b in runs if m == "separate"]
     tokened = [b["boots_per_s"] for m, b in runs if m == "tokens"]
     if plain and tokened:

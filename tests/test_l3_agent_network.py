@@ -322,3 +322,45 @@ def test_proxy_entry_takes_one_router_or_one_network(tmp_path) -> None:
     bad = subprocess.run([*base, "--network-id", "n", "--bind", "not-an-address%%"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 1 and "network n" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def fdb_port(ns: str, mac: str, bridge: str = "br-phy") -> str | None:
+    """The port `bridge` has learned `mac` on (bridge fdb), or None."""
+    out = subprocess.run(["bridge", "-n", ns, "fdb", "show", "br", bridge], capture_output=True, text=True,
+                         check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] == mac and "dev" in fields and "permanent" not in fields:
+            return fields[fields.index("dev") + 1]
+    return None
+
+
+def test_two_hosts_each_serve_their_own_vms_and_keep_the_shared_mac_off_the_segment(world) -> None:
+    """Every host with VMs on the network holds the metadata port's MAC and address (as OVN's localport): each
+    host's ebtables keep its device's frames off the uplink, so no bridge learns the MAC on the segment and a VM's
+    connection never lands in the other host's namespace (which would reset it)."""
+    need_tool("bridge", "ebtables")
+    h1, h2 = world.add_host("h1"), world.add_host("h2")
+    world.join_hosts()
+    port = add_metadata_port(world)
+    meta_ip, mac = port.ips()[0], port.mac_address.lower()
+    world.add_vm("h1", "vm1", "172.16.1.110", via=meta_ip, bound=True)
+    world.add_vm("h2", "vm2", "172.16.1.111", via=meta_ip, bound=True)
+    world.start_agent("h1")
+    world.start_agent("h2")
+    wait_for(lambda: serves(world, "vm1") and serves(world, "vm2"), 20, "both VMs served")
+    assert ns_present(meta_ns(world, "h1")) and ns_present(meta_ns(world, "h2"))
+    pollers = [poll_in_vm(world.vms[vm], 4) for vm in ("vm1", "vm2")]
+    for vm in ("vm1", "vm2"):  # fresh ARP exchanges while the VMs poll: every namespace on the segment hears them
+        subprocess.run(["ip", "-n", world.vms[vm], "neigh", "flush", "all"], check=True)
+    results = [poll_result(p) for p in pollers]
+    assert all(r["failures"] == [] and r["ok"] > 10 for r in results), results
+    tap = f"tap{port.id[:11]}"
+    assert fdb_port(h1, mac) == tap and fdb_port(h2, mac) == tap
+    switch = world.hosts["_switch"]
+    assert fdb_port(switch, mac, "seg") is None  # the segment never saw the metadata MAC
+    for host in ("h1", "h2"):
+        saved = subprocess.run(["ip", "netns", "exec", world.hosts[host], "ebtables-save"], capture_output=True,
+                               text=True, check=True).stdout
+        assert f"-A provnet-meta -i {tap} -o ! tap+ -j DROP" in saved and "-A FORWARD -j provnet-meta" in saved
+

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provnet.agents.proxies import ProxyKeeper
-from provnet.dataplane import metadata_ns
+from provnet.dataplane import l3, localport, metadata_ns
 from provnet.model.errors import NotFound
 from provnet.model.resources import METADATA_PORT_OWNER, Network, Port, Subnet, metadata_device_id
 from provnet.registry.aio import AsyncRegistry
@@ -81,6 +81,7 @@ class _Served:
     namespace: str
     failures: int = 0
     error: str | None = None
+    local: tuple[str, str] | None = None  # (bridge device, MAC) kept to this host by ebtables (Linux bridges)
     retry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -110,6 +111,7 @@ class MetadataNetworks:
         self.known: set[str] = set()  # networks with a metadata port, as last read
         self.dirty: set[str] = set()
         self.syncs = 0
+        self._local: list[tuple[str, str]] | None = None  # the localport rules as last applied
 
     def note(self, change: Change) -> None:
         """A change from the feed: mark the network it touches when it may concern this host."""
@@ -168,12 +170,14 @@ class MetadataNetworks:
         self.dirty -= wanted | set(local) | set(self.served)
         for network_id in sorted(wanted | set(local) | set(self.served)):
             await self.sync(network_id, repair=True)
+        await self._keep_local(force=True)
         return wanted
 
     async def sync_some(self, network_ids: Sequence[str]) -> None:
         before = set(self.served)
         for network_id in network_ids:
             await self.sync(network_id)
+        await self._keep_local()
         if set(self.served) != before:
             self.report_soon()
 
@@ -208,6 +212,7 @@ class MetadataNetworks:
             self.problems.pop(network_id, None)
             self.report_soon()
         served.failures = 0
+        served.local = None if synced.ovs else (l3.bridge_port_device(want.port_id), want.mac)
         if synced.created:
             log.info("network %s: namespace %s, device %s (%s)", network_id, ns, want.device,
                      ", ".join(want.addresses) + (f", {metadata_ns.METADATA_IPV6}/64" if want.ipv6 else ""))
@@ -216,6 +221,28 @@ class MetadataNetworks:
                         want.device)
             await self.proxies.stop(network_id)
         self.proxies.ensure(network_id, ns, self.proxy_argv(network_id, proxy_bind(want)))
+
+    async def _keep_local(self, force: bool = False) -> None:
+        """Every served device on a Linux bridge kept to this host (localport rules), when they changed or on a
+        full resync (which repairs rules removed by hand). A failure is reported under `localport`."""
+        devices = sorted(s.local for s in self.served.values() if s.local)
+        if devices == self._local and not force:
+            return
+        try:
+            if not await asyncio.to_thread(localport.apply, devices) and devices:
+                raise RuntimeError("ebtables is not installed: with several hosts on the segment, their metadata "
+                                   "namespaces answer each other's VMs")
+        except Exception as exc:  # noqa: BLE001 - said, reported, tried again at the next change or resync
+            reason = str(exc) or type(exc).__name__
+            if self.problems.get("localport") != reason:
+                log.error("metadata namespaces cannot be kept to this host: %s", reason)
+                self.problems["localport"] = reason
+                self.report_soon()
+            self._local = None
+            return
+        self._local = devices
+        if self.problems.pop("localport", None) is not None:
+            self.report_soon()
 
     async def _remove(self, network_id: str, served: _Served | None) -> None:
         if served is not None and served.retry is not None:

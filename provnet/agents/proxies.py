@@ -107,7 +107,9 @@ class ProxyKeeper:
         """Stop the key's process and wait until it has exited (so that the next one can bind its addresses);
         SIGKILL after `timeout` seconds."""
         proxy = self.procs.pop(key, None)
-        if proxy is None or not proxy.pid:
+        if proxy is None or not proxy.pid:  # none kept, or waiting to be respawned
+            if proxy is not None:
+                self._kill(proxy)
             self.remove(key)
             return
         try:

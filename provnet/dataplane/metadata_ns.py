@@ -2,10 +2,13 @@
 # metadata port (its MAC, its fixed IPv4 addresses, 169.254.169.254/32, fe80::a9fe:a9fe/64); no rules, no forwarding.
 from __future__ import annotations
 
+import logging
+import subprocess
 from dataclasses import dataclass
 
 from provnet.dataplane import l3, netns, ovs
 
+log = logging.getLogger("provnet.l3_agent")
 NAMESPACE_PREFIX = "provnet-meta-"
 DEVICE_PREFIX = "ns-"  # the namespace's end, as Neutron's interface driver names a DHCP namespace's device
 METADATA_IPV4 = "169.254.169.254"
@@ -51,10 +54,11 @@ class MetadataDevice:
 @dataclass(frozen=True)
 class Synced:
     """What `sync_network` did: the namespace created, the device (re)created (a proxy bound to an address scoped
-    to the old device serves nothing any more)."""
+    to the old device serves nothing any more), and whether its bridge is Open vSwitch."""
 
     created: bool
     device_created: bool
+    ovs: bool = False
 
 
 def sync_network(network_id: str, want: MetadataDevice, suffix: str = "",
@@ -66,9 +70,8 @@ def sync_network(network_id: str, want: MetadataDevice, suffix: str = "",
         raise netns.DataplaneError(f"bridge {want.bridge} does not exist on this host")
     created = not netns.namespace_exists(ns)
     netns.ensure_namespace(ns)
-    if created:  # the device must not take a global address from the external router's advertisements
-        netns.set_sysctl(ns, "net.ipv6.conf.default.accept_ra", "0")
-        netns.set_sysctl(ns, "net.ipv6.conf.default.autoconf", "0")
+    if created:
+        _quiet_ipv6(ns)
     gone = [n for n in netns.link_names(ns) if n.startswith(DEVICE_PREFIX) and n != want.device]
     for name in gone:  # the metadata port was replaced: its old device goes (with its veth peer on the bridge)
         netns.delete_link(ns, name)
@@ -76,13 +79,25 @@ def sync_network(network_id: str, want: MetadataDevice, suffix: str = "",
     device_created = not netns.link_exists(ns, want.device)
     tap = l3.bridge_port_device(want.port_id)
     netns.ensure_veth(bridge_namespace, tap, ns, want.device, mac=want.mac)
-    if bridge_namespace is None and l3.bridge_is_ovs(want.bridge):
+    on_ovs = bridge_namespace is None and l3.bridge_is_ovs(want.bridge)
+    if on_ovs:
         ovs.plug(want.bridge, tap, want.port_id, want.mac)
     else:
         netns.attach_to_bridge(bridge_namespace, tap, want.bridge)
     netns.set_addresses(ns, want.device, want.addresses)
     netns.set_ipv6_address(ns, want.device, METADATA_IPV6, 64, want.ipv6)
-    return Synced(created, device_created)
+    return Synced(created, device_created, on_ovs)
+
+
+def _quiet_ipv6(ns: str) -> None:
+    """Before the device comes: it takes no address from the external router's advertisements, and no duplicate
+    address detection (every host with VMs on the network holds the same MAC and addresses, as OVN's localport).
+    Best effort: a host without IPv6 has nothing to quiet."""
+    settings = [f"net.ipv6.conf.default.{key}=0" for key in ("accept_ra", "autoconf", "accept_dad")]
+    proc = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings], capture_output=True,
+                          text=True, timeout=10)
+    if proc.returncode != 0:
+        log.warning("namespace %s: %s: %s", ns, " ".join(settings), proc.stderr.strip() or proc.returncode)
 
 
 def remove_network(network_id: str, suffix: str = "") -> bool:
