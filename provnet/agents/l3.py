@@ -128,7 +128,7 @@ class L3Agent:
     # --- the service --------------------------------------------------------------------------------------------
     def configurations(self) -> dict[str, Any]:
         return {"agent_mode": "legacy", "routers": len(self.hosted), "router_ids": sorted(self.hosted),
-                "metadata_networks": sorted(self.networks.served), "bridge_mappings": dict(self.bridge_mappings),
+                "metadata_networks": self.networks.serving(), "bridge_mappings": dict(self.bridge_mappings),
                 "metadata_port": self.metadata_port, "namespace_suffix": self.suffix,
                 "errors": dict(sorted({**self.problems, **self.networks.problems}.items()))}
 

@@ -82,6 +82,7 @@ class _Served:
     failures: int = 0
     error: str | None = None
     local: tuple[str, str] | None = None  # (bridge device, MAC) kept to this host by ebtables (Linux bridges)
+    built: bool = False
     retry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -120,6 +121,10 @@ class MetadataNetworks:
             return
         if nid in self.served or nid in self.known or metadata_device_id(nid) in change.devices:
             self.dirty.add(nid)
+
+    def serving(self) -> list[str]:
+        """The networks whose namespace is built here (reported in configurations.metadata_networks)."""
+        return sorted(n for n, s in self.served.items() if s.built and s.error is None)
 
     def take(self) -> list[str]:
         batch, self.dirty = sorted(self.dirty), set()
@@ -212,6 +217,9 @@ class MetadataNetworks:
             self.problems.pop(network_id, None)
             self.report_soon()
         served.failures = 0
+        if not served.built:
+            served.built = True
+            self.report_soon()
         served.local = None if synced.ovs else (l3.bridge_port_device(want.port_id), want.mac)
         if synced.created:
             log.info("network %s: namespace %s, device %s (%s)", network_id, ns, want.device,

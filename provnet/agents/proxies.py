@@ -104,20 +104,28 @@ class ProxyKeeper:
         (self.pids / f"{key}.pid").unlink(missing_ok=True)
 
     async def stop(self, key: str, timeout: float = 5.0) -> None:
-        """Stop the key's process and wait until it has exited (so that the next one can bind its addresses);
-        SIGKILL after `timeout` seconds."""
+        """Stop the key's process (kept, or left by an earlier run) and wait until it has exited, so that the next
+        one can bind its addresses; SIGKILL after `timeout` seconds."""
         proxy = self.procs.pop(key, None)
-        if proxy is None or not proxy.pid:  # none kept, or waiting to be respawned
-            if proxy is not None:
-                self._kill(proxy)
-            self.remove(key)
-            return
-        try:
-            fd = os.pidfd_open(proxy.pid)
-        except ProcessLookupError:
-            fd = None
-        pid = proxy.pid
-        self._kill(proxy)
+        if proxy is not None:
+            pid = proxy.pid
+        else:
+            pid = self._read_pid(key) or 0
+            if pid and key not in " ".join(_cmdline(pid)):
+                pid = 0
+        fd = None
+        if pid:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pass
+        if proxy is not None:
+            self._kill(proxy)
+        elif pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         (self.pids / f"{key}.pid").unlink(missing_ok=True)
         if fd is None:
             return
