@@ -206,6 +206,10 @@ class MetadataNetworks:
         ns = metadata_ns.metadata_namespace(network_id, self.suffix)
         if served is None:
             served = self.served[network_id] = _Served(ns)
+        local = (l3.bridge_port_device(want.port_id), want.mac)
+        if served.local != local:  # kept to this host before it is plugged: its first frames never leave either
+            served.local = local
+            await self._keep_local()
         try:
             synced = await asyncio.to_thread(metadata_ns.sync_network, network_id, want, self.suffix)
         except Exception as exc:  # noqa: BLE001 - a missing bridge, a tool failing: said once, retried
@@ -220,7 +224,8 @@ class MetadataNetworks:
         if not served.built:
             served.built = True
             self.report_soon()
-        served.local = None if synced.ovs else (l3.bridge_port_device(want.port_id), want.mac)
+        if synced.ovs:  # Open vSwitch does not pass through ebtables (its flows would have to do it: not yet)
+            served.local = None
         if synced.created:
             log.info("network %s: namespace %s, device %s (%s)", network_id, ns, want.device,
                      ", ".join(want.addresses) + (f", {metadata_ns.METADATA_IPV6}/64" if want.ipv6 else ""))

@@ -18,9 +18,9 @@ def rules(devices: Iterable[tuple[str, str]]) -> list[str]:
     that is not a local one (the uplink), and nothing from the uplink is delivered to its MAC (another host's
     VM asks its own host's namespace), so the bridges never learn the MAC on their uplinks."""
     out = []
-    for device, mac in sorted(set(devices)):
+    for device, mac in sorted({(device, mac.lower()) for device, mac in devices}):
         out.append(f"-i {device} -o ! {LOCAL_PORTS} -j DROP")
-        out.append(f"-d {mac.lower()} -i ! {LOCAL_PORTS} -j DROP")
+        out.append(f"-d {mac} -i ! {LOCAL_PORTS} -j DROP")
     return out
 
 

@@ -106,7 +106,10 @@ def remove_network(network_id: str, suffix: str = "") -> bool:
     ns = metadata_namespace(network_id, suffix)
     if not netns.namespace_exists(ns):
         return False
-    devices = [f"tap{n[len(DEVICE_PREFIX):]}" for n in netns.link_names(ns) if n.startswith(DEVICE_PREFIX)]
+    inside = [n for n in netns.link_names(ns) if n.startswith(DEVICE_PREFIX)]
+    for name in inside:  # now: a namespace is freed only when its last process (the proxy) has exited
+        netns.delete_link(ns, name)
     netns.delete_namespace(ns)
+    devices = [f"tap{n[len(DEVICE_PREFIX):]}" for n in inside]
     ovs.unplug(devices)
     return True
