@@ -140,3 +140,31 @@ def test_router_on_an_open_vswitch_bridge_with_neutrons_external_ids(ovs_world) 
     assert qr not in netns.link_names(ns)
     world.registry.delete_router(router.id)
     wait_for(lambda: not netns.namespace_exists(ns), 10, "namespace removed")
+
+
+def test_network_mode_device_on_an_open_vswitch_bridge_with_neutrons_external_ids(ovs_world) -> None:
+    """Network mode (issue 12): the metadata namespace's device plugged into the OVS bridge as a router's is, the
+    VM served through it, and its OVS port removed with the metadata port."""
+    world = ovs_world
+    instance_id, vm_port = plug_vm(world, "vm1", "172.16.1.110")
+    world.registry.update_port(vm_port, {"binding:host_id": "h1"})
+    port = world.registry.create_port({"network_id": world.network_id, "name": "metadata",
+                                       "device_owner": "network:distributed",
+                                       "device_id": f"provnet-metadata-{world.network_id}",
+                                       "port_security_enabled": False,
+                                       "fixed_ips": [{"subnet_id": world.subnet_id}]})
+    netns.ensure_route(world.vms["vm1"], "169.254.169.254/32", port.ips()[0])
+    world.start_agent("h1")
+    ns = f"provnet-meta-{world.network_id}{world.ns_suffix('h1')}"
+    tap, dev = f"tap{port.id[:11]}", f"ns-{port.id[:11]}"
+    wait_for(lambda: has_link(ns, dev), 20, "the namespace's device")
+    wait_for(lambda: tap in world.ovs("list-ports", "br-phy").split(), 10, "its port on br-phy")
+    ids = world.ovs("get", "Interface", tap, "external_ids")
+    assert (f'iface-id="{port.id}"' in ids or f"iface-id={port.id}" in ids) and port.mac_address in ids, ids
+    tx_checksum_off(ns, dev)
+    wait_for(lambda: ns_curl(world.vms["vm1"], timeout=1)[0] == 200, 15, "metadata through the OVS bridge")
+    code, text = ns_curl(world.vms["vm1"])
+    assert code == 200 and instance_id in text
+    world.registry.delete_port(port.id)
+    wait_for(lambda: tap not in world.ovs("list-ports", "br-phy").split(), 10, "the OVS port removed")
+    wait_for(lambda: not netns.namespace_exists(ns), 10, "namespace removed")
