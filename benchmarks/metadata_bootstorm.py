@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -411,14 +412,22 @@ def main() -> None:
         print(f"{mode:9s} wrk -c{args.concurrency}: {wrk.get('rps', float('nan')):.0f} req/s, "
               f"p50 {wrk.get('p50_ms', float('nan')):.2f} ms, p99 {wrk.get('p99_ms', float('nan')):.2f} ms, "
               f"non-2xx {wrk.get('non_2xx')}, socket errors {wrk.get('socket_errors') or 'none'}", flush=True)
-    anchor = [b["rps"] for m, b in runs if m == "anchor"]
-    for mode in ("separate", "network"):
-        rps = [b["rps"] for m, b in runs if m == mode]
-        if rps and anchor:
+    per_round = len(args.modes.split(","))
+    ratios: dict[str, list[float]] = {"separate": [], "network": []}
+    for start in range(0, len(runs), per_round):  # each storm against the anchor of its own round
+        round_runs = dict(runs[start:start + per_round])
+        if "anchor" in round_runs:
+            for mode in ratios:
+                if mode in round_runs:
+                    ratios[mode].append(round_runs[mode]["rps"] / round_runs["anchor"]["rps"])
+    for mode, found in ratios.items():
+        if found:
             name = "router" if mode == "separate" else "network"
-            print(f"{name} mode bootstorm: mean {sum(rps) / len(rps):.0f} req/s "
-                  f"= {sum(rps) / len(rps) / (sum(anchor) / len(anchor)):.2f} x the anchor's "
-                  f"{sum(anchor) / len(anchor):.0f} req/s ({len(rps)}+{len(anchor)} storms)", flush=True)
+            print(f"{name} mode bootstorm / anchor (same round): median {statistics.median(found):.2f} "
+                  f"({', '.join(f'{r:.2f}' for r in found)})", flush=True)
+    if ratios["separate"] and ratios["network"]:
+        relative = statistics.median(ratios["network"]) / statistics.median(ratios["separate"])
+        print(f"network mode / router mode (medians against the anchor): {relative:.2f}", flush=True)
     plain = [b["boots_per_s"] for m, b in runs if m == "separate"]
     tokened = [b["boots_per_s"] for m, b in runs if m == "tokens"]
     if plain and tokened:
