@@ -1,4 +1,5 @@
-# `provnet l3-agent`: this host's L3 agent (routers' namespaces, qr- devices, metadata rules and proxies).
+# `provnet l3-agent`: this host's L3 agent (routers' namespaces, qr- devices, metadata rules and proxies; network
+# mode's metadata namespaces).
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,12 @@ def register(group: click.Group) -> None:
         and is adopted when it starts again. Changes in the registry are applied as they come (the change
         feed); a full resync runs at start and every [l3_agent] resync_interval seconds and repairs what was
         changed by hand. A router moves to another L3 agent when this one has been silent for agent_down_time.
+
+        Network mode (metadata without a router): for each network with a metadata port (device_owner
+        network:distributed) and a VM port bound to this host, a provnet-meta-<network> namespace holding the
+        port's MAC and fixed IPs, 169.254.169.254/32 (and fe80::a9fe:a9fe/64 with an IPv6 subnet) on the same
+        bridge, and one proxy bound to 169.254.169.254:80 itself (no rules); ebtables keep that device's frames
+        on this host, since every host with VMs on the network holds the same MAC (as OVN's localport does).
 
         \b
             [ovs]
