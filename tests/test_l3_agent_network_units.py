@@ -44,9 +44,12 @@ def test_nothing_without_a_vm_here_or_without_a_metadata_port():
     assert plan_network(state([]), {"physnet1": "br-phy"}) is None
 
 
-def test_the_port_named_after_the_network_wins_over_a_stray_one():
-    ports = [port("a-stray", "someone-else", mac="fa:16:3e:00:00:aa"), port("z-real", metadata_device_id(NET))]
+def test_only_the_port_named_after_the_network_is_its_metadata_port():
+    """A port a user gave the owner network:distributed (another device_id) makes no host answer for its address."""
+    stray = port("a-stray", "someone-else", mac="fa:16:3e:00:00:aa")
+    ports = [stray, port("z-real", metadata_device_id(NET))]
     assert plan_network(state(ports), {"physnet1": "br-phy"}).port_id == "z-real"
+    assert plan_network(state([stray]), {"physnet1": "br-phy"}) is None
 
 
 @pytest.mark.parametrize(("kwargs", "mappings", "message"), [

@@ -35,11 +35,16 @@ class NetworkState:
     vms_here: int
 
 
+def is_metadata_port(port: Port) -> bool:
+    """The registry's metadata port of its network: its owner and the device_id naming the network. Another
+    port a user gave that owner is not one: it makes no host answer for its address."""
+    return port.device_owner == METADATA_PORT_OWNER and port.device_id == metadata_device_id(port.network_id)
+
+
 def metadata_port_of(state: NetworkState) -> Port | None:
-    """The network's metadata port: the one named by `metadata_device_id`, else the first by id (pure)."""
-    ports = sorted(state.metadata_ports, key=lambda p: p.id)
-    named = [p for p in ports if p.device_id == metadata_device_id(state.network.id)]
-    return (named or ports or [None])[0]
+    """The network's metadata port (the first by id, should there be several), or None (pure)."""
+    ports = sorted((p for p in state.metadata_ports if is_metadata_port(p)), key=lambda p: p.id)
+    return ports[0] if ports else None
 
 
 def plan_network(state: NetworkState, bridge_mappings: Mapping[str, str]) -> metadata_ns.MetadataDevice | None:
@@ -140,13 +145,13 @@ class MetadataNetworks:
         """Networks this host serves: a metadata port, and a VM port bound here."""
         meta = await self.areg(self.registry.list_ports, {"device_owner": [METADATA_PORT_OWNER]})
         here = await self.areg(self.registry.list_ports, {"binding:host_id": [self.host]})
-        self.known = {p.network_id for p in meta}
+        self.known = {p.network_id for p in meta if is_metadata_port(p)}
         return self.known & {p.network_id for p in here if p.device_owner.startswith(VM_OWNER_PREFIX)}
 
     async def _read(self, network_id: str) -> NetworkState | None:
         meta = await self.areg(self.registry.list_ports, {"network_id": [network_id],
                                                           "device_owner": [METADATA_PORT_OWNER]})
-        if not meta:
+        if not any(is_metadata_port(p) for p in meta):
             self.known.discard(network_id)
             return None
         self.known.add(network_id)
