@@ -236,14 +236,19 @@ def test_a_guest_on_a_neighbours_address_with_its_own_mac_gets_404(world) -> Non
     port = add_metadata_port(world)
     meta_ip = port.ips()[0]
     world.add_vm("h1", "vm1", "172.16.1.50", via=meta_ip, bound=True)
+    victim_vm = world.registry.create_instance({"name": "victim-vm", "hostname": "victim-vm"})
     victim = world.registry.create_port({"network_id": world.network_id, "device_owner": "compute:nova",
-                                         "binding:host_id": "h1", "device_id": "victim-vm",
+                                         "binding:host_id": "h1", "device_id": victim_vm.id,
                                          "fixed_ips": [{"subnet_id": world.subnet_id, "ip_address": "172.16.1.60"}]})
+    own = world.registry.create_port({"network_id": world.network_id, "device_owner": "compute:nova",
+                                      "binding:host_id": "h1", "device_id": "thief-vm", "port_security_enabled": False,
+                                      "fixed_ips": [{"subnet_id": world.subnet_id, "ip_address": "172.16.1.61"}]})
     thief = f"{world.suffix}-thief"
     netns.ensure_namespace(thief)
     world.vms["thief"] = thief
-    netns.ensure_veth(host, f"{world.suffix}t", thief, "eth0")  # the MAC the kernel gave it
-    netns.attach_to_bridge(host, f"{world.suffix}t", "br-phy")
+    tap = f"tap{own.id[:11]}"  # plugged as Nova plugs it, with its own port's MAC, on the victim's address
+    netns.ensure_veth(host, tap, thief, "eth0", mac=own.mac_address)
+    netns.attach_to_bridge(host, tap, "br-phy")
     netns.ensure_address(thief, "eth0", "172.16.1.60", 24)
     netns.ensure_route(thief, "169.254.169.254/32", meta_ip)
     world.start_agent("h1")
@@ -251,7 +256,7 @@ def test_a_guest_on_a_neighbours_address_with_its_own_mac_gets_404(world) -> Non
     for path in ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id"):
         code, text = ns_curl(thief, f"http://169.254.169.254{path}")
         assert code == 404 and "does not have MAC" in text, (code, text)
-        assert victim.mac_address not in text and "victim-vm" not in text
+        assert victim.mac_address not in text and "victim-vm" not in text and victim_vm.id not in text
 
 
 READ_METADATA_SERVICE = r'''
