@@ -37,6 +37,8 @@ def test_an_ipv6_subnet_adds_the_link_local_metadata_address_scoped_to_the_devic
     want = plan_network(state([p], (V4, V6)), {"physnet1": "br-phy"})
     assert want.ipv6 and want.addresses == ("172.16.1.102/24", "169.254.169.254/32")  # no global IPv6 on it
     assert proxy_bind(want) == "169.254.169.254,fe80::a9fe:a9fe%ns-0123456789a"
+    no_v6 = plan_network(state([p], (V4, V6)), {"physnet1": "br-phy"}, ipv6=False)  # booted with ipv6.disable=1
+    assert not no_v6.ipv6 and proxy_bind(no_v6) == "169.254.169.254"
 
 
 def test_nothing_without_a_vm_here_or_without_a_metadata_port():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from provnet.registry.changes import Change
 log = logging.getLogger("provnet.l3_agent")
 RETRY = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before a network whose namespace failed is tried again
 VM_OWNER_PREFIX = "compute:"  # Nova's ports (compute:nova, compute:<zone>)
+KERNEL_IPV6 = os.path.exists("/proc/sys/net/ipv6")  # absent when booted with ipv6.disable=1
 
 
 class PlanError(ValueError):
@@ -47,8 +49,10 @@ def metadata_port_of(state: NetworkState) -> Port | None:
     return ports[0] if ports else None
 
 
-def plan_network(state: NetworkState, bridge_mappings: Mapping[str, str]) -> metadata_ns.MetadataDevice | None:
-    """The namespace's device (pure), or None when this host needs none (no metadata port, no VM bound here)."""
+def plan_network(state: NetworkState, bridge_mappings: Mapping[str, str],
+                 ipv6: bool = True) -> metadata_ns.MetadataDevice | None:
+    """The namespace's device (pure), or None when this host needs none (no metadata port, no VM bound here).
+    `ipv6`: whether the kernel has IPv6 (a host booted with ipv6.disable=1 still serves IPv4)."""
     port = metadata_port_of(state)
     if port is None or state.vms_here == 0:
         return None
@@ -70,8 +74,8 @@ def plan_network(state: NetworkState, bridge_mappings: Mapping[str, str]) -> met
             plen = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
             addresses.append(f"{fixed.ip_address}/{plen}")
     addresses.append(f"{metadata_ns.METADATA_IPV4}/32")
-    ipv6 = any(s.ip_version == 6 for s in state.subnets.values())
-    return metadata_ns.MetadataDevice(port.id, port.mac_address.lower(), tuple(addresses), ipv6, bridge)
+    with_v6 = ipv6 and any(s.ip_version == 6 for s in state.subnets.values())
+    return metadata_ns.MetadataDevice(port.id, port.mac_address.lower(), tuple(addresses), with_v6, bridge)
 
 
 def proxy_bind(want: metadata_ns.MetadataDevice) -> str:
@@ -200,7 +204,7 @@ class MetadataNetworks:
             self._retry_later(network_id, served)
             return
         try:
-            want = plan_network(state, self.bridge_mappings()) if state is not None else None
+            want = plan_network(state, self.bridge_mappings(), KERNEL_IPV6) if state is not None else None
         except PlanError as exc:
             self._failed(network_id, served, str(exc))
             return

@@ -21,14 +21,15 @@ ROUTER_INTERFACE_OWNERS = (
 )
 OVS_AGENT_TYPE = "Open vSwitch agent"
 L3_AGENT_TYPE = "L3 agent"  # neutron-lib constants.AGENT_TYPE_L3
-PORT_STATUSES = ("ACTIVE", "DOWN", "BUILD", "ERROR")  # what an L2 agent may report (neutron-lib PORT_STATUS_*)
-MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
-METADATA_PORT_OWNER = "network:distributed"  # network mode's metadata port (OVN's owner for its metadata port)
+METADATA_PORT_OWNER = "network:distributed"  # the per-network metadata port (network mode), as OVN's
 
 
 def metadata_device_id(network_id: str) -> str:
-    """The device_id of a network's metadata port."""
     return "provnet-metadata-" + network_id
+
+
+PORT_STATUSES = ("ACTIVE", "DOWN", "BUILD", "ERROR")  # what an L2 agent may report (neutron-lib PORT_STATUS_*)
+MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
 
 
 @dataclass
