@@ -131,7 +131,12 @@ class ProxyKeeper:
             return
         loop = asyncio.get_running_loop()
         gone = loop.create_future()
-        loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+
+        def exited() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(fd, exited)
         try:
             await asyncio.wait_for(gone, timeout)
         except TimeoutError:
