@@ -420,13 +420,15 @@ class NeutronRegistry:
         changes = parse_update("subnet", attrs)
 
         def tx_(tx: Tx) -> Subnet:
-            subnet = updated_subnet(self._subnet(tx, subnet_id), changes)
+            current = self._subnet(tx, subnet_id)
+            self._network(tx, current.network_id, lock=True)  # the network first, as every metadata port change
+            subnet = updated_subnet(current, changes)
             self._bump(subnet, if_revision)
             tx.update("subnet", subnet)
             tx.note("subnet", subnet_id, "update", subnet.network_id)
-            if "gateway_ip" in changes:  # in auto mode, who holds the gateway decides the subnet's mode
-                self._network(tx, subnet.network_id, lock=True)
-                self._sync_metadata_port(tx, subnet.network_id)
+            # in auto mode who holds the gateway decides the subnet's mode; any update also repairs a missing
+            # metadata port (doctor's metadata.port-missing fix)
+            self._sync_metadata_port(tx, subnet.network_id)
             return subnet
 
         return self._write(tx_)
@@ -893,6 +895,7 @@ class NeutronRegistry:
                 port = self._port(tx, port_id)
                 if port.device_id or port.device_owner:
                     raise PortInUse(port_id=port.id, net_id=port.network_id, device_id=port.device_id)
+                self._network(tx, port.network_id, lock=True)
                 if not port.fixed_ips:
                     raise BadRequest(resource="router", msg="Router port must have at least one fixed IP")
                 self._check_interface_subnets(tx, router, [self._subnet(tx, f.subnet_id) for f in port.fixed_ips])
@@ -904,12 +907,12 @@ class NeutronRegistry:
                 tx.note_port("update", port, after)
                 tx.note("router", router.id, "update")
                 tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
-                self._network(tx, after.network_id, lock=True)
                 self._sync_metadata_port(tx, after.network_id)
                 return self._interface_body(router, after)
             subnet = self._subnet(tx, subnet_id or "")
             if not subnet.gateway_ip:
                 raise BadRequest(resource="router", msg="Subnet for router interface must have a gateway IP")
+            self._network(tx, subnet.network_id, lock=True)
             self._check_interface_subnets(tx, router, [subnet])
             clean = parse_create("port", {
                 "network_id": subnet.network_id, "project_id": router.project_id, "device_id": router.id,
@@ -919,7 +922,6 @@ class NeutronRegistry:
             tx.touch("router", router.id, port.updated_at)
             tx.note("router", router.id, "update")
             tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
-            self._network(tx, port.network_id, lock=True)
             self._sync_metadata_port(tx, port.network_id)
             return self._interface_body(router, port, subnet.id)
 
@@ -945,6 +947,7 @@ class NeutronRegistry:
                 if port is None:
                     raise RouterInterfaceNotFoundForSubnet(router_id=router_id, subnet_id=subnet_id)
             body = self._interface_body(router, port, subnet_id)
+            self._network(tx, port.network_id, lock=True)
             remaining = [f for f in port.fixed_ips if subnet_id and not port_id and f.subnet_id != subnet_id]
             tx.note("router", router_id, "update")
             tx.touch("router", router_id, self.clock())
@@ -960,7 +963,6 @@ class NeutronRegistry:
                 tx.delete("port", port.id)
             # in auto mode the subnet may be in network mode now: its metadata port is made (or kept) here, and
             # when it cannot get an address the interface stays (this transaction fails as a whole)
-            self._network(tx, port.network_id, lock=True)
             self._sync_metadata_port(tx, port.network_id)
             return body
 
