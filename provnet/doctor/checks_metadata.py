@@ -115,7 +115,7 @@ def check_network_mode(inputs: Inputs) -> Iterator[Finding]:
     """provnet's [metadata] mode per subnet: what it is (info), and a network-mode subnet whose network has no
     metadata port with an address on it (error: nothing answers its VMs' route)."""
     snap = inputs.snapshot
-    if not (snap and snap.live):  # a network declared by commands has no ports to judge
+    if not (snap and snap.live and snap.provnet):  # commands declare no ports; a cloud's Neutron makes none
         return
     mode = inputs.metadata_mode
     where = inputs.provnet_where("metadata.mode") if inputs.provnet is not None else None
@@ -126,6 +126,8 @@ def check_network_mode(inputs: Inputs) -> Iterator[Finding]:
             continue
         port = snap.metadata_port(net.id)
         parts = []
+        if not any(network_mode_applies(mode, x, snap.ports) for x in subnets):
+            continue  # router mode throughout: the seed's case, nothing to say
         for subnet in subnets:
             label = f"{subnet.name or subnet.id} ({subnet.cidr})"
             if not network_mode_applies(mode, subnet, snap.ports):

@@ -62,6 +62,8 @@ class Snapshot:
     agents: list[Agent] = field(default_factory=list)
     source: str = "registry"
     live: bool = True
+    provnet: bool = True  # provnet's own registry (False: a cloud's Neutron in companion mode, whose ports
+    #                       provnet's network mode does not make)
 
     @classmethod
     def from_registry(cls, registry, source: str = "registry") -> Snapshot:

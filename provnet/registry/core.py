@@ -772,9 +772,11 @@ class NeutronRegistry:
             tx.note_port("update", before, port)
 
     def _metadata_address(self, tx: Tx, subnet: Subnet, network_id: str, required: bool) -> str | None:
-        """A pool address for the metadata port on `subnet`: required where the subnet is in network mode (its
-        VMs' route needs it), else taken when one is free (so that a later switch to network mode needs none)."""
-        ip = self._auto_ip(tx, subnet, set())
+        """The pool's first free address, for the metadata port on `subnet` (predictable, as Neutron's DHCP port:
+        an operator who hands out fixed IPs by hand knows which one is taken): required where the subnet is in
+        network mode (its VMs' route needs it), else taken when one is free (a later switch needs none then)."""
+        free = ipam.free_candidates(subnet, tx.used_ips(subnet.id), limit=1)
+        ip = free[0] if free else None
         if ip is None and required:
             raise IpAddressGenerationFailure(message=(
                 f"No free address in the allocation pool of subnet {subnet.name or subnet.id} ({subnet.cidr}) "
