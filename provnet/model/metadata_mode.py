@@ -33,7 +33,8 @@ def metadata_port(ports: Iterable[Port], network_id: str) -> Port | None:
     port on the network (OVN's, when provnet reads a cloud's Neutron)."""
     candidates = [p for p in ports if p.network_id == network_id and p.device_owner == METADATA_PORT_OWNER]
     own = [p for p in candidates if p.device_id == metadata_device_id(network_id)]
-    return (own or candidates or [None])[0]
+    found = own or candidates
+    return found[0] if found else None
 
 
 def router_holds_gateway(subnet: Subnet, ports: Iterable[Port]) -> bool:
