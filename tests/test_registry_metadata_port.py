@@ -138,8 +138,8 @@ def test_network_mode_refuses_deleting_it_even_with_a_router(db_url):
 
 def test_updates_that_would_break_it_are_refused_and_others_allowed(reg):
     net, subnet = seed(reg)
-    [port] = md_ports(reg, net.id)
     second = reg.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.1.0.0/24"})
+    [port] = md_ports(reg, net.id)
     expect("Conflict", 409, None, reg.update_port, port.id, {"device_owner": "compute:nova"})
     expect("Conflict", 409, None, reg.update_port, port.id, {"device_id": "somewhere"})
     exc = expect("Conflict", 409, None, reg.update_port, port.id, {"fixed_ips": [{"subnet_id": subnet.id}]})

@@ -127,10 +127,10 @@ def _route_findings(inputs: Inputs, g: Group) -> Iterator[Finding]:
     subnet = g.subnet
     router_ips = inputs.snapshot.router_ips(subnet)
     mode = inputs.metadata_mode
-    network_mode = network_mode_applies(mode, subnet, inputs.snapshot.ports)
     metadata_ip = inputs.snapshot.metadata_hops(mode).get(subnet.id)
-    if network_mode and metadata_ip is None:
-        return  # no metadata port to route to: metadata.port-missing says so and how to fix it
+    # network mode with its metadata port: the route must go to the port; without one (metadata.port-missing, or
+    # Neutron's agents serving this network) the router's rules below still say where the route leads
+    network_mode = metadata_ip is not None and network_mode_applies(mode, subnet, inputs.snapshot.ports)
     if routes is not None:
         md = next((h for d, h in routes if d == METADATA_CIDR), None)
         hop = md if md is not None else _default(routes)

@@ -26,6 +26,12 @@ def _has_router(inputs: Inputs, net: Network) -> bool:
     return any(p.is_router_interface and p.network_id == net.id for p in snap.ports)
 
 
+def _neutron_agents(inputs: Inputs) -> bool:
+    """Neutron's own DHCP or L3 agent is configured here: its metadata recipes serve the networks, not provnet's
+    network mode."""
+    return inputs.has(DHCP) or inputs.has(L3)
+
+
 def check_modes(inputs: Inputs) -> Iterator[Finding]:
     isolated = inputs.flag(DHCP, "DEFAULT", "enable_isolated_metadata", False)
     metadata_network = inputs.flag(DHCP, "DEFAULT", "enable_metadata_network", False)
@@ -81,6 +87,9 @@ def check_no_server(inputs: Inputs) -> Iterator[Finding]:
         hops = snap.metadata_hops(inputs.metadata_mode)
         if v4 and all(x.id in hops for x in v4):
             continue  # network mode: the L3 agents' provnet-meta- namespaces serve it (metadata.network-mode)
+        if snap.provnet and not _neutron_agents(inputs) and any(
+                network_mode_applies(inputs.metadata_mode, x, snap.ports) for x in v4):
+            continue  # provnet's network mode without its port: metadata.port-missing says what to do
         by_router = _has_router(inputs, net) and proxy
         by_dhcp = inputs.has(DHCP) and dhcp_on and (force or (isolated_md and _isolated(inputs, net)))
         if by_router or by_dhcp:
@@ -115,8 +124,8 @@ def check_network_mode(inputs: Inputs) -> Iterator[Finding]:
     """provnet's [metadata] mode per subnet: what it is (info), and a network-mode subnet whose network has no
     metadata port with an address on it (error: nothing answers its VMs' route)."""
     snap = inputs.snapshot
-    if not (snap and snap.live and snap.provnet):  # commands declare no ports; a cloud's Neutron makes none
-        return
+    if not (snap and snap.live and snap.provnet) or _neutron_agents(inputs):
+        return  # commands declare no ports; a cloud's Neutron makes none; Neutron's agents' recipes are judged above
     mode = inputs.metadata_mode
     where = inputs.provnet_where("metadata.mode") if inputs.provnet is not None else None
     hops = snap.metadata_hops(mode)
