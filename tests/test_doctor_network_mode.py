@@ -36,7 +36,8 @@ def test_network_mode_with_the_right_route_has_no_error_and_names_the_mode():
 
 
 def test_the_routers_old_route_in_network_mode_is_an_error_with_the_fix():
-    found = findings_of(Spec(files=dict(PROVNET_FILES), snapshot=network_mode_snapshot()))  # dnsmasq still says 169.254.169.254 via .2
+    # dnsmasq still says 169.254.169.254 via .2
+    found = findings_of(Spec(files=dict(PROVNET_FILES), snapshot=network_mode_snapshot()))
     [f] = [f for f in found if f.check == "dhcp.metadata-nexthop"]
     assert f.severity == "error" and f.location == "opts:1"
     assert "is in network mode" in f.problem and "goes via 172.16.1.2" in f.problem
@@ -46,13 +47,15 @@ def test_the_routers_old_route_in_network_mode_is_an_error_with_the_fix():
 
 
 def test_no_option_121_in_network_mode_names_the_metadata_port():
-    found = findings_of(Spec(files=dict(PROVNET_FILES), opts="tag:tag0,option:router,172.16.1.1\n", snapshot=network_mode_snapshot()))
+    found = findings_of(Spec(files=dict(PROVNET_FILES), opts="tag:tag0,option:router,172.16.1.1\n",
+                             snapshot=network_mode_snapshot()))
     [f] = [f for f in found if f.check == "dhcp.metadata-nexthop"]
     assert "no option 121" in f.problem and "169.254.169.254/32,172.16.1.102,0.0.0.0/0,172.16.1.1" in f.fix
 
 
 def test_a_network_in_network_mode_without_its_metadata_port_is_an_error():
-    found = findings_of(Spec(files=dict(PROVNET_FILES), opts=NETWORK_OPTS, snapshot=network_mode_snapshot(with_port=False)))
+    found = findings_of(Spec(files=dict(PROVNET_FILES), opts=NETWORK_OPTS,
+                             snapshot=network_mode_snapshot(with_port=False)))
     [f] = [f for f in found if f.check == "metadata.port-missing"]
     assert f.severity == "error" and "has no metadata port" in f.problem
     assert "provnet subnet-update phy_subnet" in f.fix
@@ -71,7 +74,9 @@ def test_router_mode_configured_expects_the_router_route(tmp_path):
 def test_network_mode_configured_routes_via_the_port_even_with_a_router(tmp_path):
     snap = good_snapshot()  # the router holds the gateway
     snap.ports.append(network_mode_snapshot().ports[-1])
-    found = findings_of(Spec(files=dict(PROVNET_FILES), opts=NETWORK_OPTS, snapshot=snap, provnet="[DEFAULT]\nmetadata_proxy_shared_secret = s3cret\n[metadata]\nmode = network\n"), tmp_path)
+    found = findings_of(Spec(files=dict(PROVNET_FILES), opts=NETWORK_OPTS, snapshot=snap,
+                             provnet="[DEFAULT]\nmetadata_proxy_shared_secret = s3cret\n[metadata]\nmode = network\n"),
+                        tmp_path)
     assert not has_error(found), found
     [info] = [f for f in found if f.check == "metadata.network-mode"]
     assert info.location.endswith("provnet.conf:4")  # the option that decided it
