@@ -7,7 +7,8 @@ from cli_run import SEED_NET, SEED_SUBNET, Cli, api_process
 def scenario(cli: Cli) -> list:
     cli.ok(SEED_NET)
     cli.ok(SEED_SUBNET)
-    [port] = cli.json("port-list --device_owner network:distributed")
+    [listed] = cli.json("port-list --device_owner network:distributed")
+    port = cli.json(f"port-show {listed['id']}")
     net_id = cli.ok("net-show phy_net -f value -c id").stdout.strip()
     assert port["device_id"] == f"provnet-metadata-{net_id}" and port["name"] == "metadata"
     assert [f["ip_address"] for f in port["fixed_ips"]] == ["172.16.1.102"]
