@@ -56,6 +56,15 @@ def test_bulk_whose_last_item_fails_leaves_nothing(reg: SqlRegistry) -> None:
 
 
 @pytest.fixture
+def reg(db_url: str):
+    """Bulk creates with exact port lists: [metadata] mode = router keeps network mode's metadata port out of them
+    (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
 def pg_url(request: pytest.FixtureRequest) -> str:
     return fresh_pg_url(request)
 
