@@ -742,9 +742,9 @@ class NeutronRegistry:
                 tx.note_port("delete", port)
                 tx.delete("port", port.id)
             return
+        if self.metadata_mode == "router":  # a port left from another mode stays until deleted by hand; routes
+            return  # never go to it, so nothing a cache holds changed
         self._routes_changed(tx, network_id)
-        if self.metadata_mode == "router":  # a port left from another mode stays until deleted by hand
-            return
         if port is None and not any(network_mode_applies(self.metadata_mode, s, ports) for s in subnets):
             return
         held = {f.subnet_id for f in port.fixed_ips} if port is not None else set()
