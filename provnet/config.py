@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provnet.model.metadata_mode import check_mode
+
 DEFAULT_CONFIG_FILE = "/etc/provnet/provnet.conf"
 MIN_LEASE = 120  # seconds: the shortest DHCP lease provnet hands out (as dnsmasq)
 
@@ -94,6 +96,10 @@ def to_token_mode(value: Any) -> str:
     return text
 
 
+def to_metadata_mode(value: Any) -> str:
+    return check_mode(value)
+
+
 def to_hop_limit(value: Any) -> int:
     number = int(value)
     if not 1 <= number <= 64:
@@ -142,6 +148,7 @@ EXPECTED: dict[Callable[[Any], Any], str] = {
     to_auth_strategy: "noauth or keystone",
     to_auth_type: "password",
     to_token_mode: "optional or required",
+    to_metadata_mode: "router, network or auto",
     to_hop_limit: "an integer 1..64",
     to_wait: "an integer 1..55 (seconds)",
 }
@@ -280,6 +287,13 @@ OPTIONS: tuple[Option, ...] = (
            "without a MAC (Neutron's haproxy sends none; routed sources) are identified by address alone; an IPv6 "
            "link-local source is always found by its MAC (the proxy's, else its EUI-64 one).", to_bool),
     # what the metadata API offers beyond Nova: session tokens, identity documents, watch (provnet's own)
+    Option("mode", "metadata", "auto", "How VMs reach 169.254.169.254. router: via a router interface holding the "
+           "subnet's gateway (its qrouter- namespace). network: via the network's metadata port (device_owner "
+           "network:distributed, one address from each IPv4 subnet's pool, made by the registry with the first "
+           "subnet), served on every host by the L3 agent's provnet-meta- namespace. auto: network mode for a subnet "
+           "whose gateway no router interface holds, router mode otherwise. The route DHCP, the exports and "
+           "network_data.json give is decided by it: set the same value for every provnet process.",
+           to_metadata_mode),
     Option("http_tokens", "metadata", "optional", "Session tokens (IMDSv2) for instances that do not say "
            "(property provnet:http_tokens): optional (a request without a token is served) or required (401 "
            "without a valid token).", to_token_mode),

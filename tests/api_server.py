@@ -72,7 +72,7 @@ class Client:
 
 @contextmanager
 def running_api(db_url: str, agent_down_time: float = 75.0) -> Iterator[tuple[Client, Registry]]:
-    registry = open_registry(db_url, agent_down_time=agent_down_time)
+    registry = open_registry(db_url, agent_down_time=agent_down_time, metadata_mode="router")  # exact port counts
     try:
         with ApiThread(registry, agent_down_time=agent_down_time, writers=writers_for(db_url)) as api:
             client = Client(api.url)

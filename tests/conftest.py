@@ -42,7 +42,8 @@ def unique(prefix: str = "pn") -> str:
 # slow unless its module is listed (a fast module must not start processes or namespaces).
 FAST_MODULES = frozenset({
     "test_api_wire", "test_architecture", "test_binding", "test_cli_args", "test_cli_output", "test_cli_resources",
-    "test_dataplane_rules", "test_dhcp_codec", "test_dhcp_server", "test_doctor_checks", "test_doctor_readers",
+    "test_dataplane_rules", "test_dhcp_codec", "test_dhcp_server", "test_doctor_checks", "test_doctor_network_mode",
+    "test_doctor_readers", "test_metadata_mode", "test_registry_metadata_port",
     "test_dataplane_arp", "test_l2_plan",
     "test_metadata_api", "test_metadata_content", "test_metadata_proxy", "test_metadata_units",
     "test_metadata_upstream", "test_model_ipam", "test_model_rules", "test_model_validation",

@@ -144,7 +144,7 @@ def keystone_api(keystone: Keystone, db_url: str, *, register: bool = True, cloc
                  policy=None, **settings) -> Iterator[KeystoneApi]:
     """provnet's networking API with auth_strategy keystone on `db_url`; with `register` it is the catalog's
     `network` service (it stands in for Neutron there)."""
-    registry = open_registry(db_url)
+    registry = open_registry(db_url, metadata_mode="router")  # policy tests list exact ports
     kwargs = {"clock": clock} if clock is not None else {}
     validator = KeystoneValidator(keystone.settings(**settings), **kwargs)
     auth = Auth("keystone", policy, validator) if policy is not None else Auth("keystone", validator=validator)

@@ -13,7 +13,7 @@ from provnet.registry import open_registry
 
 
 def test_a_bulk_of_20000_ports_with_random_macs_succeeds_through_the_api(db_url: str) -> None:
-    registry = open_registry(db_url)
+    registry = open_registry(db_url, metadata_mode="router")
     try:
         net = registry.create_network({"name": "big"})
         registry.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.0.0.0/16"})
@@ -45,7 +45,7 @@ def test_a_bulk_of_20000_ports_with_random_macs_succeeds_through_the_api(db_url:
 
 
 def test_clashing_random_macs_are_reported_as_macs_not_as_ip_exhaustion(db_url: str, monkeypatch) -> None:
-    registry = open_registry(db_url)
+    registry = open_registry(db_url, metadata_mode="router")
     try:
         net = registry.create_network({"name": "n"})
         registry.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.0.0.0/24"})

@@ -23,7 +23,7 @@ NAMES = ["delta", "alpha", "echo", "bravo", "charlie", "alpha", "golf", "foxtrot
 
 @pytest.fixture
 def store(db_url: str):
-    registry = open_registry(db_url)
+    registry = open_registry(db_url, metadata_mode="router")
     net = registry.create_network({"name": "n"})
     registry.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.0.0.0/16"})
     ports = registry.create_many("port", [{"network_id": net.id, "name": name} for name in NAMES])
@@ -108,7 +108,7 @@ def test_pagination_max_limit_caps_a_list_and_clients_follow(store) -> None:
 
 def test_openstacksdk_lists_10000_ports_in_pages(db_url: str) -> None:
     need(openstack is not None, "needs openstacksdk (pip install -e '.[test]')")
-    registry = open_registry(db_url)
+    registry = open_registry(db_url, metadata_mode="router")
     try:
         net = registry.create_network({"name": "big"})
         registry.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": "10.0.0.0/16"})

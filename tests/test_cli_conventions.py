@@ -125,7 +125,7 @@ def test_c_takes_any_field_not_only_the_default_columns(world: Cli):
     out = world.ok("port-list -c device_id -c status -c binding:vnic_type")
     assert "| device_id" in out.stdout and "| status" in out.stdout and "normal" in out.stdout
     assert sorted(world.ok("port-list -f value -c device_owner -c name").stdout.splitlines()) == [
-        "compute:nova vm1-port", "network:router_interface "]
+        "compute:nova vm1-port", "network:distributed metadata", "network:router_interface "]
     assert world.ok("net-list -f value -c router:external -c name").stdout == "True phy_net\n"
     assert world.ok("agent-list -f value -c host -c configurations").stdout.startswith("compute1 ")
     err = world.fails("port-list -c nope", 2)

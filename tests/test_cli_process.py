@@ -29,14 +29,15 @@ def test_seed_commands_through_the_console_script(tmp_path):
     assert network["subnets"] == [data["id"]]
 
     # refused: one line on stderr, exit 1, nothing written
-    first = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.102",
+    first = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.103",
                         "-f", "value", "-c", "id")
     assert first.code == 0 and first.stderr == "", first
-    taken = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.102")
+    taken = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "ip_address=172.16.1.103")
     assert taken.code == 1, taken
-    assert taken.stderr.startswith("Error: IP address 172.16.1.102 already allocated in subnet")
+    assert taken.stderr.startswith("Error: IP address 172.16.1.103 already allocated in subnet")
     assert taken.stderr.count("\n") == 1 and "Traceback" not in taken.stderr
-    ports = json.loads(run_process("--state-path", state, "port-list", "-f", "json").stdout)
+    ports = json.loads(run_process("--state-path", state, "port-list", "--device_owner", "", "-f", "json").stdout)
+    # (the VM ports: the network's metadata port, [metadata] mode = auto and no router, has an owner)
     assert [p["id"] for p in ports] == [first.stdout.strip()]
     # a usage error: exit 2 with the usage line
     bad = run_process("--state-path", state, "port-create", "phy_net", "--fixed-ip", "172.16.1.105")

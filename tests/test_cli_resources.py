@@ -111,7 +111,8 @@ def test_port_create_with_the_neutron_forms(cli: Cli, seeded):
     assert updated["name"] == "renamed"
     assert updated["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "172.16.1.200"}]
     assert cli.ok("port-delete renamed").stdout == "Deleted port: renamed\n"
-    assert cli.json("port-list -c id") == [{"id": auto["id"]}]
+    # and the network's metadata port ([metadata] mode = auto, no router: network mode)
+    assert cli.json("port-list --device_owner list=true compute:nova '' -c id") == [{"id": auto["id"]}]
 
 
 def test_router_interface_by_subnet_and_by_port(cli: Cli, seeded):

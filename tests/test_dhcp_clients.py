@@ -33,15 +33,17 @@ def lan(tmp_path):
 
 
 def seed_registry(db_url: str):
-    """The seed's network in a real registry: phy_net, 172.16.1.0/24 via gateway 172.16.1.2, default host route
-    172.16.1.1, and two VMs' ports (vm1 with an instance, the other without)."""
+    """The seed's network in a real registry: phy_net, 172.16.1.0/24 via gateway 172.16.1.2 (router1's interface,
+    so router mode under [metadata] mode = auto), default host route 172.16.1.1, and two VMs' ports (vm1 with an
+    instance, the other without)."""
     reg = open_registry(db_url)
     net = reg.create_network({"name": "phy_net", "provider:network_type": "flat",
                               "provider:physical_network": "physnet1", "router:external": True})
-    reg.create_subnet({"network_id": net.id, "cidr": "172.16.1.101/24", "gateway_ip": "172.16.1.2",
-                       "ip_version": 4, "enable_dhcp": False, "name": "phy_subnet_without_dhcp",
-                       "allocation_pools": [{"start": "172.16.1.102", "end": "172.16.1.126"}],
-                       "host_routes": [{"destination": "0.0.0.0/0", "nexthop": "172.16.1.1"}]})
+    subnet = reg.create_subnet({"network_id": net.id, "cidr": "172.16.1.101/24", "gateway_ip": "172.16.1.2",
+                                "ip_version": 4, "enable_dhcp": False, "name": "phy_subnet_without_dhcp",
+                                "allocation_pools": [{"start": "172.16.1.102", "end": "172.16.1.126"}],
+                                "host_routes": [{"destination": "0.0.0.0/0", "nexthop": "172.16.1.1"}]})
+    reg.add_router_interface(reg.create_router({"name": "router1"}).id, subnet_id=subnet.id)
     vm1 = reg.create_instance({"name": "vm1", "hostname": "vm1"})
     reg.create_port({"network_id": net.id, "mac_address": MAC1, "fixed_ips": [{"ip_address": "172.16.1.103"}],
                      "device_id": vm1.id, "device_owner": "compute:nova"})

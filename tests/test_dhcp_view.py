@@ -23,8 +23,7 @@ def source(reg, network: str | None = "phy_net") -> RegistrySource:
 
 def test_view_holds_each_ports_fixed_ip_and_hostname(db_url):
     reg, net = seed_registry(db_url)
-    subnet = reg.list_subnets({"network_id": [net.id]})[0]
-    reg.add_router_interface(reg.create_router({"name": "r1"}).id, subnet_id=subnet.id)  # port 172.16.1.2
+    # seed_registry's router1 holds 172.16.1.2
     assert any(p.device_owner == "network:router_interface" for p in reg.list_ports({"network_id": [net.id]}))
     view = source(reg).build()
     r1 = view.by_mac[codec.mac_bytes(MAC1)][0]

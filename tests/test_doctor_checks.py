@@ -185,6 +185,14 @@ def _router_elsewhere(s: Snapshot) -> None:
     s.ports[0].fixed_ips = [FixedIP("sub-1", "172.16.1.3")]
 
 
+def _metadata_port(s: Snapshot) -> None:
+    """provnet's network mode: the router gone, the registry's metadata port on the subnet instead."""
+    _no_router(s)
+    s.ports.append(Port(id="mdport-1", network_id="net-1", mac_address="fa:16:3e:00:00:0a",
+                        fixed_ips=[FixedIP("sub-1", "172.16.1.102")], device_owner="network:distributed",
+                        device_id="provnet-metadata-net-1"))
+
+
 def _no_vm_ports(s: Snapshot) -> None:
     del s.ports[1]
 
@@ -225,6 +233,8 @@ CASES: list[tuple[str, str, Callable[[Spec], None], str]] = [
      "neutron.conf:1"),
     ("metadata.secret-empty", "error", _sed("metadata_agent.ini", "= s3cret", "="), "metadata_agent.ini:2"),
     ("metadata.secret-mismatch", "error", _sed("nova.conf", "= s3cret", "= other"), "nova.conf:3"),
+    ("metadata.port-missing", "error", _both(_set("files", {}), _snap(_no_router)), "registry"),
+    ("metadata.network-mode", "info", _both(_set("files", {}), _snap(_metadata_port)), "registry"),
     ("dhcp.121-no-default", "error", _set("opts", GOOD_OPTS.replace(",0.0.0.0/0,172.16.1.1", "")), "opts:1"),
     ("dhcp.249-missing", "warning", _set("opts", "\n".join(GOOD_OPTS.splitlines()[::2])), "opts:1"),
     ("dhcp.249-differs", "error", _set("opts", GOOD_OPTS.replace("249,169.254.169.254/32,172.16.1.2",
@@ -270,12 +280,23 @@ def test_every_check_id_has_a_triggering_case():
 
 # ---- more specific behaviour ---------------------------------------------------------------------------------------
 
-def test_no_router_without_neutron_files_is_a_warning():
+def test_no_router_without_neutron_files_is_a_warning(tmp_path):
+    spec = Spec(files={}, provnet="[DEFAULT]\nmetadata_proxy_shared_secret = s\n[metadata]\nmode = router\n")
+    _no_router(spec.snapshot)
+    spec.cmdline, spec.opts, spec.rules = "dnsmasq", "", None
+    [f] = findings_of(spec, tmp_path)
+    assert (f.check, f.severity) == ("metadata.no-server", "warning") and "--network-id" in f.problem
+
+
+def test_no_router_with_provnet_alone_in_auto_mode_is_its_missing_metadata_port():
+    """Under [metadata] mode = auto the network is in network mode: the registry owes it a metadata port."""
     spec = Spec(files={})
     _no_router(spec.snapshot)
     spec.cmdline, spec.opts, spec.rules = "dnsmasq", "", None
-    [f] = findings_of(spec)
-    assert (f.check, f.severity) == ("metadata.no-server", "warning") and "--network-id" in f.problem
+    found = findings_of(spec)
+    [f] = [f for f in found if f.severity != "info"]
+    assert (f.check, f.severity) == ("metadata.port-missing", "error") and "has no metadata port" in f.problem
+    assert [f.check for f in found if f.severity == "info"] == ["metadata.network-mode"]
 
 
 def test_seed_dhcp_recipe_without_dhcp_subnet_means_no_server():

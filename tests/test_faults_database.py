@@ -71,14 +71,13 @@ def start_serve(lan, tmp_path: Path, db: str, registry_timeout: float = 1.0) -> 
 
 
 def seed_router(db: str) -> tuple[str, dict[str, str]]:
-    """A router on the seed's subnet, and an instance on each seed port: what the agent needs to answer."""
+    """The seed's router (seed_registry made router1 on the subnet), and an instance on each seed port: what the
+    agent needs to answer."""
     from provnet.registry import open_registry
 
     reg = open_registry(db)
     try:
-        subnet = reg.list_subnets()[0]
-        router = reg.create_router({"name": "r1"})
-        reg.add_router_interface(router.id, subnet_id=subnet.id)
+        [router] = reg.list_routers()
         instances = {}
         for port in reg.list_ports({"device_owner": ["compute:nova"]}):
             if not port.device_id:

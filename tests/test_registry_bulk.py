@@ -56,6 +56,15 @@ def test_bulk_whose_last_item_fails_leaves_nothing(reg: SqlRegistry) -> None:
 
 
 @pytest.fixture
+def reg(db_url: str):
+    """Bulk creates with exact port lists: [metadata] mode = router keeps network mode's metadata port out of them
+    (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
 def pg_url(request: pytest.FixtureRequest) -> str:
     return fresh_pg_url(request)
 
@@ -65,7 +74,7 @@ def test_reader_never_sees_the_first_items_of_a_pending_bulk(pg_url: str) -> Non
     meanwhile another connection sees neither it nor a new revision. Then the bulk fails and leaves nothing.
     (SQLite serialises writers at BEGIN, so no reader runs inside a pending bulk there; the all-or-nothing
     tests above run on both databases.)"""
-    reg = open_registry(pg_url)
+    reg = open_registry(pg_url, metadata_mode="router")
     holder = reg.engine.connect()
     try:
         net1 = reg.create_network({"name": "one"})
@@ -122,7 +131,7 @@ def test_bulk_through_the_api_and_remote_registry(db_url: str) -> None:
         body = client.ok("POST", "/v2.0/routers", {"routers": [{"name": "r1"}, {"name": "r2"}]}, 201)
         assert [r["name"] for r in body["routers"]] == ["r1", "r2"]
         assert client.ok("GET", "/provnet/v1/revision")["revision"] == rev + 1
-    local = open_registry(db_url)
+    local = open_registry(db_url, metadata_mode="router")
     with ApiThread(local) as api:
         remote = RemoteRegistry(api.url)
         try:

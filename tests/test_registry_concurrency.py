@@ -30,7 +30,7 @@ def run_two_workers(db_url: str, network_id: str, count: int, tmp_path: Path) ->
 
 
 def make_network(db_url: str, cidr: str, pool: tuple[str, str]) -> str:
-    reg = open_registry(db_url)
+    reg = open_registry(db_url, metadata_mode="router")
     try:
         net = reg.create_network({"name": "busy"})
         reg.create_subnet({"network_id": net.id, "ip_version": 4, "cidr": cidr,
@@ -41,7 +41,7 @@ def make_network(db_url: str, cidr: str, pool: tuple[str, str]) -> str:
 
 
 def stored_allocations(db_url: str, network_id: str) -> list[tuple[str, str]]:
-    reg = open_registry(db_url)
+    reg = open_registry(db_url, metadata_mode="router")
     try:
         return [(p.fixed_ips[0].ip_address, p.mac_address) for p in reg.list_ports({"network_id": [network_id]})]
     finally:

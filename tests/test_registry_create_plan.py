@@ -11,9 +11,18 @@ from provnet.registry.sql import SqlRegistry
 
 
 @pytest.fixture
+def reg(db_url: str):
+    """Neutron's rules with exact port counts and addresses: [metadata] mode = router keeps network mode's metadata
+    port out of them (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
 def pair(db_url: str):
     """Two registries on one store: `a` creates ports (and caches), `b` is another process changing things."""
-    a, b = open_registry(db_url), open_registry(db_url)
+    a, b = open_registry(db_url, metadata_mode="router"), open_registry(db_url, metadata_mode="router")
     yield a, b
     a.close()
     b.close()

@@ -8,12 +8,21 @@ import textwrap
 import threading
 
 import pytest
-from registry_support import SEED_NETWORK, seed_subnet
+from registry_support import SEED_NETWORK, open_registry, seed_subnet
 
 from provnet.model.errors import NeutronError
 from provnet.registry import sql_changes
 from provnet.registry.changes import Change
 from provnet.registry.feed import COALESCE, ChangeFeed
+
+
+@pytest.fixture
+def reg(db_url: str):
+    """Exactly what each write records: [metadata] mode = router keeps network mode's metadata port and its subnet
+    notes out (test_registry_metadata_port.py checks those)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
 
 
 def _seed(reg):

@@ -6,8 +6,17 @@ from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
 
 
 @pytest.fixture
+def reg(db_url: str):
+    """Neutron's rules with exact port counts and addresses: [metadata] mode = router keeps network mode's metadata
+    port out of them (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
 def world(db_url: str):
-    reg = open_registry(db_url)
+    reg = open_registry(db_url, metadata_mode="router")  # exact port lists: no metadata port
     phy = reg.create_network(SEED_NETWORK)
     private = reg.create_network({"name": "private", "shared": True, "tenant_id": "p2"})
     subnet = reg.create_subnet(seed_subnet(phy.id))

@@ -1,9 +1,19 @@
 # SqlRegistry networks and subnets on SQLite and PostgreSQL: the seed's objects, provider rules, in-use deletes.
 from __future__ import annotations
 
+import pytest
 from registry_support import SEED_NETWORK, expect, open_registry, seed_subnet
 
 from provnet.registry.sql import SqlRegistry
+
+
+@pytest.fixture
+def reg(db_url: str):
+    """Neutron's rules with exact port counts and addresses: [metadata] mode = router keeps network mode's metadata
+    port out of them (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
 
 
 def test_seed_network_and_subnet(reg: SqlRegistry) -> None:

@@ -8,6 +8,15 @@ from provnet.registry.sql import SqlRegistry, SqlTx
 
 
 @pytest.fixture
+def reg(db_url: str):
+    """Neutron's rules with exact port counts and addresses: [metadata] mode = router keeps network mode's metadata
+    port out of them (it is tested in test_registry_metadata_port.py)."""
+    registry = open_registry(db_url, metadata_mode="router")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
 def seed(reg: SqlRegistry):
     net = reg.create_network(SEED_NETWORK)
     return net, reg.create_subnet(seed_subnet(net.id))

@@ -18,7 +18,7 @@ from provnet.registry.remote import RemoteRegistry, error_from_body
 @pytest.fixture
 def pair(db_url: str):
     """(local, remote): SqlRegistry on the store, and RemoteRegistry through the API serving that store."""
-    local = open_registry(db_url)
+    local = open_registry(db_url, metadata_mode="router")
     with ApiThread(local) as api:
         remote = RemoteRegistry(api.url)
         try:
@@ -137,7 +137,7 @@ def test_bad_url_is_refused() -> None:
 
 
 def test_reconnects_after_the_api_restarts(tmp_path) -> None:
-    local = open_registry(f"sqlite:///{tmp_path}/p.sqlite")
+    local = open_registry(f"sqlite:///{tmp_path}/p.sqlite", metadata_mode="router")
     try:
         first = ApiThread(local).start()
         port = first.service.port

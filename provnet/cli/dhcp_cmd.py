@@ -32,7 +32,8 @@ def dhcp(app, interface: str | None, network: str | None, metrics_port: int | No
 
     Replies carry mask, router (3), DNS, hostname (the instance's), domain, MTU, broadcast, lease time and the
     classless static routes 121 and 249 computed like network_data.json (for the seed: 169.254.169.254/32 via
-    the gateway 172.16.1.2, default via the external router 172.16.1.1). MACs without a port get no answer.
+    the gateway 172.16.1.2, default via the external router 172.16.1.1; in network mode, [metadata] mode,
+    169.254.169.254/32 via the network's metadata port). MACs without a port get no answer.
     Registry changes are followed within a second; leases are journaled to <state_path>/dhcp-leases.journal
     (`provnet dhcp-leases` shows them). Relayed requests (giaddr) are answered to the relay on port 67.
 
@@ -119,7 +120,7 @@ def dhcp_config(app, fmt: str, network: str, output_dir: str | None, interface: 
     app.may_create = False  # an export reads the store, never creates one
     interface = interface or config.get("dhcp.interface") or ("*" if fmt == "kea" else "")
     try:
-        snap = collect(app.registry, resolve_networks(app.registry, network))
+        snap = collect(app.registry, resolve_networks(app.registry, network), config.get("metadata.mode"))
     except LookupError as exc:
         raise click.UsageError(str(exc)) from None
     directory = str(Path(output_dir).resolve()) if output_dir else str(Path(config.state_path) / f"dhcp-{fmt}")

@@ -108,6 +108,7 @@ def register(group: click.Group) -> None:
             label = f"registry {app.store}" if remote else "registry (database)"
             try:
                 snapshot = Snapshot.from_registry(app.registry, source=label)
+                snapshot.provnet = not app.companion
             except Exception as exc:  # any failure to reach it is a finding, not a traceback
                 not_read = "unreachable"
                 extra.append(Finding(

@@ -15,7 +15,8 @@ FORMATS = ("dnsmasq", "kea", "isc")
 def _options(snap: Snapshot, settings: Settings) -> list[tuple[Subnet, SubnetOptions]]:
     """Each subnet with the options our own server gives its hosts."""
     networks = {n.id: n for n in snap.networks}
-    return [(s, subnet_options(s, networks[s.network_id], settings)) for s in snap.subnets]
+    return [(s, subnet_options(s, networks[s.network_id], settings, snap.metadata_hops.get(s.id)))
+            for s in snap.subnets]
 
 
 def _header(snap: Snapshot, comment: str) -> str:

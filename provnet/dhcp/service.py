@@ -65,7 +65,7 @@ class RegistrySource:
         if not addrs:
             raise LookupError(f"interface {self.interface} has no IPv4 address (needed for option 54 and replies)")
         networks = resolve_networks(self.registry, self.network, addrs)
-        return build_view(collect(self.registry, networks), self.settings, addrs)
+        return build_view(collect(self.registry, networks, self.settings.metadata_mode), self.settings, addrs)
 
     def port_hosts(self, view: View, port_ids: Sequence[str]) -> dict[str, list[Host]]:
         """The reservations `port_ids` hold now on the view's subnets ([] for a port gone or not served): one
@@ -337,7 +337,7 @@ class DhcpService:
 
 def settings_from(config: Config) -> Settings:
     return Settings(lease_time=config.get("dhcp.lease_time"), dns_domain=config.get("dhcp.dns_domain"),
-                    force_routes=config.get("dhcp.force_routes"))
+                    force_routes=config.get("dhcp.force_routes"), metadata_mode=config.get("metadata.mode"))
 
 
 def journal_path(config: Config) -> str:

@@ -8,9 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provnet.dhcp import codec
+from provnet.model.metadata_mode import metadata_hops
 from provnet.model.resources import Network, Port, Subnet
 from provnet.model.routes import default_gateway, port_routes
 from provnet.registry.base import Registry, ReservationRow
+from provnet.registry.metadata_reads import read_metadata_hops
 
 # what a reply carries, in this order (53 comes first, 61/82 echoes last); 121/249 follow force_routes or the PRL
 ROUTE_OPTIONS = (codec.CLASSLESS_ROUTES, codec.MS_CLASSLESS_ROUTES)
@@ -24,6 +26,7 @@ class Settings:
     lease_time: int = 86400
     dns_domain: str = "openstacklocal"
     force_routes: bool = True
+    metadata_mode: str = "auto"  # [metadata] mode: the route to 169.254.169.254 (provnet/model/metadata_mode.py)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Snapshot:
     networks: list[Network]
     subnets: list[Subnet]
     hosts: list[Host]
+    metadata_hops: Mapping[str, str] = field(default_factory=dict)  # subnet id -> metadata port's IP (network mode)
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,16 @@ class SubnetOptions:
     routes: list[tuple[str, str]]  # options 121/249: (destination, nexthop) of port_routes
 
 
-def subnet_options(subnet: Subnet, network: Network, settings: Settings) -> SubnetOptions:
+def subnet_options(subnet: Subnet, network: Network, settings: Settings,
+                   metadata_ip: str | None = None) -> SubnetOptions:
+    """`metadata_ip`: the network's metadata port's address on the subnet when it is in network mode."""
     return SubnetOptions(
         net=ipaddress.IPv4Network(subnet.cidr, strict=False),
         router=default_gateway(subnet),
         dns=[d for d in subnet.dns_nameservers if ipaddress.ip_address(d).version == 4],
         domain=settings.dns_domain,
         mtu=network.mtu,
-        routes=[(str(r.destination), str(r.nexthop)) for r in port_routes(subnet)],
+        routes=[(str(r.destination), str(r.nexthop)) for r in port_routes(subnet, metadata_ip)],
     )
 
 
@@ -105,8 +111,9 @@ def port_hosts(port: Port, subnets: dict[str, Subnet], hostnames: dict[str, str]
 
 
 def snapshot_from(revision: int, networks: Sequence[Network], subnets: Iterable[Subnet], ports: Iterable[Port],
-                  hostnames: dict[str, str]) -> Snapshot:
-    """Pure: the reservations of `ports` on the IPv4 `subnets` of `networks`.
+                  hostnames: dict[str, str], metadata_mode: str = "auto") -> Snapshot:
+    """Pure: the reservations of `ports` on the IPv4 `subnets` of `networks`, and the subnets' metadata next hops
+    in network mode (from the metadata and router interface ports among `ports`).
 
     Every port with an IPv4 fixed IP is a reservation, except ports owned by `network:*` (router interfaces,
     DHCP ports: their addresses are configured by agents, not DHCP). `enable_dhcp` is not consulted: it switches
@@ -116,10 +123,11 @@ def snapshot_from(revision: int, networks: Sequence[Network], subnets: Iterable[
     v4 = [s for s in subnets if s.ip_version == 4 and s.network_id in net_ids]
     by_id = {s.id: s for s in v4}
     hosts = []
+    ports = list(ports)
     for port in ports:
         if port.network_id in net_ids:
             hosts.extend(port_hosts(port, by_id, hostnames))
-    return Snapshot(revision, list(networks), v4, hosts)
+    return Snapshot(revision, list(networks), v4, hosts, metadata_hops(metadata_mode, v4, ports))
 
 
 def resolve_networks(registry: Registry, network: str | None,
@@ -144,9 +152,10 @@ def resolve_networks(registry: Registry, network: str | None,
     return [n for n in registry.list_networks() if n.id in ids]
 
 
-def collect(registry: Registry, networks: Sequence[Network]) -> Snapshot:
-    """Read a snapshot through the Registry interface: the networks, their IPv4 subnets and the reservation rows
-    (revision read first: a change racing with the reads comes through the change feed afterwards)."""
+def collect(registry: Registry, networks: Sequence[Network], metadata_mode: str = "auto") -> Snapshot:
+    """Read a snapshot through the Registry interface: the networks, their IPv4 subnets, the reservation rows and
+    the subnets' metadata next hops (revision read first: a change racing with the reads comes through the change
+    feed afterwards; the registry notes a subnet update whenever a subnet's metadata route may change)."""
     revision = registry.revision()
     ids = [n.id for n in networks]
     if not ids:
@@ -154,7 +163,7 @@ def collect(registry: Registry, networks: Sequence[Network]) -> Snapshot:
     v4 = [s for s in registry.list_subnets({"network_id": ids}) if s.ip_version == 4]
     fresh = [registry.get_network(n.id) for n in networks]
     hosts = row_hosts(registry.reservation_rows(ids), {s.id: s for s in v4})
-    return Snapshot(revision, fresh, v4, hosts)
+    return Snapshot(revision, fresh, v4, hosts, read_metadata_hops(registry, metadata_mode, v4))
 
 
 # --- the in-memory view the server logic reads ---------------------------------------------------------------------
@@ -226,8 +235,8 @@ class View:
 
 
 def _subnet_info(subnet: Subnet, network: Network, settings: Settings,
-                 addresses: Sequence[ipaddress.IPv4Interface]) -> SubnetInfo:
-    o = subnet_options(subnet, network, settings)
+                 addresses: Sequence[ipaddress.IPv4Interface], metadata_ip: str | None) -> SubnetInfo:
+    o = subnet_options(subnet, network, settings, metadata_ip)
     net = o.net
     local = [a.ip for a in addresses if a.ip in net]
     server = local[0] if local else (addresses[0].ip if addresses else ipaddress.IPv4Address("0.0.0.0"))
@@ -268,7 +277,8 @@ def build_view(snap: Snapshot, settings: Settings, addresses: Sequence[ipaddress
     subnet; option 12, once per host)."""
     networks = {n.id: n for n in snap.networks}
     lease = _lease_options(settings)
-    infos = {s.id: _encode_subnet(_subnet_info(s, networks[s.network_id], settings, addresses), lease)
+    infos = {s.id: _encode_subnet(_subnet_info(s, networks[s.network_id], settings, addresses,
+                                               snap.metadata_hops.get(s.id)), lease)
              for s in snap.subnets}
     by_mac: dict[bytes, list[Reservation]] = {}
     by_port: dict[str, list[Reservation]] = {}

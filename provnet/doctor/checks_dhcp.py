@@ -9,6 +9,7 @@ from provnet.doctor.dnsmasq import DhcpOption, DhcpRange, options_for, parse_rou
 from provnet.doctor.findings import Finding
 from provnet.doctor.ini import Location
 from provnet.doctor.inputs import Inputs
+from provnet.model.metadata_mode import network_mode_applies
 from provnet.model.resources import Subnet
 from provnet.model.routes import METADATA_CIDR, port_routes
 
@@ -125,10 +126,25 @@ def _route_findings(inputs: Inputs, g: Group) -> Iterator[Finding]:
         return
     subnet = g.subnet
     router_ips = inputs.snapshot.router_ips(subnet)
+    mode = inputs.metadata_mode
+    metadata_ip = inputs.snapshot.metadata_hops(mode).get(subnet.id)
+    # network mode with its metadata port: the route must go to the port; without one (metadata.port-missing, or
+    # Neutron's agents serving this network) the router's rules below still say where the route leads
+    network_mode = metadata_ip is not None and network_mode_applies(mode, subnet, inputs.snapshot.ports)
     if routes is not None:
         md = next((h for d, h in routes if d == METADATA_CIDR), None)
         hop = md if md is not None else _default(routes)
-        if hop is not None and str(hop) not in router_ips:
+        if network_mode and str(md) != metadata_ip:
+            via = f"its 169.254.169.254/32 route goes via {md}" if md is not None else \
+                f"it has no 169.254.169.254/32 route (metadata follows the default route, via {hop})"
+            yield Finding(
+                "error", "dhcp.metadata-nexthop", o121.where if o121 else None,
+                f"subnet {subnet.name or subnet.id} ({subnet.cidr}) is in network mode ([metadata] mode = {mode}), "
+                f"but {via}, not via the network's metadata port {metadata_ip}",
+                "metadata requests miss the provnet-meta- namespace that serves them: cloud-init times out on "
+                "169.254.169.254", f"route 169.254.169.254/32 via {metadata_ip} in options 121 and 249 "
+                "(`provnet dhcp-config --format dnsmasq --network NETWORK` writes them)")
+        elif not network_mode and hop is not None and str(hop) not in router_ips:
             via = "its 169.254.169.254/32 route" if md is not None else "the default route (no 169.254.169.254/32 route)"  # noqa: E501
             yield Finding(
                 "error", "dhcp.metadata-nexthop", o121.where if o121 else None,
@@ -138,7 +154,7 @@ def _route_findings(inputs: Inputs, g: Group) -> Iterator[Finding]:
                 "169.254.169.254", "route 169.254.169.254/32 via the router interface's address ("
                 + (", ".join(sorted(router_ips)) or f"add one: `openstack router add subnet ROUTER {subnet.id}`")
                 + ")")
-        expected = [(r.destination, r.nexthop) for r in port_routes(subnet)]
+        expected = [(r.destination, r.nexthop) for r in port_routes(subnet, metadata_ip)]
         if sorted(expected) != sorted(routes):
             yield Finding(
                 "warning", "dhcp.routes-vs-subnet", o121.where if o121 else None,
@@ -146,7 +162,14 @@ def _route_findings(inputs: Inputs, g: Group) -> Iterator[Finding]:
                 f"({_fmt(expected)}: its gateway_ip and host_routes)",
                 "network_data.json (config drive, metadata) and DHCP tell the VM different routes; cloud-init "
                 "may apply either", _routes_fix(subnet, routes))
-    elif o3 and o3.values and o3.values[0] not in router_ips:
+    elif network_mode and o3 and o3.values and o3.values[0] != metadata_ip:
+        yield Finding(
+            "error", "dhcp.metadata-nexthop", o3.where,
+            f"no option 121: VMs send metadata traffic to their default router {o3.values[0]}, but subnet "
+            f"{subnet.name or subnet.id} ({subnet.cidr}) is in network mode ([metadata] mode = {mode}): its "
+            f"metadata port is {metadata_ip}", "cloud-init times out on 169.254.169.254",
+            f"add option 121 with `169.254.169.254/32,{metadata_ip},0.0.0.0/0,{o3.values[0]}` (and the same as 249)")
+    elif not network_mode and o3 and o3.values and o3.values[0] not in router_ips:
         yield Finding(
             "error", "dhcp.metadata-nexthop", o3.where,
             f"no option 121: VMs send metadata traffic to their default router {o3.values[0]}, which is no router "

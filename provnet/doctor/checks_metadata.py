@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from provnet.doctor.findings import Finding
 from provnet.doctor.ini import Location
 from provnet.doctor.inputs import DHCP_AGENT_TYPE, Inputs
+from provnet.model.metadata_mode import network_mode_applies
 from provnet.model.resources import Network
 
 DHCP, L3, META, NOVA, NEUTRON = "dhcp_agent.ini", "l3_agent.ini", "metadata_agent.ini", "nova.conf", "neutron.conf"
@@ -23,6 +24,12 @@ def _has_router(inputs: Inputs, net: Network) -> bool:
     snap = inputs.snapshot
     assert snap is not None
     return any(p.is_router_interface and p.network_id == net.id for p in snap.ports)
+
+
+def _neutron_agents(inputs: Inputs) -> bool:
+    """Neutron's own DHCP or L3 agent is configured here: its metadata recipes serve the networks, not provnet's
+    network mode."""
+    return inputs.has(DHCP) or inputs.has(L3)
 
 
 def check_modes(inputs: Inputs) -> Iterator[Finding]:
@@ -76,6 +83,13 @@ def check_no_server(inputs: Inputs) -> Iterator[Finding]:
         if not snap.vm_ports() or not any(p.network_id == net.id for p in snap.vm_ports()):
             continue
         dhcp_on = any(s.enable_dhcp for s in snap.subnets_of(net.id))
+        v4 = [x for x in snap.subnets_of(net.id) if x.ip_version == 4]
+        hops = snap.metadata_hops(inputs.metadata_mode)
+        if v4 and all(x.id in hops for x in v4):
+            continue  # network mode: the L3 agents' provnet-meta- namespaces serve it (metadata.network-mode)
+        if snap.provnet and not _neutron_agents(inputs) and any(
+                network_mode_applies(inputs.metadata_mode, x, snap.ports) for x in v4):
+            continue  # provnet's network mode without its port: metadata.port-missing says what to do
         by_router = _has_router(inputs, net) and proxy
         by_dhcp = inputs.has(DHCP) and dhcp_on and (force or (isolated_md and _isolated(inputs, net)))
         if by_router or by_dhcp:
@@ -104,6 +118,54 @@ def check_no_server(inputs: Inputs) -> Iterator[Finding]:
             "cloud-init waits on http://169.254.169.254 and boots without SSH keys or user data",
             "add a router interface on the subnet's gateway IP and keep `enable_metadata_proxy = True` "
             "(`openstack router add subnet ROUTER SUBNET`; provnet runs the proxy in its qrouter namespace)")
+
+
+def check_network_mode(inputs: Inputs) -> Iterator[Finding]:
+    """provnet's [metadata] mode per subnet: what it is (info), and a network-mode subnet whose network has no
+    metadata port with an address on it (error: nothing answers its VMs' route)."""
+    snap = inputs.snapshot
+    if not (snap and snap.live and snap.provnet) or _neutron_agents(inputs):
+        return  # commands declare no ports; a cloud's Neutron makes none; Neutron's agents' recipes are judged above
+    mode = inputs.metadata_mode
+    where = inputs.provnet_where("metadata.mode") if inputs.provnet is not None else None
+    hops = snap.metadata_hops(mode)
+    for net in snap.networks:
+        subnets = snap.subnets_of(net.id)
+        if not subnets:
+            continue
+        port = snap.metadata_port(net.id)
+        parts = []
+        if not any(network_mode_applies(mode, x, snap.ports) for x in subnets):
+            continue  # router mode throughout: the seed's case, nothing to say
+        for subnet in subnets:
+            label = f"{subnet.name or subnet.id} ({subnet.cidr})"
+            if not network_mode_applies(mode, subnet, snap.ports):
+                held = sorted(snap.router_ips(subnet))
+                parts.append(f"{label}: router mode (a router interface holds the gateway {subnet.gateway_ip})"
+                             if held else f"{label}: router mode")
+                continue
+            if subnet.ip_version != 4:
+                parts.append(f"{label}: network mode (fe80::a9fe:a9fe on the metadata port's device)")
+                continue
+            if subnet.id in hops:
+                parts.append(f"{label}: network mode, 169.254.169.254/32 via the metadata port {hops[subnet.id]}")
+                continue
+            parts.append(f"{label}: network mode, NO metadata port address")
+            missing = "has no metadata port" if port is None else \
+                f"has a metadata port ({port.id}) without an address on this subnet"
+            yield Finding(
+                "error", "metadata.port-missing", where,
+                f"subnet {label} of network {snap.name(net.id)} is in network mode ([metadata] mode = {mode}), "
+                f"but the network {missing}",
+                "its VMs get no route to a metadata server on their network: cloud-init times out on "
+                "169.254.169.254",
+                f"make the registry run with [metadata] mode = {mode} (the networking API's configuration) and "
+                f"update the subnet (`provnet subnet-update {subnet.name or subnet.id} --description "
+                "\"...\"`: any update makes it add the port), or add a router interface on its gateway")
+        yield Finding(
+            "info", "metadata.network-mode", where,
+            f"network {snap.name(net.id)}, [metadata] mode = {mode}: " + "; ".join(parts),
+            "where its VMs send 169.254.169.254", "nothing to fix")
 
 
 def check_dhcp_notification(inputs: Inputs) -> Iterator[Finding]:
@@ -162,4 +224,5 @@ def check_secret(inputs: Inputs) -> Iterator[Finding]:
                     "agent and API")
 
 
-CHECKS = (check_modes, check_isolated_with_router, check_no_server, check_dhcp_notification, check_secret)
+CHECKS = (check_modes, check_isolated_with_router, check_no_server, check_network_mode, check_dhcp_notification,
+          check_secret)

@@ -22,6 +22,7 @@ from provnet.doctor.dnsmasq import DnsmasqConfig
 from provnet.doctor.ini import Entry, IniFile, Location, parse_bool, read_ini, split_list
 from provnet.doctor.iptables import Tables
 from provnet.doctor.localconf import LocalConf
+from provnet.model.metadata_mode import DEFAULT_MODE, metadata_hops, metadata_port
 from provnet.model.resources import Agent, Network, Port, Router, Subnet
 
 PROVNET_ENV_LABEL = "provnet configuration (environment)"
@@ -61,6 +62,8 @@ class Snapshot:
     agents: list[Agent] = field(default_factory=list)
     source: str = "registry"
     live: bool = True
+    provnet: bool = True  # provnet's own registry (False: a cloud's Neutron in companion mode, whose ports
+    #                       provnet's network mode does not make)
 
     @classmethod
     def from_registry(cls, registry, source: str = "registry") -> Snapshot:
@@ -77,6 +80,13 @@ class Snapshot:
         """Fixed IPs of router interface ports (on one subnet, or all)."""
         return {f.ip_address for p in self.ports if p.is_router_interface for f in p.fixed_ips
                 if subnet is None or f.subnet_id == subnet.id}
+
+    def metadata_hops(self, mode: str) -> dict[str, str]:
+        """Subnet id -> the metadata port's address its VMs must route 169.254.169.254/32 via (network mode)."""
+        return metadata_hops(mode, self.subnets, self.ports)
+
+    def metadata_port(self, network_id: str) -> Port | None:
+        return metadata_port(self.ports, network_id)
 
     def vm_ports(self, subnet: Subnet | None = None) -> list[Port]:
         """Ports a VM uses (not network:* owners), optionally only those with an address on `subnet`."""
@@ -104,6 +114,12 @@ class Inputs:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     sources: dict[str, Source] = field(default_factory=dict)  # by label, in the order read
     current_check: str = ""  # set by run_checks while a check runs
+
+    @property
+    def metadata_mode(self) -> str:
+        """[metadata] mode of provnet's configuration (auto when provnet is not configured here)."""
+        config = self.provnet
+        return str(config.get("metadata.mode")) if config is not None else DEFAULT_MODE
 
     # -- which check read which input ------------------------------------------------------------
     def add_source(self, source: Source) -> Source:

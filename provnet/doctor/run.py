@@ -21,6 +21,7 @@ from provnet.doctor.inputs import (
 )
 from provnet.doctor.iptables import read_iptables_save
 from provnet.doctor.localconf import LOCALRC_OPTIONS, POST_CONFIG_TARGETS, read_local_conf
+from provnet.model.metadata_mode import DEFAULT_MODE, network_mode_applies
 
 ALL_CHECKS = (*checks_config.CHECKS, *checks_agents.CHECKS, *checks_ml2.CHECKS, *checks_metadata.CHECKS,
               *checks_dhcp.CHECKS, *checks_firewall.CHECKS)
@@ -111,8 +112,12 @@ def gather(*, config_dirs: Sequence[str] = (), local_conf: str | None = None, dn
     line). `registry_label` names a registry that was not read (why), for the list of inputs."""
     inputs = Inputs(snapshot=snapshot, dhcp_server_ip=dhcp_server)
     if snapshot is not None:
+        mode = str(provnet.get("metadata.mode")) if provnet is not None else DEFAULT_MODE
+        in_network_mode = {s.network_id for s in snapshot.subnets
+                           if network_mode_applies(mode, s, snapshot.ports)}
         inputs.add_source(Source(snapshot.source, "live registry",
-                                 f"{len(snapshot.networks)} networks, {len(snapshot.ports)} ports, "
+                                 f"{len(snapshot.networks)} networks ({len(in_network_mode)} in network mode, "
+                                 f"[metadata] mode = {mode}), {len(snapshot.ports)} ports, "
                                  f"{len(snapshot.agents)} agents"))
     for directory in config_dirs:
         if not Path(directory).is_dir():

@@ -44,6 +44,7 @@ from provnet.registry.aio import AsyncRegistry
 from provnet.registry.base import Registry
 from provnet.registry.changes import Change
 from provnet.registry.feed import ChangeFeed, Touched
+from provnet.registry.metadata_reads import read_metadata_hops
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,16 @@ class _Entry:
 
 
 def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_vendor_data: dict[str, Any] | None,
-                request_address: str | None, shared: dict[str, Network | Subnet] | None = None) -> content.Source:
-    """Instance, its ports (device_id = instance), their networks and subnets: what the trees are rendered from.
+                request_address: str | None, shared: dict[str, Network | Subnet] | None = None,
+                metadata_mode: str = "auto", hops: dict[str, dict[str, str]] | None = None) -> content.Source:
+    """Instance, its ports (device_id = instance), their networks and subnets, and each network's metadata next hops
+    in network mode ([metadata] mode): what the trees are rendered from.
 
-    `shared` memoizes networks and subnets (many instances share them); the caller drops what changed.
+    `shared` memoizes networks and subnets, `hops` the next hops by network (many instances share them); the
+    caller drops what changed.
     """
     shared = {} if shared is None else shared
+    hops = {} if hops is None else hops
     instance = registry.get_instance(instance_id)
     vifs = []
     for port in registry.list_ports({"device_id": [instance_id]}):
@@ -92,7 +97,11 @@ def load_source(registry: Registry, instance_id: str, dhcp_domain: str, static_v
             if not isinstance(subnet, Subnet):
                 subnet = shared[subnet_id] = registry.get_subnet(subnet_id)
             subnets.append(subnet)
-        vifs.append(content.Vif(port, network, tuple(subnets)))
+        network_hops = hops.get(network.id)
+        if network_hops is None:
+            network_subnets = registry.list_subnets({"network_id": [network.id]})
+            network_hops = hops[network.id] = read_metadata_hops(registry, metadata_mode, network_subnets)
+        vifs.append(content.Vif(port, network, tuple(subnets), network_hops))
     return content.Source(instance, vifs, dhcp_domain, static_vendor_data, request_address)
 
 
@@ -129,7 +138,8 @@ class MetadataApi:
                  clock: Callable[[], float] = time.monotonic, previous_secret: str = "",
                  http_tokens: str = "optional", hop_limit: int = 1, identity: IdentitySigner | None = None,
                  watch_max_per_instance: int = 8, watch_max_total: int = 4096, watch_max_timeout: float = 50.0,
-                 wall_clock: Callable[[], float] = time.time, ssl_context: ssl.SSLContext | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, ssl_context: ssl.SSLContext | None = None,
+                 metadata_mode: str = "auto") -> None:
         self.registry = registry
         self.ssl_context = ssl_context  # https when set ([wsgi] ssl_cert_file / ssl_key_file)
         self.areg = AsyncRegistry(registry, timeout=registry_timeout, name="metadata-api")
@@ -160,6 +170,8 @@ class MetadataApi:
         self._by_network: dict[str, set[str]] = {}  # network or subnet id -> instance ids cached
         # networks and subnets by id, shared by instances' loads; dropped per change
         self._shared: dict[str, Network | Subnet] = {}
+        self._hops: dict[str, dict[str, str]] = {}  # network id -> its subnets' metadata next hops (network mode)
+        self.metadata_mode = metadata_mode
         self._all_networks: list[str] | None = None
         self.invalidated = 0
 
@@ -186,7 +198,8 @@ class MetadataApi:
                    identity=identity_signer(config),
                    watch_max_per_instance=config.get("metadata.watch_max_per_instance"),
                    watch_max_total=config.get("metadata.watch_max_total"),
-                   watch_max_timeout=config.get("metadata.watch_max_timeout"), ssl_context=ssl_context)
+                   watch_max_timeout=config.get("metadata.watch_max_timeout"), ssl_context=ssl_context,
+                   metadata_mode=config.get("metadata.mode"))
 
     def reload(self, config: Config) -> None:
         """SIGHUP: take the secrets, the identity key and the token defaults from `config` (each swapped whole,
@@ -236,6 +249,7 @@ class MetadataApi:
                 self.watchers.wake_network(change.id)
                 # a new dict: a load in flight keeps writing to the old one, which nobody reads again
                 self._shared = {k: v for k, v in self._shared.items() if k != change.id}
+                self._hops = {k: v for k, v in self._hops.items() if k not in (change.id, change.network_id)}
                 if change.kind == "network" and change.op != "update":
                     self._all_networks = None
                 for instance_id in list(self._by_network.get(change.id, ())):
@@ -249,6 +263,7 @@ class MetadataApi:
         self._cache.clear()
         self._by_network.clear()
         self._shared = {}
+        self._hops = {}
         self._all_networks = None
 
     def _drop(self, instance_id: str) -> None:
@@ -414,7 +429,8 @@ class MetadataApi:
         mark = self.touched.mark()
         try:
             source = await self.areg(load_source, self.registry, instance_id, self.dhcp_domain,
-                                     self.static_vendor_data, address, self._shared)
+                                     self.static_vendor_data, address, self._shared, self.metadata_mode,
+                                     self._hops)
         except (InstanceNotFound, NotFound):
             self.metrics.lookup("not_found")
             return error(404, instance_gone(instance_id))

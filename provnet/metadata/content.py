@@ -66,6 +66,7 @@ class Vif:
     port: Port
     network: Network
     subnets: tuple[Subnet, ...]
+    metadata_hops: Mapping[str, str] = field(default_factory=dict)  # subnet id -> metadata port's IP (network mode)
 
 
 @dataclass
@@ -207,10 +208,10 @@ def _netmask(subnet: Subnet) -> str:
     return str(subnet.network.netmask)
 
 
-def _routes(subnet: Subnet) -> list[dict[str, str]]:
+def _routes(subnet: Subnet, metadata_ip: str | None) -> list[dict[str, str]]:
     if subnet.ip_version == 4:
         return [{"network": str(r.destination.network_address), "netmask": str(r.destination.netmask),
-                 "gateway": str(r.nexthop)} for r in port_routes(subnet)]
+                 "gateway": str(r.nexthop)} for r in port_routes(subnet, metadata_ip)]
     if subnet.gateway_ip:
         return [{"network": "::", "netmask": "::", "gateway": subnet.gateway_ip}]
     return []
@@ -256,7 +257,8 @@ def network_data(source: Source) -> dict[str, Any]:
             address = next((f.ip_address for f in port.fixed_ips if f.subnet_id == subnet.id), None)
             networks.append({
                 "id": net_id, "type": family, "link": link_id, "ip_address": address,
-                "netmask": _netmask(subnet), "routes": _routes(subnet), "network_id": vif.network.id,
+                "netmask": _netmask(subnet), "routes": _routes(subnet, vif.metadata_hops.get(subnet.id)),
+                "network_id": vif.network.id,
                 "services": dns,
             })
     return {"links": links, "networks": networks, "services": services}

@@ -10,9 +10,9 @@ from typing import Any
 from provnet.model.forms import FORMS
 from provnet.model.values import DEFAULT_PROJECT_ID, AllocationPool, FixedIP, HostRoute, KeyPair
 
-__all__ = ["DEFAULT_PROJECT_ID", "L3_AGENT_TYPE", "MTU_BY_TYPE", "OVS_AGENT_TYPE", "PORT_STATUSES",
-           "ROUTER_INTERFACE_OWNERS", "Agent",
-           "AllocationPool", "FixedIP", "HostRoute", "Instance", "KeyPair", "Network", "Port", "Router", "Subnet"]
+__all__ = ["DEFAULT_PROJECT_ID", "L3_AGENT_TYPE", "METADATA_PORT_OWNER", "MTU_BY_TYPE", "OVS_AGENT_TYPE",
+           "PORT_STATUSES", "ROUTER_INTERFACE_OWNERS", "Agent", "AllocationPool", "FixedIP", "HostRoute", "Instance",
+           "KeyPair", "Network", "Port", "Router", "Subnet", "metadata_device_id"]
 
 ROUTER_INTERFACE_OWNERS = (
     "network:router_interface",
@@ -29,6 +29,13 @@ def metadata_device_id(network_id: str) -> str:
 
 
 PORT_STATUSES = ("ACTIVE", "DOWN", "BUILD", "ERROR")  # what an L2 agent may report (neutron-lib PORT_STATUS_*)
+METADATA_PORT_OWNER = "network:distributed"  # the per-network metadata port (network mode), as OVN's
+
+
+def metadata_device_id(network_id: str) -> str:
+    return "provnet-metadata-" + network_id
+
+
 MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
 
 

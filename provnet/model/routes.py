@@ -20,11 +20,13 @@ class Route:
         return self.destination.prefixlen == 0
 
 
-def port_routes(subnet: Subnet) -> list[Route]:
+def port_routes(subnet: Subnet, metadata_ip: str | None = None) -> list[Route]:
     """Routes a VM on `subnet` must end up with, in the order they are handed out.
 
-    - `169.254.169.254/32` via the subnet's gateway_ip (the router interface that hosts the metadata proxy),
-      unless the default route already goes there or a host route names another next hop for it;
+    - `169.254.169.254/32` via `metadata_ip` when the subnet is in network mode (the network's metadata port's
+      address on it, `metadata_mode.metadata_hops`), else via the subnet's gateway_ip (the router interface that
+      hosts the metadata proxy) unless the default route already goes there; either way not when a host route of
+      the subnet names a next hop for it (the operator's own route wins);
     - every host route of the subnet other than the default one, in the subnet's order;
     - the default route last: the subnet's `0.0.0.0/0` host route if it has one (the seed's external router),
       else the gateway_ip. RFC 3442 clients ignore option 3 once they get 121, so the default must be in the list.
@@ -45,7 +47,9 @@ def port_routes(subnet: Subnet) -> list[Route]:
             explicit.append(Route(dest, hop))
     routes: list[Route] = []
     has_metadata_route = any(r.destination == METADATA_CIDR for r in explicit)
-    if gateway is not None and default_hop != gateway and not has_metadata_route:
+    if metadata_ip is not None and not has_metadata_route:
+        routes.append(Route(METADATA_CIDR, ipaddress.IPv4Address(metadata_ip)))
+    elif gateway is not None and default_hop != gateway and not has_metadata_route:
         routes.append(Route(METADATA_CIDR, gateway))
     routes.extend(explicit)
     if default_hop is not None:
@@ -54,7 +58,7 @@ def port_routes(subnet: Subnet) -> list[Route]:
 
 
 def default_gateway(subnet: Subnet) -> ipaddress.IPv4Address | None:
-    """The default route's next hop (what DHCP option 3 carries)."""
+    """The default route's next hop (what DHCP option 3 carries; network mode does not change it)."""
     for r in port_routes(subnet):
         if r.is_default:
             return r.nexthop

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import random
 import time
 import uuid
@@ -39,9 +40,11 @@ from provnet.model.errors import (
     SubnetNotFound,
 )
 from provnet.model.forms import FORMS
+from provnet.model.metadata_mode import DEFAULT_MODE, address_lookups, check_mode, network_mode_applies
 from provnet.model.network_rules import PROVIDER_KEYS, allocate_segment, check_segment, in_use_error, parse_vlan_ranges
 from provnet.model.resources import (
     L3_AGENT_TYPE,
+    METADATA_PORT_OWNER,
     PORT_STATUSES,
     ROUTER_INTERFACE_OWNERS,
     Agent,
@@ -51,6 +54,7 @@ from provnet.model.resources import (
     Port,
     Router,
     Subnet,
+    metadata_device_id,
 )
 from provnet.model.subnet_rules import build_subnet, updated_subnet
 from provnet.model.validation import Invalid, check_json, hostname_from_name, parse_create, parse_update, to_boolean
@@ -61,7 +65,9 @@ from provnet.registry.store import LostRace, Store, Tx
 T = TypeVar("T")
 DHCP_OWNER = "network:dhcp"
 ROUTER_INTERFACE = "network:router_interface"
-AUTO_DELETE_OWNERS = (DHCP_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
+AUTO_DELETE_OWNERS = (DHCP_OWNER, METADATA_PORT_OWNER, *ROUTER_INTERFACE_OWNERS)  # removed with their network
+SUBNET_SERVICE_OWNERS = (DHCP_OWNER, METADATA_PORT_OWNER)  # their addresses do not keep a subnet from going
+METADATA_DEVICE_PREFIX = metadata_device_id("")
 WRITE_ATTEMPTS = 12
 MAC_DRAWS = 16  # draws of a random MAC (and rounds of checks against the store) before giving up
 # the NotFound of each kind, from an id
@@ -81,8 +87,9 @@ class NeutronRegistry:
 
     def __init__(self, store: Store, agent_down_time: float = 75.0, flat_networks: Sequence[str] = ("*",),
                  network_vlan_ranges: Sequence[str] = (), report_interval: float = 30.0,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, metadata_mode: str = DEFAULT_MODE) -> None:
         self.store = store
+        self.metadata_mode = check_mode(metadata_mode)  # [metadata] mode: when networks get a metadata port
         self.clock = clock
         self.agent_down_time = agent_down_time
         self.report_interval = report_interval
@@ -230,7 +237,7 @@ class NeutronRegistry:
         steps: dict[str, tuple[Callable[[Mapping[str, Any]], Any], Callable[[Tx, Any], Any]]] = {
             "network": (self._prepare_network, self._insert_network),
             "subnet": (lambda attrs: parse_create("subnet", attrs), self._insert_subnet),
-            "port": (lambda attrs: parse_create("port", attrs), self._create_port),
+            "port": (lambda attrs: self._refuse_reserved(parse_create("port", attrs)), self._create_port),
             "router": (lambda attrs: parse_create("router", attrs), self._insert_router),
         }
         if kind not in steps:
@@ -396,6 +403,7 @@ class NeutronRegistry:
         tx.insert("subnet", subnet)
         tx.touch("network", subnet.network_id, subnet.updated_at)  # its subnets changed
         tx.note("subnet", subnet.id, "create", subnet.network_id)
+        self._sync_metadata_port(tx, subnet.network_id)
         return subnet
 
     def create_subnet(self, attrs: Mapping[str, Any]) -> Subnet:
@@ -412,10 +420,15 @@ class NeutronRegistry:
         changes = parse_update("subnet", attrs)
 
         def tx_(tx: Tx) -> Subnet:
-            subnet = updated_subnet(self._subnet(tx, subnet_id), changes)
+            current = self._subnet(tx, subnet_id)
+            self._network(tx, current.network_id, lock=True)  # the network first, as every metadata port change
+            subnet = updated_subnet(current, changes)
             self._bump(subnet, if_revision)
             tx.update("subnet", subnet)
             tx.note("subnet", subnet_id, "update", subnet.network_id)
+            # in auto mode who holds the gateway decides the subnet's mode; any update also repairs a missing
+            # metadata port (doctor's metadata.port-missing fix)
+            self._sync_metadata_port(tx, subnet.network_id)
             return subnet
 
         return self._write(tx_)
@@ -423,16 +436,18 @@ class NeutronRegistry:
     def delete_subnet(self, subnet_id: str) -> None:
         def tx_(tx: Tx) -> None:
             subnet = self._subnet(tx, subnet_id)
-            if tx.subnet_has_allocations(subnet_id, DHCP_OWNER):
+            self._network(tx, subnet.network_id, lock=True)  # against a concurrent subnet create's metadata port
+            if tx.subnet_has_allocations(subnet_id, SUBNET_SERVICE_OWNERS):
                 raise SubnetInUse(subnet_id=subnet_id)
             now = self.clock()
-            for port in tx.ports_on_subnet(subnet_id):  # DHCP ports lose their address
+            for port in tx.ports_on_subnet(subnet_id):  # DHCP and metadata ports lose their address
                 tx.note_port("update", port)
                 tx.touch("port", port.id, now)
             tx.note("subnet", subnet_id, "delete", subnet.network_id)
             tx.touch("network", subnet.network_id, now)
             tx.delete_subnet_allocations(subnet_id)
             tx.delete("subnet", subnet_id)
+            self._sync_metadata_port(tx, subnet.network_id)
 
         self._write(tx_)
 
@@ -586,7 +601,7 @@ class NeutronRegistry:
         return None
 
     def create_port(self, attrs: Mapping[str, Any]) -> Port:
-        clean = parse_create("port", attrs)
+        clean = self._refuse_reserved(parse_create("port", attrs))
         port = self._create_port_one_statement(clean)
         if port is not None:
             return port
@@ -602,10 +617,13 @@ class NeutronRegistry:
     def update_port(self, port_id: str, attrs: Mapping[str, Any], if_revision: int | None = None) -> Port:
         changes = parse_update("port", attrs)
 
+        self._refuse_reserved(changes)
+
         def tx_(tx: Tx) -> Port:
             port = self._port(tx, port_id)
             before = copy.deepcopy(port)
-            network = self._network(tx, port.network_id)
+            network = self._network(tx, port.network_id, lock=self._is_service_port(port))
+            self._check_metadata_port_update(tx, port, changes)
             FORMS["port"].apply(port, changes, skip=("mac_address", "fixed_ips", "binding:host_id"))
             self._check_port_security(port)
             if "mac_address" in changes:
@@ -623,6 +641,8 @@ class NeutronRegistry:
             self._bump(port, if_revision)
             tx.update("port", port)
             tx.note_port("update", before, port)
+            if self._is_service_port(before) or self._is_service_port(port):
+                self._sync_metadata_port(tx, port.network_id)
             return port
 
         return self._write(tx_, exhausted=lambda: Conflict(
@@ -633,8 +653,14 @@ class NeutronRegistry:
             port = self._port(tx, port_id)
             if port.is_router_interface:
                 raise ServicePortInUse(port_id=port_id, reason=f"has device owner {port.device_owner}")
+            metadata = port.device_id == metadata_device_id(port.network_id)
+            if metadata:
+                self._network(tx, port.network_id, lock=True)
+                self._refuse_metadata_port_delete(tx, port)
             tx.note_port("delete", port)
             tx.delete("port", port_id)
+            if metadata:
+                self._routes_changed(tx, port.network_id)
 
         self._write(tx_)
 
@@ -663,6 +689,138 @@ class NeutronRegistry:
             return port, True
 
         return self._write(tx_, changed=lambda result: result[1])[0]
+
+    # ---- the metadata port: network mode ([metadata] mode; the pure rules are provnet/model/metadata_mode.py) ---
+
+    @staticmethod
+    def _is_service_port(port: Port) -> bool:
+        """A port the network's metadata route depends on: a router interface or the metadata port."""
+        return port.is_router_interface or port.device_owner == METADATA_PORT_OWNER
+
+    @staticmethod
+    def _refuse_reserved(clean: Mapping[str, Any]) -> Mapping[str, Any]:
+        device_id = clean.get("device_id")
+        if isinstance(device_id, str) and device_id.startswith(METADATA_DEVICE_PREFIX):
+            raise InvalidInput(error_message=f"device_id {device_id!r}: device ids starting with "
+                                             f"{METADATA_DEVICE_PREFIX!r} are reserved for the metadata ports "
+                                             "provnet makes itself")
+        return clean
+
+    @staticmethod
+    def _service_ports(tx: Tx, network_id: str, subnets: Sequence[Subnet]) -> list[Port]:
+        """The network's metadata port and the router interfaces holding its subnets' gateways (indexed reads:
+        the port by its device id, the interfaces by address)."""
+        ports: list[Port] = tx.list("port", {"device_id": [metadata_device_id(network_id)]}) or []
+        lookups = address_lookups(subnets)
+        if lookups:
+            held = tx.list("port", {"fixed_ips": lookups, "network_id": [network_id]}) or []
+            ports += [p for p in held if p.is_router_interface]
+        return ports
+
+    def _routes_changed(self, tx: Tx, network_id: str) -> None:
+        """Every subnet of the network is noted as updated: its VMs' route to 169.254.169.254 may have changed,
+        and DHCP views and metadata caches keyed on subnets re-read it."""
+        for subnet in tx.network_subnets(network_id):
+            tx.note("subnet", subnet.id, "update", network_id)
+
+    def _sync_metadata_port(self, tx: Tx, network_id: str) -> None:
+        """Make the network's metadata port what [metadata] mode and the network's subnets say (the caller holds
+        the network's row lock, so concurrent subnet creates make one port):
+
+        - no subnet left: the port goes;
+        - a port: it holds one address on each IPv4 subnet (a new subnet's from its pool; on a subnet in router
+          mode only when one is free); it is kept while the network has subnets, also when a router interface
+          now holds a gateway (auto mode), because VMs keep the route of their current lease until they renew;
+        - no port: it is made when network mode applies to one of the subnets (never in router mode), with an
+          address on each IPv4 subnet. A subnet in network mode whose pool has no free address fails the whole
+          write, with its reason."""
+        subnets = tx.network_subnets(network_id)
+        ports = self._service_ports(tx, network_id, subnets)
+        port = next((p for p in ports if p.device_id == metadata_device_id(network_id)), None)
+        if not subnets:
+            if port is not None:
+                tx.note_port("delete", port)
+                tx.delete("port", port.id)
+            return
+        if self.metadata_mode == "router":  # a port left from another mode stays until deleted by hand; routes
+            return  # never go to it, so nothing a cache holds changed
+        self._routes_changed(tx, network_id)
+        if port is None and not any(network_mode_applies(self.metadata_mode, s, ports) for s in subnets):
+            return
+        held = {f.subnet_id for f in port.fixed_ips} if port is not None else set()
+        fixed = []
+        for subnet in subnets:
+            if subnet.ip_version == 4 and subnet.id not in held:
+                ip = self._metadata_address(tx, subnet, network_id,
+                                            required=network_mode_applies(self.metadata_mode, subnet, ports))
+                if ip is not None:
+                    fixed.append(FixedIP(subnet.id, ip))
+        if port is None:
+            network = self._network(tx, network_id)
+            self._create_port(tx, parse_create("port", {
+                "network_id": network_id, "project_id": network.project_id, "name": "metadata",
+                "device_owner": METADATA_PORT_OWNER, "device_id": metadata_device_id(network_id),
+                "port_security_enabled": False,
+                "fixed_ips": [{"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in fixed]}),
+                (network, subnets))
+        elif fixed:
+            before = copy.deepcopy(port)
+            port.fixed_ips += fixed
+            self._bump(port)
+            tx.update("port", port)
+            tx.set_allocations(port)
+            tx.note_port("update", before, port)
+
+    def _metadata_address(self, tx: Tx, subnet: Subnet, network_id: str, required: bool) -> str | None:
+        """The pool's first free address, for the metadata port on `subnet` (predictable, as Neutron's DHCP port:
+        an operator who hands out fixed IPs by hand knows which one is taken): required where the subnet is in
+        network mode (its VMs' route needs it), else taken when one is free (a later switch needs none then)."""
+        free = ipam.free_candidates(subnet, tx.used_ips(subnet.id), limit=1)
+        ip = free[0] if free else None
+        if ip is None and required:
+            raise IpAddressGenerationFailure(message=(
+                f"No free address in the allocation pool of subnet {subnet.name or subnet.id} ({subnet.cidr}) "
+                f"for the metadata port of network {network_id}: network mode ([metadata] mode = "
+                f"{self.metadata_mode}) needs one. Free an address or widen the pool (subnet-update "
+                "--allocation-pool), or set [metadata] mode = router."))
+        return ip
+
+    def _network_mode_subnets(self, tx: Tx, network_id: str) -> list[Subnet]:
+        subnets = tx.network_subnets(network_id)
+        ports = self._service_ports(tx, network_id, subnets)
+        return [s for s in subnets if network_mode_applies(self.metadata_mode, s, ports)]
+
+    def _refuse_metadata_port_delete(self, tx: Tx, port: Port) -> None:
+        """The metadata port may go by hand only while no subnet of its network is in network mode."""
+        held = self._network_mode_subnets(tx, port.network_id)
+        if held:
+            names = ", ".join(s.name or s.id for s in held)
+            raise ServicePortInUse(port_id=port.id, reason=(
+                f"it is the metadata port of network {port.network_id}, whose subnet(s) {names} are in network "
+                f"mode ([metadata] mode = {self.metadata_mode}): their VMs route 169.254.169.254 via it. It goes "
+                "with the network's last subnet"))
+
+    def _check_metadata_port_update(self, tx: Tx, port: Port, changes: Mapping[str, Any]) -> None:
+        """The metadata port keeps its owner and device, and one address on each IPv4 subnet."""
+        if port.device_id != metadata_device_id(port.network_id):
+            return
+        for key in ("device_owner", "device_id"):
+            if key in changes and changes[key] != getattr(port, key):
+                raise Conflict(message=f"Port {port.id} is the metadata port of network {port.network_id}: its "
+                                       f"{key} cannot change (it goes with the network's last subnet).")
+        if "fixed_ips" in changes:
+            requests = changes["fixed_ips"] or []
+            for subnet in tx.network_subnets(port.network_id):
+                if subnet.ip_version != 4:
+                    continue
+                named = [r for r in requests if r.get("subnet_id") == subnet.id
+                         or ("subnet_id" not in r and "ip_address" in r and ipaddress.ip_address(r["ip_address"])
+                             in subnet.network)]
+                if len(named) != 1:
+                    raise Conflict(message=(
+                        f"Port {port.id} is the metadata port of network {port.network_id}: it needs exactly one "
+                        f"address on each IPv4 subnet, and the update gives it {len(named)} on subnet "
+                        f"{subnet.name or subnet.id} ({subnet.cidr})."))
 
     # ---- routers -----------------------------------------------------------------------------------------------
 
@@ -739,6 +897,7 @@ class NeutronRegistry:
                 port = self._port(tx, port_id)
                 if port.device_id or port.device_owner:
                     raise PortInUse(port_id=port.id, net_id=port.network_id, device_id=port.device_id)
+                self._network(tx, port.network_id, lock=True)
                 if not port.fixed_ips:
                     raise BadRequest(resource="router", msg="Router port must have at least one fixed IP")
                 self._check_interface_subnets(tx, router, [self._subnet(tx, f.subnet_id) for f in port.fixed_ips])
@@ -750,10 +909,12 @@ class NeutronRegistry:
                 tx.note_port("update", port, after)
                 tx.note("router", router.id, "update")
                 tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
+                self._sync_metadata_port(tx, after.network_id)
                 return self._interface_body(router, after)
             subnet = self._subnet(tx, subnet_id or "")
             if not subnet.gateway_ip:
                 raise BadRequest(resource="router", msg="Subnet for router interface must have a gateway IP")
+            self._network(tx, subnet.network_id, lock=True)
             self._check_interface_subnets(tx, router, [subnet])
             clean = parse_create("port", {
                 "network_id": subnet.network_id, "project_id": router.project_id, "device_id": router.id,
@@ -763,6 +924,7 @@ class NeutronRegistry:
             tx.touch("router", router.id, port.updated_at)
             tx.note("router", router.id, "update")
             tx.l3_schedule(router.id, self.clock(), self.agent_down_time)
+            self._sync_metadata_port(tx, port.network_id)
             return self._interface_body(router, port, subnet.id)
 
         return self._write(tx_)
@@ -787,6 +949,7 @@ class NeutronRegistry:
                 if port is None:
                     raise RouterInterfaceNotFoundForSubnet(router_id=router_id, subnet_id=subnet_id)
             body = self._interface_body(router, port, subnet_id)
+            self._network(tx, port.network_id, lock=True)
             remaining = [f for f in port.fixed_ips if subnet_id and not port_id and f.subnet_id != subnet_id]
             tx.note("router", router_id, "update")
             tx.touch("router", router_id, self.clock())
@@ -800,6 +963,9 @@ class NeutronRegistry:
             else:
                 tx.note_port("delete", port)
                 tx.delete("port", port.id)
+            # in auto mode the subnet may be in network mode now: its metadata port is made (or kept) here, and
+            # when it cannot get an address the interface stays (this transaction fails as a whole)
+            self._sync_metadata_port(tx, port.network_id)
             return body
 
         return self._write(tx_)

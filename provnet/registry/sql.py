@@ -207,11 +207,11 @@ class SqlTx:
             t.ports.c.network_id == network_id, t.ports.c.device_owner.not_in(except_owners)).limit(1)).first() \
             is not None
 
-    def subnet_has_allocations(self, subnet_id: str, except_owner: str) -> bool:
+    def subnet_has_allocations(self, subnet_id: str, except_owners: Sequence[str]) -> bool:
         return self.conn.execute(
             sa.select(t.ip_allocations.c.port_id)
             .join(t.ports, t.ports.c.id == t.ip_allocations.c.port_id)
-            .where(t.ip_allocations.c.subnet_id == subnet_id, t.ports.c.device_owner != except_owner)
+            .where(t.ip_allocations.c.subnet_id == subnet_id, t.ports.c.device_owner.not_in(except_owners))
             .limit(1)).first() is not None
 
     def taken(self, subnet_id: str, ips: Sequence[str]) -> set[str]:
@@ -594,9 +594,10 @@ class SqlRegistry(NeutronRegistry):
 
     def __init__(self, db_url: str, agent_down_time: float = 75.0, flat_networks: Sequence[str] = ("*",),
                  network_vlan_ranges: Sequence[str] = (), report_interval: float = 30.0,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, metadata_mode: str = "auto") -> None:
         super().__init__(SqlStore(db_url), agent_down_time=agent_down_time, flat_networks=flat_networks,
-                         network_vlan_ranges=network_vlan_ranges, report_interval=report_interval, clock=clock)
+                         network_vlan_ranges=network_vlan_ranges, report_interval=report_interval, clock=clock,
+                         metadata_mode=metadata_mode)
 
     @property
     def engine(self) -> sa.Engine:
