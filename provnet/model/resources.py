@@ -29,11 +29,6 @@ def metadata_device_id(network_id: str) -> str:
 
 
 PORT_STATUSES = ("ACTIVE", "DOWN", "BUILD", "ERROR")  # what an L2 agent may report (neutron-lib PORT_STATUS_*)
-METADATA_PORT_OWNER = "network:distributed"  # the per-network metadata port (network mode), as OVN's
-
-
-def metadata_device_id(network_id: str) -> str:
-    return "provnet-metadata-" + network_id
 
 
 MTU_BY_TYPE = {"flat": 1500, "vlan": 1500, "local": 1500, "vxlan": 1450, "gre": 1458}
