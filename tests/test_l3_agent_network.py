@@ -36,13 +36,20 @@ def world(db_url, tmp_path):
 
 
 def add_metadata_port(world, ip: str | None = None):
-    """(The VMs here take addresses outside the pool, .50 on, so that the pool address the port gets is free.)
-    The network's metadata port as the registry makes it in network mode (helper netreg's side; made here by
-    hand through the registry until that lands): network:distributed, unbound, port security off."""
-    fixed = {"subnet_id": world.subnet_id, **({"ip_address": ip} if ip else {})}
-    return world.registry.create_port({
-        "network_id": world.network_id, "name": "metadata", "device_owner": METADATA_PORT_OWNER,
-        "device_id": metadata_device_id(world.network_id), "port_security_enabled": False, "fixed_ips": [fixed]})
+    """The network's metadata port as the registry made it with the subnet (auto mode, no router: network mode),
+    moved to `ip` when given. (The VMs here take addresses outside the pool, .50 on.)"""
+    [port] = world.registry.list_ports({"device_id": [metadata_device_id(world.network_id)]})
+    assert port.device_owner == METADATA_PORT_OWNER
+    if ip:
+        port = world.registry.update_port(port.id, {"fixed_ips": [{"subnet_id": world.subnet_id, "ip_address": ip}]})
+    return port
+
+
+def remove_metadata_port(world, port) -> None:
+    """As an operator can: once a router interface holds the gateway (router mode), the port may be deleted."""
+    router = world.registry.create_router({"name": "r1"})
+    world.registry.add_router_interface(router.id, subnet_id=world.subnet_id)
+    world.registry.delete_port(port.id)
 
 
 def meta_ns(world, host: str = "h1") -> str:
@@ -124,7 +131,7 @@ def test_metadata_port_makes_namespace_and_proxy_within_a_second_and_its_deletio
     wait_for(lambda: serves(world, "vm1"), 5, "metadata at the port's new address")
     assert world.proxy_pid("h1", world.network_id) == pid  # the proxy is bound to 169.254.169.254: it stays
     # the port goes: the namespace, its device on the bridge and the proxy go
-    world.registry.delete_port(port.id)
+    remove_metadata_port(world, port)
     took = wait_for(lambda: not netns.namespace_exists(ns), 5, "namespace removed")
     print(f"metadata port deleted -> namespace removed in {took:.2f} s")
     wait_for(lambda: gone(pid), 5, "proxy stopped")

@@ -148,11 +148,8 @@ def test_network_mode_device_on_an_open_vswitch_bridge_with_neutrons_external_id
     world = ovs_world
     instance_id, vm_port = plug_vm(world, "vm1", "172.16.1.110")
     world.registry.update_port(vm_port, {"binding:host_id": "h1"})
-    port = world.registry.create_port({"network_id": world.network_id, "name": "metadata",
-                                       "device_owner": "network:distributed",
-                                       "device_id": f"provnet-metadata-{world.network_id}",
-                                       "port_security_enabled": False,
-                                       "fixed_ips": [{"subnet_id": world.subnet_id}]})
+    # the network's metadata port, made by the registry with the subnet (auto mode, no router yet)
+    [port] = world.registry.list_ports({"device_id": [f"provnet-metadata-{world.network_id}"]})
     netns.ensure_route(world.vms["vm1"], "169.254.169.254/32", port.ips()[0])
     world.start_agent("h1")
     ns = f"provnet-meta-{world.network_id}{world.ns_suffix('h1')}"
@@ -165,6 +162,8 @@ def test_network_mode_device_on_an_open_vswitch_bridge_with_neutrons_external_id
     wait_for(lambda: ns_curl(world.vms["vm1"], timeout=1)[0] == 200, 15, "metadata through the OVS bridge")
     code, text = ns_curl(world.vms["vm1"])
     assert code == 200 and instance_id in text
+    router = world.registry.create_router({"name": "r1"})  # router mode: now an operator may delete the port
+    world.registry.add_router_interface(router.id, subnet_id=world.subnet_id)
     world.registry.delete_port(port.id)
     wait_for(lambda: tap not in world.ovs("list-ports", "br-phy").split(), 10, "the OVS port removed")
     wait_for(lambda: not netns.namespace_exists(ns), 10, "namespace removed")
