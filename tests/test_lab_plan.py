@@ -250,3 +250,127 @@ def test_the_drawing_marks_what_is_down_in_red():
     assert any("controller <&> \"x\"" == t.text for t in root.iter(f"{ns}text"))
     assert max(len(t.text or "") for t in root.iter(f"{ns}text") if t.text and t.text.startswith("x")) == 72
     assert any("pnabc-sw: namespace GONE" in (t.text or "") for t in root.iter(f"{ns}text"))
+
+
+def test_modes_and_bad_values():
+    assert plan.MODES == ("router", "network") and plan.parse_mode("network") == "network"
+    for bad in ("bogus", "auto", "", "Router"):
+        with pytest.raises(ValueError, match="--mode must be router or network"):
+            plan.parse_mode(bad)
+    # network mode: no router, the external router is the subnet's gateway
+    assert plan.NETWORK_MODE_SUBNET_BODY["gateway_ip"] == plan.EXTERNAL_ROUTER_IP
+    assert {k: v for k, v in plan.NETWORK_MODE_SUBNET_BODY.items() if k != "gateway_ip"} == \
+        {k: v for k, v in plan.SEED_SUBNET_BODY.items() if k != "gateway_ip"}
+    assert plan.metadata_device_id("n1") == "provnet-metadata-n1"
+    assert plan.metadata_namespace("n1", "@pnabc-h2") == "provnet-meta-n1@pnabc-h2"
+    assert plan.SEED_SUBNET6_BODY["ipv6_address_mode"] == "slaac" and "ipv6_ra_mode" not in plan.SEED_SUBNET6_BODY
+
+
+def test_network_mode_routes_go_via_the_metadata_port():
+    assert plan.expected_routes("172.16.1.103", "172.16.1.102") == [
+        ("0.0.0.0/0", "172.16.1.1"), ("169.254.169.254/32", "172.16.1.102"), ("172.16.1.0/24", None)]
+    with pytest.raises(ValueError, match="not in"):
+        plan.expected_routes("172.16.1.103", "10.0.0.1")
+    net = LabState(suffix="pnabc", mode="network", metadata_ip="172.16.1.102")
+    assert net.metadata_hop == "172.16.1.102" and LabState(suffix="pnabc").metadata_hop == "172.16.1.2"
+    good = [("0.0.0.0/0", "172.16.1.1", "eth0"), ("169.254.169.254/32", "172.16.1.102", "eth0"),
+            ("172.16.1.0/24", None, "eth0")]
+    assert check.judge_routes(VM, good, "172.16.1.102").ok
+    bad = check.judge_routes(VM, good, plan.ROUTER_IP)  # router mode's route where network mode's is wanted
+    assert not bad.ok and "missing 169.254.169.254/32 via 172.16.1.2" in bad.detail
+
+
+def test_eui64_and_addr_gen_modes():
+    assert plan.eui64("fe80::/64", "fa:16:3e:aa:bb:cc") == "fe80::f816:3eff:feaa:bbcc"
+    assert plan.eui64(plan.CIDR6, "00:00:5e:00:53:01") == "2001:db8:16:0:200:5eff:fe00:5301"
+    with pytest.raises(ValueError, match="not a MAC"):
+        plan.eui64("fe80::/64", "fa:16:3e")
+    assert [plan.addr_gen_mode(i) for i in (1, 2, 3, 4)] == [0, 2, 0, 2]
+
+
+def test_judge_ipv6_tells_eui64_from_stable_privacy():
+    eui = Vm(**{**VM.__dict__, "addr_gen_mode": 0})
+    stable = Vm(**{**VM.__dict__, "addr_gen_mode": 2})
+    mine = ["2001:db8:16:0:f816:3eff:feaa:bbcc", "fe80::f816:3eff:feaa:bbcc"]
+    private = ["2001:db8:16:0:1c2d:9a3b:4e5f:6a7b", "fe80::8d3c:1f2e:3a4b:5c6d"]
+    assert check.judge_ipv6(eui, mine).ok and "EUI-64" in check.judge_ipv6(eui, mine).detail
+    assert check.judge_ipv6(stable, private).ok and "stable privacy" in check.judge_ipv6(stable, private).detail
+    assert "not the EUI-64" in check.judge_ipv6(eui, private).detail
+    assert "is EUI-64" in check.judge_ipv6(stable, mine).detail
+    assert "want a link-local one" in check.judge_ipv6(eui, mine[:1]).detail  # no link-local
+    assert not check.judge_ipv6(eui, mine[1:]).ok  # no address from the advertised prefix
+    assert not check.judge_ipv6(eui, []).ok
+
+
+def test_judge_metadata6_and_meta_ns():
+    meta = (200, json.dumps({"uuid": VM.instance_id}))
+    reader = subprocess.CompletedProcess([], 0, json.dumps({"uuid": VM.instance_id, "userdata": VM.user_data}), "")
+    assert check.judge_metadata6(VM, meta, reader).ok
+    assert "HTTP 404" in check.judge_metadata6(VM, (404, ""), reader).detail
+    assert "no response" in check.judge_metadata6(VM, (0, ""), reader).detail
+    assert "expected" in check.judge_metadata6(VM, (200, json.dumps({"uuid": "other"})), reader).detail
+    failed = subprocess.CompletedProcess([], 1, "", "UrlError: [Errno 101]")
+    assert "cloud-init at http://[fe80::a9fe:a9fe%eth0]" in check.judge_metadata6(VM, meta, failed).detail
+    vm = Vm(**{**VM.__dict__, "host": "host1"})
+    ns = "provnet-meta-n@pnabc-h1"
+    assert check.judge_meta_ns(vm, ns, {ns}, True).detail == f"host1's L3 agent ({ns})"
+    assert "does not exist on host1" in check.judge_meta_ns(vm, ns, set(), False).detail
+    assert "no proxy listens" in check.judge_meta_ns(vm, ns, {ns}, False).detail
+
+
+def test_columns_and_the_mode_line_follow_the_lab():
+    router = LabState(suffix="pnabc")
+    assert check.columns(router) == check.COLUMNS  # as before: router mode, IPv4
+    net6 = LabState(suffix="pnabc", mode="network", ipv6=True, metadata_ip="172.16.1.102")
+    assert check.columns(net6) == ("lease", "routes", "port", "metadata", "ipv6", "metadata6", "upstream",
+                                   "cloud-init", "meta-ns")
+    assert check.describe_mode(router) == ("mode: router mode: 169.254.169.254 via router1's qr- device 172.16.1.2 "
+                                           "(its L3 agent's proxy); metadata checked over IPv4")
+    line = check.describe_mode(net6)
+    assert "network mode" in line and "172.16.1.102" in line and "IPv4 and IPv6 (fe80::a9fe:a9fe)" in line
+
+
+def test_every_machine_gets_the_labs_metadata_mode(tmp_path):
+    from provnet.config import load_config
+    from provnet.lab.build import write_configs
+
+    for mode in plan.MODES:
+        confs = write_configs(tmp_path / mode, 2, Names("pnabc"), mode=mode)
+        assert {name: load_config([str(path)]).get("metadata.mode") for name, path in confs.items()} == \
+            dict.fromkeys(("controller", "dhcp", "host1", "host2"), mode)
+
+
+def test_ra_only_dnsmasq_and_guest_secret(tmp_path):
+    from provnet.lab.build import ra_argv
+
+    argv = ra_argv(tmp_path)
+    assert argv[0] == "dnsmasq" and "--keep-in-foreground" in argv and "--port=0" in argv
+    assert "--enable-ra" in argv and any(a.startswith("--dhcp-range=::,constructor:eth0,ra-only") for a in argv)
+    assert "--conf-file=/dev/null" in argv  # nothing from the machine's /etc/dnsmasq.conf
+
+
+def test_builder_rejects_a_bad_mode(tmp_path):
+    from provnet.lab.build import Builder
+
+    with pytest.raises(ValueError, match="--mode must be router or network, got 'bogus'"):
+        Builder(str(tmp_path), 1, "udhcpc", print, mode="bogus")
+
+
+def test_cli_mode_bogus_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from provnet.cli import main
+
+    res = CliRunner().invoke(main, ["lab", "up", "--mode", "bogus"])
+    assert res.exit_code == 2 and "Invalid value for '--mode'" in res.output and "'bogus'" in res.output
+    assert "Traceback" not in res.output
+    helped = CliRunner().invoke(main, ["lab", "up", "--help"])
+    assert "--mode [router|network]" in helped.output and "--ipv6" in helped.output
+
+
+def test_an_older_labs_state_is_router_mode_ipv4(tmp_path):
+    old = {"suffix": "pnabc", "vms": [{k: v for k, v in VM.__dict__.items() if k != "addr_gen_mode"}]}
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "state.json").write_text(json.dumps(old))
+    loaded = state.load(str(tmp_path))
+    assert loaded is not None and (loaded.mode, loaded.ipv6, loaded.vms[0].addr_gen_mode) == ("router", False, 0)

@@ -30,6 +30,7 @@ restarts it when it dies. State, configs, stores and logs live in <state-path>/l
 Typical session:
   provnet lab up --hosts 2 --vms 3  # build (cleans up an earlier or crashed lab first)
   provnet lab check                 # per VM: lease, routes, port, metadata, upstream, cloud-init, L3 agent
+  provnet lab up --mode network --ipv6  # no router (metadata port), and IPv6 metadata (fe80::a9fe:a9fe)
   provnet lab status                # what exists and runs now, from the machine and the live registry
   provnet lab failover              # the router's host fails: seconds until every VM is served again
   provnet lab down                  # remove every namespace, link, rule and process
@@ -74,8 +75,19 @@ def register(group: click.Group) -> None:
                   help="Put the lab behind a real Keystone (scripts/keystone.sh, 127.0.0.1): the controller's "
                        "networking API validates tokens, the seed is made as the admin through it, the hosts' agents "
                        "and the DHCP server run as a service user (clouds.yaml in <state-path>/lab).")
+    @click.option("--mode", type=click.Choice(plan.MODES), default="router", show_default=True,
+                  help="How VMs reach 169.254.169.254 (every machine's [metadata] mode). router: the seed's router1, "
+                       "whose qr- device holds the gateway 172.16.1.2 (its L3 agent's namespace and proxy). network: "
+                       "no router at all, the external router 172.16.1.1 is the subnet's gateway, the registry makes "
+                       "phy_net's metadata port (network:distributed) and each host with VMs serves it in its L3 "
+                       "agent's provnet-meta-<network> namespace.")
+    @click.option("--ipv6", is_flag=True,
+                  help=f"Add an IPv6 subnet {plan.CIDR6} (ipv6_address_mode slaac) whose router advertisements come "
+                       "from the external router (dnsmasq, RA only); odd VMs make EUI-64 addresses, even ones stable "
+                       f"privacy ones; `lab check` also reads metadata over http://[{plan.METADATA_IP6}%eth0].")
     @click.pass_context
-    def up(ctx: click.Context, hosts: int, vms: int, dhcp_client: str, keystone: bool) -> None:
+    def up(ctx: click.Context, hosts: int, vms: int, dhcp_client: str, keystone: bool, mode: str,
+           ipv6: bool) -> None:
         """Build the lab: the physical world, the services each machine runs, the seed through the API, VMs
         plugged on their hosts, their leases.
 
@@ -86,6 +98,8 @@ def register(group: click.Group) -> None:
         Example:
           provnet lab up --hosts 2 --vms 3 --dhcp-client dhclient
           provnet lab up --keystone        # the same behind Keystone, services with a service user
+          provnet lab up --mode network    # no router: metadata via the network's metadata port
+          provnet lab up --ipv6 --vms 2    # also IPv6 (SLAAC): metadata over fe80::a9fe:a9fe
         """
         from provnet.lab import build
 
@@ -97,22 +111,27 @@ def register(group: click.Group) -> None:
                 raise click.BadParameter(str(exc), param_hint=hint) from None
         path = lab_state_path(ctx)
         try:
-            state = build.up(path, vms, dhcp_client, _progress, hosts, keystone=keystone)
+            state = build.up(path, vms, dhcp_client, _progress, hosts, keystone=keystone, mode=mode, ipv6=ipv6)
         except (build.LabError, OSError, ValueError, RuntimeError) as exc:
             raise click.ClickException(f"lab up failed: {exc}\n(state in {path}/lab; `provnet{_sp(ctx)} lab down` "
                                        "removes what was built)") from None
-        click.echo(f"lab {state.suffix} is up: {len(state.hosts)} host(s), {len(state.vms)} VM(s), router "
-                   f"{state.router_id}")
+        where = f"router {state.router_id}" if state.mode == "router" else \
+            f"no router, metadata port {state.metadata_ip}"
+        click.echo(f"lab {state.suffix} is up ({state.mode} mode{', IPv4 and IPv6' if state.ipv6 else ''}): "
+                   f"{len(state.hosts)} host(s), {len(state.vms)} VM(s), {where}")
         click.echo(f"next: provnet{_sp(ctx)} lab check")
 
     @lab.command("check")
     @click.pass_context
     def check(ctx: click.Context) -> None:
-        """From inside each VM: its lease is its port's IP, its routes are the seed's, curl 169.254.169.254
-        returns its own metadata (redirect -> proxy -> agent -> API), upstream goes via 172.16.1.1, and
-        cloud-init's OpenStack reader (/usr/bin/python3) reads it. From the API: its port is ACTIVE on its
+        """From inside each VM: its lease is its port's IP, its routes are the seed's (in network mode
+        169.254.169.254 via the metadata port), curl 169.254.169.254 returns its own metadata (proxy -> agent
+        -> API), upstream goes via 172.16.1.1, and cloud-init's OpenStack reader (/usr/bin/python3) reads it;
+        with --ipv6 its addresses (EUI-64 or stable privacy) and its own metadata over
+        http://[fe80::a9fe:a9fe%eth0] (curl and cloud-init's reader). From the API: its port is ACTIVE on its
         host (the L2 agent saw its device), and which host's L3 agent serves its router (alive, with the
-        router's namespace). Exits 1 if any cell fails."""
+        router's namespace) or, in network mode, that its host's provnet-meta- namespace has the proxy. The
+        last line names the mode. Exits 1 if any cell fails."""
         from provnet.lab import check as lab_check
         from provnet.lab.state import load
 
@@ -184,6 +203,9 @@ def register(group: click.Group) -> None:
         state = _load(load, path, _sp(ctx))
         if not state.complete:
             raise click.ClickException(f"the lab in {path}/lab is incomplete: run `provnet{_sp(ctx)} lab up` again")
+        if state.mode != "router":
+            raise click.ClickException(f"the lab is in {state.mode} mode: there is no router to fail over (each host "
+                                       "serves its own VMs in its provnet-meta- namespace)")
         try:
             outcome = lab_failover.failover(path, state, _progress)
         except (lab_failover.FailoverError, ControlError) as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provnet.dataplane import netns
-from provnet.lab import clients, plan, supervisor, teardown
+from provnet.lab import check, clients, plan, supervisor, teardown
 from provnet.lab import keystone as lab_keystone
 from provnet.lab.api import ControllerApi
 from provnet.lab.plan import Names
@@ -54,11 +54,13 @@ def _conf(path: Path, sections: dict[str, dict[str, Any]], what: str) -> Path:
 
 
 def write_configs(root: Path, hosts: int, names: Names,
-                  keystone: lab_keystone.LabKeystone | None = None) -> dict[str, Path]:
+                  keystone: lab_keystone.LabKeystone | None = None, mode: str = "router") -> dict[str, Path]:
     """The lab's configuration files, one per machine, as docs/deploy.md writes them (a random shared secret,
     the controller at 10.0.0.10, short agent_down_time so a failover is quick to watch). With `keystone`, the
     controller's API validates tokens there ([keystone_authtoken]); without, it is noauth on the lab's own
-    management network (noauth_allow_remote: only the lab's namespaces reach 10.0.0.10)."""
+    management network (noauth_allow_remote: only the lab's namespaces reach 10.0.0.10). `mode` is every
+    machine's `[metadata] mode` (`lab up --mode`), said explicitly rather than left to `auto`: in router mode the
+    registry then makes no metadata port, and the DHCP server's routes follow the same rule as the controller's."""
     secret = secrets.token_hex(16)
     common = {"metadata_proxy_shared_secret": secret, "agent_down_time": plan.AGENT_DOWN_TIME}
     auth: dict[str, dict[str, Any]] = {"DEFAULT": {"noauth_allow_remote": "true"}} if keystone is None else {
@@ -70,6 +72,7 @@ def write_configs(root: Path, hosts: int, names: Names,
                     "metadata_listen": plan.CONTROLLER_IP, "metadata_listen_port": plan.METADATA_API_PORT,
                     **auth["DEFAULT"]},
         "database": {"connection": f"sqlite:///{ctl}/provnet.sqlite"},
+        "metadata": {"mode": mode},
         **{k: v for k, v in auth.items() if k != "DEFAULT"},
     }, "the controller (provnet serve)")}
     for i in range(1, hosts + 1):
@@ -82,29 +85,33 @@ def write_configs(root: Path, hosts: int, names: Names,
             "ovs": {"bridge_mappings": f"{plan.PHYSNET}:{plan.BRIDGE}"},
             "agent": {"report_interval": plan.REPORT_INTERVAL},
             "l3_agent": {"namespace_suffix": names.namespace_suffix(i)},
+            "metadata": {"mode": mode},
         }, f"{name} (provnet agent, provnet metadata-agent, provnet l3-agent)")
     dhcp = root / "dhcp"
     dhcp.mkdir(parents=True, exist_ok=True)
-    out["dhcp"] = _conf(dhcp / "provnet.conf", {"DEFAULT": {"state_path": dhcp}},
+    out["dhcp"] = _conf(dhcp / "provnet.conf", {"DEFAULT": {"state_path": dhcp}, "metadata": {"mode": mode}},
                         "the DHCP server's host (provnet dhcp)")
     return out
 
 
 class Builder:
     def __init__(self, state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2,
-                 keystone: bool = False) -> None:
+                 keystone: bool = False, mode: str = "router", ipv6: bool = False) -> None:
         self.state_path = state_path
         self.with_keystone = keystone
         self.keystone: lab_keystone.LabKeystone | None = None  # `lab up --keystone`: set by the identity step
         self.dir = lab_dir(state_path)
         self.vms = plan.parse_vms(vms)
         self.host_count = plan.parse_hosts(hosts)
+        self.mode = plan.parse_mode(mode)
+        self.ipv6 = ipv6
         if dhcp_client not in plan.DHCP_CLIENTS:
             raise ValueError(f"--dhcp-client must be one of {', '.join(plan.DHCP_CLIENTS)}, got {dhcp_client!r}")
         self.progress = progress
         self.names = Names("pn" + secrets.token_hex(3))
         self.state = LabState(suffix=self.names.suffix, dhcp_client=dhcp_client, controller=self.names.controller,
-                              api_url=plan.api_url(), metadata_api_port=plan.METADATA_API_PORT)
+                              api_url=plan.api_url(), metadata_api_port=plan.METADATA_API_PORT, mode=self.mode,
+                              ipv6=ipv6)
         self.confs: dict[str, Path] = {}
         self.api: ControllerApi | None = None
         longest = self.dir / "hosts" / Names.host(plan.MAX_HOSTS) / "metadata_proxy"
@@ -148,7 +155,8 @@ class Builder:
                 "API in the catalog as the `network` service", self.identity)] if keystone else []),
             ("configuration files (controller, hosts, DHCP server's host) and the DHCP client script", self.files),
             (f"the physical world: provider segment and management network, controller, {n} host(s) with "
-             f"{plan.BRIDGE}, external router {plan.EXTERNAL_ROUTER_IP}, upstream {plan.UPSTREAM_IP}, the DHCP "
+             f"{plan.BRIDGE}, external router {plan.EXTERNAL_ROUTER_IP}"
+             f"{' and ' + plan.EXTERNAL_ROUTER_IP6 if self.ipv6 else ''}, upstream {plan.UPSTREAM_IP}, the DHCP "
              "server's host", self.world),
             ("the lab's supervisor (every service below runs under it)", self.supervise),
             *([("relays to Keystone in the controller's, the hosts' and the DHCP server host's namespaces",
@@ -157,12 +165,19 @@ class Builder:
              f"{plan.CONTROLLER_IP}:{plan.METADATA_API_PORT})", self.controller),
             ("each host: `provnet agent`, `provnet metadata-agent`, `provnet l3-agent` (docs/deploy.md)",
              self.agents),
-            (f"the seed through the API: phy_net, its subnet, router1 and {self.vms} instance(s) with ports",
-             self.registry),
-            (f"the DHCP server {plan.DHCP_SERVER_IP} on its host, the upstream web server", self.dhcp),
+            (f"the seed through the API: phy_net, its subnet{' and ' + plan.CIDR6 if self.ipv6 else ''}, "
+             f"{'router1' if self.mode == 'router' else 'no router (network mode: the metadata port)'} and "
+             f"{self.vms} instance(s) with ports", self.registry),
+            (f"the DHCP server {plan.DHCP_SERVER_IP} on its host, the upstream web server"
+             + (f", router advertisements of {plan.CIDR6} (dnsmasq, RA only) on the external router" if self.ipv6
+                else ""), self.dhcp),
             (f"{self.vms} VM(s) plugged as Nova plugs them (tap devices on their hosts' bridges)", self.plug),
-            ("the router's L3 agent serving metadata", self.router),
+            *([("the router's L3 agent serving metadata", self.router)] if self.mode == "router" else
+              [("each VM host's L3 agent serving metadata in provnet-meta-<phy_net> (network mode)",
+                self.metadata_namespaces)]),
             (f"DHCP clients ({self.state.dhcp_client}) and leases", self.leases),
+            *([("IPv6 addresses from the external router's advertisements (EUI-64 and stable privacy)",
+                self.addresses6)] if self.ipv6 else []),
         ]
         try:
             for i, (title, step) in enumerate(steps, 1):
@@ -223,7 +238,7 @@ class Builder:
                        log=self.dir / "logs" / f"{label}-keystone-relay.log")
 
     def files(self) -> None:
-        self.confs = write_configs(self.dir, self.host_count, self.names, self.keystone)
+        self.confs = write_configs(self.dir, self.host_count, self.names, self.keystone, self.mode)
         for i in range(1, self.host_count + 1):
             name = Names.host(i)
             self.state.hosts.append(Host(name, self.names.host_ns(i), plan.host_mgmt_ip(i),
@@ -256,6 +271,9 @@ class Builder:
         self._cable(ext, "eth0", self.names.external_port, plan.PROVIDER_SWITCH)
         netns.ensure_address(ext, "eth0", plan.EXTERNAL_ROUTER_IP, 24)
         netns.set_sysctl(ext, "net.ipv4.ip_forward", "1")
+        if self.ipv6:  # a router on IPv6 too: it advertises the prefix (dnsmasq, in the dhcp step)
+            netns.set_sysctl(ext, "net.ipv6.conf.all.forwarding", "1")
+            _ip(ext, "-6", "addr", "add", f"{plan.EXTERNAL_ROUTER_IP6}/64", "dev", "eth0", "nodad")
         self._namespace(up)
         netns.ensure_veth(ext, "upstream0", up, "eth0")
         netns.ensure_address(ext, "upstream0", plan.UPSTREAM_ROUTER_IP, 24)
@@ -311,14 +329,31 @@ class Builder:
         assert api is not None
         net = self._api(f"create network phy_net (the seed's `{' '.join(plan.SEED_NET)}`)", api.create_network,
                         plan.SEED_NETWORK_BODY)
-        subnet = self._api(f"create subnet phy_subnet_without_dhcp (`{' '.join(plan.SEED_SUBNET)}`)",
-                           api.create_subnet, {**plan.SEED_SUBNET_BODY, "network_id": net.id})
-        self._api(f"add the host route 0.0.0.0/0 via {plan.EXTERNAL_ROUTER_IP}", api.update_subnet, subnet.id,
-                  plan.SEED_HOST_ROUTES)
-        router = self._api("create router1", api.create_router, plan.SEED_ROUTER_BODY)
-        body = self._api("add router1's interface on phy_subnet_without_dhcp (scheduled to an L3 agent)",
-                         api.add_router_interface, router.id, subnet.id)
-        self.state.router_id, self.state.router_port_id = router.id, body["port_id"]
+        self.state.network_id = net.id
+        if self.mode == "router":
+            subnet = self._api(f"create subnet phy_subnet_without_dhcp (`{' '.join(plan.SEED_SUBNET)}`)",
+                               api.create_subnet, {**plan.SEED_SUBNET_BODY, "network_id": net.id})
+            self._api(f"add the host route 0.0.0.0/0 via {plan.EXTERNAL_ROUTER_IP}", api.update_subnet, subnet.id,
+                      plan.SEED_HOST_ROUTES)
+        else:
+            self._api(f"create subnet phy_subnet_without_dhcp, its gateway the external router "
+                      f"{plan.EXTERNAL_ROUTER_IP} (network mode: no router)", api.create_subnet,
+                      {**plan.NETWORK_MODE_SUBNET_BODY, "network_id": net.id})
+        if self.ipv6:
+            self._api(f"create subnet {plan.SEED_SUBNET6_BODY['name']} {plan.CIDR6} (ipv6_address_mode slaac, "
+                      f"the RAs from the external router {plan.EXTERNAL_ROUTER_IP6})", api.create_subnet,
+                      {**plan.SEED_SUBNET6_BODY, "network_id": net.id})
+        if self.mode == "router":
+            router = self._api("create router1", api.create_router, plan.SEED_ROUTER_BODY)
+            body = self._api("add router1's interface on phy_subnet_without_dhcp (scheduled to an L3 agent)",
+                             api.add_router_interface, router.id, subnet.id)
+            self.state.router_id, self.state.router_port_id = router.id, body["port_id"]
+        else:
+            port = self._metadata_port(api, net.id)
+            self.state.metadata_port_id = port.id
+            self.state.metadata_ip = next(f.ip_address for f in port.fixed_ips if ":" not in f.ip_address)
+            self.progress(f"      the registry's metadata port of phy_net: {port.id[:8]}... {self.state.metadata_ip} "
+                          f"{port.mac_address} ({port.device_owner}, {port.device_id})")
         for i in range(1, self.vms + 1):
             vm = self.names.vm(i)
             host = Names.host(plan.vm_host(i, self.host_count))
@@ -332,9 +367,20 @@ class Builder:
                                                "device_owner": "compute:nova", "binding:host_id": host})
             if port.binding_vif_type != "ovs":
                 raise LabError(f"{vm}'s port did not bind on {host}: {port.binding_failure_reason}")
-            self.state.vms.append(Vm(vm, vm, instance.id, port.id, port.mac_address, port.fixed_ips[0].ip_address,
-                                     Names.tap(port.id), user_data, host))
+            v4 = next(f.ip_address for f in port.fixed_ips if ":" not in f.ip_address)
+            self.state.vms.append(Vm(vm, vm, instance.id, port.id, port.mac_address, v4, Names.tap(port.id),
+                                     user_data, host, plan.addr_gen_mode(i)))
         self._save()
+
+    @staticmethod
+    def _metadata_port(api: ControllerApi, network_id: str) -> Any:
+        """The metadata port the registry made with phy_net's first subnet (network mode)."""
+        found = [p for p in api.list_ports({"network_id": [network_id], "device_owner": [plan.METADATA_PORT_OWNER]})
+                 if p.device_id == plan.metadata_device_id(network_id)]
+        if not found or not any(":" not in f.ip_address for f in found[0].fixed_ips):
+            raise LabError(f"the registry made no metadata port with an IPv4 address on phy_net ({network_id}): is "
+                           "the controller's [metadata] mode = network?")
+        return found[0]
 
     def dhcp(self) -> None:
         url, env = self.client()
@@ -342,6 +388,8 @@ class Builder:
                                                  "--network", "phy_net"), self.names.dhcp, env=env)
         self.service("upstream-httpd", ["busybox", "httpd", "-f", "-v", "-p", f"{plan.UPSTREAM_IP}:80", "-h",
                                         str(self.dir / "www")], self.names.upstream, notify=False)
+        if self.ipv6:
+            self.service("external-ra", ra_argv(self.dir), self.names.external, notify=False)
         self._wait_service("dhcp-server")
         self._wait(lambda: _listening(self.names.dhcp, "udp", 67), None, "the DHCP server on udp 67", 20)
 
@@ -351,6 +399,8 @@ class Builder:
         for vm in self.state.vms:
             host = self.state.host(vm.host)
             self._namespace(vm.namespace)
+            if self.ipv6:  # the guest's way of making its addresses, set before its device appears
+                guest_ipv6(vm.namespace, vm.addr_gen_mode)
             netns.ensure_veth(host.namespace, vm.device, vm.namespace, "eth0", mac=vm.mac)
             netns.attach_to_bridge(host.namespace, vm.device, plan.BRIDGE)
         api = self.api
@@ -376,6 +426,44 @@ class Builder:
 
         self._wait(served, None, "the router's namespace and metadata proxy (the L3 agent)", 60)
         self.progress(f"      router1 hosted by the L3 agent on {hosting[0].host}")
+
+    def metadata_namespaces(self) -> None:
+        """Network mode: on each host with a VM, its L3 agent's provnet-meta-<phy_net> namespace and the proxy in it
+        listening on 169.254.169.254:80 (and no namespace on a host without VMs)."""
+        hosts = sorted({vm.host for vm in self.state.vms})
+
+        def served(name: str) -> bool:
+            ns = plan.metadata_namespace(self.state.network_id, self.state.host(name).namespace_suffix)
+            return netns.namespace_exists(ns) and _listening(ns, "tcp", 80)
+
+        for name in hosts:
+            self._wait(functools.partial(served, name), None,
+                       f"{name}'s provnet-meta- namespace and its proxy (its L3 agent)", 60,
+                       log=self.dir / "logs" / f"{name}-l3-agent.log")
+        self.progress(f"      metadata served on {', '.join(hosts)} from {self.state.metadata_ip} and "
+                      f"169.254.169.254{' and ' + plan.METADATA_IP6 if self.ipv6 else ''}")
+
+    def addresses6(self) -> None:
+        """Each VM's link-local and SLAAC address from the RAs, no longer tentative."""
+        waiting: dict[str, list[str]] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            waiting = {}
+            for vm in self.state.vms:
+                have = check.ipv6_addresses(vm.namespace)
+                kinds = {"link" if a.startswith("fe80:") else "global" for a in have}
+                if kinds != {"link", "global"}:
+                    waiting[vm.name] = have
+            if not waiting:
+                break
+            time.sleep(0.2)
+        if waiting:
+            raise LabError(f"no IPv6 address from {plan.CIDR6}'s advertisements within 30s: "
+                           f"{'; '.join(f'{k}: {v or None}' for k, v in waiting.items())}; see "
+                           f"{self.dir / 'logs' / 'external-ra.log'}")
+        for vm in self.state.vms:
+            kind = "EUI-64" if vm.addr_gen_mode == plan.ADDR_GEN_EUI64 else "stable privacy"
+            self.progress(f"      {vm.name} ({kind}): {', '.join(check.ipv6_addresses(vm.namespace))}")
 
     def leases(self) -> None:
         for vm in self.state.vms:
@@ -430,6 +518,30 @@ class Builder:
         raise LabError(f"{what}: not ready after {timeout:.0f}s{detail}{where}")
 
 
+def _ip(namespace: str, *argv: str) -> None:
+    proc = subprocess.run(["ip", "-n", namespace, *argv], capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0 and "File exists" not in proc.stderr:
+        raise LabError(f"ip -n {namespace} {' '.join(argv)}: {proc.stderr.strip()}")
+
+
+def ra_argv(directory: Path) -> list[str]:
+    """dnsmasq as the external router's advertiser of the IPv6 prefix and nothing else: no DNS (port 0), no DHCPv6
+    (ra-only: the prefix from eth0's own address, flags for SLAAC), in the foreground, its log to stderr."""
+    return ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--no-resolv", "--no-hosts",
+            "--interface=eth0", "--bind-interfaces", "--enable-ra", "--dhcp-range=::,constructor:eth0,ra-only,64",
+            "--ra-param=eth0,10,1800", f"--pid-file={directory / 'external-ra.pid'}",
+            f"--dhcp-leasefile={directory / 'external-ra.leases'}", "--log-facility=-", "--log-dhcp", "--user=root"]
+
+
+def guest_ipv6(namespace: str, mode: int) -> None:
+    """The guest's IPv6 address generation for devices made in it: EUI-64 (0), or stable privacy (2) from a
+    random secret of its own (RFC 7217: the address tells nothing of the MAC)."""
+    netns.set_sysctl(namespace, "net.ipv6.conf.default.addr_gen_mode", str(mode))
+    if mode == plan.ADDR_GEN_STABLE_PRIVACY:
+        secret = ":".join(secrets.token_hex(2) for _ in range(8))
+        netns.set_sysctl(namespace, "net.ipv6.conf.default.stable_secret", secret)
+
+
 def _answers(api: ControllerApi | None) -> bool:
     assert api is not None
     api.revision()
@@ -451,11 +563,12 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def up(state_path: str, vms: int, dhcp_client: str, progress: Progress, hosts: int = 2,
-       keystone: bool = False) -> LabState:
+       keystone: bool = False, mode: str = "router", ipv6: bool = False) -> LabState:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, iptables)")
     missing = [t for t in (*TOOLS, *(("dhclient",) if dhcp_client == "dhclient" else ()),
-                           *(("socat",) if keystone else ())) if shutil.which(t) is None]
+                           *(("socat",) if keystone else ()), *(("dnsmasq",) if ipv6 else ()))
+               if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    return Builder(state_path, vms, dhcp_client, progress, hosts, keystone).run()
+    return Builder(state_path, vms, dhcp_client, progress, hosts, keystone, mode, ipv6).run()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 CIDR = "172.16.1.0/24"
 EXTERNAL_ROUTER_IP = "172.16.1.1"
 DHCP_SERVER_IP = "172.16.1.99"
+ROUTER_IP = "172.16.1.2"  # router mode: router1's qr- device, the seed's gateway
 UPSTREAM_CIDR = "198.51.100.0/24"  # TEST-NET-2, behind the external router
 UPSTREAM_ROUTER_IP = "198.51.100.1"  # the external router's upstream side
 UPSTREAM_IP = "198.51.100.10"  # a host out there, reachable only through the external router
@@ -34,6 +35,28 @@ SEED_SUBNET_BODY = {"name": "phy_subnet_without_dhcp", "cidr": "172.16.1.101/24"
                     "allocation_pools": [{"start": "172.16.1.102", "end": "172.16.1.126"}]}
 SEED_HOST_ROUTES = {"host_routes": [{"destination": "0.0.0.0/0", "nexthop": EXTERNAL_ROUTER_IP}]}
 SEED_ROUTER_BODY = {"name": "router1"}
+
+# How VMs reach 169.254.169.254 (`lab up --mode`, the controller's `[metadata] mode`). router: the seed's router1,
+# whose qr- device holds the gateway .2; network: no router at all, the external router .1 is the subnet's gateway
+# and the network's metadata port (made by the registry) is the next hop, served on each host by its L3 agent.
+MODES = ("router", "network")
+# In network mode the subnet's gateway is the external router itself (no host route needed for the default).
+# The registry's metadata port of a network in network mode (issue 12's shared names; provnet/model/resources.py).
+METADATA_PORT_OWNER = "network:distributed"
+METADATA_NAMESPACE_PREFIX = "provnet-meta-"  # + network id + the host's [l3_agent] namespace_suffix
+NETWORK_MODE_SUBNET_BODY = {**SEED_SUBNET_BODY, "gateway_ip": EXTERNAL_ROUTER_IP}
+
+# `lab up --ipv6`: an IPv6 subnet on phy_net, SLAAC from the external router's router advertisements (dnsmasq in
+# RA-only mode in its namespace; no ipv6_ra_mode: OpenStack sends no RA for it, as on a provider network).
+CIDR6 = "2001:db8:16::/64"
+EXTERNAL_ROUTER_IP6 = "2001:db8:16::1"
+METADATA_IP6 = "fe80::a9fe:a9fe"
+SEED_SUBNET6_BODY = {"name": "phy_subnet_v6", "cidr": CIDR6, "ip_version": 6, "gateway_ip": EXTERNAL_ROUTER_IP6,
+                     "ipv6_address_mode": "slaac", "enable_dhcp": True}
+# The VMs' ways of making IPv6 addresses (net.ipv6.conf.eth0.addr_gen_mode): EUI-64 from the MAC, and stable privacy
+# (RFC 7217, from a secret: nothing in the address tells the MAC). Odd VMs use the first, even ones the second.
+ADDR_GEN_EUI64 = 0
+ADDR_GEN_STABLE_PRIVACY = 2
 
 
 # The management network (the controller's API and metadata API; hosts and the DHCP server's host reach them there).
@@ -153,12 +176,45 @@ def parse_vms(value: int) -> int:
     return value
 
 
-def expected_routes(port_ip: str) -> list[tuple[str, str | None]]:
-    """The seed's routing table in the VM (destination CIDR, gateway), sorted like `netns.ipv4_routes`."""
+def metadata_device_id(network_id: str) -> str:
+    return "provnet-metadata-" + network_id
+
+
+def metadata_namespace(network_id: str, suffix: str) -> str:
+    """The L3 agent's network-mode namespace of `network_id` on a host with [l3_agent] namespace_suffix `suffix`."""
+    return f"{METADATA_NAMESPACE_PREFIX}{network_id}{suffix}"
+
+
+def parse_mode(value: str) -> str:
+    if value not in MODES:
+        raise ValueError(f"--mode must be {' or '.join(MODES)}, got {value!r}")
+    return value
+
+
+def addr_gen_mode(vm_index: int) -> int:
+    """VM 1, 3, ... make EUI-64 addresses; VM 2, 4, ... stable-privacy ones."""
+    return ADDR_GEN_EUI64 if vm_index % 2 else ADDR_GEN_STABLE_PRIVACY
+
+
+def eui64(prefix: str, mac: str) -> str:
+    """The modified EUI-64 address of `mac` in the /64 `prefix` (RFC 4291 appendix A)."""
+    octets = [int(x, 16) for x in mac.split(":")]
+    if len(octets) != 6:
+        raise ValueError(f"not a MAC: {mac!r}")
+    octets[0] ^= 0x02
+    iid = bytes(octets[:3] + [0xFF, 0xFE] + octets[3:])
+    net = ipaddress.IPv6Network(prefix)
+    return str(ipaddress.IPv6Address(int(net.network_address) | int.from_bytes(iid, "big")))
+
+
+def expected_routes(port_ip: str, metadata_hop: str = ROUTER_IP) -> list[tuple[str, str | None]]:
+    """The seed's routing table in the VM (destination CIDR, gateway), sorted like `netns.ipv4_routes`.
+    `metadata_hop`: router mode's gateway .2, or in network mode the network's metadata port's address."""
     net = ipaddress.ip_network(CIDR)
-    if ipaddress.ip_address(port_ip) not in net:
-        raise ValueError(f"{port_ip} is not in {CIDR}")
-    return sorted([("0.0.0.0/0", EXTERNAL_ROUTER_IP), ("169.254.169.254/32", "172.16.1.2"), (CIDR, None)])
+    for ip in (port_ip, metadata_hop):
+        if ipaddress.ip_address(ip) not in net:
+            raise ValueError(f"{ip} is not in {CIDR}")
+    return sorted([("0.0.0.0/0", EXTERNAL_ROUTER_IP), ("169.254.169.254/32", metadata_hop), (CIDR, None)])
 
 
 def route_table_text(routes: list[tuple[str, str | None, str]]) -> str:

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from provnet.lab import plan
 from provnet.lab.procs import Proc
 
 DEFAULT_LAB_STATE_PATH = "/var/lib/provnet-lab"
@@ -22,6 +23,7 @@ class Vm:
     device: str  # the tap device on its host's bridge
     user_data: str
     host: str = ""  # the host it runs on (its port's binding:host_id)
+    addr_gen_mode: int = 0  # `lab up --ipv6`: net.ipv6.conf.eth0.addr_gen_mode (0 EUI-64, 2 stable privacy)
 
 
 @dataclass
@@ -47,6 +49,11 @@ class LabState:
     router_port_id: str = ""
     metadata_api_port: int = 0
     keystone_port: int = 0  # `lab up --keystone`: Keystone on 127.0.0.1 at this port (0: no Keystone)
+    mode: str = "router"  # `lab up --mode`: router (router1's qr- device) or network (the metadata port)
+    ipv6: bool = False  # `lab up --ipv6`: an IPv6 SLAAC subnet too, metadata over fe80::a9fe:a9fe
+    network_id: str = ""  # phy_net
+    metadata_port_id: str = ""  # network mode: the registry's metadata port of phy_net
+    metadata_ip: str = ""  # network mode: its address, the VMs' next hop to 169.254.169.254
     complete: bool = False
 
     def to_json(self) -> dict:
@@ -68,6 +75,11 @@ class LabState:
     def process(self, name: str) -> Proc | None:
         """The lab's own process of that name (its supervisor; with --keystone also Keystone's gunicorn master)."""
         return next((p for p in self.processes if p.name == name), None)
+
+    @property
+    def metadata_hop(self) -> str:
+        """The VMs' next hop to 169.254.169.254: router1's gateway .2, or the metadata port's address."""
+        return self.metadata_ip if self.mode == "network" else plan.ROUTER_IP
 
     def host(self, name: str) -> Host:
         for host in self.hosts:

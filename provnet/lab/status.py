@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provnet.dataplane import netns
-from provnet.lab import procs, supervisor
+from provnet.lab import plan, procs, supervisor
 from provnet.lab.api import ControllerApi
 from provnet.lab.state import LabState, lab_dir
 
@@ -67,8 +67,9 @@ def snapshot(state_path: str, state: LabState) -> Snapshot:
             except netns.DataplaneError:  # an agent is making or removing it this very moment
                 qrouters[ns] = []
     proxies = {}
+    key = state.router_id if state.mode == "router" else state.network_id  # the L3 agent's proxies' pid files
     for host in state.hosts:
-        pid_file = Path(host.state_path) / "external" / "pids" / f"{state.router_id}.pid"
+        pid_file = Path(host.state_path) / "external" / "pids" / f"{key}.pid"
         try:
             pid = int(pid_file.read_text())
         except (OSError, ValueError):
@@ -97,11 +98,19 @@ def render_text(state_path: str, state: LabState, snap: Snapshot) -> str:
     d = lab_dir(state_path)
     out = [f"lab {state.suffix} in {d} ({'complete' if state.complete else 'INCOMPLETE'}), {len(state.hosts)} "
            f"host(s), DHCP client {state.dhcp_client}, router {state.router_id or '-'}"]
+    v6 = f", IPv6 {plan.CIDR6} (SLAAC)" if state.ipv6 else ""
+    if state.mode == "router":
+        out.append(f"mode: router (169.254.169.254 via router1's qr- device {plan.ROUTER_IP}){v6}")
+    else:
+        out.append(f"mode: network (no router; 169.254.169.254 via phy_net's metadata port {state.metadata_ip or '-'}"
+                   f", served in each VM host's provnet-meta- namespace){v6}")
     if snap.api_error:
         out.append(f"API {state.api_url}: NOT ANSWERING ({snap.api_error})")
-    else:
+    elif state.mode == "router":
         hosted = ", ".join(snap.hosting) or "NO L3 AGENT"
         out.append(f"API {state.api_url} (from {state.controller}): answering; router1 hosted by {hosted}")
+    else:
+        out.append(f"API {state.api_url} (from {state.controller}): answering")
     out.append("namespaces:")
     for ns, present in snap.namespaces.items():
         out.append(f"  {ns:<58} {'present' if present else 'GONE'}")
@@ -123,8 +132,11 @@ def render_text(state_path: str, state: LabState, snap: Snapshot) -> str:
         out.append(f"  {row.name:<26} pid {row.pid or '-':<8} {row.state:<10} {row.namespace or '(machine)'}"
                    f"{restarts}")
     for host, (pid, running) in sorted(snap.proxies.items()):
+        suffix = state.host(host).namespace_suffix
+        ns = f"qrouter-{state.router_id}{suffix}" if state.mode == "router" else \
+            plan.metadata_namespace(state.network_id, suffix)
         out.append(f"  {host + ' metadata proxy':<26} pid {pid:<8} {'running' if running else 'STOPPED':<10} "
-                   f"qrouter-{state.router_id}{state.host(host).namespace_suffix} (the L3 agent's)")
+                   f"{ns} (the L3 agent's)")
     if snap.agents:
         out.append("agents:")
         for key, (_agent_id, alive) in sorted(snap.agents.items()):
