@@ -271,10 +271,10 @@ def check(state_path: str, state: LabState) -> tuple[bool, str]:
 def describe_mode(state: LabState) -> str:
     """The line naming what was checked: the mode, the path to the metadata, the families."""
     if state.mode == "router":
-        path = f"router mode: 169.254.169.254 via router1's qr- device {plan.ROUTER_IP} (its L3 agent's proxy)"
+        path = f"router (169.254.169.254 via router1's qr- device {plan.ROUTER_IP}, its L3 agent's proxy)"
     else:
-        path = (f"network mode: 169.254.169.254 via phy_net's metadata port {state.metadata_ip or '?'} (each VM "
-                "host's provnet-meta- namespace), no router")
+        path = (f"network (no router; 169.254.169.254 via phy_net's metadata port {state.metadata_ip or '?'}, "
+                "each VM host's provnet-meta- namespace)")
     families = f"IPv4 and IPv6 ({plan.METADATA_IP6})" if state.ipv6 else "IPv4"
     return f"mode: {path}; metadata checked over {families}"
 
