@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import need_root, need_tool
@@ -91,6 +92,12 @@ def test_network_mode_check_passes_and_names_the_mode(network_lab):
     assert status.returncode == 0 and "mode: network (no router" in status.stdout
     assert "GONE" not in status.stdout and "STOPPED" not in status.stdout
     assert status.stdout.count("metadata proxy") == 2  # one per host with a VM
+    svg = provnet(network_lab["path"], "lab", "status", "--format", "svg")
+    assert svg.returncode == 0, svg.stderr
+    drawn = {g.get("data-namespace") for g in ET.fromstring(svg.stdout.split("?>", 1)[1]).iter(
+        "{http://www.w3.org/2000/svg}g")}
+    st = network_lab["state"]
+    assert {plan.metadata_namespace(st.network_id, h.namespace_suffix) for h in st.hosts} <= drawn
     failover = provnet(network_lab["path"], "lab", "failover")
     assert failover.returncode == 1 and "no router to fail over" in failover.stderr
 

@@ -113,6 +113,16 @@ def gather(state: LabState, snap: Snapshot) -> Topology:
         if proxy is not None and ns.startswith(f"qrouter-{state.router_id}"):
             b.lines.append(Line(f"metadata proxy pid {proxy[0]} {'running' if proxy[1] else 'STOPPED'} "
                                 f":{plan.METADATA_PORT}", bad=not proxy[1]))
+    for ns in sorted(n for n in snap.namespaces if n.startswith(plan.METADATA_NAMESPACE_PREFIX)):
+        owner = next((h for h in state.hosts if ns.endswith(h.namespace_suffix)), None)
+        if owner is None:
+            continue
+        b = box(ns, ns, "qrouter", host_column[owner.name], via_host=owner.name)
+        b.lines.append(Line(f"network mode: phy_net's metadata port {state.metadata_ip}, {owner.name}'s L3 agent"))
+        proxy = snap.proxies.get(owner.name)
+        if proxy is not None:
+            b.lines.append(Line(f"metadata proxy pid {proxy[0]} {'running' if proxy[1] else 'STOPPED'} :80",
+                                bad=not proxy[1]))
     for vm in state.vms:
         b = box(vm.namespace, f"{vm.name} on {vm.host}", "vm", host_column.get(vm.host, 0), via_host=vm.host)
         status = snap.ports.get(vm.port_id, "?" if snap.api_error else "GONE")
@@ -130,7 +140,9 @@ def gather(state: LabState, snap: Snapshot) -> Topology:
         role = {"dhcp": "dhcp", "ext": "external", "up": "upstream"}[key]
         box(f"{state.suffix}-{key}", title, role, extra, mgmt=mgmt, provider=provider)
     hosting = ", ".join(snap.hosting) or "no L3 agent"
-    subtitle = (f"{len(state.hosts)} host(s), {len(state.vms)} VM(s); router1 {state.router_id} hosted by {hosting}; "
+    where = f"router1 {state.router_id} hosted by {hosting}" if state.mode == "router" else \
+        f"network mode, metadata port {state.metadata_ip}"
+    subtitle = (f"{len(state.hosts)} host(s), {len(state.vms)} VM(s); {where}{', IPv6' if state.ipv6 else ''}; "
                 f"supervisor {'running' if snap.supervisor_running else 'STOPPED'}")
     switch = f"{state.suffix}-sw"
     return Topology(f"lab {state.suffix} (provnet)", subtitle, boxes,
