@@ -19,7 +19,8 @@ from provnet.lab import state as lab_state
 
 def _lab(request, tmp_path_factory, name: str, *args: str) -> dict:
     need_root()
-    need_tool("ip", "iptables-restore", "curl", "busybox", "ss", "/usr/bin/python3", "dnsmasq")
+    need_tool("ip", "iptables-restore", "curl", "busybox", "ss", "/usr/bin/python3",
+              *(("dnsmasq",) if "--ipv6" in args else ()))
     path = tmp_path_factory.mktemp(name)
     snapshot: list[lab_state.LabState] = []
 
