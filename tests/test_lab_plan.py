@@ -261,8 +261,10 @@ def test_modes_and_bad_values():
     assert plan.NETWORK_MODE_SUBNET_BODY["gateway_ip"] == plan.EXTERNAL_ROUTER_IP
     assert {k: v for k, v in plan.NETWORK_MODE_SUBNET_BODY.items() if k != "gateway_ip"} == \
         {k: v for k, v in plan.SEED_SUBNET_BODY.items() if k != "gateway_ip"}
-    assert plan.metadata_device_id("n1") == "provnet-metadata-n1"
-    assert plan.metadata_namespace("n1", "@pnabc-h2") == "provnet-meta-n1@pnabc-h2"
+    from provnet.dataplane.metadata_ns import metadata_namespace
+
+    assert plan.metadata_namespace("n1", "@pnabc-h2") == metadata_namespace("n1", "@pnabc-h2") == \
+        "provnet-meta-n1@pnabc-h2"  # the L3 agent's naming
     assert plan.SEED_SUBNET6_BODY["ipv6_address_mode"] == "slaac" and "ipv6_ra_mode" not in plan.SEED_SUBNET6_BODY
 
 

@@ -24,7 +24,7 @@ from provnet.lab.plan import Names
 from provnet.lab.procs import Proc, is_running, spawn
 from provnet.lab.state import Host, LabState, Vm, lab_dir, save
 from provnet.lab.supervisor import Service
-from provnet.model.resources import L3_AGENT_TYPE, OVS_AGENT_TYPE
+from provnet.model.resources import L3_AGENT_TYPE, METADATA_PORT_OWNER, OVS_AGENT_TYPE, metadata_device_id
 
 Progress = Callable[[str], None]
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
@@ -375,8 +375,8 @@ class Builder:
     @staticmethod
     def _metadata_port(api: ControllerApi, network_id: str) -> Any:
         """The metadata port the registry made with phy_net's first subnet (network mode)."""
-        found = [p for p in api.list_ports({"network_id": [network_id], "device_owner": [plan.METADATA_PORT_OWNER]})
-                 if p.device_id == plan.metadata_device_id(network_id)]
+        found = [p for p in api.list_ports({"network_id": [network_id], "device_owner": [METADATA_PORT_OWNER]})
+                 if p.device_id == metadata_device_id(network_id)]
         if not found or not any(":" not in f.ip_address for f in found[0].fixed_ips):
             raise LabError(f"the registry made no metadata port with an IPv4 address on phy_net ({network_id}): is "
                            "the controller's [metadata] mode = network?")

@@ -41,9 +41,9 @@ SEED_ROUTER_BODY = {"name": "router1"}
 # and the network's metadata port (made by the registry) is the next hop, served on each host by its L3 agent.
 MODES = ("router", "network")
 # In network mode the subnet's gateway is the external router itself (no host route needed for the default).
-# The registry's metadata port of a network in network mode (issue 12's shared names; provnet/model/resources.py).
-METADATA_PORT_OWNER = "network:distributed"
-METADATA_NAMESPACE_PREFIX = "provnet-meta-"  # + network id + the host's [l3_agent] namespace_suffix
+# network mode's namespace on a host: this + network id + the host's [l3_agent] namespace_suffix (the L3 agent's
+# naming, provnet/dataplane/metadata_ns.py)
+METADATA_NAMESPACE_PREFIX = "provnet-meta-"
 NETWORK_MODE_SUBNET_BODY = {**SEED_SUBNET_BODY, "gateway_ip": EXTERNAL_ROUTER_IP}
 
 # `lab up --ipv6`: an IPv6 subnet on phy_net, SLAAC from the external router's router advertisements (dnsmasq in
@@ -174,10 +174,6 @@ def parse_vms(value: int) -> int:
     if not 1 <= value <= MAX_VMS:
         raise ValueError(f"--vms must be 1..{MAX_VMS} (the seed's pool .102-.126 holds {MAX_VMS}), got {value}")
     return value
-
-
-def metadata_device_id(network_id: str) -> str:
-    return "provnet-metadata-" + network_id
 
 
 def metadata_namespace(network_id: str, suffix: str) -> str:
