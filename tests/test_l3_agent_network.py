@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -338,6 +339,35 @@ def test_proxy_entry_takes_one_router_or_one_network(tmp_path) -> None:
     bad = subprocess.run([*base, "--network-id", "n", "--bind", "not-an-address%%"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 1 and "network n" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_proxy_under_a_state_path_too_long_for_its_status_socket_still_serves(tmp_path) -> None:
+    """The L3 agent leaves --status-socket out when its path would not fit a unix socket (108 bytes); the proxy
+    then serves VMs without /healthz and says so, instead of exiting and being respawned forever (found by the
+    Keystone lab under pytest's long directory names)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "provnet.runtime.proxy_main", "--state-path", str(deep),
+                             "--router-id", "4978b4c3-14eb-4a1a-a85f-6567d59f8c04", "--bind", "127.0.0.1",
+                             "--port", str(port), "--socket", str(tmp_path / "agent.sock")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def answers() -> bool:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return c.recv(100).startswith(b"HTTP/1.1 50")  # no agent behind it: 502, but it answers
+            except OSError:
+                return False
+        wait_for(answers, 30, "the proxy answering")
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "no status socket" in out and "Traceback" not in out, out
 
 
 def fdb_port(ns: str, mac: str, bridge: str = "br-phy") -> str | None:

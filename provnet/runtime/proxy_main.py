@@ -13,6 +13,7 @@ from provnet.metadata.proxy import DEFAULT_BIND, MetadataProxy
 from provnet.runtime.process import StartupError, run_server
 
 # the CLI's text log line (provnet.cli.logs), which this entry cannot import without loading the whole CLI
+MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -48,8 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO, format=LOG_FORMAT,
                         datefmt=DATE_FORMAT)
     what = f"router {args.router_id}" if args.router_id else f"network {args.network_id}"
-    status = args.status_socket or os.path.join(config.state_path, "metadata-proxy",
-                                                f"{args.router_id or args.network_id}.sock")
+    status: str | None = args.status_socket or os.path.join(config.state_path, "metadata-proxy",
+                                                            f"{args.router_id or args.network_id}.sock")
+    if not args.status_socket and status is not None and len(status.encode()) > MAX_UNIX_PATH:
+        # the agent leaves the option out when its own short path does not fit either: serve VMs regardless
+        logging.getLogger("provnet.metadata_proxy").warning(
+            "metadata proxy for %s: no status socket (/healthz, /metrics): %s is longer than a unix socket path "
+            "may be (%d bytes); give --status-socket or a shorter state_path", what, status, MAX_UNIX_PATH)
+        status = None
     try:
         proxy = MetadataProxy(socket_path=config.metadata_proxy_socket, router_id=args.router_id,
                               network_id=args.network_id, bind=args.bind, port=config.metadata_port,
