@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import need, need_root, need_tool
@@ -188,6 +189,45 @@ def test_restart_adopts_namespace_and_proxy_without_a_failed_request(world) -> N
     assert not gone(pid)
     log = world.agent_log(again)[before:]
     assert "namespace provnet-meta-" not in log and "proxy for" not in log.replace("adopted the metadata proxy", "")
+
+
+def test_switching_to_router_mode_and_back_keeps_a_polling_vm_served_but_for_the_switch(world) -> None:
+    """Auto mode: a router interface on the gateway moves new leases' route to the router (.2) while the metadata
+    port and its namespace stay; removing it moves new leases back. A VM polling in a loop whose route moves at
+    the worst moment (a renewal right as the interface is added or removed, before the L3 agent has built or
+    after it has taken away the router's path) fails only within that switch-over, measured and printed; between
+    the switches, no request fails."""
+    world.add_host("h1")
+    port = add_metadata_port(world)
+    [meta_ip] = port.ips()
+    world.add_vm("h1", "vm1", "172.16.1.50", via=meta_ip, bound=True)
+    vm = world.vms["vm1"]
+    world.start_agent("h1")
+    wait_for(lambda: serves(world, "vm1"), 20, "metadata in network mode")
+    ns = meta_ns(world)
+    poller = poll_in_vm(vm, 12)
+    router = world.registry.create_router({"name": "r1"})
+
+    def switch(change, via: str) -> tuple[float, float]:
+        began = time.monotonic()
+        change()
+        subprocess.run(["ip", "-n", vm, "route", "replace", "169.254.169.254/32", "via", via], check=True)
+        wait_for(lambda: serves(world, "vm1"), 15, f"metadata via {via}")
+        return began, time.monotonic()
+
+    to_router = switch(lambda: world.registry.add_router_interface(router.id, subnet_id=world.subnet_id),
+                       "172.16.1.2")
+    assert netns.namespace_exists(ns)  # the metadata port is kept: VMs with older leases still use it
+    to_network = switch(lambda: world.registry.remove_router_interface(router.id, subnet_id=world.subnet_id),
+                        meta_ip)
+    result = poll_result(poller)
+    failed = result["failures"]
+    outside = [f for f in failed if not any(a - 0.1 <= f[0] <= b for a, b in (to_router, to_network))]
+    in_first = [f for f in failed if to_router[0] - 0.1 <= f[0] <= to_router[1]]
+    print(f"switch-over, network -> router mode: {to_router[1] - to_router[0]:.2f} s ({len(in_first)} requests "
+          f"failed); router -> network mode: {to_network[1] - to_network[0]:.2f} s "
+          f"({len(failed) - len(in_first)} failed); {result['ok']} answered in all")
+    assert outside == [] and result["ok"] > 50, result
 
 
 def test_drift_is_repaired_by_the_resync_timer_and_a_killed_proxy_at_once(world) -> None:
