@@ -4,6 +4,7 @@
 # removed with the port or the last VM, adopted across a restart, repaired after drift.
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -276,9 +277,9 @@ def test_missing_bridge_is_reported_and_retried(world) -> None:
 
 
 def test_a_guest_on_a_neighbours_address_with_its_own_mac_gets_404(world) -> None:
-    """Port security off: the thief's packets carry the victim's address from the thief's own MAC; the
-    namespace's neighbour table has the thief's MAC, the proxy passes it on, the agent refuses it. Needs the MAC
-    check (provnet/metadata/neighbours.py on main), which this branch gets when it is rebased on main."""
+    """Network mode, over IPv4 and IPv6. Port security off: the thief's packets carry the victim's addresses (its
+    IPv4 address, its EUI-64 link-local address) from the thief's own MAC; the namespace's neighbour table has the
+    thief's MAC, the proxy passes it on, the agent refuses it."""
     pytest.importorskip("provnet.metadata.neighbours", reason="the MAC check is on main; rebase to run this")
     host = world.add_host("h1")
     port = add_metadata_port(world)
@@ -299,12 +300,27 @@ def test_a_guest_on_a_neighbours_address_with_its_own_mac_gets_404(world) -> Non
     netns.attach_to_bridge(host, tap, "br-phy")
     netns.ensure_address(thief, "eth0", "172.16.1.60", 24)
     netns.ensure_route(thief, "169.254.169.254/32", meta_ip)
+    # and over IPv6: an IPv6 subnet on the network, the thief on the victim's EUI-64 link-local address only
+    world.registry.create_subnet({"network_id": world.network_id, "cidr": "2001:db8:1::/64", "ip_version": 6,
+                                  "enable_dhcp": False})
+    subprocess.run(["ip", "-n", thief, "-6", "addr", "flush", "dev", "eth0", "scope", "link"], check=True)
+    subprocess.run(["ip", "-n", thief, "addr", "add", f"{eui64_link_local(victim.mac_address)}/64", "dev", "eth0",
+                    "nodad"], check=True)
     world.start_agent("h1")
     wait_for(lambda: serves(world, "vm1"), 20, "metadata for the honest VM")
-    for path in ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id"):
-        code, text = ns_curl(thief, f"http://169.254.169.254{path}")
-        assert code == 404 and "does not have MAC" in text, (code, text)
-        assert victim.mac_address not in text and "victim-vm" not in text and victim_vm.id not in text
+    for base in ("http://169.254.169.254", "http://[fe80::a9fe:a9fe%eth0]"):
+        wait_for(lambda b=base: ns_curl(thief, f"{b}/", timeout=1)[0] != 0, 10, f"the proxy answering at {base}")
+        for path in ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id"):
+            code, text = ns_curl(thief, f"{base}{path}")
+            assert code == 404 and ("does not have MAC" in text or "belongs to MAC" in text), (base, code, text)
+            assert "victim-vm" not in text and victim_vm.id not in text
+
+
+def eui64_link_local(mac: str) -> str:
+    """The modified EUI-64 link-local address a kernel makes from `mac` (U/L bit flipped, ff:fe in the middle)."""
+    b = bytearray(int(x, 16) for x in mac.split(":"))
+    b[0] ^= 2
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])))
 
 
 READ_METADATA_SERVICE = r'''
